@@ -1,0 +1,334 @@
+"""The local stack: Google's Firestore emulator, the Firebase Auth emulator and the gateway.
+
+`make dev` runs this module; the tests start the same Stack on free ports. Every child runs in
+its own process group and is stopped with it, so no emulator outlives the stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ID = "demo-alodoktor"
+DEV_ORIGINS = "http://localhost:5173,http://127.0.0.1:5173,http://localhost:3000"
+
+
+class StackError(RuntimeError):
+    """A problem the user can fix, told in one line."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    firestore: int = 8080
+    auth: int = 9099
+    gateway: int = 5001
+    hub: int = 4400
+    logging: int = 4500
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(*_free_ports(5))
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def check_prerequisites() -> None:
+    missing = []
+    if shutil.which("java") is None:
+        missing.append(
+            "java is not installed: the Firestore emulator needs Java 11+ "
+            "(apt install openjdk-17-jre-headless)"
+        )
+    if shutil.which("gcloud") is None:
+        missing.append(
+            "gcloud is not installed: install the Google Cloud SDK "
+            "with its cloud-firestore-emulator component"
+        )
+    if shutil.which("node") is None:
+        missing.append("node is not installed: the Firebase Auth emulator needs Node.js 20+")
+    elif not (ROOT / "node_modules" / ".bin" / "firebase").exists():
+        missing.append("firebase-tools is not installed: run `npm ci` (make does this for you)")
+    if missing:
+        raise StackError("\n".join(missing))
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path | None
+
+
+@dataclass
+class Stack:
+    ports: Ports = field(default_factory=Ports)
+    project_id: str = PROJECT_ID
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="alodoktor-stack-")))
+    gateway_output: IO[bytes] | None = None  # None: to a log file in workdir
+    extra_env: dict[str, str] = field(default_factory=dict)
+    children: list[Child] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a process needs to talk to this stack."""
+        return {
+            "GOOGLE_CLOUD_PROJECT": self.project_id,
+            "GCLOUD_PROJECT": self.project_id,
+            "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{self.ports.firestore}",
+            "FIREBASE_AUTH_EMULATOR_HOST": f"127.0.0.1:{self.ports.auth}",
+            "ALLOWED_ORIGINS": DEV_ORIGINS,
+            **self.extra_env,
+        }
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.gateway}"
+
+    @property
+    def auth_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.auth}"
+
+    @property
+    def firestore_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.firestore}"
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self, *, gateway: bool = True) -> None:
+        check_prerequisites()
+        taken = [
+            f"port {port} ({name}) is already in use: stop what holds it or choose another port"
+            for name, port in vars(self.ports).items()
+            if port_in_use(port)
+        ]
+        if taken:
+            raise StackError("\n".join(taken))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_firestore()
+            self._start_auth()
+            self._wait("Firestore emulator", self.firestore_url + "/", 60, "firestore")
+            self._wait("Auth emulator", self.auth_url + "/", 90, "auth")
+            if gateway:
+                self.start_gateway()
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_gateway(self) -> None:
+        self._spawn(
+            "gateway",
+            [sys.executable, "-m", "dev.gateway", "--port", str(self.ports.gateway)],
+            output=self.gateway_output,
+        )
+        self._wait("gateway", self.gateway_url + "/healthz", 60, "gateway")
+
+    def _start_firestore(self) -> None:
+        self._spawn(
+            "firestore",
+            [
+                "gcloud",
+                "emulators",
+                "firestore",
+                "start",
+                f"--host-port=127.0.0.1:{self.ports.firestore}",
+                f"--project={self.project_id}",
+                f"--rules={ROOT / 'firestore.rules'}",
+                "--quiet",
+            ],
+        )
+
+    def _start_auth(self) -> None:
+        config = self.workdir / "firebase.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "emulators": {
+                        "auth": {"host": "127.0.0.1", "port": self.ports.auth},
+                        "hub": {"host": "127.0.0.1", "port": self.ports.hub},
+                        "logging": {"host": "127.0.0.1", "port": self.ports.logging},
+                        "ui": {"enabled": False},
+                        "singleProjectMode": True,
+                    }
+                }
+            )
+        )
+        self._spawn(
+            "auth",
+            [
+                str(ROOT / "node_modules" / ".bin" / "firebase"),
+                "emulators:start",
+                "--only",
+                "auth",
+                "--project",
+                self.project_id,
+                "--config",
+                str(config),
+            ],
+            cwd=self.workdir,
+        )
+
+    def _spawn(
+        self, name: str, argv: list[str], *, output: IO[bytes] | None = None, cwd: Path = ROOT
+    ) -> None:
+        log_path = None
+        if output is None:
+            log_path = self.workdir / f"{name}.log"
+            output = log_path.open("wb")
+        env = {
+            **os.environ,
+            **self.env,
+            "NO_UPDATE_NOTIFIER": "1",
+            "FIREBASE_CLI_EXPERIMENTS": "",
+            "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+        process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, so stop() reaches grandchildren
+        )
+        self.children.append(Child(name, process, log_path))
+
+    def _wait(self, what: str, url: str, timeout: float, child_name: str) -> None:
+        deadline = time.monotonic() + timeout
+        child = next(c for c in self.children if c.name == child_name)
+        while time.monotonic() < deadline:
+            if child.process.poll() is not None:
+                raise StackError(
+                    f"{what} exited with code {child.process.returncode}{self._tail(child)}"
+                )
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(url, timeout=1).ok:
+                    return
+            time.sleep(0.2)
+        raise StackError(f"{what} did not come up within {timeout:.0f}s{self._tail(child)}")
+
+    @staticmethod
+    def _tail(child: Child) -> str:
+        if child.log_path is None or not child.log_path.exists():
+            return ""
+        lines = child.log_path.read_text(errors="replace").splitlines()[-15:]
+        return f" (log {child.log_path}):\n  " + "\n  ".join(lines)
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            _terminate(child.process)
+        self.children.clear()
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _terminate(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    if process.poll() is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # leftovers of an exited leader
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace)
+    # The Firestore emulator's JVM is a grandchild: make sure the whole group is gone.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def _signals_stop() -> Iterator[None]:
+    def raise_interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Run the Alo Doktor backend locally on emulators.")
+    parser.add_argument("--no-seed", action="store_true", help="do not create the demo accounts")
+    args = parser.parse_args()
+
+    workdir = ROOT / ".stack"
+    shutil.rmtree(workdir, ignore_errors=True)
+    stack = Stack(workdir=workdir, gateway_output=sys.stdout.buffer)
+    with _signals_stop():
+        try:
+            print("Starting the Firestore and Auth emulators (logs in .stack/) ...", flush=True)
+            stack.start()
+            os.environ.update(stack.env)
+            if not args.no_seed:
+                from dev import seed
+
+                accounts = seed.seed()
+                print(seed.instructions(stack, accounts), flush=True)
+            print(f"Gateway on {stack.gateway_url}  (Ctrl-C stops everything)", flush=True)
+            while all(c.process.poll() is None for c in stack.children):
+                time.sleep(0.5)
+            dead = [c.name for c in stack.children if c.process.poll() is not None]
+            print(f"stopping: {', '.join(dead)} exited", file=sys.stderr)
+            return 1
+        except StackError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("\nstopping ...", flush=True)
+            return 0
+        finally:
+            # A second Ctrl-C or a group-wide SIGTERM must not cut the shutdown short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The one authorization policy: for every route of every function, who may call it.
+
+A function can only register a route that has an entry here (shared.http refuses any other at
+import time), so the table is the complete answer to "who can do what". A route's ownership
+rule is applied by its handler to the resource it loaded; a resource the caller may not see is
+answered 404, so ids cannot be probed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from shared.context import Principal, Role
+from shared.errors import Forbidden, NotFound, Unauthenticated
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The resource is the caller's when any of these fields holds the caller's uid."""
+
+    fields: tuple[str, ...]
+
+    def owns(self, principal: Principal, resource: Mapping[str, Any]) -> bool:
+        return any(resource.get(f) == principal.uid for f in self.fields)
+
+
+@dataclass(frozen=True)
+class Rule:
+    roles: frozenset[Role]  # empty: public, no authentication
+    owner: Owner | None = None
+    # Doctors, clinics and pharmacies must be approved to call this route.
+    approved: bool = True
+    # Admins pass the ownership rule (they manage every account).
+    admin_sees_all: bool = True
+
+    @property
+    def public(self) -> bool:
+        return not self.roles
+
+
+PUBLIC = Rule(roles=frozenset())
+EVERY_ROLE = frozenset(Role)
+
+
+def allow(
+    *roles: Role,
+    owner: Owner | None = None,
+    approved: bool = True,
+    admin_sees_all: bool = True,
+) -> Rule:
+    return Rule(
+        roles=frozenset(roles), owner=owner, approved=approved, admin_sees_all=admin_sees_all
+    )
+
+
+def signed_in(*, owner: Owner | None = None, admin_sees_all: bool = True) -> Rule:
+    """Any signed-in account, approved or not (managing one's own sign-in is always allowed)."""
+    return allow(*EVERY_ROLE, owner=owner, approved=False, admin_sees_all=admin_sees_all)
+
+
+OWN_UID = Owner(("uid",))
+
+# Every deployable HTTP function; each also serves GET /openapi.json publicly.
+FUNCTIONS: tuple[str, ...] = ("session",)
+
+RouteKey = tuple[str, str, str]  # (function, METHOD, path in werkzeug rule syntax)
+
+POLICY: dict[RouteKey, Rule] = {
+    ("session", "POST", "/"): PUBLIC,  # sign in: the ID token in the body is the credential
+    ("session", "GET", "/"): signed_in(),
+    ("session", "DELETE", "/"): signed_in(),
+    ("session", "GET", "/sessions"): signed_in(),
+    # Sessions are private even from admins: revoking them goes through revoke-all.
+    ("session", "DELETE", "/sessions/<id>"): signed_in(owner=OWN_UID, admin_sees_all=False),
+    ("session", "POST", "/revoke-all"): signed_in(),
+}
+POLICY.update({(fn, "GET", "/openapi.json"): PUBLIC for fn in FUNCTIONS})
+
+
+class PolicyMissing(LookupError):
+    pass
+
+
+def rule_for(function: str, method: str, path: str) -> Rule:
+    try:
+        return POLICY[(function, method, path)]
+    except KeyError:
+        raise PolicyMissing(
+            f"{method} /{function}{path} has no entry in shared.policy.POLICY; "
+            "add one before registering the route"
+        ) from None
+
+
+def check_access(rule: Rule, principal: Principal | None) -> None:
+    """Role and approval gate, before the handler runs: 401 or 403."""
+    if rule.public:
+        return
+    if principal is None:
+        raise Unauthenticated("Sign in first.", code="unauthenticated")
+    if principal.role not in rule.roles:
+        raise Forbidden("Your role may not do this.", code="role_not_allowed")
+    if rule.approved and not principal.may_act:
+        raise Forbidden("Your account awaits approval by an admin.", code="not_approved")
+
+
+def check_owner(rule: Rule, principal: Principal, resource: Mapping[str, Any] | None) -> None:
+    """Ownership gate, applied to a loaded resource: a stranger's resource does not exist."""
+    if resource is None:
+        raise NotFound()
+    if rule.admin_sees_all and principal.role is Role.ADMIN:
+        return
+    if rule.owner is not None and not rule.owner.owns(principal, resource):
+        raise NotFound()

@@ -1,0 +1,89 @@
+"""Settings read once from the environment, with production-safe defaults."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from dataclasses import dataclass
+
+GOOGLE_ID_TOKEN_CERTS = (
+    "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com"
+)
+GOOGLE_SESSION_COOKIE_CERTS = (
+    "https://www.googleapis.com/identitytoolkit/v3/relyingparty/publicKeys"
+)
+
+MIN_SESSION_SECONDS = 5 * 60  # Firebase's own bounds for session cookies
+MAX_SESSION_SECONDS = 14 * 24 * 3600
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Settings:
+    project_id: str
+    firestore_emulator_host: str | None
+    auth_emulator_host: str | None
+    allowed_origins: frozenset[str]
+    session_seconds: int
+    recent_sign_in_seconds: int
+    max_body_bytes: int
+    id_token_certs_url: str
+    session_cookie_certs_url: str
+
+    @property
+    def auth_emulated(self) -> bool:
+        return bool(self.auth_emulator_host)
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _session_seconds() -> int:
+    seconds = _int("SESSION_COOKIE_SECONDS", 5 * 24 * 3600)
+    clamped = min(max(seconds, MIN_SESSION_SECONDS), MAX_SESSION_SECONDS)
+    if clamped != seconds:
+        # A misconfigured lifetime must not take sign-in down; Firebase refuses out-of-range
+        # values, so hold it to the nearest bound and say so.
+        log.warning("SESSION_COOKIE_SECONDS=%s is out of range; using %s", seconds, clamped)
+    return clamped
+
+
+def load() -> Settings:
+    project_id = (
+        os.environ.get("GOOGLE_CLOUD_PROJECT")
+        or os.environ.get("GCLOUD_PROJECT")
+        or os.environ.get("GCP_PROJECT")
+        or ""
+    )
+    if not project_id:
+        raise RuntimeError("GOOGLE_CLOUD_PROJECT is not set")
+    origins = frozenset(
+        o.strip().rstrip("/") for o in os.environ.get("ALLOWED_ORIGINS", "").split(",") if o.strip()
+    )
+    return Settings(
+        project_id=project_id,
+        firestore_emulator_host=os.environ.get("FIRESTORE_EMULATOR_HOST") or None,
+        auth_emulator_host=os.environ.get("FIREBASE_AUTH_EMULATOR_HOST") or None,
+        allowed_origins=origins,
+        session_seconds=_session_seconds(),
+        recent_sign_in_seconds=_int("RECENT_SIGN_IN_SECONDS", 300),
+        max_body_bytes=_int("MAX_BODY_BYTES", 64 * 1024),
+        id_token_certs_url=os.environ.get("ID_TOKEN_CERTS_URL") or GOOGLE_ID_TOKEN_CERTS,
+        session_cookie_certs_url=(
+            os.environ.get("SESSION_COOKIE_CERTS_URL") or GOOGLE_SESSION_COOKIE_CERTS
+        ),
+    )
+
+
+@functools.cache
+def get() -> Settings:
+    return load()

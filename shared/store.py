@@ -1,0 +1,52 @@
+"""Firestore writes that stamp `_meta = {by, at, requestId, function}` on every document.
+
+Admin SDK writes carry no end-user identity, so the audit trigger learns who acted from
+`_meta`. Every write in the codebase goes through these helpers; `tx` may be a transaction or
+a write batch, whose create/set/update share one signature.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared import context
+
+
+def meta(by: str | None = None) -> dict[str, Any]:
+    from google.cloud import firestore
+
+    ctx = context.current()
+    return {
+        "by": by or (ctx.principal.uid if ctx and ctx.principal else "system"),
+        "at": firestore.SERVER_TIMESTAMP,
+        "requestId": ctx.request_id if ctx else None,
+        "function": ctx.function if ctx else None,
+    }
+
+
+def stamped(data: dict[str, Any], by: str | None = None) -> dict[str, Any]:
+    return {**data, "_meta": meta(by)}
+
+
+def create(ref: Any, data: dict[str, Any], *, tx: Any = None, by: str | None = None) -> None:
+    """Create the document; raises google.api_core.exceptions.Conflict if it exists."""
+    if tx is None:
+        ref.create(stamped(data, by))
+    else:
+        tx.create(ref, stamped(data, by))
+
+
+def set(  # mirrors the Firestore verb on purpose
+    ref: Any, data: dict[str, Any], *, merge: bool = False, tx: Any = None, by: str | None = None
+) -> None:
+    if tx is None:
+        ref.set(stamped(data, by), merge=merge)
+    else:
+        tx.set(ref, stamped(data, by), merge=merge)
+
+
+def update(ref: Any, data: dict[str, Any], *, tx: Any = None, by: str | None = None) -> None:
+    if tx is None:
+        ref.update(stamped(data, by))
+    else:
+        tx.update(ref, stamped(data, by))
