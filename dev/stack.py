@@ -160,6 +160,20 @@ class Stack:
         )
         self._wait("gateway", self.gateway_url + "/healthz", 60, "gateway")
 
+    def spawn_extra_gateway(self) -> str:
+        """Another gateway process on a free port: a second instance of every function."""
+        (port,) = _free_ports(1)
+        name = f"gateway-{port}"
+        self._spawn(name, [sys.executable, "-m", "dev.gateway", "--port", str(port)])
+        url = f"http://127.0.0.1:{port}"
+        self._wait(f"gateway on {port}", url + "/healthz", 60, name)
+        return url
+
+    def stop_extra_gateways(self) -> None:
+        for child in [c for c in self.children if c.name.startswith("gateway-")]:
+            _terminate(child.process)
+            self.children.remove(child)
+
     def _start_firestore(self) -> None:
         self._spawn(
             "firestore",

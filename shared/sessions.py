@@ -63,7 +63,14 @@ def get(session_id: str) -> SessionRecord | None:
 
 def create(
     *, uid: str, cookie: str, ip: str | None, user_agent: str | None, expires_at: datetime
-) -> SessionRecord:
+) -> SessionRecord | None:
+    """Record a new session; if this very cookie was recorded before, that record (or None).
+
+    Firebase mints the same cookie for the same ID token within one second, and the cookie is
+    the session: a repeated exchange is the same session, and a revoked one stays revoked.
+    """
+    from google.api_core.exceptions import AlreadyExists
+
     record = SessionRecord(
         id=id_for_cookie(cookie),
         uid=uid,
@@ -74,21 +81,29 @@ def create(
         revoked=False,
         csrf_token=secrets.token_urlsafe(32),
     )
+    try:
+        _create(record)
+    except AlreadyExists:
+        existing = get(record.id)
+        return existing if existing is not None and existing.active else None
+    return record
+
+
+def _create(record: SessionRecord) -> None:
     store.create(
         _ref(record.id),
         {
-            "uid": uid,
-            "ip": ip,
-            "userAgent": user_agent,
+            "uid": record.uid,
+            "ip": record.ip,
+            "userAgent": record.user_agent,
             "createdAt": record.created_at,
-            "expiresAt": expires_at,
+            "expiresAt": record.expires_at,
             "revoked": False,
             "revokedAt": None,
             "csrfToken": record.csrf_token,
         },
-        by=uid,
+        by=record.uid,
     )
-    return record
 
 
 def revoke(session_id: str) -> None:

@@ -115,6 +115,11 @@ def sign_in(call: Call) -> SessionOut:
         user_agent=call.user_agent,
         expires_at=expires_at,
     )
+    if record is None:
+        raise Unauthenticated(
+            "This sign-in was already used for a session that has ended; sign in again.",
+            code="sign_in_reused",
+        )
     call.set_cookies.append(_cookie(cookie, s.session_seconds))
     return SessionOut(
         uid=user.uid,
@@ -122,7 +127,7 @@ def sign_in(call: Call) -> SessionOut:
         role=role,
         approved=approved,
         csrf_token=record.csrf_token,
-        expires_at=expires_at,
+        expires_at=record.expires_at,
     )
 
 

@@ -1,0 +1,154 @@
+"""Helpers for tests that talk to the local stack: users, tokens and HTTP clients."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from typing import Any
+
+import requests
+
+from shared import clients, profiles, store
+from shared.context import Role
+
+
+@dataclass
+class User:
+    uid: str
+    email: str
+    password: str
+    role: Role | None
+
+
+def create_user(
+    stack: Any, role: Role | None = Role.PATIENT, *, approved: bool = True, profile: bool = True
+) -> User:
+    """An Auth emulator account with role claims (and a profile), as an admin would make it."""
+    from firebase_admin import auth
+
+    email = f"{(role.value if role else 'new')}-{uuid.uuid4().hex[:10]}@test.alodoktor.test"
+    password = "pw-" + uuid.uuid4().hex
+    record = auth.create_user(email=email, password=password, app=clients.firebase_app())
+    if role is not None:
+        auth.set_custom_user_claims(
+            record.uid, {"role": role.value, "approved": approved}, app=clients.firebase_app()
+        )
+        if profile:
+            store.set(
+                profiles.ref(record.uid),
+                {"uid": record.uid, "email": email, "role": role.value, "approved": approved},
+                by="test",
+            )
+    return User(record.uid, email, password, role)
+
+
+_last_token_at: dict[str, float] = {}
+
+
+def id_token(stack: Any, user: User) -> str:
+    """A fresh ID token; never two in the same second for one user, as they would be identical
+    (and so would the session cookies minted from them)."""
+    wait = _last_token_at.get(user.uid, 0) + 1.05 - time.time()
+    if wait > 0:
+        time.sleep(wait)
+    _last_token_at[user.uid] = time.time()
+    response = requests.post(
+        f"{stack.auth_url}/identitytoolkit.googleapis.com/v1/accounts:signInWithPassword?key=test",
+        json={"email": user.email, "password": user.password, "returnSecureToken": True},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return str(response.json()["idToken"])
+
+
+def unsigned_token(claims: dict[str, Any]) -> str:
+    """A token shaped like the Auth emulator's (alg none), with claims of the test's choosing."""
+
+    def part(obj: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+def emulator_claims(project_id: str, uid: str, **overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims = {
+        "iss": f"https://securetoken.google.com/{project_id}",
+        "aud": project_id,
+        "sub": uid,
+        "user_id": uid,
+        "auth_time": now,
+        "iat": now,
+        "exp": now + 3600,
+    }
+    claims.update(overrides)
+    return claims
+
+
+@dataclass
+class Api:
+    """An HTTP client of the gateway that carries a session cookie the way a browser would.
+
+    requests will not send a Secure cookie over http://, so the cookie is kept here.
+    """
+
+    base: str
+    cookie: str | None = None
+    csrf: str | None = None
+    bearer: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def request(self, method: str, path: str, **kw: Any) -> requests.Response:
+        headers = {**self.headers, **kw.pop("headers", {})}
+        if self.cookie is not None:
+            headers.setdefault("Cookie", f"__session={self.cookie}")
+        if self.csrf is not None and method not in ("GET", "HEAD", "OPTIONS"):
+            headers.setdefault("X-CSRF-Token", self.csrf)
+        if self.bearer is not None:
+            headers.setdefault("Authorization", f"Bearer {self.bearer}")
+        return requests.request(method, self.base + path, headers=headers, timeout=30, **kw)
+
+    def get(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("POST", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> requests.Response:
+        return self.request("DELETE", path, **kw)
+
+
+def session_cookie(response: requests.Response) -> SimpleCookie:
+    jar: SimpleCookie = SimpleCookie()
+    for header in response.raw.headers.getlist("Set-Cookie"):
+        jar.load(header)
+    return jar
+
+
+def sign_in(stack: Any, user: User) -> Api:
+    """A browser-like client holding a fresh session of `user`."""
+    token = id_token(stack, user)
+    response = requests.post(f"{stack.gateway_url}/session", json={"idToken": token}, timeout=30)
+    assert response.status_code == 201, response.text
+    cookie = session_cookie(response)["__session"].value
+    return Api(stack.gateway_url, cookie=cookie, csrf=response.json()["csrfToken"])
+
+
+def bearer(stack: Any, user: User) -> Api:
+    return Api(stack.gateway_url, bearer=id_token(stack, user))
+
+
+def problem(response: requests.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """Assert the response is an RFC 9457 problem with this status (and code); return it."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["Content-Type"].startswith("application/problem+json"), response.text
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    if code is not None:
+        assert body["code"] == code, body
+    assert "Traceback" not in response.text
+    return body
