@@ -58,7 +58,8 @@ def _cached_transport() -> Any:
 def _segment(raw: str) -> dict[str, Any]:
     try:
         value = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: deeply nested JSON ("[[[[..."), which must be a 401, not a 500.
         raise Unauthenticated("The token is malformed.", code="invalid_token") from None
     if not isinstance(value, dict):
         raise Unauthenticated("The token is malformed.", code="invalid_token")
