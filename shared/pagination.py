@@ -34,3 +34,41 @@ def decode(cursor: str) -> tuple[list[Any], str]:
     if not isinstance(doc_id, str) or not doc_id:
         raise bad
     return values, doc_id
+
+
+def run_page(
+    collection: Any,
+    query: Any,
+    order: list[tuple[str, str]],
+    *,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Any], str | None]:
+    """One page of `query` ordered by `order` (field, "ASCENDING"|"DESCENDING"), then by id.
+
+    Returns the snapshots and the cursor of the next page (None on the last page).
+    """
+    for field_path, direction in order:
+        query = query.order_by(field_path, direction=direction)
+    last_direction = order[-1][1] if order else "ASCENDING"
+    query = query.order_by("__name__", direction=last_direction)
+    if cursor:
+        values, doc_id = decode(cursor)
+        if len(values) != len(order):
+            raise BadRequest("The cursor belongs to another listing.", code="invalid_cursor")
+        position = {f: v for (f, _), v in zip(order, values, strict=True)}
+        position["__name__"] = collection.document(doc_id)
+        query = query.start_after(position)
+    snaps = list(query.limit(limit + 1).stream())
+    page = snaps[:limit]
+    if len(snaps) <= limit:
+        return page, None
+    last = page[-1]
+    return page, encode([_field(last, f) for f, _ in order], last.id)
+
+
+def _field(snap: Any, path: str) -> Any:
+    value = snap.to_dict()
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value

@@ -63,7 +63,7 @@ def signed_in(*, owner: Owner | None = None, admin_sees_all: bool = True) -> Rul
 OWN_UID = Owner(("uid",))
 
 # Every deployable HTTP function; each also serves GET /openapi.json publicly.
-FUNCTIONS: tuple[str, ...] = ("session",)
+FUNCTIONS: tuple[str, ...] = ("session", "admin-users", "users")
 
 RouteKey = tuple[str, str, str]  # (function, METHOD, path in werkzeug rule syntax)
 
@@ -75,6 +75,21 @@ POLICY: dict[RouteKey, Rule] = {
     # Sessions are private even from admins: revoking them goes through revoke-all.
     ("session", "DELETE", "/sessions/<id>"): signed_in(owner=OWN_UID, admin_sees_all=False),
     ("session", "POST", "/revoke-all"): signed_in(),
+    # Account administration: admins only.
+    ("admin-users", "POST", "/"): allow(Role.ADMIN),
+    ("admin-users", "GET", "/"): allow(Role.ADMIN),
+    ("admin-users", "GET", "/<uid>"): allow(Role.ADMIN),
+    ("admin-users", "PATCH", "/<uid>"): allow(Role.ADMIN),
+    ("admin-users", "DELETE", "/<uid>"): allow(Role.ADMIN),
+    ("admin-users", "POST", "/<uid>/approval"): allow(Role.ADMIN),
+    ("admin-users", "POST", "/<uid>/password-reset"): allow(Role.ADMIN),
+    # Profiles: one's own (admins may read any); providers fill theirs in before approval.
+    ("users", "GET", "/<uid>"): signed_in(owner=OWN_UID),
+    ("users", "PATCH", "/<uid>"): signed_in(owner=OWN_UID, admin_sees_all=False),
+    # The directory shows public fields of approved providers to every signed-in account.
+    ("users", "GET", "/directory/doctors"): signed_in(),
+    ("users", "GET", "/directory/clinics"): signed_in(),
+    ("users", "GET", "/directory/pharmacies"): signed_in(),
 }
 POLICY.update({(fn, "GET", "/openapi.json"): PUBLIC for fn in FUNCTIONS})
 

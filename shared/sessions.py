@@ -116,23 +116,16 @@ def list_active(
     """Unrevoked, unexpired sessions, latest expiry (newest sign-in) first."""
     from google.cloud.firestore import FieldFilter, Query
 
+    collection = clients.db().collection(COLLECTION)
     query = (
-        clients.db()
-        .collection(COLLECTION)
-        .where(filter=FieldFilter("uid", "==", uid))
+        collection.where(filter=FieldFilter("uid", "==", uid))
         .where(filter=FieldFilter("revoked", "==", False))
         .where(filter=FieldFilter("expiresAt", ">", datetime.now(UTC)))
-        .order_by("expiresAt", direction=Query.DESCENDING)
-        .order_by("__name__", direction=Query.DESCENDING)
     )
-    if cursor:
-        values, doc_id = pagination.decode(cursor)
-        query = query.start_after({"expiresAt": values[0], "__name__": _ref(doc_id)})
-    snaps = list(query.limit(limit + 1).stream())
-    records = [SessionRecord.from_doc(s.id, s.to_dict() or {}) for s in snaps[:limit]]
-    more = len(snaps) > limit
-    next_cursor = pagination.encode([records[-1].expires_at], records[-1].id) if more else None
-    return records, next_cursor
+    snaps, next_cursor = pagination.run_page(
+        collection, query, [("expiresAt", Query.DESCENDING)], limit=limit, cursor=cursor
+    )
+    return [SessionRecord.from_doc(s.id, s.to_dict() or {}) for s in snaps], next_cursor
 
 
 def revoke_all(uid: str) -> int:

@@ -50,3 +50,19 @@ def update(ref: Any, data: dict[str, Any], *, tx: Any = None, by: str | None = N
         ref.update(stamped(data, by))
     else:
         tx.update(ref, stamped(data, by))
+
+
+def delete(ref: Any, *, tx: Any = None, by: str | None = None) -> None:
+    """Delete a document, first stamping who deleted it.
+
+    The stamp is its own write so the audit trigger sees the actor in the deleted document's
+    last state; inside a transaction both would collapse into one change, so there the caller
+    is expected to have stamped earlier.
+    """
+    if tx is None:
+        snap = ref.get()
+        if snap.exists:
+            ref.update({"_meta": meta(by)})
+            ref.delete()
+    else:
+        tx.delete(ref)
