@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from shared import clients, profiles, store
+from shared import accounts, clients
 from shared.context import Role
+from shared.profile_fields import ProfileFields
 
 if TYPE_CHECKING:
     from dev.stack import Stack
@@ -22,39 +22,57 @@ class Account:
 
 
 def seed() -> list[Account]:
+    """Create the demo accounts through the same service admins use (idempotent)."""
     from firebase_admin import auth
 
     app = clients.firebase_app()
-    accounts = []
+    accounts_made = []
     for role in Role:
         email = f"{role.value}@alodoktor.test"
         password = f"{role.value}-pass-123"
         try:
-            user = auth.get_user_by_email(email, app=app)
+            uid = auth.get_user_by_email(email, app=app).uid
         except auth.UserNotFoundError:
-            user = auth.create_user(
-                email=email,
-                password=password,
-                display_name=f"Demo {role.value}",
-                email_verified=True,
-                app=app,
+            created = accounts.create(
+                accounts.NewAccount(
+                    email=email,
+                    role=role,
+                    display_name=f"Demo {role.value}",
+                    password=password,
+                    approved=True,
+                    profile=DEMO_PROFILES.get(role),
+                ),
+                actor="seed",
             )
-        auth.set_custom_user_claims(user.uid, {"role": role.value, "approved": True}, app=app)
-        store.set(
-            profiles.ref(user.uid),
-            {
-                "uid": user.uid,
-                "email": email,
-                "displayName": f"Demo {role.value}",
-                "role": role.value,
-                "approved": True,
-                "disabled": False,
-                "createdAt": datetime.now(UTC),
-            },
-            by="seed",
-        )
-        accounts.append(Account(role, email, password, user.uid))
-    return accounts
+            uid = created.profile["uid"]
+        accounts_made.append(Account(role, email, password, uid))
+    return accounts_made
+
+
+DEMO_PLACE = {
+    "address": {"line1": "Jl. Sudirman 1", "city": "Jakarta", "country": "ID"},
+    "geo": {"lat": -6.2, "lng": 106.8},
+    "openingHours": [
+        {"day": d, "opens": "08:00", "closes": "20:00"} for d in ("mon", "tue", "wed", "thu", "fri")
+    ],
+}
+DEMO_PROFILES = {
+    Role.DOCTOR: ProfileFields.model_validate(
+        {
+            "licenseNumber": "SIP-DEMO-001",
+            "specialty": "general-practice",
+            "languages": ["id", "en"],
+            "consultationPrice": {"currency": "USD", "value": "15.00"},
+            "bio": "Demo general practitioner.",
+        }
+    ),
+    Role.CLINIC: ProfileFields.model_validate(
+        {**DEMO_PLACE, "name": "Klinik Demo", "services": ["general", "vaccination"]}
+    ),
+    Role.PHARMACY: ProfileFields.model_validate(
+        {**DEMO_PLACE, "name": "Apotek Demo", "services": ["prescriptions"], "delivery": True}
+    ),
+}
 
 
 def instructions(stack: Stack, accounts: list[Account]) -> str:
