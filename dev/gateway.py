@@ -118,6 +118,9 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def main() -> None:
+    from dev import query_indexes
+
+    query_indexes.install()  # only when ALODOKTOR_QUERY_LOG is set (the test run sets it)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5001)

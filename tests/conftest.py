@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from dev import query_indexes
 from dev.stack import Ports, Stack
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `after_all` look at what the rest of the run did, so they go last."""
+    items.sort(key=lambda item: item.get_closest_marker("after_all") is not None)
+
+
 @pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
-    s = Stack(ports=Ports.free())
+def query_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("queries") / "queries.jsonl"
+
+
+@pytest.fixture(scope="session")
+def stack(query_log: Path) -> Iterator[Stack]:
+    s = Stack(ports=Ports.free(), extra_env={query_indexes.ENV: str(query_log)})
+    query_indexes.install(str(query_log))
     s.start()
     saved = dict(os.environ)
     os.environ.update(s.env)  # the tests' own Admin SDK calls go to the same emulators
