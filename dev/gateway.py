@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import html
 import json
-from pathlib import Path
 from typing import Any
 
 import flask
@@ -18,16 +17,7 @@ import functions_framework
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import WSGIRequestHandler, run_simple
 
-FUNCTIONS_DIR = Path(__file__).resolve().parent.parent / "functions"
-
-
-def function_names() -> list[str]:
-    return sorted(p.name for p in FUNCTIONS_DIR.iterdir() if (p / "main.py").is_file())
-
-
-def target_of(name: str) -> str:
-    """The entry point of a function folder: its name with '-' as '_'."""
-    return name.replace("-", "_")
+from tools.bundle import FUNCTIONS_DIR, function_names, target_of
 
 
 def build() -> tuple[Any, dict[str, flask.Flask]]:

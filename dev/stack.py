@@ -332,7 +332,8 @@ def main() -> int:
             print(f"stopping: {', '.join(dead)} exited", file=sys.stderr)
             return 1
         except StackError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            for line in str(exc).splitlines():
+                print(f"error: {line}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print("\nstopping ...", flush=True)

@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
-from dev.gateway import FUNCTIONS_DIR, function_names
+from tools.bundle import FUNCTIONS_DIR, function_names
 
 _loaded: dict[str, ModuleType] = {}
 
