@@ -279,7 +279,7 @@ def has_upcoming_confirmed_appointments(doctor_uid: str) -> bool:
         .collection("appointments")
         .where(filter=FieldFilter("doctorUid", "==", doctor_uid))
         .where(filter=FieldFilter("status", "==", "confirmed"))
-        .where(filter=FieldFilter("startAt", ">", datetime.now(UTC)))
+        .where(filter=FieldFilter("start", ">", datetime.now(UTC)))
         .limit(1)
     )
     return any(True for _ in query.stream())

@@ -61,9 +61,12 @@ def signed_in(*, owner: Owner | None = None, admin_sees_all: bool = True) -> Rul
 
 
 OWN_UID = Owner(("uid",))
+APPOINTMENT_PARTIES = Owner(("patientUid", "doctorUid", "clinicUid"))
+APPOINTMENT_PATIENT = Owner(("patientUid",))
+APPOINTMENT_DOCTOR = Owner(("doctorUid",))
 
 # Every deployable HTTP function; each also serves GET /openapi.json publicly.
-FUNCTIONS: tuple[str, ...] = ("session", "admin-users", "users")
+FUNCTIONS: tuple[str, ...] = ("session", "admin-users", "users", "appointments")
 
 RouteKey = tuple[str, str, str]  # (function, METHOD, path in werkzeug rule syntax)
 
@@ -90,6 +93,26 @@ POLICY: dict[RouteKey, Rule] = {
     ("users", "GET", "/directory/doctors"): signed_in(),
     ("users", "GET", "/directory/clinics"): signed_in(),
     ("users", "GET", "/directory/pharmacies"): signed_in(),
+    # Appointments: doctors publish availability, patients book, the parties see their own.
+    ("appointments", "PUT", "/availability"): allow(Role.DOCTOR),
+    ("appointments", "GET", "/doctors/<uid>/availability"): signed_in(),
+    ("appointments", "GET", "/doctors/<uid>/slots"): signed_in(),
+    ("appointments", "POST", "/"): allow(Role.PATIENT),
+    ("appointments", "GET", "/"): allow(Role.PATIENT, Role.DOCTOR, Role.CLINIC, Role.ADMIN),
+    ("appointments", "GET", "/<id>"): allow(
+        Role.PATIENT, Role.DOCTOR, Role.CLINIC, Role.ADMIN, owner=APPOINTMENT_PARTIES
+    ),
+    ("appointments", "POST", "/<id>/cancel"): allow(
+        Role.PATIENT, Role.DOCTOR, Role.ADMIN, owner=Owner(("patientUid", "doctorUid"))
+    ),
+    ("appointments", "POST", "/<id>/complete"): allow(
+        Role.DOCTOR, Role.ADMIN, owner=APPOINTMENT_DOCTOR
+    ),
+    ("appointments", "POST", "/<id>/no-show"): allow(
+        Role.DOCTOR, Role.ADMIN, owner=APPOINTMENT_DOCTOR
+    ),
+    ("appointments", "POST", "/<id>/reschedule"): allow(Role.PATIENT, owner=APPOINTMENT_PATIENT),
+    ("appointments", "POST", "/sweep"): allow(Role.ADMIN),
 }
 POLICY.update({(fn, "GET", "/openapi.json"): PUBLIC for fn in FUNCTIONS})
 

@@ -31,6 +31,8 @@ class Settings:
     max_body_bytes: int
     id_token_certs_url: str
     session_cookie_certs_url: str
+    appointment_hold_minutes: int = 15
+    patient_cutoff_minutes: int = 120
 
     @property
     def auth_emulated(self) -> bool:
@@ -81,6 +83,8 @@ def load() -> Settings:
         session_cookie_certs_url=(
             os.environ.get("SESSION_COOKIE_CERTS_URL") or GOOGLE_SESSION_COOKIE_CERTS
         ),
+        appointment_hold_minutes=_int("APPOINTMENT_HOLD_MINUTES", 15),
+        patient_cutoff_minutes=_int("PATIENT_CUTOFF_MINUTES", 120),
     )
 
 

@@ -45,11 +45,25 @@ def set(  # mirrors the Firestore verb on purpose
         tx.set(ref, stamped(data, by), merge=merge)
 
 
-def update(ref: Any, data: dict[str, Any], *, tx: Any = None, by: str | None = None) -> None:
+def update(
+    ref: Any,
+    data: dict[str, Any],
+    *,
+    tx: Any = None,
+    by: str | None = None,
+    unchanged_since: Any = None,
+) -> None:
+    """Update fields; with `unchanged_since` (an update_time read earlier), only if the
+    document was not written since (else FailedPrecondition at commit)."""
+    kwargs: dict[str, Any] = {}
+    if unchanged_since is not None:
+        from shared import clients
+
+        kwargs["option"] = clients.db().write_option(last_update_time=unchanged_since)
     if tx is None:
-        ref.update(stamped(data, by))
+        ref.update(stamped(data, by), **kwargs)
     else:
-        tx.update(ref, stamped(data, by))
+        tx.update(ref, stamped(data, by), **kwargs)
 
 
 def delete(ref: Any, *, tx: Any = None, by: str | None = None) -> None:
@@ -66,3 +80,29 @@ def delete(ref: Any, *, tx: Any = None, by: str | None = None) -> None:
             ref.delete()
     else:
         tx.delete(ref)
+
+
+class TransactionContended(Exception):
+    """Every attempt of a transaction lost to concurrent writers of the same documents."""
+
+
+def run_transaction(body: Any, *, attempts: int = 10) -> Any:
+    """Run `body(tx)` in a Firestore transaction, retried on contention.
+
+    The body may run several times, so it must only read and write through `tx`: side effects
+    (HTTP calls, e-mail, tasks) belong after this returns.
+    """
+    from google.api_core.exceptions import Aborted
+    from google.cloud import firestore
+
+    from shared import clients
+
+    try:
+        return firestore.transactional(body)(clients.db().transaction(max_attempts=attempts))
+    except Aborted as exc:
+        raise TransactionContended() from exc
+    except ValueError as exc:
+        # The client reports exhausted retries as a ValueError caused by the last Aborted.
+        if isinstance(exc.__cause__, Aborted):
+            raise TransactionContended() from exc
+        raise

@@ -327,7 +327,7 @@ def test_deleting_a_doctor_with_upcoming_appointments_needs_force(stack, admin):
             "doctorUid": doctor["uid"],
             "patientUid": "p1",
             "status": "confirmed",
-            "startAt": datetime.now(UTC) + timedelta(days=2),
+            "start": datetime.now(UTC) + timedelta(days=2),
         },
         by="test",
     )

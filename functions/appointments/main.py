@@ -1,0 +1,298 @@
+"""The `appointments` function: availability, free slots, booking and the appointment lifecycle.
+
+Routes (under /appointments):
+  PUT  /availability                  a doctor publishes their weekly schedule
+  GET  /doctors/{uid}/availability    a doctor's schedule and price
+  GET  /doctors/{uid}/slots           free slots over a bounded range
+  POST /                              a patient books a slot (Idempotency-Key honoured)
+  GET  /                              the caller's appointments (all for admins)
+  GET  /{id}                          one appointment
+  POST /{id}/cancel                   cancel (patient before the cut-off; doctor, admin always)
+  POST /{id}/complete | /{id}/no-show the doctor records the outcome
+  POST /{id}/reschedule               a patient moves a confirmed appointment
+  POST /sweep                         expire unpaid holds (scheduler; admins)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import flask
+import functions_framework
+from pydantic import AwareDatetime, Field, field_validator, model_validator
+
+from shared import appointments as service
+from shared import idempotency
+from shared.appointment_rules import Status
+from shared.context import Role
+from shared.errors import BadRequest
+from shared.http import Call, Function, Reply
+from shared.models import Body, Page, View
+from shared.profile_fields import HHMM, Weekday, price_view
+from shared.schedule import MAX_RANGE_DAYS
+
+api = Function(
+    "appointments",
+    title="Alo Doktor appointments",
+    description="Doctors' availability, booking without double booking, and the lifecycle.",
+)
+
+
+class IntervalIn(Body):
+    start: HHMM
+    end: HHMM
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntervalIn:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class DayExceptionIn(Body):
+    date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    off: bool = False
+    intervals: list[IntervalIn] = Field(default_factory=list, max_length=6)
+
+
+class AvailabilityIn(Body):
+    time_zone: str = Field(max_length=64, description="IANA time zone, e.g. Asia/Jakarta")
+    slot_minutes: int = Field(ge=10, le=240)
+    weekly: dict[Weekday, list[IntervalIn]] = Field(max_length=7)
+    exceptions: list[DayExceptionIn] = Field(default_factory=list, max_length=90)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone") from None
+        return v
+
+    @field_validator("weekly")
+    @classmethod
+    def _bounded_days(cls, v: dict[Weekday, list[IntervalIn]]) -> dict[Weekday, list[IntervalIn]]:
+        if any(len(items) > 6 for items in v.values()):
+            raise ValueError("at most 6 intervals a day")
+        return v
+
+
+class AvailabilityOut(View):
+    doctor_uid: str
+    time_zone: str
+    slot_minutes: int
+    weekly: dict[str, list[dict[str, str]]]
+    exceptions: list[dict[str, Any]]
+    consultation_price: dict[str, str] | None
+
+
+class SlotsQuery(Body):
+    start_from: AwareDatetime = Field(alias="from")
+    start_to: AwareDatetime = Field(alias="to")
+
+
+class SlotList(View):
+    doctor_uid: str
+    slot_minutes: int
+    slots: list[datetime]
+
+
+class BookIn(Body):
+    doctor_uid: str = Field(min_length=1, max_length=128)
+    start: AwareDatetime
+    note: str | None = Field(default=None, max_length=1000, description="Reason for the visit")
+
+
+class Cancellation(View):
+    by: str
+    role: str
+    reason: str | None
+    at: datetime
+    was_confirmed: bool
+    hours_before_start: float
+
+
+class AppointmentOut(View):
+    id: str
+    patient_uid: str
+    doctor_uid: str
+    clinic_uid: str | None
+    start: datetime
+    end: datetime
+    status: Status
+    price: dict[str, str]
+    hold_expires_at: datetime | None
+    note: str | None
+    cancellation: Cancellation | None
+    rescheduled_from: datetime | None = None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, doc: dict[str, Any], viewer: Role) -> AppointmentOut:
+        return cls(
+            id=doc["id"],
+            patient_uid=doc["patientUid"],
+            doctor_uid=doc["doctorUid"],
+            clinic_uid=doc.get("clinicUid"),
+            start=doc["start"],
+            end=doc["end"],
+            status=Status(doc["status"]),
+            price=price_view(doc["price"]) or {},
+            hold_expires_at=doc.get("holdExpiresAt"),
+            # The reason for the visit is for the patient and their doctor (and admins).
+            note=None if viewer is Role.CLINIC else doc.get("note"),
+            cancellation=doc.get("cancellation"),
+            rescheduled_from=doc.get("rescheduledFrom"),
+            created_at=doc["createdAt"],
+        )
+
+
+class AppointmentQuery(Page):
+    status: Status | None = None
+    start_from: AwareDatetime | None = Field(default=None, alias="from")
+    start_to: AwareDatetime | None = Field(default=None, alias="to")
+    doctor_uid: str | None = Field(default=None, max_length=128, description="admins only")
+    patient_uid: str | None = Field(default=None, max_length=128, description="admins only")
+
+
+class AppointmentList(View):
+    items: list[AppointmentOut]
+    next_cursor: str | None
+
+
+class CancelIn(Body):
+    reason: str | None = Field(default=None, min_length=3, max_length=500)
+
+
+class RescheduleIn(Body):
+    start: AwareDatetime
+
+
+class Swept(View):
+    expired: int
+
+
+@api.route("PUT", "/availability", body=AvailabilityIn, response=AvailabilityOut)
+def publish_availability(call: Call) -> AvailabilityOut:
+    """Publish your weekly schedule, slot length and exceptions (doctors)."""
+    b: AvailabilityIn = call.body
+    doc = b.model_dump(by_alias=True, mode="json")
+    service.save_availability(call.principal.uid, doc)
+    return _availability_out(call.principal.uid)
+
+
+def _availability_out(doctor_uid: str) -> AvailabilityOut:
+    profile, _ = service.bookable_doctor(doctor_uid)
+    doc = service.availability(doctor_uid) or {}
+    return AvailabilityOut(
+        doctor_uid=doctor_uid,
+        time_zone=doc["timeZone"],
+        slot_minutes=doc["slotMinutes"],
+        weekly=doc.get("weekly", {}),
+        exceptions=doc.get("exceptions", []),
+        consultation_price=price_view(profile.get("consultationPrice")),
+    )
+
+
+@api.route("GET", "/doctors/<uid>/availability", response=AvailabilityOut)
+def get_availability(call: Call) -> AvailabilityOut:
+    """A bookable doctor's schedule and consultation price."""
+    return _availability_out(call.params["uid"])
+
+
+@api.route("GET", "/doctors/<uid>/slots", query=SlotsQuery, response=SlotList)
+def list_slots(call: Call) -> SlotList:
+    """Free slots of a doctor in [from, to), at most 31 days."""
+    q: SlotsQuery = call.query
+    start, end = q.start_from.astimezone(UTC), q.start_to.astimezone(UTC)
+    if end <= start or end - start > timedelta(days=MAX_RANGE_DAYS):
+        raise BadRequest(
+            f"'to' must follow 'from' by at most {MAX_RANGE_DAYS} days.", code="invalid_range"
+        )
+    slots = service.free_slots(call.params["uid"], start, end)
+    _, schedule = service.bookable_doctor(call.params["uid"])
+    return SlotList(doctor_uid=call.params["uid"], slot_minutes=schedule.slot_minutes, slots=slots)
+
+
+@api.route("POST", "/", body=BookIn, response=AppointmentOut, status=201, problems=(404, 409))
+def book(call: Call) -> Reply:
+    """Book a free slot: the appointment holds it, pending payment, for a limited time."""
+    b: BookIn = call.body
+    key = idempotency.from_header(
+        call.request.headers.get(idempotency.HEADER),
+        scope="service.book",
+        uid=call.principal.uid,
+        payload=b.model_dump(mode="json"),
+    )
+    doc, replayed = service.book(
+        call.principal, service.Booking(b.doctor_uid, b.start, b.note), key
+    )
+    if replayed:
+        call.headers["Idempotent-Replayed"] = "true"
+    return Reply(AppointmentOut.of(doc, call.principal.role))
+
+
+@api.route("GET", "/", query=AppointmentQuery, response=AppointmentList)
+def list_appointments(call: Call) -> AppointmentList:
+    """Your appointments, latest first; admins see all and may filter by doctor or patient."""
+    q: AppointmentQuery = call.query
+    if call.principal.role is not Role.ADMIN and (q.doctor_uid or q.patient_uid):
+        raise BadRequest("Only admins filter by doctor or patient.", code="filter_not_allowed")
+    items, cursor = service.list_for(
+        call.principal,
+        service.ListFilter(q.status, q.start_from, q.start_to, q.doctor_uid, q.patient_uid),
+        limit=q.limit,
+        cursor=q.cursor,
+    )
+    return AppointmentList(
+        items=[AppointmentOut.of(i, call.principal.role) for i in items], next_cursor=cursor
+    )
+
+
+@api.route("GET", "/<id>", response=AppointmentOut)
+def get_appointment(call: Call) -> AppointmentOut:
+    """One appointment: its patient's, its doctor's, its clinic's, or any for an admin."""
+    doc = call.authorize(service.get(call.params["id"]))
+    return AppointmentOut.of(doc, call.principal.role)
+
+
+@api.route("POST", "/<id>/cancel", body=CancelIn, response=AppointmentOut, problems=(409,))
+def cancel(call: Call) -> AppointmentOut:
+    """Cancel: patients until the cut-off before the start; doctors and admins with a reason."""
+    doc = service.cancel(call.params["id"], call.principal, call.body.reason, call.authorize)
+    return AppointmentOut.of(doc, call.principal.role)
+
+
+@api.route("POST", "/<id>/complete", response=AppointmentOut, problems=(409,))
+def complete(call: Call) -> AppointmentOut:
+    """Record that the consultation took place (its doctor, once it started)."""
+    doc = service.record_outcome(call.params["id"], Status.COMPLETED, call.authorize)
+    return AppointmentOut.of(doc, call.principal.role)
+
+
+@api.route("POST", "/<id>/no-show", response=AppointmentOut, problems=(409,))
+def no_show(call: Call) -> AppointmentOut:
+    """Record that the patient did not come (its doctor, once it started)."""
+    doc = service.record_outcome(call.params["id"], Status.NO_SHOW, call.authorize)
+    return AppointmentOut.of(doc, call.principal.role)
+
+
+@api.route("POST", "/<id>/reschedule", body=RescheduleIn, response=AppointmentOut, problems=(409,))
+def reschedule(call: Call) -> AppointmentOut:
+    """Move a confirmed appointment to another free slot of the same doctor."""
+    doc = service.reschedule(call.params["id"], call.body.start, call.authorize)
+    return AppointmentOut.of(doc, call.principal.role)
+
+
+@api.route("POST", "/sweep", response=Swept)
+def sweep(call: Call) -> Swept:
+    """Expire unpaid holds that ran out and free their slots."""
+    return Swept(expired=service.sweep_expired_holds())
+
+
+@functions_framework.http
+def appointments(request: flask.Request) -> flask.Response:
+    return api.handle(request)
