@@ -64,9 +64,13 @@ OWN_UID = Owner(("uid",))
 APPOINTMENT_PARTIES = Owner(("patientUid", "doctorUid", "clinicUid"))
 APPOINTMENT_PATIENT = Owner(("patientUid",))
 APPOINTMENT_DOCTOR = Owner(("doctorUid",))
+PRESCRIPTION_PARTIES = Owner(("patientUid", "doctorUid", "pharmacyUid"))
+PRESCRIPTION_PATIENT = Owner(("patientUid",))
+PRESCRIPTION_DOCTOR = Owner(("doctorUid",))
+PRESCRIPTION_PHARMACY = Owner(("pharmacyUid",))
 
 # Every deployable HTTP function; each also serves GET /openapi.json publicly.
-FUNCTIONS: tuple[str, ...] = ("session", "admin-users", "users", "appointments")
+FUNCTIONS: tuple[str, ...] = ("session", "admin-users", "users", "appointments", "prescriptions")
 
 RouteKey = tuple[str, str, str]  # (function, METHOD, path in werkzeug rule syntax)
 
@@ -113,6 +117,19 @@ POLICY: dict[RouteKey, Rule] = {
     ),
     ("appointments", "POST", "/<id>/reschedule"): allow(Role.PATIENT, owner=APPOINTMENT_PATIENT),
     ("appointments", "POST", "/sweep"): allow(Role.ADMIN),
+    # Prescriptions: health data, seen only by its patient, doctor and chosen pharmacy (and
+    # admins); each party makes only its own moves.
+    ("prescriptions", "POST", "/"): allow(Role.DOCTOR),
+    ("prescriptions", "GET", "/"): allow(Role.PATIENT, Role.DOCTOR, Role.PHARMACY, Role.ADMIN),
+    ("prescriptions", "GET", "/<id>"): allow(
+        Role.PATIENT, Role.DOCTOR, Role.PHARMACY, Role.ADMIN, owner=PRESCRIPTION_PARTIES
+    ),
+    ("prescriptions", "POST", "/<id>/send"): allow(Role.PATIENT, owner=PRESCRIPTION_PATIENT),
+    ("prescriptions", "POST", "/<id>/receive"): allow(Role.PHARMACY, owner=PRESCRIPTION_PHARMACY),
+    ("prescriptions", "POST", "/<id>/ready"): allow(Role.PHARMACY, owner=PRESCRIPTION_PHARMACY),
+    ("prescriptions", "POST", "/<id>/dispense"): allow(Role.PHARMACY, owner=PRESCRIPTION_PHARMACY),
+    ("prescriptions", "POST", "/<id>/reject"): allow(Role.PHARMACY, owner=PRESCRIPTION_PHARMACY),
+    ("prescriptions", "POST", "/<id>/cancel"): allow(Role.DOCTOR, owner=PRESCRIPTION_DOCTOR),
 }
 POLICY.update({(fn, "GET", "/openapi.json"): PUBLIC for fn in FUNCTIONS})
 

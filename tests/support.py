@@ -152,3 +152,42 @@ def problem(response: requests.Response, status: int, code: str | None = None) -
         assert body["code"] == code, body
     assert "Traceback" not in response.text
     return body
+
+
+EVERY_DAY = {
+    d: [{"start": "00:00", "end": "23:30"}]
+    for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+}
+
+
+def approved_doctor(stack: Any, admin: Api, price: str = "20.00") -> tuple[User, Api]:
+    """A doctor approved by `admin`, priced, with 30-minute slots all day every day (UTC)."""
+    user = create_user(stack, Role.DOCTOR, approved=False)
+    api = bearer(stack, user)
+    api.request(
+        "PATCH",
+        "/users/me",
+        json={
+            "licenseNumber": "SIP-" + uuid.uuid4().hex[:6],
+            "specialty": "general",
+            "consultationPrice": {"currency": "USD", "value": price},
+        },
+    ).raise_for_status()
+    admin.post(f"/admin-users/{user.uid}/approval", json={"decision": "approve"}).raise_for_status()
+    api = bearer(stack, user)  # approval ended the earlier sign-in
+    published = api.request(
+        "PUT",
+        "/appointments/availability",
+        json={"timeZone": "UTC", "slotMinutes": 30, "weekly": EVERY_DAY},
+    )
+    assert published.status_code == 200, published.text
+    return user, api
+
+
+def slot_in(hours_ahead: float) -> str:
+    """The start of a 30-minute slot about `hours_ahead` from now, as an ISO UTC string."""
+    from datetime import UTC, datetime, timedelta
+
+    t = datetime.now(UTC) + timedelta(hours=hours_ahead)
+    t = t.replace(minute=0 if t.minute < 30 else 30, second=0, microsecond=0)
+    return (t + timedelta(minutes=30)).isoformat().replace("+00:00", "Z")

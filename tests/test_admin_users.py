@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
-from shared import clients, profiles, store
+from shared import appointments, clients, profiles, store
 from shared.context import Role
-from tests.support import Api, User, bearer, create_user, id_token, problem, sign_in
+from tests.support import (
+    Api,
+    User,
+    approved_doctor,
+    bearer,
+    create_user,
+    id_token,
+    problem,
+    sign_in,
+    slot_in,
+)
 
 
 @pytest.fixture
@@ -319,18 +328,15 @@ def test_approval_revokes_sessions_so_the_claim_takes_effect(stack, admin):
 
 
 def test_deleting_a_doctor_with_upcoming_appointments_needs_force(stack, admin):
-    doctor = _create(admin, "doctor")
-    appointment = clients.db().collection("appointments").document()
-    store.set(
-        appointment,
-        {
-            "doctorUid": doctor["uid"],
-            "patientUid": "p1",
-            "status": "confirmed",
-            "start": datetime.now(UTC) + timedelta(days=2),
-        },
-        by="test",
+    doctor_user, _ = approved_doctor(stack, admin)
+    doctor = {"uid": doctor_user.uid}
+    patient = bearer(stack, create_user(stack, Role.PATIENT))
+    booked = patient.post(
+        "/appointments", json={"doctorUid": doctor_user.uid, "start": slot_in(48)}
     )
+    assert booked.status_code == 201, booked.text
+    appointments.confirm(booked.json()["id"])
+    appointment = appointments.appointment_ref(booked.json()["id"])
 
     problem(admin.delete(f"/admin-users/{doctor['uid']}"), 409, "doctor_has_upcoming_appointments")
     assert _auth_user(doctor["uid"]) is not None

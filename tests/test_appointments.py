@@ -10,35 +10,19 @@ import pytest
 
 from shared import appointments, clients, profiles, store
 from shared.context import Role
-from tests.support import Api, bearer, create_user, problem
-
-EVERY_DAY = {
-    d: [{"start": "00:00", "end": "23:30"}]
-    for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-}
+from tests.support import (
+    EVERY_DAY,
+    Api,
+    approved_doctor,
+    bearer,
+    create_user,
+    problem,
+    slot_in,
+)
 
 
 def _doctor(stack, admin: Api, price: str = "20.00") -> tuple:
-    user = create_user(stack, Role.DOCTOR, approved=False)
-    api = bearer(stack, user)
-    api.request(
-        "PATCH",
-        "/users/me",
-        json={
-            "licenseNumber": "SIP-" + uuid.uuid4().hex[:6],
-            "specialty": "general",
-            "consultationPrice": {"currency": "USD", "value": price},
-        },
-    ).raise_for_status()
-    admin.post(f"/admin-users/{user.uid}/approval", json={"decision": "approve"}).raise_for_status()
-    api = bearer(stack, user)
-    published = api.request(
-        "PUT",
-        "/appointments/availability",
-        json={"timeZone": "UTC", "slotMinutes": 30, "weekly": EVERY_DAY},
-    )
-    assert published.status_code == 200, published.text
-    return user, api
+    return approved_doctor(stack, admin, price)
 
 
 @pytest.fixture
@@ -47,11 +31,7 @@ def admin(stack) -> Api:
 
 
 def _slot(hours_ahead: float) -> str:
-    t = datetime.now(UTC) + timedelta(hours=hours_ahead)
-    t = t.replace(minute=0 if t.minute < 30 else 30, second=0, microsecond=0) + timedelta(
-        minutes=30
-    )
-    return t.isoformat().replace("+00:00", "Z")
+    return slot_in(hours_ahead)
 
 
 def _book(api: Api, doctor_uid: str, start: str, **headers):

@@ -1,0 +1,202 @@
+"""The `prescriptions` function: the prescription lifecycle from doctor to pharmacy.
+
+Routes (under /prescriptions):
+  POST /                 the appointment's doctor writes one (Idempotency-Key honoured)
+  GET  /                 the caller's: a patient's, a doctor's written, a pharmacy's queue
+  GET  /{id}             one prescription (every read is recorded)
+  POST /{id}/send        the patient sends it to an approved pharmacy
+  POST /{id}/receive | /{id}/ready | /{id}/dispense | /{id}/reject   the pharmacy works it
+  POST /{id}/cancel      the doctor cancels it before it is dispensed
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import flask
+import functions_framework
+from pydantic import Field
+
+from shared import appointments, idempotency
+from shared import prescriptions as service
+from shared.errors import NotFound
+from shared.http import Call, Function, Reply
+from shared.models import Body, Page, View
+from shared.prescription_rules import Status
+
+api = Function(
+    "prescriptions",
+    title="Alo Doktor prescriptions",
+    description="Doctors write, patients send to a pharmacy, pharmacies fill. Reads are logged.",
+)
+
+
+class Form(StrEnum):
+    TABLET = "tablet"
+    CAPSULE = "capsule"
+    SYRUP = "syrup"
+    SUSPENSION = "suspension"
+    INJECTION = "injection"
+    CREAM = "cream"
+    OINTMENT = "ointment"
+    DROPS = "drops"
+    INHALER = "inhaler"
+    PATCH = "patch"
+    OTHER = "other"
+
+
+class Item(Body):
+    medication: str = Field(min_length=2, max_length=120)
+    strength: str = Field(min_length=1, max_length=40, description="e.g. 500 mg")
+    form: Form
+    dose: str = Field(min_length=1, max_length=60, description="e.g. 1 tablet")
+    frequency: str = Field(min_length=1, max_length=60, description="e.g. 3 times a day")
+    duration_days: int = Field(ge=1, le=365)
+    quantity: int = Field(ge=1, le=1000)
+    refills: int = Field(default=0, ge=0, le=12)
+    instructions: str | None = Field(default=None, max_length=500)
+
+
+class WriteIn(Body):
+    appointment_id: str = Field(min_length=1, max_length=128)
+    items: list[Item] = Field(min_length=1, max_length=30)
+    notes: str | None = Field(default=None, max_length=2000)
+
+
+class Step(View):
+    status: Status
+    by: str
+    at: datetime
+    reason: str | None = None
+
+
+class PrescriptionOut(View):
+    id: str
+    appointment_id: str
+    patient_uid: str
+    doctor_uid: str
+    pharmacy_uid: str | None
+    status: Status
+    items: list[dict[str, Any]]
+    notes: str | None
+    history: list[Step]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> PrescriptionOut:
+        return cls.model_validate({k: v for k, v in doc.items() if not k.startswith("_")})
+
+
+class PrescriptionList(View):
+    items: list[PrescriptionOut]
+    next_cursor: str | None
+
+
+class ListQuery(Page):
+    status: Status | None = None
+
+
+class SendIn(Body):
+    pharmacy_uid: str = Field(min_length=1, max_length=128)
+
+
+class ReasonIn(Body):
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class OptionalReasonIn(Body):
+    reason: str | None = Field(default=None, min_length=3, max_length=500)
+
+
+@api.route("POST", "/", body=WriteIn, response=PrescriptionOut, status=201, problems=(404, 409))
+def write(call: Call) -> Reply:
+    """Write a prescription for your appointment's patient (confirmed or completed only)."""
+    b: WriteIn = call.body
+    appointment = appointments.get(b.appointment_id)
+    if appointment.get("doctorUid") != call.principal.uid:
+        raise NotFound()  # someone else's appointment does not exist for this doctor
+    key = idempotency.from_header(
+        call.request.headers.get(idempotency.HEADER),
+        scope="prescriptions.write",
+        uid=call.principal.uid,
+        payload=b.model_dump(mode="json"),
+    )
+    items = [i.model_dump(by_alias=True, mode="json") for i in b.items]
+    doc, replayed = service.write(call.principal, appointment, items, b.notes, key)
+    if replayed:
+        call.headers["Idempotent-Replayed"] = "true"
+    return Reply(PrescriptionOut.of(doc))
+
+
+@api.route("GET", "/", query=ListQuery, response=PrescriptionList)
+def list_prescriptions(call: Call) -> PrescriptionList:
+    """Yours: a patient's, the ones a doctor wrote, a pharmacy's queue (admins: all)."""
+    q: ListQuery = call.query
+    docs, cursor = service.list_for(call.principal, status=q.status, limit=q.limit, cursor=q.cursor)
+    service.record_reads(docs)
+    return PrescriptionList(items=[PrescriptionOut.of(d) for d in docs], next_cursor=cursor)
+
+
+@api.route("GET", "/<id>", response=PrescriptionOut)
+def get_prescription(call: Call) -> PrescriptionOut:
+    """One prescription: its patient's, its doctor's, its pharmacy's (admins: any)."""
+    doc = call.authorize(_load(call))
+    service.record_reads([doc])
+    return PrescriptionOut.of(doc)
+
+
+def _load(call: Call) -> dict[str, Any] | None:
+    try:
+        return service.load(call.params["id"])
+    except NotFound:
+        return None
+
+
+def _move(call: Call, target: Status, **kw: Any) -> PrescriptionOut:
+    return PrescriptionOut.of(
+        service.move(call.params["id"], call.principal, target, call.authorize, **kw)
+    )
+
+
+@api.route("POST", "/<id>/send", body=SendIn, response=PrescriptionOut, problems=(409,))
+def send(call: Call) -> PrescriptionOut:
+    """Send your prescription to an approved pharmacy (again, after a rejection)."""
+    return _move(call, Status.SENT, pharmacy_uid=call.body.pharmacy_uid)
+
+
+@api.route("POST", "/<id>/receive", response=PrescriptionOut, problems=(409,))
+def receive(call: Call) -> PrescriptionOut:
+    """The pharmacy acknowledges a prescription sent to it."""
+    return _move(call, Status.RECEIVED)
+
+
+@api.route("POST", "/<id>/ready", response=PrescriptionOut, problems=(409,))
+def ready(call: Call) -> PrescriptionOut:
+    """The pharmacy has it ready for pick-up or delivery."""
+    return _move(call, Status.READY)
+
+
+@api.route("POST", "/<id>/dispense", response=PrescriptionOut, problems=(409,))
+def dispense(call: Call) -> PrescriptionOut:
+    """The pharmacy handed it over; it can no longer change."""
+    return _move(call, Status.DISPENSED)
+
+
+@api.route("POST", "/<id>/reject", body=ReasonIn, response=PrescriptionOut, problems=(409,))
+def reject(call: Call) -> PrescriptionOut:
+    """The pharmacy cannot fill it, with a reason; the patient may send it elsewhere."""
+    return _move(call, Status.REJECTED, reason=call.body.reason)
+
+
+@api.route("POST", "/<id>/cancel", body=OptionalReasonIn, response=PrescriptionOut, problems=(409,))
+def cancel(call: Call) -> PrescriptionOut:
+    """The doctor withdraws it, before it is dispensed."""
+    return _move(call, Status.CANCELLED, reason=call.body.reason)
+
+
+@functions_framework.http
+def prescriptions(request: flask.Request) -> flask.Response:
+    return api.handle(request)
