@@ -63,7 +63,8 @@ def signed_in(*, owner: Owner | None = None, admin_sees_all: bool = True) -> Rul
 OWN_UID = Owner(("uid",))
 
 # Every deployable HTTP function; each also serves GET /openapi.json publicly.
-FUNCTIONS: tuple[str, ...] = ("session", "admin-users", "users")
+FUNCTIONS: tuple[str, ...] = ("session", "admin-users", "users", "audit")
+# Event functions (audit-trigger) take CloudEvents, not routes: they have no entries here.
 
 RouteKey = tuple[str, str, str]  # (function, METHOD, path in werkzeug rule syntax)
 
@@ -90,6 +91,9 @@ POLICY: dict[RouteKey, Rule] = {
     ("users", "GET", "/directory/doctors"): signed_in(),
     ("users", "GET", "/directory/clinics"): signed_in(),
     ("users", "GET", "/directory/pharmacies"): signed_in(),
+    # The audit log holds who did what to whom: admins only.
+    ("audit", "GET", "/"): allow(Role.ADMIN),
+    ("audit", "GET", "/verify"): allow(Role.ADMIN),
 }
 POLICY.update({(fn, "GET", "/openapi.json"): PUBLIC for fn in FUNCTIONS})
 
