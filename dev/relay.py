@@ -155,8 +155,11 @@ class Relay:
             watch.unsubscribe()
         for _ in self._threads:
             self._queue.put(None)
+        # Within the stack's grace period: a worker still retrying an event is abandoned (the
+        # threads are daemons), as Eventarc's pending deliveries die with a local stack.
+        deadline = time.monotonic() + 3
         for thread in self._threads:
-            thread.join(timeout=5)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _listener(self, group: str) -> Callable[[Any, Any, Any], None]:
         baseline = self._baselines[group]

@@ -148,6 +148,32 @@ def test_account_administration_is_audited_as_the_admin(stack, admin, admin_user
     assert create["at"] < rename["at"] < approve["at"] < delete["at"]
 
 
+def test_revoking_all_sessions_and_a_reset_link_are_audited(stack, admin, admin_user):
+    user = create_user(stack, Role.PATIENT)
+    first, second = sign_in(stack, user), sign_in(stack, user)
+    paths = [f"sessions/{sessions.id_for_cookie(a.cookie or '')}" for a in (first, second)]
+    assert first.post("/session/revoke-all").status_code == 200
+    for path in paths:
+        _, revoked = wait_for(path, ["create", "update"])
+        assert revoked["actor"] == user.uid
+        assert revoked["changes"]["revoked"] == {"before": False, "after": True}
+
+    assert admin.post(f"/admin-users/{user.uid}/password-reset").status_code == 200
+    from google.cloud.firestore import FieldFilter
+
+    (queued,) = (
+        clients.db()
+        .collection("notifications")
+        .where(filter=FieldFilter("uid", "==", user.uid))
+        .stream()
+    )
+    (entry,) = wait_for(queued.reference.path, ["create"])
+    assert entry["actor"] == admin_user.uid
+    # the reset link is a credential: hashed, never in the log
+    assert entry["changes"]["data"]["redacted"] is True
+    assert "oobCode" not in str(entry)
+
+
 def test_a_profile_update_is_audited_as_its_owner(stack):
     user = create_user(stack, Role.PATIENT)
     wait_for(f"users/{user.uid}", ["create"])  # made by the test helper, as "test"
