@@ -26,6 +26,7 @@ lint: $(VENV)/.installed
 
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy shared functions dev bench tools
+	$(VENV)/bin/mypy functions/audit-trigger/main.py
 
 pytest: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,4 +1,5 @@
-"""The local stack: Google's Firestore emulator, the Firebase Auth emulator and the gateway.
+"""The local stack: Google's Firestore emulator, the Firebase Auth emulator, the gateway and the
+event relay (dev/relay.py, local Eventarc).
 
 `make dev` runs this module; the tests start the same Stack on free ports. Every child runs in
 its own process group and is stopped with it, so no emulator outlives the stack.
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -148,6 +149,7 @@ class Stack:
             self._wait("Auth emulator", self.auth_url + "/", 90, "auth")
             if gateway:
                 self.start_gateway()
+                self.start_relay()
         except BaseException:
             self.stop()
             raise
@@ -159,6 +161,26 @@ class Stack:
             output=self.gateway_output,
         )
         self._wait("gateway", self.gateway_url + "/healthz", 60, "gateway")
+
+    def start_relay(self) -> None:
+        """Firestore changes to the event functions; live before anything is written, since the
+        documents it finds at start are its baseline."""
+        ready = self.workdir / "relay.ready"
+        ready.unlink(missing_ok=True)
+        self._spawn(
+            "relay",
+            [
+                sys.executable,
+                "-m",
+                "dev.relay",
+                "--gateway",
+                self.gateway_url,
+                "--ready-file",
+                str(ready),
+            ],
+            output=self.gateway_output,
+        )
+        self._wait_for("event relay", ready.exists, 60, "relay")
 
     def spawn_extra_gateway(self) -> str:
         """Another gateway process on a free port: a second instance of every function."""
@@ -246,6 +268,16 @@ class Stack:
         self.children.append(Child(name, process, log_path))
 
     def _wait(self, what: str, url: str, timeout: float, child_name: str) -> None:
+        def answers() -> bool:
+            with contextlib.suppress(requests.RequestException):
+                return requests.get(url, timeout=1).ok
+            return False
+
+        self._wait_for(what, answers, timeout, child_name)
+
+    def _wait_for(
+        self, what: str, ready: Callable[[], bool], timeout: float, child_name: str
+    ) -> None:
         deadline = time.monotonic() + timeout
         child = next(c for c in self.children if c.name == child_name)
         while time.monotonic() < deadline:
@@ -253,9 +285,8 @@ class Stack:
                 raise StackError(
                     f"{what} exited with code {child.process.returncode}{self._tail(child)}"
                 )
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(url, timeout=1).ok:
-                    return
+            if ready():
+                return
             time.sleep(0.2)
         raise StackError(f"{what} did not come up within {timeout:.0f}s{self._tail(child)}")
 

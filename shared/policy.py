@@ -70,7 +70,15 @@ PRESCRIPTION_DOCTOR = Owner(("doctorUid",))
 PRESCRIPTION_PHARMACY = Owner(("pharmacyUid",))
 
 # Every deployable HTTP function; each also serves GET /openapi.json publicly.
-FUNCTIONS: tuple[str, ...] = ("session", "admin-users", "users", "appointments", "prescriptions")
+FUNCTIONS: tuple[str, ...] = (
+    "session",
+    "admin-users",
+    "users",
+    "appointments",
+    "prescriptions",
+    "audit",
+)
+# Event functions (audit-trigger) take CloudEvents, not routes: they have no entries here.
 
 RouteKey = tuple[str, str, str]  # (function, METHOD, path in werkzeug rule syntax)
 
@@ -130,6 +138,9 @@ POLICY: dict[RouteKey, Rule] = {
     ("prescriptions", "POST", "/<id>/dispense"): allow(Role.PHARMACY, owner=PRESCRIPTION_PHARMACY),
     ("prescriptions", "POST", "/<id>/reject"): allow(Role.PHARMACY, owner=PRESCRIPTION_PHARMACY),
     ("prescriptions", "POST", "/<id>/cancel"): allow(Role.DOCTOR, owner=PRESCRIPTION_DOCTOR),
+    # The audit log holds who did what to whom: admins only.
+    ("audit", "GET", "/"): allow(Role.ADMIN),
+    ("audit", "GET", "/verify"): allow(Role.ADMIN),
 }
 POLICY.update({(fn, "GET", "/openapi.json"): PUBLIC for fn in FUNCTIONS})
 

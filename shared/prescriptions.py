@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from shared import access, clients, idempotency, pagination, profiles, store
+from shared import audit, clients, idempotency, pagination, profiles, store
 from shared import prescription_rules as rules
 from shared.appointment_rules import Status as AppointmentStatus
 from shared.context import Principal, Role
@@ -152,4 +152,6 @@ def list_for(
 
 
 def record_reads(docs: list[dict[str, Any]]) -> None:
-    access.record_reads([f"{COLLECTION}/{d['id']}" for d in docs], reason="prescription read")
+    """Log each prescription handed to the caller, before it is handed over (health data)."""
+    for doc in docs:
+        audit.record_read(f"{COLLECTION}/{doc['id']}", "prescription read")

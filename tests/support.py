@@ -190,4 +190,7 @@ def slot_in(hours_ahead: float) -> str:
 
     t = datetime.now(UTC) + timedelta(hours=hours_ahead)
     t = t.replace(minute=0 if t.minute < 30 else 30, second=0, microsecond=0)
-    return (t + timedelta(minutes=30)).isoformat().replace("+00:00", "Z")
+    t += timedelta(minutes=30)
+    if (t.hour, t.minute) == (23, 30):  # EVERY_DAY's last slot starts at 23:00
+        t -= timedelta(minutes=30)
+    return t.isoformat().replace("+00:00", "Z")

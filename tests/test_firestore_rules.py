@@ -23,6 +23,7 @@ COLLECTIONS = [
     "notifications",
     "events",
     "audit",
+    "auditHead",
 ]
 
 

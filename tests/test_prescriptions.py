@@ -56,14 +56,12 @@ def _pharmacy(stack, admin) -> tuple[str, Api]:
 
 
 def _reads_of(path: str, actor: str) -> int:
-    return len(
-        list(
-            clients.db()
-            .collection("accessEvents")
-            .where(filter=FieldFilter("resource", "==", path))
-            .where(filter=FieldFilter("actor", "==", actor))
-            .stream()
-        )
+    """`read` entries of the audit log for this resource and reader."""
+    entries = clients.db().collection("audit").where(filter=FieldFilter("resource", "==", path))
+    return sum(
+        1
+        for e in entries.stream()
+        if e.to_dict()["action"] == "read" and e.to_dict()["actor"] == actor
     )
 
 

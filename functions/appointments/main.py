@@ -24,7 +24,7 @@ import functions_framework
 from pydantic import AwareDatetime, Field, field_validator, model_validator
 
 from shared import appointments as service
-from shared import idempotency
+from shared import audit, idempotency
 from shared.appointment_rules import Status
 from shared.context import Role
 from shared.errors import BadRequest
@@ -247,16 +247,25 @@ def list_appointments(call: Call) -> AppointmentList:
         limit=q.limit,
         cursor=q.cursor,
     )
-    return AppointmentList(
-        items=[AppointmentOut.of(i, call.principal.role) for i in items], next_cursor=cursor
-    )
+    shown = [AppointmentOut.of(i, call.principal.role) for i in items]
+    _record_note_reads(shown)
+    return AppointmentList(items=shown, next_cursor=cursor)
 
 
 @api.route("GET", "/<id>", response=AppointmentOut)
 def get_appointment(call: Call) -> AppointmentOut:
     """One appointment: its patient's, its doctor's, its clinic's, or any for an admin."""
     doc = call.authorize(service.get(call.params["id"]))
-    return AppointmentOut.of(doc, call.principal.role)
+    out = AppointmentOut.of(doc, call.principal.role)
+    _record_note_reads([out])
+    return out
+
+
+def _record_note_reads(shown: list[AppointmentOut]) -> None:
+    """The reason for a visit is health data: log each one handed out."""
+    for appointment in shown:
+        if appointment.note:
+            audit.record_read(f"appointments/{appointment.id}", "appointment note read")
 
 
 @api.route("POST", "/<id>/cancel", body=CancelIn, response=AppointmentOut, problems=(409,))

@@ -1,0 +1,159 @@
+"""The audit log in Firestore: appending to the hash chain, recording reads of health data,
+querying and verifying. The pure rules are in shared.audit_log.
+
+Entries live in `audit/{id}`; the chain head (`auditHead/chain`: last seq and hash) is read and
+written in the same transaction as every append, so two appends can never both follow the same
+entry: one of the transactions is retried and numbered after the other.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from shared import audit_log, clients, context, pagination
+from shared.audit_log import Verdict
+
+COLLECTION = "audit"
+HEAD_COLLECTION = "auditHead"
+HEAD_ID = "chain"
+# Every append contends on the one head document. Appends of one instance take turns (a lock),
+# so only appends of different instances ever race; the transaction keeps those correct, and an
+# aborted one (the emulator's lock timeout aborts even a read) is tried again from the start.
+MAX_ATTEMPTS = 20
+_turn = threading.Lock()
+
+
+def _head_ref() -> Any:
+    return clients.db().collection(HEAD_COLLECTION).document(HEAD_ID)
+
+
+def append(entry_id: str, content: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Append `content` as entry `entry_id`; None when that entry exists already (a redelivered
+    event), which leaves the chain unchanged."""
+    from google.cloud import firestore
+
+    db = clients.db()
+    entry_ref = db.collection(COLLECTION).document(entry_id)
+    head_ref = _head_ref()
+
+    @firestore.transactional  # type: ignore[untyped-decorator]
+    def run(tx: Any) -> dict[str, Any] | None:
+        existing = entry_ref.get(transaction=tx)
+        head = head_ref.get(transaction=tx)
+        if existing.exists:
+            return None
+        state = head.to_dict() if head.exists else {}
+        entry = audit_log.link(
+            content,
+            seq=int(state.get("seq", 0)) + 1,
+            prev_hash=str(state.get("hash", audit_log.GENESIS_HASH)),
+        )
+        # The log is written here and nowhere else, so it does not go through shared.store
+        # (whose `_meta` stamp would be outside the hashed content).
+        tx.create(entry_ref, entry)
+        tx.set(head_ref, {"seq": entry["seq"], "hash": entry["hash"], "entryId": entry_id})
+        return entry
+
+    from google.api_core.exceptions import Aborted
+
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            with _turn:
+                result: dict[str, Any] | None = run(db.transaction())
+            return result
+        except Aborted:
+            if attempt == MAX_ATTEMPTS - 1:
+                raise
+            time.sleep(min(2.0, 0.05 * 2**attempt) * random.random())  # noqa: S311
+    raise AssertionError("unreachable")
+
+
+def record_change(change: audit_log.Change) -> dict[str, Any] | None:
+    """The audit entry of one document write (None if not audited, already recorded, or a
+    change of `_meta` alone)."""
+    if not audit_log.is_audited(change.path):
+        return None
+    content = audit_log.entry_for_change(change)
+    if content is None:
+        return None
+    return append(audit_log.event_entry_id(change.event_id), content)
+
+
+def record_read(resource: str, reason: str, *, actor: str | None = None) -> dict[str, Any]:
+    """Log that the current caller is being given health data of `resource` (a document path).
+
+    Call it before returning the data: it writes synchronously into the chain and raises if it
+    cannot, so health data is never handed out unlogged.
+    """
+    if not resource or resource.count("/") % 2 != 1:
+        raise ValueError(f"not a document path: {resource!r}")
+    if not reason:
+        raise ValueError("a read of health data needs a reason")
+    ctx = context.current()
+    who = actor or (ctx.principal.uid if ctx and ctx.principal else "system")
+    content = audit_log.entry_for_read(
+        resource=resource,
+        reason=reason,
+        actor=who,
+        function=ctx.function if ctx else None,
+        request_id=ctx.request_id if ctx else None,
+        at=datetime.now(UTC),
+    )
+    entry = append("r-" + uuid.uuid4().hex, content)
+    assert entry is not None  # a fresh id cannot exist
+    return entry
+
+
+def list_entries(
+    *,
+    resource: str | None = None,
+    actor: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
+    """Entries matching every given filter, newest first."""
+    from google.cloud.firestore import FieldFilter, Query
+
+    collection = clients.db().collection(COLLECTION)
+    query: Any = collection
+    for name, value in (("resource", resource), ("actor", actor), ("action", action)):
+        if value is not None:
+            query = query.where(filter=FieldFilter(name, "==", value))
+    if since is not None:
+        query = query.where(filter=FieldFilter("at", ">=", since))
+    if until is not None:
+        query = query.where(filter=FieldFilter("at", "<", until))
+    snaps, next_cursor = pagination.run_page(
+        collection, query, [("at", Query.DESCENDING)], limit=limit, cursor=cursor
+    )
+    return [(s.id, s.to_dict() or {}) for s in snaps], next_cursor
+
+
+def _in_order(page_size: int = 500) -> Iterator[tuple[str, dict[str, Any]]]:
+    collection = clients.db().collection(COLLECTION)
+    last: int | None = None
+    while True:
+        query = collection.order_by("seq")
+        if last is not None:
+            query = query.start_after({"seq": last})
+        snaps = list(query.limit(page_size).stream())
+        for snap in snaps:
+            data = snap.to_dict() or {}
+            yield snap.id, data
+        if len(snaps) < page_size:
+            return
+        last = int((snaps[-1].to_dict() or {})["seq"])
+
+
+def verify_chain() -> Verdict:
+    head = _head_ref().get()
+    return audit_log.verify(_in_order(), head.to_dict() if head.exists else None)
