@@ -204,9 +204,9 @@ def directory_entry(profile: dict[str, Any]) -> dict[str, Any] | None:
     return entry
 
 
-class PublicListing(View):
-    uid: str
-    kind: Role
+class _ProviderFields(View):
+    """The provider fields shown both in a whole profile and in a public listing."""
+
     display_name: str | None = None
     specialty: str | None = None
     languages: list[str] | None = None
@@ -218,6 +218,11 @@ class PublicListing(View):
     opening_hours: list[dict[str, str]] | None = None
     services: list[str] | None = None
     delivery: bool | None = None
+
+
+class PublicListing(_ProviderFields):
+    uid: str
+    kind: Role
 
     @classmethod
     def of(cls, entry: dict[str, Any]) -> PublicListing:
@@ -248,12 +253,11 @@ class Approval(View):
     by: str | None = None
 
 
-class ProfileView(View):
+class ProfileView(_ProviderFields):
     """A whole profile: for its owner and for admins only."""
 
     uid: str
     email: str | None = None
-    display_name: str | None = None
     phone: str | None = None
     role: Role
     approved: bool
@@ -262,16 +266,6 @@ class ProfileView(View):
     created_at: Any = None
     updated_at: Any = None
     license_number: str | None = None
-    specialty: str | None = None
-    languages: list[str] | None = None
-    consultation_price: dict[str, str] | None = None
-    bio: str | None = None
-    name: str | None = None
-    address: dict[str, Any] | None = None
-    geo: dict[str, float] | None = None
-    opening_hours: list[dict[str, str]] | None = None
-    services: list[str] | None = None
-    delivery: bool | None = None
 
     @classmethod
     def of(cls, doc: dict[str, Any]) -> ProfileView:

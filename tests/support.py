@@ -160,8 +160,11 @@ EVERY_DAY = {
 }
 
 
-def approved_doctor(stack: Any, admin: Api, price: str = "20.00") -> tuple[User, Api]:
-    """A doctor approved by `admin`, priced, with 30-minute slots all day every day (UTC)."""
+def approved_doctor(
+    stack: Any, admin: Api, price: str = "20.00", **profile: Any
+) -> tuple[User, Api]:
+    """A doctor approved by `admin`, priced, with 30-minute slots all day every day (UTC);
+    `profile` adds or overrides profile fields (camelCase)."""
     user = create_user(stack, Role.DOCTOR, approved=False)
     api = bearer(stack, user)
     api.request(
@@ -171,6 +174,7 @@ def approved_doctor(stack: Any, admin: Api, price: str = "20.00") -> tuple[User,
             "licenseNumber": "SIP-" + uuid.uuid4().hex[:6],
             "specialty": "general",
             "consultationPrice": {"currency": "USD", "value": price},
+            **profile,
         },
     ).raise_for_status()
     admin.post(f"/admin-users/{user.uid}/approval", json={"decision": "approve"}).raise_for_status()

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from shared.context import Role
-from tests.support import Api, bearer, create_user, problem
+from tests.support import Api, approved_doctor, bearer, create_user, problem
 
 PRIVATE = {"email", "phone", "licenseNumber", "approval", "disabled", "role", "approved"}
 
@@ -85,20 +85,14 @@ def test_a_doctor_fills_in_their_licence_until_approved(stack, admin):
 
 
 def _approved_doctor(stack, admin, specialty, languages, price):
-    user = create_user(stack, Role.DOCTOR, approved=False)
-    api = bearer(stack, user)
-    api.request(
-        "PATCH",
-        "/users/me",
-        json={
-            "licenseNumber": f"L-{uuid.uuid4().hex[:6]}",
-            "specialty": specialty,
-            "languages": languages,
-            "consultationPrice": {"currency": "USD", "value": price},
-            "phone": "+62" + str(uuid.uuid4().int)[:10],
-        },
-    ).raise_for_status()
-    admin.post(f"/admin-users/{user.uid}/approval", json={"decision": "approve"}).raise_for_status()
+    user, _ = approved_doctor(
+        stack,
+        admin,
+        price,
+        specialty=specialty,
+        languages=languages,
+        phone="+62" + str(uuid.uuid4().int)[:10],
+    )
     return user
 
 
