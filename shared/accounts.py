@@ -187,6 +187,10 @@ def update(uid: str, changes: AccountChanges, *, actor: str, by_admin: bool) -> 
     sent = changes.fields.model_fields_set if changes.fields else set()
     check_editable(role, bool(current.get("approved")), set(sent), by_admin=by_admin)
     doc = to_document(changes.fields) if changes.fields else {}
+    if doc.get("clinicUid"):
+        clinic = profiles.get(doc["clinicUid"])
+        if clinic is None or clinic.get("role") != Role.CLINIC.value:
+            raise NotFound("No clinic with this id.", code="clinic_not_found")
 
     user_update: dict[str, Any] = {}
     if "displayName" in doc:

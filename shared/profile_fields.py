@@ -86,6 +86,9 @@ class ProfileFields(Body):
     languages: list[Language] | None = Field(default=None, min_length=1, max_length=10)
     consultation_price: Price | None = None
     bio: str | None = Field(default=None, max_length=2000)
+    clinic_uid: str | None = Field(
+        default=None, max_length=128, description="The clinic a doctor works for (admins set it)"
+    )
     # clinics and pharmacies
     name: ShortText | None = None
     address: Address | None = None
@@ -102,7 +105,9 @@ class ProfileFields(Body):
 
 
 COMMON = frozenset({"display_name", "phone"})
-DOCTOR = frozenset({"license_number", "specialty", "languages", "consultation_price", "bio"})
+DOCTOR = frozenset(
+    {"license_number", "specialty", "languages", "consultation_price", "bio", "clinic_uid"}
+)
 PLACE = frozenset({"name", "address", "geo", "opening_hours", "services"})
 
 FIELDS_BY_ROLE: dict[Role, frozenset[str]] = {
@@ -115,6 +120,8 @@ FIELDS_BY_ROLE: dict[Role, frozenset[str]] = {
 
 # Fields an approved provider may no longer change about itself (the admin still can).
 LOCKED_ONCE_APPROVED: dict[Role, frozenset[str]] = {Role.DOCTOR: frozenset({"license_number"})}
+# Fields only an admin sets (they tie one account to another).
+ADMIN_ONLY = frozenset({"clinic_uid"})
 
 
 class FieldRefusal(Exception):
@@ -129,10 +136,12 @@ def check_editable(role: Role, approved: bool, sent: set[str], *, by_admin: bool
     foreign = sorted(sent - FIELDS_BY_ROLE[role])
     if foreign:
         raise FieldRefusal("not_applicable", foreign)
-    if not by_admin and approved:
-        locked = sorted(sent & LOCKED_ONCE_APPROVED.get(role, frozenset()))
+    if not by_admin:
+        locked = sent & ADMIN_ONLY
+        if approved:
+            locked |= sent & LOCKED_ONCE_APPROVED.get(role, frozenset())
         if locked:
-            raise FieldRefusal("locked", locked)
+            raise FieldRefusal("locked", sorted(locked))
 
 
 def to_document(fields: ProfileFields) -> dict[str, Any]:
@@ -266,6 +275,7 @@ class ProfileView(_ProviderFields):
     created_at: Any = None
     updated_at: Any = None
     license_number: str | None = None
+    clinic_uid: str | None = None
 
     @classmethod
     def of(cls, doc: dict[str, Any]) -> ProfileView:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import appointments, clients, profiles, store
+from shared import appointments, clients, store
 from shared.context import Role
 from tests.support import (
     EVERY_DAY,
@@ -265,7 +265,14 @@ def test_reschedule_moves_atomically(stack, admin):
 def test_lists_are_scoped_and_filtered(stack, admin):
     doctor, doctor_api = _doctor(stack, admin)
     clinic = create_user(stack, Role.CLINIC)
-    store.update(profiles.ref(doctor.uid), {"clinicUid": clinic.uid}, by="test")
+    problem(
+        doctor_api.request("PATCH", "/users/me", json={"clinicUid": clinic.uid}),
+        403,
+        "field_locked",
+    )
+    problem(admin.request("PATCH", f"/admin-users/{doctor.uid}", json={"clinicUid": "nope"}), 404)
+    tied = admin.request("PATCH", f"/admin-users/{doctor.uid}", json={"clinicUid": clinic.uid})
+    assert tied.json()["clinicUid"] == clinic.uid
     alice = bearer(stack, create_user(stack, Role.PATIENT))
     bob = bearer(stack, create_user(stack, Role.PATIENT))
     a1 = _book(alice, doctor.uid, _slot(60)).json()
