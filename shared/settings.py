@@ -31,6 +31,8 @@ class Settings:
     max_body_bytes: int
     id_token_certs_url: str
     session_cookie_certs_url: str
+    # How long a clinic has to answer a booking request before the sweep declines it.
+    booking_answer_seconds: int
 
     @property
     def auth_emulated(self) -> bool:
@@ -81,6 +83,7 @@ def load() -> Settings:
         session_cookie_certs_url=(
             os.environ.get("SESSION_COOKIE_CERTS_URL") or GOOGLE_SESSION_COOKIE_CERTS
         ),
+        booking_answer_seconds=max(_int("BOOKING_ANSWER_SECONDS", 24 * 3600), 60),
     )
 
 
