@@ -61,9 +61,12 @@ def signed_in(*, owner: Owner | None = None, admin_sees_all: bool = True) -> Rul
 
 
 OWN_UID = Owner(("uid",))
+OWN_CLINIC = Owner(("clinicUid",))
+BOOKING_PARTIES = Owner(("patientUid", "clinicUid"))
+BOOKING_PATIENT = Owner(("patientUid",))
 
 # Every deployable HTTP function; each also serves GET /openapi.json publicly.
-FUNCTIONS: tuple[str, ...] = ("session", "admin-users", "users")
+FUNCTIONS: tuple[str, ...] = ("session", "admin-users", "users", "bookings")
 
 RouteKey = tuple[str, str, str]  # (function, METHOD, path in werkzeug rule syntax)
 
@@ -90,6 +93,36 @@ POLICY: dict[RouteKey, Rule] = {
     ("users", "GET", "/directory/doctors"): signed_in(),
     ("users", "GET", "/directory/clinics"): signed_in(),
     ("users", "GET", "/directory/pharmacies"): signed_in(),
+    # Clinic bookings: approved clinics set up and work their own queue; patients book and
+    # cancel their own; admins see every clinic's dashboards and run the auto-decline sweep.
+    ("bookings", "GET", "/clinics/<clinic_uid>"): allow(Role.PATIENT, Role.CLINIC, Role.ADMIN),
+    ("bookings", "PUT", "/clinics/<clinic_uid>"): allow(Role.CLINIC, Role.ADMIN, owner=OWN_CLINIC),
+    ("bookings", "GET", "/clinics/<clinic_uid>/requests"): allow(
+        Role.CLINIC, Role.ADMIN, owner=OWN_CLINIC
+    ),
+    ("bookings", "GET", "/clinics/<clinic_uid>/day"): allow(
+        Role.CLINIC, Role.ADMIN, owner=OWN_CLINIC
+    ),
+    ("bookings", "GET", "/clinics/<clinic_uid>/load"): allow(
+        Role.CLINIC, Role.ADMIN, owner=OWN_CLINIC
+    ),
+    ("bookings", "GET", "/clinics/<clinic_uid>/stats"): allow(
+        Role.CLINIC, Role.ADMIN, owner=OWN_CLINIC
+    ),
+    ("bookings", "POST", "/"): allow(Role.PATIENT),
+    ("bookings", "GET", "/"): allow(Role.PATIENT),
+    ("bookings", "GET", "/<booking_id>"): allow(
+        Role.PATIENT, Role.CLINIC, Role.ADMIN, owner=BOOKING_PARTIES
+    ),
+    ("bookings", "POST", "/<booking_id>/accept"): allow(Role.CLINIC, owner=OWN_CLINIC),
+    ("bookings", "POST", "/<booking_id>/decline"): allow(Role.CLINIC, owner=OWN_CLINIC),
+    ("bookings", "POST", "/<booking_id>/check-in"): allow(Role.CLINIC, owner=OWN_CLINIC),
+    ("bookings", "POST", "/<booking_id>/complete"): allow(Role.CLINIC, owner=OWN_CLINIC),
+    ("bookings", "POST", "/<booking_id>/no-show"): allow(Role.CLINIC, owner=OWN_CLINIC),
+    ("bookings", "POST", "/<booking_id>/cancel"): allow(Role.PATIENT, owner=BOOKING_PATIENT),
+    # The sweep: admins for now; Cloud Scheduler with an OIDC identity later.
+    ("bookings", "POST", "/sweep"): allow(Role.ADMIN),
+    ("bookings", "GET", "/unanswered"): allow(Role.ADMIN),
 }
 POLICY.update({(fn, "GET", "/openapi.json"): PUBLIC for fn in FUNCTIONS})
 
