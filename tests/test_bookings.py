@@ -492,3 +492,9 @@ def test_a_patient_lists_their_bookings_newest_first_with_queue_positions(stack,
 def test_a_patient_cannot_see_a_clinics_dashboards(stack, known, patient):
     clinic, _, _ = known
     problem(patient.get(f"/bookings/clinics/{clinic.uid}/day"), 403, "role_not_allowed")
+
+
+def test_the_openapi_document_names_the_idempotency_header(stack):
+    doc = requests.get(f"{stack.gateway_url}/bookings/openapi.json", timeout=30).json()
+    params = doc["paths"]["/bookings"]["post"]["parameters"]
+    assert {"name": "Idempotency-Key", "in": "header"}.items() <= params[0].items()

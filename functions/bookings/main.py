@@ -316,7 +316,15 @@ def set_clinic(call: Call) -> ClinicView:
 # -- bookings ---------------------------------------------------------------------------
 
 
-@api.route("POST", "/", body=BookingRequest, response=BookingView, status=201, problems=(409,))
+@api.route(
+    "POST",
+    "/",
+    body=BookingRequest,
+    response=BookingView,
+    status=201,
+    problems=(404, 409),
+    headers=(idempotency.HEADER,),
+)
 def request_booking(call: Call) -> Reply:
     """Request a place in a window; the answer tells the place in the clinic's queue."""
     b: BookingRequest = call.body
