@@ -15,6 +15,7 @@ Document reads per dashboard call (an empty query result still costs one read):
   stats       the days of the range that have a booking (<= MAX_RANGE_DAYS), at least 1
   unanswered  limit + 1
   requests    limit + 1, plus 1 for the queue position of the page's first item
+  day list    limit + 1
   patient     limit + 1, plus 1 per `requested` booking on the page (its queue position)
 A queue position is a count() aggregation: 1 read per 1000 index entries counted.
 """
@@ -417,6 +418,23 @@ def list_unanswered(
         limit=limit,
         cursor=cursor,
     )
+    return [s.to_dict() for s in snaps], next_cursor
+
+
+def list_for_day(
+    clinic_uid: str, day: date, status: Status | None, *, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """A clinic's bookings for one local day, by window, then first come first served."""
+    from google.cloud.firestore import FieldFilter, Query
+
+    collection = _db().collection(BOOKINGS)
+    query = collection.where(filter=FieldFilter("clinicUid", "==", clinic_uid)).where(
+        filter=FieldFilter("windowDate", "==", day.isoformat())
+    )
+    if status is not None:
+        query = query.where(filter=FieldFilter("status", "==", status.value))
+    order = [("windowStart", Query.ASCENDING), ("queueKey", Query.ASCENDING)]
+    snaps, next_cursor = pagination.run_page(collection, query, order, limit=limit, cursor=cursor)
     return [s.to_dict() for s in snaps], next_cursor
 
 

@@ -103,6 +103,9 @@ POLICY: dict[RouteKey, Rule] = {
     ("bookings", "GET", "/clinics/<clinic_uid>/day"): allow(
         Role.CLINIC, Role.ADMIN, owner=OWN_CLINIC
     ),
+    ("bookings", "GET", "/clinics/<clinic_uid>/bookings"): allow(
+        Role.CLINIC, Role.ADMIN, owner=OWN_CLINIC
+    ),
     ("bookings", "GET", "/clinics/<clinic_uid>/load"): allow(
         Role.CLINIC, Role.ADMIN, owner=OWN_CLINIC
     ),

@@ -137,11 +137,14 @@ def test_an_unapproved_clinic_cannot_set_up_or_work_a_queue(stack, clinic, patie
 
 
 def test_setup_is_validated(stack, clinic):
-    bad = _setup(4)
-    bad["timeZone"] = "Mars/Olympus"
-    bad["weekly"].append({"day": "mon", "opens": "09:00", "closes": "11:00", "capacity": 2})
-    errors = problem(clinic.api.request("PUT", "/bookings/clinics/me", json=bad), 400)["errors"]
-    assert {e["field"] for e in errors} >= {"timeZone"}
+    bad_zone = {**_setup(4), "timeZone": "Mars/Olympus"}
+    errors = problem(clinic.api.request("PUT", "/bookings/clinics/me", json=bad_zone), 400)
+    assert [e["field"] for e in errors["errors"]] == ["timeZone"]
+    overlapping = _setup(4)
+    overlapping["weekly"].append({"day": "mon", "opens": "09:00", "closes": "11:00", "capacity": 2})
+    errors = problem(clinic.api.request("PUT", "/bookings/clinics/me", json=overlapping), 400)
+    assert "overlap on mon" in errors["errors"][0]["message"]
+    assert clinic.api.get("/bookings/clinics/me").json()["weekly"] == _setup(4)["weekly"]
 
 
 # -- requests ----------------------------------------------------------------------------
@@ -432,6 +435,29 @@ def test_the_load_shows_places_held_against_capacity(stack, known):
         (_day(3).isoformat(), 1, 2),
     ]
     problem(clinic.api.get("/bookings/clinics/me/load", params={"days": 15}), 400)
+
+
+def test_a_clinic_lists_a_days_bookings_to_work_them(stack, known):
+    clinic, _, waiting = known
+    params = {"day": _day(2).isoformat()}
+    everything = clinic.api.get("/bookings/clinics/me/bookings", params=params).json()["items"]
+    assert [b["status"] for b in everything] == [
+        "accepted",
+        "accepted",
+        "declined",
+        "requested",
+        "cancelled",
+    ]
+    accepted = clinic.api.get(
+        "/bookings/clinics/me/bookings", params={**params, "status": "accepted", "limit": 1}
+    ).json()
+    more = clinic.api.get(
+        "/bookings/clinics/me/bookings",
+        params={**params, "status": "accepted", "limit": 1, "cursor": accepted["nextCursor"]},
+    ).json()
+    assert len(accepted["items"] + more["items"]) == 2
+    assert more["nextCursor"] is None
+    assert waiting["id"] in [b["id"] for b in everything]
 
 
 def test_the_stats_count_by_status_and_by_day_for_clinic_and_admin(stack, known, admin):

@@ -12,6 +12,7 @@ Routes (under /bookings):
   PUT  /clinics/{clinicUid}            the clinic ("me") or an admin: set services and schedule
   GET  /clinics/{clinicUid}/requests   the clinic's queue, first come first served
   GET  /clinics/{clinicUid}/day        a day's windows (default today) by status
+  GET  /clinics/{clinicUid}/bookings   a day's bookings (default today), e.g. to check in
   GET  /clinics/{clinicUid}/load       the next days' windows: held places against capacity
   GET  /clinics/{clinicUid}/stats      counts by status for a range of days, and by day
 """
@@ -242,6 +243,11 @@ class DayQuery(Body):
     day: date | None = Field(default=None, description="local date; default today")
 
 
+class DayListQuery(Page):
+    day: date | None = Field(default=None, description="local date; default today")
+    status: Status | None = None
+
+
 class DayView(View):
     clinic_uid: str
     date: str
@@ -447,6 +453,21 @@ def day_queue(call: Call) -> DayView:
         totals=totals,
         windows=[WindowView.of(r) for r in rows],
     )
+
+
+@api.route("GET", "/clinics/<clinic_uid>/bookings", query=DayListQuery, response=BookingList)
+def day_bookings(call: Call) -> BookingList:
+    """One local day's bookings (default today), by window, optionally of one status."""
+    clinic = _own_clinic(call)
+    q: DayListQuery = call.query
+    items, cursor = service.list_for_day(
+        clinic["clinicUid"],
+        q.day or service.today(clinic),
+        q.status,
+        limit=q.limit,
+        cursor=q.cursor,
+    )
+    return BookingList(items=[BookingView.of(i) for i in items], next_cursor=cursor)
 
 
 @api.route("GET", "/clinics/<clinic_uid>/load", query=LoadQuery, response=LoadView)
