@@ -158,16 +158,13 @@ def request(
 
     @firestore.transactional  # type: ignore[untyped-decorator]
     def create(tx: Any) -> str:
-        earlier = idempotency.replayed(key, tx, now=at)
-        if earlier is not None:
-            return earlier
         store.create(booking_ref(booking_id), booking, tx=tx)
         _count(tx, booking, rules.moved_counts(None, Status.REQUESTED))
         idempotency.remember(key, tx, booking_id, now=at)
         return booking_id
 
-    made = _run(create)
-    if made == booking_id:
+    made, replayed = idempotency.once(key, lambda: str(_run(create)))
+    if not replayed:
         return booking, False
     first = get(made)
     if first is None:  # the key's booking was removed: nothing to replay

@@ -1,8 +1,8 @@
 """`Idempotency-Key`: a retried create returns what the first one made, and makes nothing new.
 
-A create that claims capacity or moves money reads the key inside its own transaction and,
-when the key is new, records key -> resource id in that same transaction, so the resource and
-the record of its key exist together or not at all. Keys are per caller and per scope (the
+A create that claims capacity or moves money records key -> resource id in its own
+transaction (`remember`, run through `once`), so the resource and the record of its key exist
+together or not at all. Keys are per caller and per scope (the
 same key from two patients, or for two kinds of resource, are different keys), and a key sent
 again with a different request is refused rather than silently answered with the first one.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +22,9 @@ from shared.errors import BadRequest, Conflict
 
 HEADER = "Idempotency-Key"
 COLLECTION = "idempotency"
-KEEP_FOR = timedelta(days=1)  # `expiresAt` carries a TTL policy (firestore.indexes.json)
+# Kept at least this long: `expiresAt` carries a TTL policy (firestore.indexes.json), which
+# removes a key some time after it expires.
+KEEP_FOR = timedelta(days=1)
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
 
@@ -59,19 +62,14 @@ def from_header(header: str | None, *, scope: str, caller: str, request: Any) ->
     return Key(scope, caller, header, fingerprint(request))
 
 
-def replayed(key: Key | None, tx: Any, *, now: datetime | None = None) -> str | None:
-    """Inside the create's transaction, before any write: the id made under this key before.
-
-    Raises 409 if the key came before with a different request.
-    """
+def earlier(key: Key | None) -> str | None:
+    """The id of what this key made before, if anything; 409 if it came with another request."""
     if key is None:
         return None
-    snap = key.ref().get(transaction=tx)
+    snap = key.ref().get()
     if not snap.exists:
         return None
     seen = snap.to_dict()
-    if seen["expiresAt"] <= (now or datetime.now(UTC)):
-        return None  # expired but not yet removed by the TTL policy
     if seen["fingerprint"] != key.fingerprint:
         raise Conflict(
             f"This {HEADER} was used for a different request.", code="idempotency_key_reused"
@@ -81,11 +79,15 @@ def replayed(key: Key | None, tx: Any, *, now: datetime | None = None) -> str | 
 
 
 def remember(key: Key | None, tx: Any, resource_id: str, *, now: datetime | None = None) -> None:
-    """Inside the create's transaction: this key made `resource_id`."""
+    """Inside the create's transaction: this key made `resource_id`.
+
+    A create, not a read-then-write: concurrent requests with one key do not lock each other
+    out reading it; the second commit fails with AlreadyExists and `once` replays the first.
+    """
     if key is None:
         return
     at = now or datetime.now(UTC)
-    store.set(
+    store.create(
         key.ref(),
         {
             "scope": key.scope,
@@ -97,3 +99,20 @@ def remember(key: Key | None, tx: Any, resource_id: str, *, now: datetime | None
         },
         tx=tx,
     )
+
+
+def once(key: Key | None, create: Callable[[], str]) -> tuple[str, bool]:
+    """Run `create` (a transaction that calls `remember`) unless this key already made
+    something; returns (resource id, replayed)."""
+    from google.api_core.exceptions import AlreadyExists
+
+    first = earlier(key)
+    if first is not None:
+        return first, True
+    try:
+        return create(), False
+    except AlreadyExists:
+        first = earlier(key)  # a concurrent request with this key committed first
+        if first is None:
+            raise
+        return first, True

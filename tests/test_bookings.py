@@ -61,9 +61,13 @@ class Clinic:
         return response.json()
 
 
+# Fixed once, so a test that spans the clinic's midnight still speaks of the same days.
+TODAY = datetime.now(ZoneInfo(ZONE)).date()
+
+
 def _day(offset: int) -> date:
-    """A local date at the clinic, `offset` days from today there (always in the future)."""
-    return datetime.now(ZoneInfo(ZONE)).date() + timedelta(days=offset)
+    """A local date at the clinic, `offset` days from the run's first day there."""
+    return TODAY + timedelta(days=offset)
 
 
 def _window(offset: int = 2, hhmm: str = "08:00") -> str:
@@ -220,6 +224,23 @@ def test_an_idempotency_key_replays_the_first_answer(stack, clinic, patient):
     assert other.status_code == 201
     assert other.json()["id"] != first.json()["id"]
     problem(_ask(patient, clinic, headers={"Idempotency-Key": "has space"}), 400)
+
+
+def test_concurrent_retries_with_one_key_make_one_booking(stack, clinic, patient):
+    key = {"Idempotency-Key": uuid.uuid4().hex}
+
+    def ask(_: int) -> str:
+        response = _ask(patient, clinic, headers=key)
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = set(pool.map(ask, range(8)))
+
+    assert len(ids) == 1
+    assert [b["id"] for b in patient.get("/bookings").json()["items"]] == list(ids)
+    day = clinic.api.get("/bookings/clinics/me/day", params={"day": _day(2).isoformat()}).json()
+    assert day["totals"]["requested"] == 1
 
 
 # -- transitions -----------------------------------------------------------------------
