@@ -11,11 +11,12 @@ dashboards read counters instead of bookings, and an accept cannot overbook (see
 
 Document reads per dashboard call (an empty query result still costs one read):
   day queue   1 (clinic) + the windows of that day that have a booking (<= windows per day)
-  load        1 (clinic) + the windows of the range that have a booking (<= 7 x windows per day)
+  load        1 (clinic) + the windows of the range that have a booking (<= days x windows per
+              day; the route allows 7 by default and 14 at most)
   stats       the days of the range that have a booking (<= MAX_RANGE_DAYS), at least 1
   unanswered  limit + 1
   requests    limit + 1, plus 1 for the queue position of the page's first item
-  day list    limit + 1
+  day list    1 (clinic) + limit + 1
   patient     limit + 1, plus 1 per `requested` booking on the page (its queue position)
 A queue position is a count() aggregation: 1 read per 1000 index entries counted.
 """
@@ -356,6 +357,7 @@ def sweep(*, limit: int, now: datetime | None = None) -> tuple[int, bool]:
         except (Conflict, NotFound):
             continue  # answered or cancelled since the query: nothing to decline
         declined += 1
+    log.info("sweep declined %d of %d overdue requests", declined, len(snaps))
     return declined, len(snaps) == limit
 
 
