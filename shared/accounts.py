@@ -104,7 +104,7 @@ def create(new: NewAccount, *, actor: str) -> Created:
         store.create(profiles.ref(user.uid), profile, tx=batch, by=actor)
         profiles.write_listing(profile, tx=batch)
         if link:
-            _queue_notification(batch, user.uid, new.email, "set_password", {"link": link}, actor)
+            queue_notification(batch, user.uid, new.email, "set_password", {"link": link}, actor)
         _commit_create(batch)
     except BaseException:
         _undo_create(user.uid)
@@ -129,7 +129,7 @@ def _undo_create(uid: str) -> None:
         log.exception("could not remove Auth user %s after a failed account creation", uid)
 
 
-def _queue_notification(
+def queue_notification(
     batch: Any, uid: str, to: str, kind: str, data: dict[str, Any], actor: str
 ) -> None:
     """An outbox entry; the notify function delivers it (e-mail is never sent in a transaction)."""
@@ -262,7 +262,7 @@ def decide_approval(uid: str, approve: bool, reason: str | None, *, actor: str) 
     store.set(profiles.ref(uid), data, tx=batch, by=actor)
     profiles.write_listing(updated, tx=batch)
     if profile.get("email"):
-        _queue_notification(
+        queue_notification(
             batch,
             uid,
             profile["email"],
@@ -312,7 +312,7 @@ def password_reset_link(uid: str, *, actor: str) -> str:
         raise Conflict("This account has no e-mail address.", code="no_email")
     link: str = _auth().generate_password_reset_link(email, app=clients.firebase_app())
     batch = clients.db().batch()
-    _queue_notification(batch, uid, email, "password_reset", {"link": link}, actor)
+    queue_notification(batch, uid, email, "password_reset", {"link": link}, actor)
     batch.commit()
     return link
 

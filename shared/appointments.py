@@ -170,14 +170,14 @@ def book(
         "status": "held",
         "holdExpiresAt": hold_until,
     }
-    replayed = idempotency.replay(key)
-    if replayed is not None:
-        return get(replayed["appointmentId"]), True
+    first = idempotency.earlier(key)
+    if first is not None:
+        return get(first), True
     # No read-then-write transaction: creating the slot document is itself the atomic claim,
     # so racing patients never wait on each other's locks; exactly one create succeeds.
     batch = _db().batch()
     store.create(appointment, record, tx=batch)
-    idempotency.remember(key, batch, {"appointmentId": appointment.id})
+    idempotency.remember(key, batch, appointment.id)
     held = slot.get()
     if not held.exists:
         store.create(slot, slot_fields, tx=batch)
@@ -198,9 +198,9 @@ def book(
     try:
         batch.commit()
     except (AlreadyExists, FailedPrecondition):
-        replayed = idempotency.replay(key)  # a concurrent retry with the same key won
-        if replayed is not None:
-            return get(replayed["appointmentId"]), True
+        first = idempotency.earlier(key)  # a concurrent retry with the same key won
+        if first is not None:
+            return get(first), True
         raise Conflict("Someone else has this slot.", code="slot_taken") from None
     return record, False
 

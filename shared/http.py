@@ -87,6 +87,7 @@ class Route:
     status: int
     summary: str
     problems: tuple[int, ...]
+    headers: tuple[str, ...] = ()  # optional request headers it reads, for the OpenAPI document
 
 
 @dataclass
@@ -121,6 +122,7 @@ class Function:
         status: int = 200,
         summary: str = "",
         problems: tuple[int, ...] = (),
+        headers: tuple[str, ...] = (),
     ) -> Callable[[Handler], Handler]:
         rule = policy.rule_for(self.name, method, path)  # raises PolicyMissing
 
@@ -139,6 +141,7 @@ class Function:
                 status,
                 summary or (handler.__doc__ or "").strip().split("\n")[0],
                 problems,
+                headers,
             )
             self._map.add(UrlRule(path, endpoint=endpoint, methods=[method]))
             return handler

@@ -100,6 +100,10 @@ def document(fn: Function) -> dict[str, Any]:
                 {"name": name, "in": "query", "required": name in required, "schema": prop}
                 for name, prop in qschema.get("properties", {}).items()
             ]
+        params += [
+            {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
+            for name in route.headers
+        ]
         if params:
             op["parameters"] = params
         if route.body is not None:

@@ -68,6 +68,9 @@ PRESCRIPTION_PARTIES = Owner(("patientUid", "doctorUid", "pharmacyUid"))
 PRESCRIPTION_PATIENT = Owner(("patientUid",))
 PRESCRIPTION_DOCTOR = Owner(("doctorUid",))
 PRESCRIPTION_PHARMACY = Owner(("pharmacyUid",))
+OWN_CLINIC = Owner(("clinicUid",))
+BOOKING_PARTIES = Owner(("patientUid", "clinicUid"))
+BOOKING_PATIENT = Owner(("patientUid",))
 
 # Every deployable HTTP function; each also serves GET /openapi.json publicly.
 FUNCTIONS: tuple[str, ...] = (
@@ -76,6 +79,7 @@ FUNCTIONS: tuple[str, ...] = (
     "users",
     "appointments",
     "prescriptions",
+    "bookings",
     "audit",
 )
 # Event functions (audit-trigger) take CloudEvents, not routes: they have no entries here.
@@ -141,6 +145,39 @@ POLICY: dict[RouteKey, Rule] = {
     # The audit log holds who did what to whom: admins only.
     ("audit", "GET", "/"): allow(Role.ADMIN),
     ("audit", "GET", "/verify"): allow(Role.ADMIN),
+    # Clinic bookings: approved clinics set up and work their own queue; patients book and
+    # cancel their own; admins see every clinic's dashboards and run the auto-decline sweep.
+    ("bookings", "GET", "/clinics/<clinic_uid>"): allow(Role.PATIENT, Role.CLINIC, Role.ADMIN),
+    ("bookings", "PUT", "/clinics/<clinic_uid>"): allow(Role.CLINIC, Role.ADMIN, owner=OWN_CLINIC),
+    ("bookings", "GET", "/clinics/<clinic_uid>/requests"): allow(
+        Role.CLINIC, Role.ADMIN, owner=OWN_CLINIC
+    ),
+    ("bookings", "GET", "/clinics/<clinic_uid>/day"): allow(
+        Role.CLINIC, Role.ADMIN, owner=OWN_CLINIC
+    ),
+    ("bookings", "GET", "/clinics/<clinic_uid>/bookings"): allow(
+        Role.CLINIC, Role.ADMIN, owner=OWN_CLINIC
+    ),
+    ("bookings", "GET", "/clinics/<clinic_uid>/load"): allow(
+        Role.CLINIC, Role.ADMIN, owner=OWN_CLINIC
+    ),
+    ("bookings", "GET", "/clinics/<clinic_uid>/stats"): allow(
+        Role.CLINIC, Role.ADMIN, owner=OWN_CLINIC
+    ),
+    ("bookings", "POST", "/"): allow(Role.PATIENT),
+    ("bookings", "GET", "/"): allow(Role.PATIENT),
+    ("bookings", "GET", "/<booking_id>"): allow(
+        Role.PATIENT, Role.CLINIC, Role.ADMIN, owner=BOOKING_PARTIES
+    ),
+    ("bookings", "POST", "/<booking_id>/accept"): allow(Role.CLINIC, owner=OWN_CLINIC),
+    ("bookings", "POST", "/<booking_id>/decline"): allow(Role.CLINIC, owner=OWN_CLINIC),
+    ("bookings", "POST", "/<booking_id>/check-in"): allow(Role.CLINIC, owner=OWN_CLINIC),
+    ("bookings", "POST", "/<booking_id>/complete"): allow(Role.CLINIC, owner=OWN_CLINIC),
+    ("bookings", "POST", "/<booking_id>/no-show"): allow(Role.CLINIC, owner=OWN_CLINIC),
+    ("bookings", "POST", "/<booking_id>/cancel"): allow(Role.PATIENT, owner=BOOKING_PATIENT),
+    # The sweep: admins for now; Cloud Scheduler with an OIDC identity later.
+    ("bookings", "POST", "/sweep"): allow(Role.ADMIN),
+    ("bookings", "GET", "/unanswered"): allow(Role.ADMIN),
 }
 POLICY.update({(fn, "GET", "/openapi.json"): PUBLIC for fn in FUNCTIONS})
 

@@ -30,9 +30,9 @@ def write(
     key: idempotency.Key | None,
 ) -> tuple[dict[str, Any], bool]:
     """A new prescription for the appointment's patient; (prescription, replayed)."""
-    replayed = idempotency.replay(key)
-    if replayed is not None:
-        return load(replayed["prescriptionId"]), True
+    first = idempotency.earlier(key)
+    if first is not None:
+        return load(first), True
     if appointment["status"] not in PRESCRIBABLE:
         raise Conflict(
             "Prescriptions are written for confirmed or completed appointments.",
@@ -55,7 +55,7 @@ def write(
     }
     batch = clients.db().batch()
     store.create(doc_ref, record, tx=batch)
-    idempotency.remember(key, batch, {"prescriptionId": doc_ref.id})
+    idempotency.remember(key, batch, doc_ref.id)
     batch.commit()
     return record, False
 

@@ -31,8 +31,10 @@ class Settings:
     max_body_bytes: int
     id_token_certs_url: str
     session_cookie_certs_url: str
-    appointment_hold_minutes: int = 15
-    patient_cutoff_minutes: int = 120
+    appointment_hold_minutes: int
+    patient_cutoff_minutes: int
+    # How long a clinic has to answer a booking request before the sweep declines it.
+    booking_answer_seconds: int
 
     @property
     def auth_emulated(self) -> bool:
@@ -85,6 +87,7 @@ def load() -> Settings:
         ),
         appointment_hold_minutes=_int("APPOINTMENT_HOLD_MINUTES", 15),
         patient_cutoff_minutes=_int("PATIENT_CUTOFF_MINUTES", 120),
+        booking_answer_seconds=max(_int("BOOKING_ANSWER_SECONDS", 24 * 3600), 60),
     )
 
 

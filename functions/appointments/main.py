@@ -224,8 +224,8 @@ def book(call: Call) -> Reply:
     key = idempotency.from_header(
         call.request.headers.get(idempotency.HEADER),
         scope="service.book",
-        uid=call.principal.uid,
-        payload=b.model_dump(mode="json"),
+        caller=call.principal.uid,
+        request=b.model_dump(mode="json"),
     )
     doc, replayed = service.book(
         call.principal, service.Booking(b.doctor_uid, b.start, b.note), key

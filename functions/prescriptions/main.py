@@ -121,8 +121,8 @@ def write(call: Call) -> Reply:
     key = idempotency.from_header(
         call.request.headers.get(idempotency.HEADER),
         scope="prescriptions.write",
-        uid=call.principal.uid,
-        payload=b.model_dump(mode="json"),
+        caller=call.principal.uid,
+        request=b.model_dump(mode="json"),
     )
     items = [i.model_dump(by_alias=True, mode="json") for i in b.items]
     doc, replayed = service.write(call.principal, appointment, items, b.notes, key)
