@@ -242,7 +242,12 @@ def run(rounds: int, progress: bool = True) -> dict[str, Any]:
         hello_dir = work / "hello"
         hello_dir.mkdir()
         (hello_dir / "main.py").write_text(HELLO)
-        names = bundle.function_names()
+        # HTTP functions only: an event function (audit-trigger) answers CloudEvents, not routes.
+        names = [
+            n
+            for n in bundle.function_names()
+            if "@functions_framework.http" in (bundle.FUNCTIONS_DIR / n / "main.py").read_text()
+        ]
         bundles = {n: bundle.build(n, work / "bundles" / n) for n in names}
 
         say("starting the Firestore and Auth emulators ...")
