@@ -1,5 +1,5 @@
-"""The local stack: Google's Firestore emulator, the Firebase Auth emulator, the gateway and the
-event relay (dev/relay.py, local Eventarc).
+"""The local stack: Google's Firestore emulator, the Firebase Auth emulator, the PayPal simulator
+(dev/paypal_sim.py), the gateway and the event relay (dev/relay.py, local Eventarc).
 
 `make dev` runs this module; the tests start the same Stack on free ports. Every child runs in
 its own process group and is stopped with it, so no emulator outlives the stack.
@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import IO
 
@@ -27,6 +27,10 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_ID = "demo-alodoktor"
+# The simulator's own credentials; PayPal's real ones never belong in the local stack.
+PAYPAL_SIM_CLIENT_ID = "sim-client-id"
+PAYPAL_SIM_CLIENT_SECRET = "sim-client-secret"
+PAYPAL_SIM_WEBHOOK_ID = "SIMWEBHOOK0000000001"
 DEV_ORIGINS = "http://localhost:5173,http://127.0.0.1:5173,http://localhost:3000"
 
 
@@ -41,10 +45,11 @@ class Ports:
     gateway: int = 5001
     hub: int = 4400
     logging: int = 4500
+    paypal: int = 8095
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*_free_ports(5))
+        return cls(*_free_ports(len(fields(cls))))
 
 
 def _free_ports(n: int) -> list[int]:
@@ -115,6 +120,10 @@ class Stack:
             "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{self.ports.firestore}",
             "FIREBASE_AUTH_EMULATOR_HOST": f"127.0.0.1:{self.ports.auth}",
             "ALLOWED_ORIGINS": DEV_ORIGINS,
+            "PAYPAL_API_BASE": self.paypal_url,
+            "PAYPAL_CLIENT_ID": PAYPAL_SIM_CLIENT_ID,
+            "PAYPAL_CLIENT_SECRET": PAYPAL_SIM_CLIENT_SECRET,
+            "PAYPAL_WEBHOOK_ID": PAYPAL_SIM_WEBHOOK_ID,
             **self.extra_env,
         }
 
@@ -125,6 +134,10 @@ class Stack:
     @property
     def auth_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.auth}"
+
+    @property
+    def paypal_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.paypal}"
 
     @property
     def firestore_url(self) -> str:
@@ -145,8 +158,10 @@ class Stack:
         try:
             self._start_firestore()
             self._start_auth()
+            self._start_paypal()
             self._wait("Firestore emulator", self.firestore_url + "/", 60, "firestore")
             self._wait("Auth emulator", self.auth_url + "/", 90, "auth")
+            self._wait("PayPal simulator", self.paypal_url + "/_sim/health", 60, "paypal")
             if gateway:
                 self.start_gateway()
                 self.start_relay()
@@ -209,6 +224,21 @@ class Stack:
                 f"--rules={ROOT / 'firestore.rules'}",
                 "--quiet",
             ],
+        )
+
+    def _start_paypal(self) -> None:
+        self._spawn(
+            "paypal",
+            [
+                sys.executable,
+                "-m",
+                "dev.paypal_sim",
+                "--port",
+                str(self.ports.paypal),
+                "--webhook-url",
+                self.gateway_url + "/paypal-webhook",
+            ],
+            output=self.gateway_output,
         )
 
     def _start_auth(self) -> None:
@@ -348,7 +378,11 @@ def main() -> int:
     stack = Stack(workdir=workdir, gateway_output=sys.stdout.buffer)
     with _signals_stop():
         try:
-            print("Starting the Firestore and Auth emulators (logs in .stack/) ...", flush=True)
+            print(
+                "Starting the Firestore and Auth emulators and the PayPal simulator "
+                "(logs in .stack/) ...",
+                flush=True,
+            )
             stack.start()
             os.environ.update(stack.env)
             if not args.no_seed:
@@ -356,6 +390,11 @@ def main() -> int:
 
                 accounts = seed.seed()
                 print(seed.instructions(stack, accounts), flush=True)
+            print(
+                f"PayPal simulator on {stack.paypal_url} (client {PAYPAL_SIM_CLIENT_ID}, "
+                f"webhooks to {stack.gateway_url}/paypal-webhook)",
+                flush=True,
+            )
             print(f"Gateway on {stack.gateway_url}  (Ctrl-C stops everything)", flush=True)
             while all(c.process.poll() is None for c in stack.children):
                 time.sleep(0.5)

@@ -12,7 +12,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,39 +36,54 @@ def _head_ref() -> Any:
 def append(entry_id: str, content: Mapping[str, Any]) -> dict[str, Any] | None:
     """Append `content` as entry `entry_id`; None when that entry exists already (a redelivered
     event), which leaves the chain unchanged."""
+    return append_all([(entry_id, content)])[0]
+
+
+def append_all(
+    items: Sequence[tuple[str, Mapping[str, Any]]],
+) -> list[dict[str, Any] | None]:
+    """Append several entries in order in one transaction (one turn on the head document);
+    an entry whose id exists already is skipped (None in its place)."""
+    from google.api_core.exceptions import Aborted
     from google.cloud import firestore
 
     db = clients.db()
-    entry_ref = db.collection(COLLECTION).document(entry_id)
+    refs = [db.collection(COLLECTION).document(entry_id) for entry_id, _ in items]
     head_ref = _head_ref()
 
     @firestore.transactional  # type: ignore[untyped-decorator]
-    def run(tx: Any) -> dict[str, Any] | None:
-        existing = entry_ref.get(transaction=tx)
+    def run(tx: Any) -> list[dict[str, Any] | None]:
+        existing = [ref.get(transaction=tx).exists for ref in refs]
         head = head_ref.get(transaction=tx)
-        if existing.exists:
-            return None
         state = head.to_dict() if head.exists else {}
-        entry = audit_log.link(
-            content,
-            seq=int(state.get("seq", 0)) + 1,
-            prev_hash=str(state.get("hash", audit_log.GENESIS_HASH)),
-        )
-        # The log is written here and nowhere else, so it does not go through shared.store
-        # (whose `_meta` stamp would be outside the hashed content).
-        tx.create(entry_ref, entry)
-        tx.set(head_ref, {"seq": entry["seq"], "hash": entry["hash"], "entryId": entry_id})
-        return entry
-
-    from google.api_core.exceptions import Aborted
+        seq = int(state.get("seq", 0))
+        prev = str(state.get("hash", audit_log.GENESIS_HASH))
+        written: list[dict[str, Any] | None] = []
+        last_id = None
+        for ref, seen, (entry_id, content) in zip(refs, existing, items, strict=True):
+            if seen:
+                written.append(None)
+                continue
+            seq += 1
+            entry = audit_log.link(content, seq=seq, prev_hash=prev)
+            prev, last_id = entry["hash"], entry_id
+            # The log is written here and nowhere else, so it does not go through
+            # shared.store (whose `_meta` stamp would be outside the hashed content).
+            tx.create(ref, entry)
+            written.append(entry)
+        if last_id is not None:
+            tx.set(head_ref, {"seq": seq, "hash": prev, "entryId": last_id})
+        return written
 
     for attempt in range(MAX_ATTEMPTS):
         try:
             with _turn:
-                result: dict[str, Any] | None = run(db.transaction())
+                result: list[dict[str, Any] | None] = run(db.transaction())
             return result
-        except Aborted:
-            if attempt == MAX_ATTEMPTS - 1:
+        except (Aborted, ValueError) as exc:
+            # The client reports exhausted commit retries as ValueError caused by Aborted.
+            contended = isinstance(exc, Aborted) or isinstance(exc.__cause__, Aborted)
+            if not contended or attempt == MAX_ATTEMPTS - 1:
                 raise
             time.sleep(min(2.0, 0.05 * 2**attempt) * random.random())  # noqa: S311
     raise AssertionError("unreachable")
@@ -91,23 +106,41 @@ def record_read(resource: str, reason: str, *, actor: str | None = None) -> dict
     Call it before returning the data: it writes synchronously into the chain and raises if it
     cannot, so health data is never handed out unlogged.
     """
-    if not resource or resource.count("/") % 2 != 1:
-        raise ValueError(f"not a document path: {resource!r}")
+    (entry,) = record_reads([resource], reason, actor=actor)
+    return entry
+
+
+def record_reads(
+    resources: Sequence[str], reason: str, *, actor: str | None = None
+) -> list[dict[str, Any]]:
+    """`record_read` for every resource of a list answer, in one append to the chain."""
+    for resource in resources:
+        if not resource or resource.count("/") % 2 != 1:
+            raise ValueError(f"not a document path: {resource!r}")
     if not reason:
         raise ValueError("a read of health data needs a reason")
+    if not resources:
+        return []
     ctx = context.current()
     who = actor or (ctx.principal.uid if ctx and ctx.principal else "system")
-    content = audit_log.entry_for_read(
-        resource=resource,
-        reason=reason,
-        actor=who,
-        function=ctx.function if ctx else None,
-        request_id=ctx.request_id if ctx else None,
-        at=datetime.now(UTC),
-    )
-    entry = append("r-" + uuid.uuid4().hex, content)
-    assert entry is not None  # a fresh id cannot exist
-    return entry
+    now = datetime.now(UTC)
+    items = [
+        (
+            "r-" + uuid.uuid4().hex,
+            audit_log.entry_for_read(
+                resource=resource,
+                reason=reason,
+                actor=who,
+                function=ctx.function if ctx else None,
+                request_id=ctx.request_id if ctx else None,
+                at=now,
+            ),
+        )
+        for resource in resources
+    ]
+    entries = append_all(items)
+    assert all(e is not None for e in entries)  # fresh ids cannot exist
+    return [e for e in entries if e is not None]
 
 
 def list_entries(

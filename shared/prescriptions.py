@@ -153,5 +153,4 @@ def list_for(
 
 def record_reads(docs: list[dict[str, Any]]) -> None:
     """Log each prescription handed to the caller, before it is handed over (health data)."""
-    for doc in docs:
-        audit.record_read(f"{COLLECTION}/{doc['id']}", "prescription read")
+    audit.record_reads([f"{COLLECTION}/{d['id']}" for d in docs], "prescription read")

@@ -14,6 +14,8 @@ GOOGLE_SESSION_COOKIE_CERTS = (
     "https://www.googleapis.com/identitytoolkit/v3/relyingparty/publicKeys"
 )
 
+PAYPAL_SANDBOX = "https://api-m.sandbox.paypal.com"
+
 MIN_SESSION_SECONDS = 5 * 60  # Firebase's own bounds for session cookies
 MAX_SESSION_SECONDS = 14 * 24 * 3600
 
@@ -35,6 +37,12 @@ class Settings:
     patient_cutoff_minutes: int
     # How long a clinic has to answer a booking request before the sweep declines it.
     booking_answer_seconds: int
+    paypal_api_base: str = PAYPAL_SANDBOX
+    paypal_client_id: str = ""
+    paypal_client_secret: str = ""
+    paypal_webhook_id: str = ""
+    paypal_timeout_seconds: float = 15.0
+    paypal_attempts: int = 3
 
     @property
     def auth_emulated(self) -> bool:
@@ -88,6 +96,13 @@ def load() -> Settings:
         appointment_hold_minutes=_int("APPOINTMENT_HOLD_MINUTES", 15),
         patient_cutoff_minutes=_int("PATIENT_CUTOFF_MINUTES", 120),
         booking_answer_seconds=max(_int("BOOKING_ANSWER_SECONDS", 24 * 3600), 60),
+        # PayPal's sandbox unless told otherwise: a live base must be chosen on purpose.
+        paypal_api_base=(os.environ.get("PAYPAL_API_BASE") or PAYPAL_SANDBOX).rstrip("/"),
+        paypal_client_id=os.environ.get("PAYPAL_CLIENT_ID", ""),
+        paypal_client_secret=os.environ.get("PAYPAL_CLIENT_SECRET", ""),
+        paypal_webhook_id=os.environ.get("PAYPAL_WEBHOOK_ID", ""),
+        paypal_timeout_seconds=float(_int("PAYPAL_TIMEOUT_SECONDS", 15)),
+        paypal_attempts=max(1, _int("PAYPAL_ATTEMPTS", 3)),
     )
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from dev import query_indexes
 from dev.stack import Ports, Stack
+from tests.paypal_support import sim  # noqa: F401  (a fixture)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
