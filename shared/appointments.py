@@ -265,7 +265,7 @@ def _change(
 
 
 def _release(tx: Any, doc: dict[str, Any]) -> None:
-    tx.delete(_db().collection(SLOTS).document(doc["slotId"]))
+    store.delete(_db().collection(SLOTS).document(doc["slotId"]), tx=tx)
 
 
 def confirm(appointment_id: str, *, payment: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -418,7 +418,7 @@ def sweep_expired_holds(limit: int = 200) -> int:
             held = slot.get(transaction=tx)  # every read before the first write
             store.update(ref, _expiry_fields(), tx=tx, by="system")
             if held.exists and held.to_dict().get("appointmentId") == current["id"]:
-                tx.delete(slot)
+                store.delete(slot, tx=tx)
             return True
 
         if _transactional(expire):

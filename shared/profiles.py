@@ -75,7 +75,7 @@ def write_listing(profile: dict[str, Any], *, tx: Any) -> None:
 
     entry = directory_entry(profile)
     if entry is None:
-        tx.delete(directory_ref(profile["uid"]))
+        store.delete(directory_ref(profile["uid"]), tx=tx)
     else:
         store.set(directory_ref(profile["uid"]), entry, tx=tx)
 
