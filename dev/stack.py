@@ -110,6 +110,7 @@ class Stack:
     gateway_output: IO[bytes] | None = None  # None: to a log file in workdir
     extra_env: dict[str, str] = field(default_factory=dict)
     children: list[Child] = field(default_factory=list)
+    reaper: subprocess.Popen[bytes] | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -155,6 +156,7 @@ class Stack:
         if taken:
             raise StackError("\n".join(taken))
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self._start_reaper()
         try:
             self._start_firestore()
             self._start_auth()
@@ -296,6 +298,23 @@ class Stack:
             start_new_session=True,  # its own process group, so stop() reaches grandchildren
         )
         self.children.append(Child(name, process, log_path))
+        with self._pgid_file.open("a") as pgids:  # for the reaper, should we die unstopped
+            pgids.write(f"{process.pid}\n")
+
+    @property
+    def _pgid_file(self) -> Path:
+        return self.workdir / "pgids"
+
+    def _start_reaper(self) -> None:
+        """A watcher that kills our children's groups if this process dies without stop()."""
+        if self.reaper is not None:
+            return
+        self.reaper = subprocess.Popen(
+            [sys.executable, "-m", "dev.reaper", str(os.getpid()), str(self._pgid_file)],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def _wait(self, what: str, url: str, timeout: float, child_name: str) -> None:
         def answers() -> bool:
@@ -331,6 +350,11 @@ class Stack:
         for child in reversed(self.children):
             _terminate(child.process)
         self.children.clear()
+        self._pgid_file.unlink(missing_ok=True)
+        if self.reaper is not None:
+            self.reaper.kill()
+            self.reaper.wait()
+            self.reaper = None
 
     def __enter__(self) -> Stack:
         self.start()
