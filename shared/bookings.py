@@ -80,7 +80,8 @@ def get_clinic(uid: str) -> dict[str, Any] | None:
 
 
 def save_clinic(uid: str, setup: dict[str, Any], *, actor: str) -> dict[str, Any]:
-    """Replace the clinic's services and schedule (the clinic must be an approved clinic)."""
+    """Replace the clinic's services and schedule (the account must be a clinic; only approved
+    clinics reach this route, and only approved ones can be booked)."""
     profile = profiles.get(uid)
     if profile is None or profile.get("role") != Role.CLINIC.value:
         raise NotFound("No such clinic.", code="clinic_not_found")
@@ -89,7 +90,7 @@ def save_clinic(uid: str, setup: dict[str, Any], *, actor: str) -> dict[str, Any
     return doc
 
 
-def _bookable_clinic(uid: str) -> dict[str, Any]:
+def bookable_clinic(uid: str) -> dict[str, Any]:
     profile = profiles.get(uid) if 1 <= len(uid) <= 128 else None
     clinic = get_clinic(uid) if profile else None
     if (
@@ -123,7 +124,7 @@ def request(
     from google.cloud import firestore
 
     at = now or datetime.now(UTC)
-    clinic = _bookable_clinic(new.clinic_uid)
+    clinic = bookable_clinic(new.clinic_uid)
     service = next((s for s in clinic.get("services", []) if s["id"] == new.service_id), None)
     if service is None or not service.get("active", True):
         raise NotFound("The clinic offers no such service.", code="service_not_found")

@@ -23,7 +23,7 @@ from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.routing import Map
 from werkzeug.routing import Rule as UrlRule
 
-from shared import auth, context, errors, logs, models, policy, settings
+from shared import auth, context, errors, logs, models, pagination, policy, settings
 from shared.context import Principal, RequestContext
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -190,6 +190,9 @@ class Function:
         raw = _read_body(request, s.max_body_bytes)
 
         route, params = self._match(request)
+        if not all(pagination.SAFE_ID.match(str(v)) for v in params.values()):
+            # Every path parameter is a document id; anything else names nothing here.
+            raise errors.NotFound("No such resource.", code="not_found")
         if not route.rule.public:
             creds = auth.credentials(
                 request.headers.get("Authorization"), request.cookies.get(auth.COOKIE_NAME)

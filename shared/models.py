@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from shared.errors import ValidationFailed
+
+MIN_YEAR, MAX_YEAR = 2000, 2099
 
 
 class Body(BaseModel):
@@ -21,6 +24,17 @@ class Body(BaseModel):
         str_max_length=4096,
         frozen=True,
     )
+
+    @model_validator(mode="after")
+    def _dates_in_range(self) -> Body:
+        # Dates far from now are never meaningful here, and year-9999 arithmetic overflows.
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, date) and not MIN_YEAR <= value.year <= MAX_YEAR:
+                raise ValueError(
+                    f"{info.alias or name}: dates are between {MIN_YEAR} and {MAX_YEAR}"
+                )
+        return self
 
 
 class View(BaseModel):

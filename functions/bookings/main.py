@@ -28,10 +28,11 @@ import flask
 import functions_framework
 from pydantic import Field, field_validator, model_validator
 
+from shared import audit, idempotency
 from shared import booking_rules as rules
 from shared import bookings as service
-from shared import idempotency
 from shared.booking_rules import Action, Status
+from shared.context import Role
 from shared.errors import BadRequest, NotFound
 from shared.http import Call, Function, Reply
 from shared.models import Body, Page, View
@@ -195,6 +196,16 @@ class BookingView(View):
 _ALIASES = {f.alias for f in BookingView.model_fields.values() if f.alias}
 
 
+def _logged_all(views: list[BookingView]) -> list[BookingView]:
+    """A booking's note is health data: log each one handed out, before it is."""
+    audit.record_reads([f"bookings/{v.id}" for v in views if v.note], "booking note read")
+    return views
+
+
+def _logged(view: BookingView) -> BookingView:
+    return _logged_all([view])[0]
+
+
 class BookingList(View):
     items: list[BookingView]
     next_cursor: str | None
@@ -304,7 +315,11 @@ def _own_clinic(call: Call) -> dict[str, Any]:
 @api.route("GET", "/clinics/<clinic_uid>", response=ClinicView)
 def get_clinic(call: Call) -> ClinicView:
     """A clinic's services and weekly schedule (`me` for one's own)."""
-    clinic = service.get_clinic(_clinic_uid(call))
+    uid = _clinic_uid(call)
+    if call.principal.role is not Role.ADMIN and uid != call.principal.uid:
+        # Others see only clinics that take bookings (approved, enabled), as the directory does.
+        return ClinicView.of(service.bookable_clinic(uid))
+    clinic = service.get_clinic(uid)
     if clinic is None:
         raise NotFound("This clinic has not set up bookings.", code="clinic_not_set_up")
     return ClinicView.of(clinic)
@@ -353,7 +368,7 @@ def request_booking(call: Call) -> Reply:
     )
     if replayed:
         call.headers["Idempotent-Replayed"] = "true"
-    return Reply(BookingView.of(booking, service.queue_position(booking)))
+    return Reply(_logged(BookingView.of(booking, service.queue_position(booking))))
 
 
 @api.route("GET", "/", query=Page, response=BookingList)
@@ -362,7 +377,8 @@ def my_bookings(call: Call) -> BookingList:
     q: Page = call.query
     items, cursor = service.list_for_patient(call.principal.uid, limit=q.limit, cursor=q.cursor)
     return BookingList(
-        items=[BookingView.of(i, service.queue_position(i)) for i in items], next_cursor=cursor
+        items=_logged_all([BookingView.of(i, service.queue_position(i)) for i in items]),
+        next_cursor=cursor,
     )
 
 
@@ -374,7 +390,7 @@ def _booking(call: Call) -> dict[str, Any]:
 def get_booking(call: Call) -> BookingView:
     """One booking, with its queue position while requested."""
     booking = _booking(call)
-    return BookingView.of(booking, service.queue_position(booking))
+    return _logged(BookingView.of(booking, service.queue_position(booking)))
 
 
 def _transition(action: Action, summary: str) -> None:
@@ -382,7 +398,7 @@ def _transition(action: Action, summary: str) -> None:
         booking = _booking(call)
         reason = call.body.reason if isinstance(call.body, DeclineBody) else None
         moved = service.apply(booking["id"], action, actor=call.principal.uid, reason=reason)
-        return BookingView.of(moved)
+        return _logged(BookingView.of(moved))
 
     handler.__name__ = handler.__qualname__ = f"{action.name.lower()}_booking"
     api.route(
@@ -415,7 +431,7 @@ def unanswered(call: Call) -> BookingList:
     """The oldest unanswered requests first, of one clinic or of all."""
     q: UnansweredQuery = call.query
     items, cursor = service.list_unanswered(q.clinic_uid, limit=q.limit, cursor=q.cursor)
-    return BookingList(items=[BookingView.of(i) for i in items], next_cursor=cursor)
+    return BookingList(items=_logged_all([BookingView.of(i) for i in items]), next_cursor=cursor)
 
 
 # -- the clinic's queue and dashboards --------------------------------------------------
@@ -431,7 +447,12 @@ def clinic_requests(call: Call) -> BookingList:
     first = service.queue_position(items[0]) if items else None
     return BookingList(
         items=[
-            BookingView.of(b, None if first is None else first + i) for i, b in enumerate(items)
+            *_logged_all(
+                [
+                    BookingView.of(b, None if first is None else first + i)
+                    for i, b in enumerate(items)
+                ]
+            )
         ],
         next_cursor=cursor,
     )
@@ -467,7 +488,7 @@ def day_bookings(call: Call) -> BookingList:
         limit=q.limit,
         cursor=q.cursor,
     )
-    return BookingList(items=[BookingView.of(i) for i in items], next_cursor=cursor)
+    return BookingList(items=_logged_all([BookingView.of(i) for i in items]), next_cursor=cursor)
 
 
 @api.route("GET", "/clinics/<clinic_uid>/load", query=LoadQuery, response=LoadView)
