@@ -26,9 +26,6 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.EXPIRED: frozenset(),
 }
 
-# States that hold the slot; the others release it.
-HOLDS_SLOT = frozenset({Status.PENDING_PAYMENT, Status.CONFIRMED, Status.COMPLETED, Status.NO_SHOW})
-
 
 class TransitionRefused(Exception):
     def __init__(self, code: str, message: str) -> None:
