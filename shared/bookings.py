@@ -217,6 +217,9 @@ NOTIFY = {
 AUTO_DECLINE_REASON = "The clinic did not answer in time."
 
 
+MAX_PLACES = 1000  # far above any window's capacity: the read of a window's places is bounded
+
+
 def place_ref(booking: dict[str, Any], index: int) -> Any:
     """One of a window's places: it exists while a booking holds it."""
     window = window_ref(booking["clinicUid"], booking["windowStart"])
@@ -270,11 +273,14 @@ def _free_places(booking_id: str, at: datetime) -> list[int]:
         window = rules.window_at(Schedule.of(clinic["schedule"]), booking["windowStart"])
     if window is None:
         raise Refusal("window_closed", "The clinic no longer offers this window.")
-    refs = [place_ref(booking, i) for i in range(window.capacity)]
-    taken = {snap.id for snap in _db().get_all(refs) if snap.exists}
-    free = [i for i in range(window.capacity) if str(i) not in taken]
-    rules.check_capacity(window.capacity - len(free), window.capacity)
-    return free
+    places = window_ref(booking["clinicUid"], booking["windowStart"]).collection(PLACES)
+    taken = {int(s.id) for s in places.limit(MAX_PLACES).stream() if s.id.isdigit()}
+    rules.check_capacity(len(taken), window.capacity)
+    # Places held above a capacity the clinic since lowered still count: only the first
+    # (capacity - excess) places are claimable, so concurrent accepts can never together
+    # exceed the capacity while those bookings hold on.
+    excess = sum(1 for i in taken if i >= window.capacity)
+    return [i for i in range(window.capacity - excess) if i not in taken]
 
 
 def _move(

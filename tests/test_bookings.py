@@ -325,6 +325,26 @@ def test_accepting_into_a_full_window_is_a_conflict_until_a_place_frees(stack, p
     assert clinic.act(made[2]["id"], "accept")["status"] == "accepted"
 
 
+def test_lowering_capacity_never_lets_a_window_exceed_it(stack, patient):
+    clinic = Clinic(stack, capacity=5)
+    made = [_book(patient, clinic) for _ in range(7)]
+    held = {b["id"]: clinic.act(b["id"], "accept") for b in made[:5]}
+    places = {bid: store_place(bid) for bid in held}
+    response = clinic.api.request("PUT", "/bookings/clinics/me", json=_setup(3))
+    assert response.status_code == 200, response.text
+    for bid, place in places.items():  # free the places a capacity of 3 can still use
+        if place < 3:
+            assert patient.post(f"/bookings/{bid}/cancel").json()["status"] == "cancelled"
+
+    # Places 3 and 4 are still held, so one of the three places is left.
+    assert clinic.act(made[5]["id"], "accept")["status"] == "accepted"
+    problem(clinic.api.post(f"/bookings/{made[6]['id']}/accept"), 409, "window_full")
+
+
+def store_place(booking_id: str) -> int:
+    return int(clients.db().collection("bookings").document(booking_id).get().to_dict()["place"])
+
+
 def test_the_patient_may_cancel_until_the_window_starts(stack, clinic, patient):
     waiting = _book(patient, clinic)
     assert patient.post(f"/bookings/{waiting['id']}/cancel").json()["status"] == "cancelled"
