@@ -26,7 +26,7 @@ lint: $(VENV)/.installed
 
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy shared functions dev bench tools
-	$(VENV)/bin/mypy functions/audit-trigger/main.py
+	@for f in functions/*-*/main.py; do echo "mypy $$f"; $(VENV)/bin/mypy $$f || exit 1; done
 
 pytest: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

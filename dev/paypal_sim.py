@@ -112,6 +112,9 @@ class Fault:
     status: int | None = None
     count: int = 1
     path_contains: str = ""
+    # A negative-testing code (as PayPal-Mock-Response would ask) answered before any work:
+    # for a caller that cannot send the header itself, such as a function under test.
+    mock: str = ""
 
 
 @dataclass
@@ -188,6 +191,9 @@ class State:
     violations: list[dict[str, Any]] = field(default_factory=list)
     requests_seen: list[dict[str, Any]] = field(default_factory=list)
     webhooks_sent: list[dict[str, Any]] = field(default_factory=list)
+    # While held, outgoing webhooks wait (as when PayPal is slow to notify) until released.
+    webhooks_held: bool = False
+    webhooks_waiting: list[dict[str, Any]] = field(default_factory=list)
 
 
 def create_app(
@@ -295,7 +301,11 @@ def create_app(
             if expires is None or expires < time.time():
                 return _json(401, error_body(401))
         mock = request.headers.get("PayPal-Mock-Response")
+        queued = take_fault(request.path, mock=True)
+        if not mock and queued is not None:
+            mock = json.dumps({"mock_application_codes": queued.mock})
         if mock:
+            flask.g.mocked = True  # a negative test's answer is not remembered for replays
             return negative_test(mock, found[0] if found else None)
         key = request.headers.get("PayPal-Request-Id")
         if key and request.method == "POST":
@@ -347,7 +357,7 @@ def create_app(
             key
             and request.method == "POST"
             and not getattr(flask.g, "replayed", False)
-            and not request.headers.get("PayPal-Mock-Response")
+            and not getattr(flask.g, "mocked", False)
             and response.status_code < 500
             and response.status_code != 400
         ):
@@ -373,10 +383,10 @@ def create_app(
             return status
         return 200 if state.contract.documents_status(op, 200) else status
 
-    def take_fault(path: str) -> Fault | None:
+    def take_fault(path: str, *, mock: bool = False) -> Fault | None:
         with state.lock:
             for fault in state.faults:
-                if fault.path_contains in path and fault.count > 0:
+                if fault.path_contains in path and fault.count > 0 and bool(fault.mock) == mock:
                     fault.count -= 1
                     if fault.count == 0:
                         state.faults.remove(fault)
@@ -705,7 +715,26 @@ def create_app(
 
     def deliver_later(event_type: str, resource: dict[str, Any]) -> None:
         event = build_event(event_type, resource)  # built now: it needs the request's host
+        with state.lock:
+            if state.webhooks_held:
+                state.webhooks_waiting.append(event)
+                return
         threading.Thread(target=send, args=(event, state.webhook_url, base()), daemon=True).start()
+
+    @app.post("/_sim/webhooks/hold")
+    def hold_webhooks() -> flask.Response:
+        with state.lock:
+            state.webhooks_held = True
+        return _json(200, {"held": True})
+
+    @app.post("/_sim/webhooks/release")
+    def release_webhooks() -> flask.Response:
+        """Stop holding, and send what waited, in order, before answering."""
+        with state.lock:
+            state.webhooks_held = False
+            waiting, state.webhooks_waiting = state.webhooks_waiting, []
+        sent = [send(event, state.webhook_url, base()) for event in waiting]
+        return _json(200, {"sent": [{"id": d["event"]["id"], "status": d["status"]} for d in sent]})
 
     @app.post("/v1/notifications/verify-webhook-signature")
     def verify() -> flask.Response:
@@ -747,6 +776,7 @@ def create_app(
             status=int(body["status"]) if body.get("status") else None,
             count=int(body.get("count", 1)),
             path_contains=str(body.get("pathContains", "")),
+            mock=str(body.get("mock", "")),
         )
         with state.lock:
             state.faults.append(fault)
@@ -756,6 +786,8 @@ def create_app(
     def clear_faults() -> flask.Response:
         with state.lock:
             state.faults.clear()
+            state.webhooks_held = False
+            state.webhooks_waiting.clear()
         return _json(200, {"queued": 0})
 
     @app.get("/_sim/violations")

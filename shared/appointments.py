@@ -218,6 +218,11 @@ def get(appointment_id: str) -> dict[str, Any]:
     return _lazily_expired(snap.to_dict())
 
 
+def shown(doc: dict[str, Any]) -> dict[str, Any]:
+    """The appointment as it stands now: a hold that ran out reads as expired."""
+    return _lazily_expired(doc)
+
+
 def _lazily_expired(doc: dict[str, Any]) -> dict[str, Any]:
     """Show a hold that ran out as expired even before the sweep writes it."""
     if rules.hold_expired(Status(doc["status"]), doc.get("holdExpiresAt"), datetime.now(UTC)):
@@ -239,8 +244,10 @@ def _change(
     *,
     release_slot: bool,
     by: str | None = None,
+    also: Callable[[Any, dict[str, Any], datetime], None] | None = None,
 ) -> dict[str, Any]:
-    """Load, authorize, check and change one appointment (and its slot) in one transaction."""
+    """Load, authorize, check and change one appointment (and its slot) in one transaction;
+    `also(tx, doc, now)` adds writes (never reads) that must commit with the change."""
     ref = appointment_ref(appointment_id)
 
     def apply(tx: Any) -> dict[str, Any]:
@@ -255,6 +262,8 @@ def _change(
         store.update(ref, update, tx=tx, by=by)
         if release_slot:
             _release(tx, doc)
+        if also is not None:
+            also(tx, doc, now)
         return {**doc, **update}
 
     try:
@@ -269,30 +278,69 @@ def _release(tx: Any, doc: dict[str, Any]) -> None:
 
 
 def confirm(appointment_id: str, *, payment: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The one way an appointment becomes confirmed (the payment capability calls it)."""
+    """Confirm an appointment on its own (the payment capture uses `confirm_in`)."""
 
-    def check(doc: dict[str, Any], now: datetime) -> None:
-        rules.check_transition(Status(doc["status"]), Status.CONFIRMED)
-
-    def changes(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
-        return {
-            "status": Status.CONFIRMED.value,
-            "confirmedAt": now,
-            "holdExpiresAt": None,
-            "payment": payment,
-        }
-
-    def exists(doc: dict[str, Any] | None) -> None:
-        if doc is None:
+    def apply(tx: Any) -> dict[str, Any]:
+        snap = appointment_ref(appointment_id).get(transaction=tx)
+        if not snap.exists:
             raise NotFound()
+        return confirm_in(tx, _lazily_expired(snap.to_dict()), payment, datetime.now(UTC))
 
-    confirmed = _change(appointment_id, exists, check, changes, release_slot=False, by="system")
+    try:
+        result: dict[str, Any] = _transactional(apply)
+    except rules.TransitionRefused as exc:
+        raise Conflict(str(exc), code=exc.code) from None
+    return result
+
+
+def confirm_in(
+    tx: Any,
+    doc: dict[str, Any],
+    payment: dict[str, Any] | None,
+    now: datetime,
+    *,
+    unchanged_since: Any = None,
+) -> dict[str, Any]:
+    """The one way an appointment becomes confirmed: writes only, inside the caller's
+    transaction (which read `doc`), so a payment and its confirmation commit together."""
+    rules.check_transition(Status(doc["status"]), Status.CONFIRMED)
+    update = {
+        "status": Status.CONFIRMED.value,
+        "confirmedAt": now,
+        "holdExpiresAt": None,
+        "payment": payment,
+        "updatedAt": now,
+    }
     store.update(
-        _db().collection(SLOTS).document(confirmed["slotId"]),
+        appointment_ref(doc["id"]), update, tx=tx, by="system", unchanged_since=unchanged_since
+    )
+    store.update(
+        _db().collection(SLOTS).document(doc["slotId"]),
         {"status": "booked", "holdExpiresAt": None},
+        tx=tx,
         by="system",
     )
-    return confirmed
+    return {**doc, **update}
+
+
+def revoke_payment_in(tx: Any, doc: dict[str, Any], reason: str, now: datetime) -> None:
+    """PayPal took the payment back (denied or reversed): a confirmed appointment is cancelled
+    and its slot freed; one already held or past keeps its status. Writes only."""
+    payment = {**(doc.get("payment") or {}), "status": "reversed"}
+    update: dict[str, Any] = {"payment": payment, "updatedAt": now}
+    if doc["status"] == Status.CONFIRMED.value:
+        update["status"] = Status.CANCELLED.value
+        update["cancellation"] = {
+            "by": "system",
+            "role": "system",
+            "reason": reason,
+            "at": now,
+            "wasConfirmed": True,
+            "hoursBeforeStart": round((doc["start"] - now).total_seconds() / 3600, 2),
+            "refund": "none",
+        }
+        _release(tx, doc)
+    store.update(appointment_ref(doc["id"]), update, tx=tx, by="system")
 
 
 def cancel(
@@ -301,6 +349,10 @@ def cancel(
     reason: str | None,
     authorize: Callable[[dict[str, Any] | None], Any],
 ) -> dict[str, Any]:
+    """Cancel; a paid appointment's refund (by the refund policy) is queued in the same
+    transaction and sent to PayPal right after it commits."""
+    from shared import refunds
+
     cutoff = timedelta(minutes=settings.get().patient_cutoff_minutes)
 
     def check(doc: dict[str, Any], now: datetime) -> None:
@@ -318,10 +370,18 @@ def cancel(
                 "at": now,
                 "wasConfirmed": doc["status"] == Status.CONFIRMED.value,
                 "hoursBeforeStart": round((doc["start"] - now).total_seconds() / 3600, 2),
+                "refund": refunds.cancellation_refund(doc, principal.role, doc["start"] - now),
             },
         }
 
-    return _change(appointment_id, authorize, check, changes, release_slot=True)
+    def queue_refund(tx: Any, doc: dict[str, Any], now: datetime) -> None:
+        refunds.queue_for_cancellation(tx, doc, principal.role, doc["start"] - now)
+
+    cancelled = _change(
+        appointment_id, authorize, check, changes, release_slot=True, also=queue_refund
+    )
+    refunds.send_for_cancellation(cancelled)
+    return cancelled
 
 
 def record_outcome(

@@ -32,14 +32,18 @@ AUDITED_COLLECTIONS: frozenset[str] = frozenset(
         "prescriptions",
         "bookings",
         "orders",
+        "refunds",
         "ledger",
+        "paypalEvents",
         "payouts",
         "settings",
         "notifications",
     }
 )
 # Not audited, and why: `directory` is a projection of `users` written in the same batch (its
-# entry would only repeat the profile's); `audit` and `auditHead` are the log.
+# entry would only repeat the profile's); `ledgerEntries` and `ledgerAccounts` are written in
+# the same commit as their `ledger` transaction, which holds every posting; `audit` and
+# `auditHead` are the log.
 
 # Health data: recorded by field name and SHA-256 only, in every collection. This is the one list.
 HEALTH_FIELDS: frozenset[str] = frozenset(

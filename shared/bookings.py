@@ -28,7 +28,17 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from shared import accounts, clients, idempotency, logs, pagination, profiles, settings, store
+from shared import (
+    accounts,
+    clients,
+    idempotency,
+    logs,
+    pagination,
+    profiles,
+    refunds,
+    settings,
+    store,
+)
 from shared import booking_rules as rules
 from shared.booking_rules import Action, Refusal, Schedule, Status
 from shared.context import Role
@@ -310,6 +320,12 @@ def _move(
             changes["place"] = None
         if action in (Action.DECLINE, Action.EXPIRE):
             changes["declineReason"] = reason
+        if target in (Status.CANCELLED, Status.DECLINED):
+            # Who ended it decides the refund of a paid booking (shared/payment_rules.py).
+            ender = ENDED_BY.get(action, "system")
+            starts_in = booking["windowStart"] - at
+            changes["refund"] = refunds.cancellation_refund(booking, ender, starts_in)
+            refunds.queue_for_cancellation(tx, booking, ender, starts_in)
         store.update(booking_ref(booking_id), changes, tx=tx, by=actor)
         _count(tx, booking, rules.moved_counts(current, target))
         if action in NOTIFY and booking.get("patientEmail"):
@@ -324,7 +340,47 @@ def _move(
         return {**booking, **{k: v for k, v in changes.items() if "." not in k}}
 
     result: dict[str, Any] = _run(move)
+    refunds.send_for_cancellation(result)
     return result
+
+
+ENDED_BY: dict[Action, Role | str] = {Action.CANCEL: Role.PATIENT, Action.DECLINE: Role.CLINIC}
+
+
+def record_payment_in(
+    tx: Any,
+    booking: dict[str, Any],
+    payment: dict[str, Any],
+    now: datetime,
+    *,
+    unchanged_since: Any = None,
+) -> None:
+    """The booking is paid (writes only, inside the capture's transaction or batch)."""
+    store.update(
+        booking_ref(booking["id"]),
+        {"payment": payment, "updatedAt": now},
+        tx=tx,
+        by="system",
+        unchanged_since=unchanged_since,
+    )
+
+
+def revoke_payment_in(tx: Any, booking: dict[str, Any], reason: str, now: datetime) -> None:
+    """PayPal took the payment back: an open booking is cancelled and its place freed; one
+    already attended keeps its status. Writes only, inside the caller's transaction."""
+    changes: dict[str, Any] = {
+        "payment": {**(booking.get("payment") or {}), "status": "reversed"},
+        "updatedAt": now,
+    }
+    current = Status(booking["status"])
+    if current in (Status.REQUESTED, Status.ACCEPTED):
+        changes.update({"status": Status.CANCELLED.value, f"at.{Status.CANCELLED}": now})
+        changes["declineReason"] = reason
+        if booking.get("place") is not None:
+            store.delete(place_ref(booking, booking["place"]), tx=tx, by="system")
+            changes["place"] = None
+        _count(tx, booking, rules.moved_counts(current, Status.CANCELLED))
+    store.update(booking_ref(booking["id"]), changes, tx=tx, by="system")
 
 
 def _run(body: Any) -> Any:

@@ -110,13 +110,16 @@ def give_back(
     *,
     provider_owed_minor: int,
     kind: str = "refund",
+    absorb_shortfall: bool = False,
 ) -> Transaction:
     """Return part or all of a capture: the fee and the provider's earnings shrink pro rata,
     so the last part returns exactly what is left.
 
     A refund is the platform's choice, so it may not take back more than the provider is
     still owed (refused). A reversal (a chargeback PayPal imposes) cannot be refused: it takes
-    what the provider is owed and books the rest to `platform_losses`.
+    what the provider is owed and books the rest to `platform_losses`. So does a refund with
+    `absorb_shortfall`: one PayPal has already made, checked before it was sent, that a payout
+    overtook since.
     """
     c = capture.currency
     remaining = capture.amount_minor - already_returned_minor
@@ -132,7 +135,7 @@ def give_back(
     earnings_back = amount_minor - fee_back
     from_provider = min(earnings_back, max(provider_owed_minor, 0))
     loss = earnings_back - from_provider
-    if loss and kind != "reversal":
+    if loss and kind != "reversal" and not absorb_shortfall:
         raise LedgerError(
             "provider_balance_insufficient",
             "the provider was already paid this money; only a reversal can take it back",

@@ -270,12 +270,16 @@ class PayPal:
         request_id: str,
         money: Money | None = None,
         note_to_payer: str | None = None,
+        custom_id: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Refund `money` of a capture, or all that remains of it when `money` is None."""
+        """Refund `money` of a capture, or all that remains of it when `money` is None.
+        `custom_id` comes back in the refund's webhook, so the event finds our refund."""
         body: dict[str, Any] = {}
         if money is not None:
             body["amount"] = amount(money)
+        if custom_id:
+            body["custom_id"] = custom_id[:127]
         if note_to_payer:
             body["note_to_payer"] = note_to_payer[:255]
         return self._call(

@@ -71,6 +71,8 @@ PRESCRIPTION_PHARMACY = Owner(("pharmacyUid",))
 OWN_CLINIC = Owner(("clinicUid",))
 BOOKING_PARTIES = Owner(("patientUid", "clinicUid"))
 BOOKING_PATIENT = Owner(("patientUid",))
+PAYER = Owner(("patientUid",))
+ORDER_PARTIES = Owner(("patientUid", "providerUid"))
 
 # Every deployable HTTP function; each also serves GET /openapi.json publicly.
 FUNCTIONS: tuple[str, ...] = (
@@ -81,6 +83,10 @@ FUNCTIONS: tuple[str, ...] = (
     "prescriptions",
     "bookings",
     "audit",
+    "paypal-create",
+    "paypal-capture",
+    "paypal-webhook",
+    "payments",
 )
 # Event functions (audit-trigger) take CloudEvents, not routes: they have no entries here.
 
@@ -178,6 +184,20 @@ POLICY: dict[RouteKey, Rule] = {
     # The sweep: admins for now; Cloud Scheduler with an OIDC identity later.
     ("bookings", "POST", "/sweep"): allow(Role.ADMIN),
     ("bookings", "GET", "/unanswered"): allow(Role.ADMIN),
+    # Payments: a patient pays only for their own appointment or booking, and captures only
+    # their own order; PayPal's webhook carries no user (PayPal's API verifies it instead).
+    ("paypal-create", "POST", "/"): allow(Role.PATIENT, owner=PAYER, admin_sees_all=False),
+    ("paypal-capture", "POST", "/"): allow(Role.PATIENT, owner=PAYER, admin_sees_all=False),
+    ("paypal-webhook", "POST", "/"): PUBLIC,
+    # The parties see their orders and a provider its own earnings; admins see all and refund.
+    ("payments", "GET", "/orders"): allow(Role.PATIENT, Role.DOCTOR, Role.CLINIC, Role.ADMIN),
+    ("payments", "GET", "/orders/<order_id>"): allow(
+        Role.PATIENT, Role.DOCTOR, Role.CLINIC, Role.ADMIN, owner=ORDER_PARTIES
+    ),
+    ("payments", "GET", "/ledger"): allow(Role.DOCTOR, Role.CLINIC, Role.ADMIN),
+    ("payments", "GET", "/balance"): allow(Role.DOCTOR, Role.CLINIC, Role.ADMIN),
+    ("payments", "POST", "/refunds"): allow(Role.ADMIN),
+    ("payments", "POST", "/refunds/sweep"): allow(Role.ADMIN),
 }
 POLICY.update({(fn, "GET", "/openapi.json"): PUBLIC for fn in FUNCTIONS})
 

@@ -43,6 +43,10 @@ class Settings:
     paypal_webhook_id: str = ""
     paypal_timeout_seconds: float = 15.0
     paypal_attempts: int = 3
+    # The platform's commission on every payment, in basis points (1000 = 10 %).
+    platform_fee_bps: int = 1000
+    # A patient cancelling at least this long before the start gets a full refund.
+    full_refund_notice_hours: int = 24
 
     @property
     def auth_emulated(self) -> bool:
@@ -103,6 +107,8 @@ def load() -> Settings:
         paypal_webhook_id=os.environ.get("PAYPAL_WEBHOOK_ID", ""),
         paypal_timeout_seconds=float(_int("PAYPAL_TIMEOUT_SECONDS", 15)),
         paypal_attempts=max(1, _int("PAYPAL_ATTEMPTS", 3)),
+        platform_fee_bps=min(max(_int("PLATFORM_FEE_BPS", 1000), 0), 10_000),
+        full_refund_notice_hours=max(_int("FULL_REFUND_NOTICE_HOURS", 24), 0),
     )
 
 

@@ -106,3 +106,30 @@ def run_transaction(body: Any, *, attempts: int = 10) -> Any:
         if isinstance(exc.__cause__, Aborted):
             raise TransactionContended() from exc
         raise
+
+
+def run_optimistic(body: Any, *, attempts: int = 5) -> Any:
+    """Run `body(batch)` and commit the batch, retried from the start when it lost a race.
+
+    The lock-free sibling of `run_transaction`, for writes that many requests may race to
+    make at once (two captures of one order and PayPal's webhook for it): `body` reads without
+    locks and guards every write with a precondition (`create`, or `update` with
+    `unchanged_since` = the update time it read). The first commit wins; the others fail their
+    preconditions, read again and see what the winner did. Pessimistic transactions serialise
+    such racers on lock waits instead, which the emulator answers with lock timeouts.
+    """
+    from google.api_core.exceptions import AlreadyExists, FailedPrecondition
+
+    from shared import clients
+
+    for attempt in range(1, attempts + 1):
+        batch = clients.db().batch()
+        result = body(batch)
+        try:
+            batch.commit()
+        except (AlreadyExists, FailedPrecondition) as exc:
+            if attempt == attempts:
+                raise TransactionContended() from exc
+            continue
+        return result
+    raise AssertionError("unreachable")

@@ -25,7 +25,11 @@ def query_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def stack(query_log: Path) -> Iterator[Stack]:
-    s = Stack(ports=Ports.free(), extra_env={query_indexes.ENV: str(query_log)})
+    # PayPal's timeout is short here so that a test of a lost answer does not wait long.
+    s = Stack(
+        ports=Ports.free(),
+        extra_env={query_indexes.ENV: str(query_log), "PAYPAL_TIMEOUT_SECONDS": "3"},
+    )
     query_indexes.install(str(query_log))
     s.start()
     saved = dict(os.environ)

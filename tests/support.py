@@ -6,9 +6,10 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
@@ -198,3 +199,19 @@ def slot_in(hours_ahead: float) -> str:
     if (t.hour, t.minute) == (23, 30):  # EVERY_DAY's last slot starts at 23:00
         t -= timedelta(minutes=30)
     return t.isoformat().replace("+00:00", "Z")
+
+
+T = TypeVar("T")
+EVENTUALLY_SECONDS = 90.0  # to wait for asynchronous delivery on a busy machine
+
+
+def eventually(probe: Callable[[], T], done: Callable[[T], bool], what: str) -> T:
+    """Poll `probe` until `done` says its value is what the test waits for."""
+    deadline = time.monotonic() + EVENTUALLY_SECONDS
+    while True:
+        value = probe()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: still {value!r}")
+        time.sleep(0.2)

@@ -12,13 +12,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import requests
@@ -26,22 +25,17 @@ import requests
 from dev import relay
 from shared import audit, clients, context, firestore_events, sessions, store
 from shared.context import Principal, RequestContext, Role
-from tests.support import Api, bearer, create_user, problem, session_cookie, sign_in
+from tests.support import (
+    Api,
+    bearer,
+    create_user,
+    eventually,
+    problem,
+    session_cookie,
+    sign_in,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-T = TypeVar("T")
-DEADLINE = 90.0  # seconds to wait for asynchronous delivery on a busy machine
-
-
-def eventually(probe: Callable[[], T], done: Callable[[T], bool], what: str) -> T:
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        value = probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: still {value!r}")
-        time.sleep(0.3)
 
 
 def entries(resource: str) -> list[dict[str, Any]]:

@@ -190,10 +190,26 @@ def _check_any_signed_in_get(stack: Stack, name: str, base: str, doc: dict[str, 
     )
 
 
+def _check_patient_post(stack: Stack, name: str, base: str, doc: dict[str, Any]) -> None:
+    """A patient's POST of an empty body: 400 (validation) shows authentication passed first."""
+    user = create_user(stack, role=Role.PATIENT)
+    response = requests.post(
+        base + "/",
+        json={},
+        headers={"Authorization": f"Bearer {id_token(stack, user)}"},
+        timeout=30,
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "validation_failed"
+
+
 # One authenticated request per HTTP function that must succeed from the bundle alone. A
 # function without an entry gets the generic check; None only for one with no signed-in route.
 AUTHENTICATED: dict[str, Callable[[Stack, str, str, dict[str, Any]], None] | None] = {
     "session": _check_session,
+    "paypal-create": _check_patient_post,
+    "paypal-capture": _check_patient_post,
+    "paypal-webhook": None,  # PayPal calls it; no user signs in
 }
 
 

@@ -149,3 +149,15 @@ def test_random_business_keeps_the_books_balanced_and_non_negative(script):
     fully_returned = all(r == c.amount_minor for c, r in captures)
     if captures and fully_returned:  # everything given back: no fee was kept
         assert ledger.balances(books).get((ledger.FEES, "USD"), 0) == 0
+
+
+def test_a_refund_paypal_already_made_books_a_shortfall_as_a_loss():
+    capture = _capture(2000)
+    books = [ledger.payment(capture), ledger.payout(DOCTOR, 1700, "USD", 1700)]
+    with pytest.raises(ledger.LedgerError):
+        ledger.give_back(capture, 2000, 0, provider_owed_minor=0)
+    made = ledger.give_back(capture, 2000, 0, provider_owed_minor=0, absorb_shortfall=True)
+    assert made.kind == "refund"
+    b = ledger.balances([*books, made])
+    assert b[(ledger.LOSSES, "USD")] == 1700
+    assert b[(ledger.CLEARING, "USD")] == -1700  # the payout left; PayPal returned it all

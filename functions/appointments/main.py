@@ -30,6 +30,7 @@ from shared.context import Role
 from shared.errors import BadRequest
 from shared.http import Call, Function, Reply
 from shared.models import Body, Page, View
+from shared.payment_views import PaymentSummary
 from shared.profile_fields import HHMM, Weekday, price_view
 from shared.schedule import MAX_RANGE_DAYS
 
@@ -113,6 +114,9 @@ class Cancellation(View):
     at: datetime
     was_confirmed: bool
     hours_before_start: float
+    refund: str | None = Field(
+        default=None, description="full or none, by the refund policy; absent if unpaid"
+    )
 
 
 class AppointmentOut(View):
@@ -129,6 +133,7 @@ class AppointmentOut(View):
     cancellation: Cancellation | None
     rescheduled_from: datetime | None = None
     created_at: datetime
+    payment: PaymentSummary | None = None
 
     @classmethod
     def of(cls, doc: dict[str, Any], viewer: Role) -> AppointmentOut:
@@ -147,6 +152,7 @@ class AppointmentOut(View):
             cancellation=doc.get("cancellation"),
             rescheduled_from=doc.get("rescheduledFrom"),
             created_at=doc["createdAt"],
+            payment=PaymentSummary.of(doc.get("payment")),
         )
 
 

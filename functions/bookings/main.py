@@ -36,6 +36,7 @@ from shared.context import Role
 from shared.errors import BadRequest, NotFound
 from shared.http import Call, Function, Reply
 from shared.models import Body, Page, View
+from shared.payment_views import PaymentSummary
 from shared.profile_fields import Opening, Price, ShortText, Slug, Weekday, price_view
 
 api = Function(
@@ -185,11 +186,16 @@ class BookingView(View):
     queue_position: int | None = Field(
         default=None, description="1 = next to be answered; only while requested"
     )
+    payment: PaymentSummary | None = None
+    refund: str | None = Field(
+        default=None, description="on a paid booking that ended: full or none (refund policy)"
+    )
 
     @classmethod
     def of(cls, doc: dict[str, Any], position: int | None = None) -> BookingView:
         data = {k: v for k, v in doc.items() if k in cls.model_fields or k in _ALIASES}
         data["price"] = price_view(doc["price"])
+        data["payment"] = PaymentSummary.of(doc.get("payment"))
         return cls.model_validate({**data, "queuePosition": position})
 
 

@@ -1,0 +1,70 @@
+"""The `paypal-capture` function: a patient captures the PayPal order they approved.
+
+Routes (under /paypal-capture):
+  POST /   the order's patient: capture; the appointment or booking is confirmed with it
+
+Capturing twice answers the same captured order and books nothing twice. A declined funding
+source answers 422 `instrument_declined`: send the buyer back to the approve link to choose
+another. PayPal unreachable answers 503 with nothing recorded; try again. A payment that
+arrives after its appointment's hold ran out (or its booking was cancelled) is refunded in
+full at once and answered 409 with the refund.
+"""
+
+from __future__ import annotations
+
+import flask
+import functions_framework
+from pydantic import model_validator
+
+from shared import orders
+from shared.errors import Conflict
+from shared.http import Call, Function
+from shared.models import Body
+from shared.payment_views import OrderView, RefundView, SafeId
+
+api = Function(
+    "paypal-capture",
+    title="Alo Doktor: capture a PayPal payment",
+    description="Captures an approved PayPal order and confirms what it pays for.",
+)
+
+
+class CaptureBody(Body):
+    order_id: SafeId | None = None
+    paypal_order_id: SafeId | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> CaptureBody:
+        if (self.order_id is None) == (self.paypal_order_id is None):
+            raise ValueError("give orderId or paypalOrderId, not both")
+        return self
+
+
+@api.route("POST", "/", body=CaptureBody, response=OrderView, problems=(404, 409, 422, 502, 503))
+def capture(call: Call) -> OrderView:
+    """Capture the approved order; the appointment or booking is then confirmed."""
+    body: CaptureBody = call.body
+    found = (
+        orders.get(body.order_id)
+        if body.order_id is not None
+        else orders.by_paypal_id(str(body.paypal_order_id))
+    )
+    order = call.authorize(found)
+    settled = orders.capture(order)
+    if settled.refusal is not None:
+        raise Conflict(
+            f"{settled.refusal.message} The payment is refunded in full.",
+            code=settled.refusal.code,
+            order=OrderView.of(settled.order).model_dump(mode="json", by_alias=True),
+            refund=(
+                RefundView.of(settled.refund).model_dump(mode="json", by_alias=True)
+                if settled.refund
+                else None
+            ),
+        )
+    return OrderView.of(settled.order)
+
+
+@functions_framework.http
+def paypal_capture(request: flask.Request) -> flask.Response:
+    return api.handle(request)

@@ -1,0 +1,56 @@
+"""The `paypal-create` function: a patient asks to pay for their appointment or clinic booking.
+
+Routes (under /paypal-create):
+  POST /   patient, for their own appointment or booking: the PayPal order to approve
+
+The amount is the one stored on the appointment or booking when it was made; the client names
+only what it pays for. Asking again answers the same order (200 instead of 201).
+"""
+
+from __future__ import annotations
+
+import flask
+import functions_framework
+from pydantic import model_validator
+
+from shared import orders
+from shared.http import Call, Function, Reply
+from shared.models import Body
+from shared.payment_rules import Kind
+from shared.payment_views import OrderView, SafeId
+
+api = Function(
+    "paypal-create",
+    title="Alo Doktor: start a PayPal payment",
+    description="Creates (or finds) the PayPal order for an appointment or a clinic booking.",
+)
+
+
+class PayFor(Body):
+    appointment_id: SafeId | None = None
+    booking_id: SafeId | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> PayFor:
+        if (self.appointment_id is None) == (self.booking_id is None):
+            raise ValueError("give appointmentId or bookingId, not both")
+        return self
+
+    def subject(self) -> tuple[Kind, str]:
+        if self.appointment_id is not None:
+            return Kind.APPOINTMENT, self.appointment_id
+        assert self.booking_id is not None
+        return Kind.BOOKING, self.booking_id
+
+
+@api.route("POST", "/", body=PayFor, response=OrderView, status=201, problems=(404, 409, 503))
+def create(call: Call) -> Reply:
+    """The PayPal order for one's appointment or booking: approve it at `approveLink`."""
+    kind, subject_id = call.body.subject()
+    order, made = orders.create(kind, subject_id, call.authorize)
+    return Reply(OrderView.of(order), status=201 if made else 200)
+
+
+@functions_framework.http
+def paypal_create(request: flask.Request) -> flask.Response:
+    return api.handle(request)

@@ -1,0 +1,179 @@
+"""PayPal's webhooks: verified before they are believed, applied once, reconciled with ours.
+
+Each delivery is checked with PayPal's verify-webhook-signature API; one that fails changes
+nothing. An event id is recorded in `paypalEvents/{id}` after it was applied, so a replay is
+acknowledged without being applied again. Applying is itself idempotent (it moves orders and
+refunds only forward), so two deliveries of one event racing each other do no harm either.
+
+  PAYMENT.CAPTURE.COMPLETED  settle the order, as the capture route would (a lost answer)
+  PAYMENT.CAPTURE.DENIED     a pending capture failed: the order is denied; money we had
+                             counted is taken back as for a reversal
+  PAYMENT.CAPTURE.REVERSED   a chargeback: the ledger is reversed and the subject un-confirmed
+  PAYMENT.CAPTURE.REFUNDED   ours: finish booking it; made in PayPal's dashboard: record it
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from shared import clients, ledger, ledger_store, logs, orders, paypal, refunds, store
+from shared import payment_rules as rules
+from shared import payment_subjects as subjects
+from shared.errors import BadRequest
+from shared.payment_rules import Kind, OrderStatus
+
+log = logs.get("alodoktor.paypal_events")
+
+EVENTS = "paypalEvents"
+EVENT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+def _db() -> Any:
+    return clients.db()
+
+
+def receive(headers: dict[str, str], event: dict[str, Any]) -> dict[str, Any]:
+    """Verify, deduplicate and apply one delivery; returns what happened."""
+    from google.api_core.exceptions import AlreadyExists
+
+    event_id = str(event.get("id", ""))
+    if not EVENT_ID.match(event_id):
+        raise BadRequest("The event has no usable id.", code="webhook_invalid")
+    if not paypal.get().verify_webhook(headers, event):
+        log.warning("unverified PayPal webhook %s (%s)", event_id, event.get("event_type"))
+        raise BadRequest("PayPal did not verify this webhook.", code="webhook_unverified")
+    ref = _db().collection(EVENTS).document(event_id)
+    seen = ref.get()
+    if seen.exists:
+        return {"eventId": event_id, "outcome": seen.to_dict()["outcome"], "replayed": True}
+    outcome = apply(event)
+    # A concurrent delivery of the same event may record it first; applying was idempotent.
+    with contextlib.suppress(AlreadyExists):
+        store.create(
+            ref,
+            {
+                "id": event_id,
+                "eventType": event.get("event_type"),
+                "resourceId": (event.get("resource") or {}).get("id"),
+                "outcome": outcome,
+                "receivedAt": datetime.now(UTC),
+            },
+            by="paypal",
+        )
+    log.info("PayPal webhook %s %s: %s", event_id, event.get("event_type"), outcome)
+    return {"eventId": event_id, "outcome": outcome, "replayed": False}
+
+
+def apply(event: dict[str, Any]) -> str:
+    kind = str(event.get("event_type", ""))
+    resource = event.get("resource")
+    if not isinstance(resource, dict):
+        return "ignored"
+    if kind == "PAYMENT.CAPTURE.REFUNDED":
+        return _refunded(resource)
+    if not kind.startswith("PAYMENT.CAPTURE."):
+        return "ignored"
+    order = _order_of_capture(resource)
+    if order is None:
+        log.warning("PayPal %s for a capture we do not know: %s", kind, resource.get("id"))
+        return "unknown_capture"
+    if kind == "PAYMENT.CAPTURE.COMPLETED":
+        settled = orders.settle(order["id"], resource)
+        return "refunded_unpayable" if settled.refusal else settled.order["status"]
+    if kind in ("PAYMENT.CAPTURE.DENIED", "PAYMENT.CAPTURE.REVERSED"):
+        return take_back(order["id"], str(resource.get("id")), kind.rsplit(".", 1)[1].lower())
+    return "ignored"
+
+
+def _order_of_capture(capture: dict[str, Any]) -> dict[str, Any] | None:
+    custom = capture.get("custom_id")
+    if isinstance(custom, str):
+        found = orders.get(custom)
+        if found is not None:
+            return found
+    if isinstance(capture.get("id"), str):
+        found = orders.by_capture_id(capture["id"])
+        if found is not None:
+            return found
+    related = (capture.get("supplementary_data") or {}).get("related_ids") or {}
+    if isinstance(related.get("order_id"), str):
+        return orders.by_paypal_id(related["order_id"])
+    return None
+
+
+def take_back(order_id: str, capture_id: str, why: str) -> str:
+    """PayPal took the money back (a denied pending capture, or a chargeback): reverse what
+    the ledger still counts, un-confirm the subject, in one transaction."""
+
+    def body(tx: Any) -> str:
+        snap = orders.order_ref(order_id).get(transaction=tx)
+        order: dict[str, Any] = snap.to_dict()
+        status = OrderStatus(order["status"])
+        now = datetime.now(UTC)
+        if status in (OrderStatus.DENIED, OrderStatus.REVERSED):
+            return status.value
+        if order.get("captureId") not in (None, capture_id):
+            return "unknown_capture"
+        if status not in rules.HOLDS_MONEY:  # created or capture_pending: nothing was counted
+            change = {"status": OrderStatus.DENIED.value, "captureId": capture_id}
+            store.update(snap.reference, {**change, "updatedAt": now}, tx=tx, by="paypal")
+            return OrderStatus.DENIED.value
+        kind = Kind(order["kind"])
+        subject = subjects.read(kind, order["subjectId"], tx=tx)
+        capture = refunds.capture_of(order)
+        refunded = int(order.get("refundedMinor", 0))
+        left = capture.amount_minor - refunded
+        if left > 0:
+            owed = ledger_store.owed(capture.provider, capture.currency, tx=tx)
+            transaction = ledger.give_back(
+                capture, left, refunded, provider_owed_minor=owed, kind="reversal"
+            )
+            ledger_store.record(
+                tx,
+                f"reversal-{order_id}",
+                transaction,
+                order_id=order_id,
+                parties=refunds.parties(order),
+                at=now,
+            )
+        target = OrderStatus.DENIED if why == "denied" else OrderStatus.REVERSED
+        store.update(
+            snap.reference,
+            {"status": target.value, "reversedMinor": left, "updatedAt": now},
+            tx=tx,
+            by="paypal",
+        )
+        if subject is not None:
+            subjects.revoke_in(tx, kind, subject, f"PayPal {why} the payment.", now)
+        return target.value
+
+    result: str = store.run_transaction(body)
+    return result
+
+
+def _refunded(refund: dict[str, Any]) -> str:
+    custom = refund.get("custom_id")
+    ours = refunds.get(custom) if isinstance(custom, str) else None
+    if ours is not None:
+        if ours["status"] == refunds.SENDING:
+            refunds.book(ours["id"], refund)
+            return "refund_booked"
+        return f"refund_{ours['status']}"
+    capture_id = _capture_id_of_refund(refund)
+    order = orders.by_capture_id(capture_id) if capture_id else None
+    if order is None:
+        log.warning("PayPal refund %s of a capture we do not know", refund.get("id"))
+        return "unknown_capture"
+    recorded = refunds.record_external(order, refund)
+    return f"external_refund_{recorded['status']}"
+
+
+def _capture_id_of_refund(refund: dict[str, Any]) -> str | None:
+    for link in refund.get("links") or []:
+        href = str(link.get("href", ""))
+        if link.get("rel") == "up" and "/captures/" in href:
+            return href.rsplit("/captures/", 1)[1].split("/")[0] or None
+    return None

@@ -1,0 +1,488 @@
+"""Refunds: queued with what caused them, sent to PayPal after, booked in the ledger once.
+
+A refund is a document `refunds/{id}` that moves pending -> sending -> completed (or failed,
+or skipped when nothing is left to refund):
+
+1. *queued* (`queue_in`) in the same Firestore transaction as its cause: the cancellation,
+   the capture of something that could no longer be paid, or an admin's decision. A cause
+   therefore never commits without its refund, nor a refund without its cause.
+2. *reserved* (`send`): one transaction fixes the amount, checks it against what the order
+   still holds, and counts it in the order's `refundingMinor`, so two refunds of one order
+   can never together exceed the capture.
+3. *sent* to PayPal with `PayPal-Request-Id` = the refund's id, outside any transaction. A
+   retry after a lost answer, by the sweep or by the next call, is the same request to PayPal
+   and cannot refund twice. PayPal down leaves the refund `sending`, for the sweep.
+4. *booked*: one transaction writes the reversing ledger entries, the order's refunded total
+   and status, the subject's payment status, and the refund's completion. The PayPal webhook
+   for the refund (PAYMENT.CAPTURE.REFUNDED) ends in the same step, whichever comes first.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared import (
+    clients,
+    idempotency,
+    ledger,
+    ledger_store,
+    logs,
+    order_records,
+    paypal,
+    settings,
+    store,
+)
+from shared import payment_rules as rules
+from shared.context import Principal, Role
+from shared.errors import Conflict, NotFound
+from shared.money import Money
+from shared.order_records import order_ref
+from shared.payment_rules import Kind, OrderStatus
+
+log = logs.get("alodoktor.refunds")
+
+REFUNDS = "refunds"
+PENDING, SENDING, COMPLETED, FAILED, SKIPPED = (
+    "pending",
+    "sending",
+    "completed",
+    "failed",
+    "skipped",
+)
+OPEN = (PENDING, SENDING)
+PAID = ("captured", "partially_refunded")  # a subject's payment status with money to give back
+
+
+def _db() -> Any:
+    return clients.db()
+
+
+def refund_ref(refund_id: str) -> Any:
+    return _db().collection(REFUNDS).document(refund_id)
+
+
+def get(refund_id: str) -> dict[str, Any] | None:
+    if not 1 <= len(refund_id) <= 200:
+        return None
+    snap = refund_ref(refund_id).get()
+    data: dict[str, Any] | None = snap.to_dict() if snap.exists else None
+    return data
+
+
+# -- queueing ----------------------------------------------------------------------------
+
+
+def queue_in(
+    tx: Any,
+    refund_id: str,
+    order: dict[str, Any],
+    *,
+    reason: str,
+    cause: str,
+    requested_by: str,
+    amount_minor: int | None = None,
+    now: datetime | None = None,
+    status: str = PENDING,
+) -> None:
+    """Queue a refund of `amount_minor` (None: all that is left when it is sent). Writes only."""
+    at = now or datetime.now(UTC)
+    store.create(
+        refund_ref(refund_id),
+        {
+            "id": refund_id,
+            "orderId": order["id"],
+            "patientUid": order["patientUid"],
+            "providerUid": order["providerUid"],
+            "captureId": order.get("captureId"),
+            "currency": order["currency"],
+            "amountMinor": amount_minor,
+            "reason": reason,
+            "cause": cause,
+            "requestedBy": requested_by,
+            "status": status,
+            "createdAt": at,
+            "updatedAt": at,
+        },
+        tx=tx,
+        by=requested_by,
+    )
+
+
+def _paid_order_id(subject: dict[str, Any]) -> str | None:
+    payment = subject.get("payment") or {}
+    return str(payment["orderId"]) if payment.get("status") in PAID else None
+
+
+def cancellation_refund(
+    subject: dict[str, Any], role: Role | str, starts_in: timedelta
+) -> str | None:
+    """ "full" or "none" for a paid subject being cancelled; None when nothing was paid."""
+    if _paid_order_id(subject) is None:
+        return None
+    notice = timedelta(hours=settings.get().full_refund_notice_hours)
+    return (
+        "full" if rules.on_cancellation(role, starts_in, full_refund_notice=notice).full else "none"
+    )
+
+
+def cancellation_refund_id(order_id: str) -> str:
+    return f"{order_id}-cancel"
+
+
+def queue_for_cancellation(
+    tx: Any, subject: dict[str, Any], role: Role | str, starts_in: timedelta
+) -> None:
+    """Inside the cancellation's transaction: queue the refund the policy grants, if any."""
+    order_id = _paid_order_id(subject)
+    if order_id is None:
+        return
+    notice = timedelta(hours=settings.get().full_refund_notice_hours)
+    decision = rules.on_cancellation(role, starts_in, full_refund_notice=notice)
+    if not decision.full:
+        return
+    from shared import context
+
+    ctx = context.current()
+    actor = ctx.principal.uid if ctx and ctx.principal else "system"
+    # No read here: the cancellation has written already, and the subject's payment record
+    # carries what the refund needs.
+    payment = subject["payment"]
+    basis = {
+        "id": order_id,
+        "patientUid": subject["patientUid"],
+        "providerUid": subject.get("doctorUid") or subject["clinicUid"],
+        "captureId": payment.get("captureId"),
+        "currency": payment["currency"],
+    }
+    queue_in(
+        tx,
+        cancellation_refund_id(order_id),
+        basis,
+        reason=decision.reason,
+        cause="cancellation",
+        requested_by=actor,
+    )
+
+
+def send_for_cancellation(subject: dict[str, Any]) -> dict[str, Any] | None:
+    """After a cancellation commits: send its refund now (the sweep retries if PayPal is down)."""
+    order_id = _paid_order_id(subject)
+    if order_id is None or get(cancellation_refund_id(order_id)) is None:
+        return None  # unpaid, or the policy granted no refund
+    return send_quietly(cancellation_refund_id(order_id))
+
+
+# -- admin refunds -----------------------------------------------------------------------
+
+
+def request(
+    order_id: str,
+    *,
+    amount: Money | None,
+    reason: str,
+    admin: Principal,
+    key: idempotency.Key | None,
+) -> tuple[dict[str, Any], bool]:
+    """An admin's refund of all or part of a capture; returns (refund, replayed)."""
+    import uuid
+
+    refund_id = f"{order_id}-{uuid.uuid4().hex[:12]}"
+
+    def create(batch: Any) -> str:
+        first = idempotency.earlier(key)
+        if first is not None:
+            return first
+        snap = order_ref(order_id).get()
+        if not snap.exists:
+            raise NotFound("No such order.", code="order_not_found")
+        order = snap.to_dict()
+        amount_minor = _check_amount(order, amount)
+        now = datetime.now(UTC)
+        # Queued and reserved at once, so concurrent refunds can never exceed the capture:
+        # the order's precondition lets only one of two racing reservations commit.
+        queue_in(
+            batch,
+            refund_id,
+            order,
+            reason=reason,
+            cause="admin",
+            requested_by=admin.uid,
+            amount_minor=amount_minor,
+            now=now,
+            status=SENDING,
+        )
+        _hold(batch, snap, amount_minor, now)
+        idempotency.remember(key, batch, refund_id, now=now)
+        return refund_id
+
+    made: str = store.run_optimistic(create, attempts=10)
+    if made != refund_id:
+        first = get(made)
+        if first is None:
+            raise Conflict("This Idempotency-Key's refund is gone.", code="idempotency_key_reused")
+        return first, True
+    sent = send(made)
+    return sent, False
+
+
+def _check_amount(order: dict[str, Any], amount: Money | None) -> int:
+    left = rules.refundable(order)
+    if OrderStatus(order["status"]) not in rules.HOLDS_MONEY or left <= 0:
+        raise Conflict("Nothing of this order is left to refund.", code="nothing_to_refund")
+    if amount is None:
+        return left
+    if amount.currency != order["currency"]:
+        raise Conflict(
+            f"This order was paid in {order['currency']}.", code="refund_currency_mismatch"
+        )
+    if amount.amount_minor > left:
+        raise Conflict(
+            f"Only {Money(order['currency'], left).value} {order['currency']} is left to refund.",
+            code="refund_exceeds_capture",
+            refundable={
+                "currency": order["currency"],
+                "value": Money(order["currency"], left).value,
+            },
+        )
+    return amount.amount_minor
+
+
+# -- sending -----------------------------------------------------------------------------
+
+
+def send_quietly(refund_id: str) -> dict[str, Any] | None:
+    """`send`, but PayPal being down only leaves the refund for the sweep."""
+    try:
+        return send(refund_id)
+    except paypal.PayPalUnavailable:
+        log.warning("refund %s waits for PayPal; the sweep will send it", refund_id)
+        return get(refund_id)
+
+
+def send(refund_id: str) -> dict[str, Any]:
+    """Reserve, send and book one refund; safe to call again at any step."""
+    refund = _reserve(refund_id)
+    if refund is None:
+        raise NotFound("No such refund.", code="refund_not_found")
+    if refund["status"] != SENDING:
+        return refund
+    order = order_ref(refund["orderId"]).get().to_dict()
+    money = Money(refund["currency"], int(refund["amountMinor"]))
+    try:
+        answer = paypal.get().refund_capture(
+            order["captureId"],
+            request_id=refund_id,
+            money=money,
+            custom_id=refund_id,
+            note_to_payer=refund["reason"],
+        )
+    except paypal.PayPalError as exc:
+        log.error("PayPal refused refund %s: %s", refund_id, exc)
+        return _fail(refund_id, exc.issue or exc.name or "refused")
+    if answer.get("status") in ("FAILED", "CANCELLED"):
+        return _fail(refund_id, str(answer.get("status")).lower())
+    return book(refund_id, answer)
+
+
+def _hold(batch: Any, order_snap: Any, amount_minor: int, now: datetime) -> None:
+    """Count `amount_minor` (negative: release it) as being refunded, if the order is as read."""
+    held = int(order_snap.to_dict().get("refundingMinor", 0))
+    store.update(
+        order_snap.reference,
+        {"refundingMinor": max(held + amount_minor, 0), "updatedAt": now},
+        tx=batch,
+        by="system",
+        unchanged_since=order_snap.update_time,
+    )
+
+
+def _reserve(refund_id: str) -> dict[str, Any] | None:
+    def body(batch: Any) -> dict[str, Any] | None:
+        snap = refund_ref(refund_id).get()
+        if not snap.exists:
+            return None
+        refund: dict[str, Any] = snap.to_dict()
+        if refund["status"] != PENDING:
+            return refund
+        order_snap = order_ref(refund["orderId"]).get()
+        left = rules.refundable(order_snap.to_dict())
+        amount = left if refund["amountMinor"] is None else int(refund["amountMinor"])
+        now = datetime.now(UTC)
+        if amount <= 0:
+            change: dict[str, Any] = {"status": SKIPPED, "amountMinor": 0, "updatedAt": now}
+        elif amount > left:
+            change = {"status": FAILED, "error": "refund_exceeds_capture", "updatedAt": now}
+        else:
+            change = {"status": SENDING, "amountMinor": amount, "updatedAt": now}
+            _hold(batch, order_snap, amount, now)
+        store.update(
+            snap.reference, change, tx=batch, by="system", unchanged_since=snap.update_time
+        )
+        return {**refund, **change}
+
+    result: dict[str, Any] | None = store.run_optimistic(body, attempts=10)
+    return result
+
+
+def _fail(refund_id: str, error: str) -> dict[str, Any]:
+    """PayPal refused: give the reserved amount back to the order."""
+
+    def body(batch: Any) -> dict[str, Any]:
+        snap = refund_ref(refund_id).get()
+        refund: dict[str, Any] = snap.to_dict()
+        if refund["status"] != SENDING:
+            return refund
+        now = datetime.now(UTC)
+        change = {"status": FAILED, "error": error, "updatedAt": now}
+        store.update(
+            snap.reference, change, tx=batch, by="system", unchanged_since=snap.update_time
+        )
+        _hold(batch, order_ref(refund["orderId"]).get(), -int(refund["amountMinor"]), now)
+        return {**refund, **change}
+
+    result: dict[str, Any] = store.run_optimistic(body, attempts=10)
+    return result
+
+
+def book(refund_id: str, paypal_refund: dict[str, Any]) -> dict[str, Any]:
+    """PayPal refunded: write the reversing entries and finish the refund, exactly once."""
+    from shared import payment_subjects
+
+    # Optimistic, not a transaction: this races PayPal's webhook for the same refund.
+    def body(tx: Any) -> dict[str, Any]:
+        snap = refund_ref(refund_id).get()
+        refund: dict[str, Any] = snap.to_dict()
+        if refund["status"] != SENDING:
+            return refund  # booked already (by the webhook, or by an earlier call)
+        order_snap = order_ref(refund["orderId"]).get()
+        order = order_snap.to_dict()
+        amount = int(refund["amountMinor"])
+        capture = capture_of(order)
+        owed = ledger_store.owed(capture.provider, capture.currency)
+        now = datetime.now(UTC)
+        refunded = int(order.get("refundedMinor", 0))
+        transaction = ledger.give_back(
+            capture,
+            amount,
+            refunded,
+            provider_owed_minor=owed,
+            kind="refund",
+            absorb_shortfall=True,  # PayPal has already paid it back: the books must follow
+        )
+        ledger_store.record(
+            tx, f"refund-{refund_id}", transaction, order_id=order["id"], parties=parties(order)
+        )
+        status = rules.status_after_refund(int(order["amountMinor"]), refunded + amount)
+        store.update(
+            order_snap.reference,
+            {
+                "refundedMinor": refunded + amount,
+                "refundingMinor": max(int(order.get("refundingMinor", 0)) - amount, 0),
+                "status": status.value,
+                "updatedAt": now,
+            },
+            tx=tx,
+            by="system",
+            unchanged_since=order_snap.update_time,
+        )
+        kind = Kind(order["kind"])
+        subject = payment_subjects.ref(kind, order["subjectId"]).get()
+        if ((subject.to_dict() or {}).get("payment") or {}).get("orderId") == order["id"]:
+            payment_subjects.mark_payment_in(
+                tx, kind, subject, status.value, now, unchanged_since=subject.update_time
+            )
+        change = {
+            "status": COMPLETED,
+            "paypalRefundId": paypal_refund.get("id"),
+            "paypalStatus": paypal_refund.get("status"),
+            "completedAt": now,
+            "updatedAt": now,
+        }
+        store.update(snap.reference, change, tx=tx, by="system", unchanged_since=snap.update_time)
+        return {**refund, **change}
+
+    result: dict[str, Any] = store.run_optimistic(body, attempts=10)
+    return result
+
+
+def capture_of(order: dict[str, Any]) -> ledger.Capture:
+    """The ledger's view of an order's capture: the basis of every refund and reversal."""
+    return ledger.Capture(
+        patient=order["patientUid"],
+        provider=order["providerAccount"],
+        currency=order["currency"],
+        amount_minor=int(order["amountMinor"]),
+        fee_minor=int(order["feeMinor"]),
+    )
+
+
+def parties(order: dict[str, Any]) -> dict[str, str]:
+    return {"patientUid": order["patientUid"], "providerUid": order["providerUid"]}
+
+
+def record_external(order: dict[str, Any], paypal_refund: dict[str, Any]) -> dict[str, Any]:
+    """A refund made outside this backend (in PayPal's dashboard): record and book it once."""
+    refund_id = f"{order['id']}-paypal-{paypal_refund.get('id')}"
+    amount = paypal_refund.get("amount") or {}
+    money = Money.parse(amount.get("currency_code", order["currency"]), amount.get("value", "0"))
+
+    def create(batch: Any) -> dict[str, Any]:
+        snap = refund_ref(refund_id).get()
+        if snap.exists:
+            existing: dict[str, Any] = snap.to_dict()
+            return existing
+        order_snap = order_ref(order["id"]).get()
+        now = datetime.now(UTC)
+        queue_in(
+            batch,
+            refund_id,
+            {**order_snap.to_dict(), "currency": money.currency},
+            reason="Refunded in PayPal",
+            cause="paypal",
+            requested_by="paypal",
+            amount_minor=money.amount_minor,
+            now=now,
+            status=SENDING,  # PayPal has refunded already: reserved at once, nothing can refuse
+        )
+        _hold(batch, order_snap, money.amount_minor, now)
+        return {"id": refund_id, "status": SENDING}
+
+    created = store.run_optimistic(create, attempts=10)
+    if created["status"] != SENDING:
+        return dict(created)
+    return book(refund_id, paypal_refund)
+
+
+# -- the sweep ---------------------------------------------------------------------------
+
+
+def sweep(*, limit: int, older_than: timedelta = timedelta(minutes=1)) -> tuple[int, int, bool]:
+    """Send refunds left pending or sending (PayPal was down); returns (sent, still open, more).
+
+    Only refunds untouched for `older_than` are taken, so the sweep does not race a request
+    that is sending its refund right now (and if it did, PayPal-Request-Id makes it harmless).
+    """
+    from google.cloud.firestore import FieldFilter
+
+    cutoff = datetime.now(UTC) - older_than
+    due = list(
+        _db()
+        .collection(REFUNDS)
+        .where(filter=FieldFilter("status", "in", list(OPEN)))
+        .where(filter=FieldFilter("updatedAt", "<=", cutoff))
+        .limit(limit)
+        .stream()
+    )
+    done = waiting = 0
+    for snap in due:
+        result = send_quietly(snap.id)
+        if result is not None and result["status"] in OPEN:
+            waiting += 1
+        else:
+            done += 1
+    return done, waiting, len(due) == limit
+
+
+def for_order(order_id: str) -> list[dict[str, Any]]:
+    return order_records.of_order(REFUNDS, order_id)

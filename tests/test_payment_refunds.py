@@ -1,0 +1,225 @@
+"""Admin refunds, clinic-booking payments and the payment lists, against the whole stack."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared import clients
+from shared.context import Role
+from tests.payment_support import (
+    account_sum,
+    assert_balanced,
+    book_visit,
+    ledger_of,
+    pay,
+    sim_capture_of,
+    stored_order,
+)
+from tests.paypal_support import Sim
+from tests.support import Api, bearer, create_user, problem
+from tests.test_bookings import Clinic, _book, _window
+
+
+@pytest.fixture
+def admin(stack) -> Api:
+    return bearer(stack, create_user(stack, Role.ADMIN))
+
+
+def _refund(admin: Api, order_id: str, value: str | None, reason: str = "Goodwill", **kw):
+    body: dict[str, Any] = {"orderId": order_id, "reason": reason}
+    if value is not None:
+        body["amount"] = {"currency": "USD", "value": value}
+    return admin.post("/payments/refunds", json=body, **kw)
+
+
+def test_admins_refund_part_then_the_rest_never_more_than_captured(stack, sim, admin):
+    visit = book_visit(stack, admin, price="20.00")
+    order = pay(visit, sim)
+
+    part = _refund(admin, order["id"], "5.00", headers={"Idempotency-Key": "r-1"})
+    assert part.status_code == 201, part.text
+    assert part.json()["status"] == "completed"
+    assert part.json()["amount"] == {"currency": "USD", "value": "5.00"}
+    replay = _refund(admin, order["id"], "5.00", headers={"Idempotency-Key": "r-1"})
+    assert replay.status_code == 200
+    assert replay.json()["id"] == part.json()["id"]
+    problem(
+        _refund(admin, order["id"], "6.00", headers={"Idempotency-Key": "r-1"}),
+        409,
+        "idempotency_key_reused",
+    )
+
+    too_much = problem(_refund(admin, order["id"], "15.01"), 409, "refund_exceeds_capture")
+    assert too_much["refundable"] == {"currency": "USD", "value": "15.00"}
+    problem(
+        admin.post(
+            "/payments/refunds",
+            json={
+                "orderId": order["id"],
+                "reason": "x" * 5,
+                "amount": {"currency": "EUR", "value": "1.00"},
+            },
+        ),
+        409,
+        "refund_currency_mismatch",
+    )
+    problem(_refund(admin, order["id"], "0.00"), 400)
+    problem(_refund(admin, order["id"], "1.00", reason=""), 400)
+    problem(_refund(visit.patient, order["id"], "1.00"), 403)
+    problem(_refund(visit.doctor_api, order["id"], "1.00"), 403)
+    problem(_refund(admin, "appointment_nope", "1.00"), 404)
+
+    rest = _refund(admin, order["id"], None, reason="Doctor was late")
+    assert rest.status_code == 201, rest.text
+    assert rest.json()["amount"] == {"currency": "USD", "value": "15.00"}
+    problem(_refund(admin, order["id"], None), 409, "nothing_to_refund")
+
+    assert stored_order(order["id"])["status"] == "refunded"
+    assert sim_capture_of(sim, order["paypalOrderId"])["status"] == "REFUNDED"
+    books = ledger_of(order["id"])
+    assert [t["kind"] for t in books] == ["payment", "refund", "refund"]
+    assert_balanced(books)
+    for account in ("paypal_clearing", "platform_fees", f"earnings:doctor:{visit.doctor.uid}"):
+        assert account_sum(books, account) == 0, account  # pro rata, and exact at the end
+    assert visit.appointment_now()["payment"]["status"] == "refunded"
+
+
+def test_concurrent_refunds_never_exceed_the_capture(stack, sim, admin):
+    visit = book_visit(stack, admin, price="20.00")
+    order = pay(visit, sim)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        answers = list(pool.map(lambda _: _refund(admin, order["id"], "8.00"), range(3)))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [201, 201, 409], [a.text for a in answers]
+    assert stored_order(order["id"])["refundedMinor"] == 1600
+    assert_balanced(ledger_of(order["id"]))
+
+
+# -- clinic bookings -----------------------------------------------------------------------
+
+
+def _pay_booking(patient: Api, booking_id: str, sim: Sim) -> dict[str, Any]:
+    made = patient.post("/paypal-create", json={"bookingId": booking_id})
+    assert made.status_code == 201, made.text
+    order = made.json()
+    sim.approve({"links": [{"rel": "approve", "href": order["approveLink"]}]})
+    captured = patient.post("/paypal-capture", json={"orderId": order["id"]})
+    assert captured.status_code == 200, captured.text
+    return dict(captured.json())
+
+
+def test_a_paid_booking_the_clinic_declines_is_refunded_in_full(stack, sim):
+    clinic = Clinic(stack)
+    patient = bearer(stack, create_user(stack, Role.PATIENT))
+    booking = _book(patient, clinic)
+    order = _pay_booking(patient, booking["id"], sim)
+    assert order["amount"] == {"currency": "USD", "value": "12.50"}
+    shown = patient.get(f"/bookings/{booking['id']}").json()
+    assert shown["payment"]["status"] == "captured"
+    assert shown["status"] == "requested"  # paid, and still the clinic's to answer
+
+    declined = clinic.act(booking["id"], "decline", json={"reason": "Fully booked that day"})
+    assert declined["refund"] == "full"
+    assert stored_order(order["id"])["status"] == "refunded"
+    books = ledger_of(order["id"])
+    assert [t["kind"] for t in books] == ["payment", "refund"]
+    assert account_sum(books, f"earnings:clinic:{clinic.uid}") == 0
+
+
+def test_a_patient_cancelling_a_paid_booking_early_is_refunded(stack, sim):
+    clinic = Clinic(stack)
+    patient = bearer(stack, create_user(stack, Role.PATIENT))
+    booking = _book(patient, clinic, _window(3))
+    order = _pay_booking(patient, booking["id"], sim)
+    clinic.act(booking["id"], "accept")
+    cancelled = patient.post(f"/bookings/{booking['id']}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["refund"] == "full"
+    assert stored_order(order["id"])["status"] == "refunded"
+    assert patient.get(f"/bookings/{booking['id']}").json()["payment"]["status"] == "refunded"
+
+
+def test_a_cancelled_booking_cannot_be_paid_and_a_late_capture_is_refunded(stack, sim):
+    clinic = Clinic(stack)
+    patient = bearer(stack, create_user(stack, Role.PATIENT))
+    booking = _book(patient, clinic)
+    made = patient.post("/paypal-create", json={"bookingId": booking["id"]}).json()
+    sim.approve({"links": [{"rel": "approve", "href": made["approveLink"]}]})
+    assert patient.post(f"/bookings/{booking['id']}/cancel").status_code == 200
+
+    problem(patient.post("/paypal-create", json={"bookingId": booking["id"]}), 409, "not_payable")
+    late = problem(
+        patient.post("/paypal-capture", json={"orderId": made["id"]}), 409, "not_payable"
+    )
+    assert late["refund"]["status"] == "completed"
+    assert stored_order(made["id"])["status"] == "refunded"
+    assert [t["kind"] for t in ledger_of(made["id"])] == ["payment", "refund"]
+
+
+def test_an_unanswered_paid_request_declined_by_the_sweep_is_refunded(stack, sim, admin):
+    clinic = Clinic(stack)
+    patient = bearer(stack, create_user(stack, Role.PATIENT))
+    booking = _book(patient, clinic)
+    order = _pay_booking(patient, booking["id"], sim)
+    clients.db().collection("bookings").document(booking["id"]).update(
+        {"answerBy": datetime.now(UTC) - timedelta(minutes=1)}
+    )
+    assert admin.post("/bookings/sweep").status_code == 200
+    assert stored_order(order["id"])["status"] == "refunded"
+
+
+# -- lists -------------------------------------------------------------------------------
+
+
+def test_each_party_sees_only_their_payments_and_admins_see_all(stack, sim, admin):
+    first = book_visit(stack, admin, price="20.00")
+    order = pay(first, sim)
+    second = book_visit(stack, admin, price="30.00")
+    other = pay(second, sim)
+
+    mine = first.patient.get("/payments/orders").json()
+    assert [o["id"] for o in mine["items"]] == [order["id"]]
+    problem(first.patient.get(f"/payments/orders/{other['id']}"), 404)
+    problem(
+        first.patient.get("/payments/orders", params={"patientUid": second.patient_user.uid}), 403
+    )
+    problem(first.patient.get("/payments/ledger"), 403)
+    problem(first.patient.get("/payments/balance"), 403)
+
+    earned = first.doctor_api.get("/payments/orders").json()["items"]
+    assert [o["id"] for o in earned] == [order["id"]]
+    assert first.doctor_api.get(f"/payments/orders/{order['id']}").status_code == 200
+    problem(first.doctor_api.get(f"/payments/orders/{other['id']}"), 404)
+    problem(first.doctor_api.get("/payments/ledger", params={"account": "platform_fees"}), 403)
+
+    page = admin.get("/payments/orders", params={"limit": 1}).json()
+    assert len(page["items"]) == 1
+    assert page["nextCursor"]
+    following = admin.get(
+        "/payments/orders", params={"limit": 1, "cursor": page["nextCursor"]}
+    ).json()
+    assert following["items"][0]["id"] != page["items"][0]["id"]
+    by_patient = admin.get(
+        "/payments/orders", params={"patientUid": second.patient_user.uid}
+    ).json()
+    assert [o["id"] for o in by_patient["items"]] == [other["id"]]
+
+    captured = admin.get("/payments/orders", params={"status": "captured", "limit": 100}).json()
+    assert {order["id"], other["id"]} <= {o["id"] for o in captured["items"]}
+    own_captured = first.patient.get("/payments/orders", params={"status": "captured"}).json()
+    assert [o["id"] for o in own_captured["items"]] == [order["id"]]
+    of_order = admin.get("/payments/ledger", params={"orderId": order["id"]}).json()["items"]
+    assert len(of_order) == 5
+    assert sum(int(e["amount"]["value"].replace(".", "")) for e in of_order) == 0
+    fees = admin.get("/payments/ledger", params={"account": "platform_fees", "limit": 100}).json()
+    assert {e["orderId"] for e in fees["items"]} >= {order["id"], other["id"]}
+    problem(admin.get("/payments/balance"), 400, "account_required")
+    doctor_two = admin.get(
+        "/payments/balance", params={"account": f"earnings:doctor:{second.doctor.uid}"}
+    )
+    assert doctor_two.json()["balances"][0]["owed"] == {"currency": "USD", "value": "27.00"}
+    problem(admin.get("/payments/ledger", params={"cursor": "garbage"}), 400)

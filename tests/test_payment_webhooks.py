@@ -1,0 +1,183 @@
+"""PayPal's webhooks through `paypal-webhook`: verified, applied once, reconciled with orders."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import requests
+
+from shared import clients
+from shared.context import Role
+from shared.money import Money
+from tests.payment_support import (
+    account_sum,
+    assert_balanced,
+    book_visit,
+    deliveries,
+    ledger_of,
+    pay,
+    stored_order,
+)
+from tests.paypal_support import Sim
+from tests.support import Api, bearer, create_user, eventually, problem
+
+
+@pytest.fixture
+def admin(stack) -> Api:
+    return bearer(stack, create_user(stack, Role.ADMIN))
+
+
+def _completed_delivery(sim: Sim, capture_id: str) -> dict[str, Any]:
+    found = eventually(
+        lambda: deliveries(sim, "PAYMENT.CAPTURE.COMPLETED", capture_id),
+        lambda got: len(got) == 1 and got[0]["status"] == 200,
+        "the COMPLETED webhook",
+    )
+    return found[0]
+
+
+def _post(stack, body: bytes, headers: dict[str, str]) -> requests.Response:
+    return requests.post(
+        f"{stack.gateway_url}/paypal-webhook", data=body, headers=headers, timeout=30
+    )
+
+
+def _event_doc(event_id: str) -> dict[str, Any] | None:
+    snap = clients.db().collection("paypalEvents").document(event_id).get()
+    return snap.to_dict() if snap.exists else None
+
+
+def test_an_event_paypal_does_not_verify_is_refused_and_changes_nothing(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    order = pay(visit, sim)
+    delivery = _completed_delivery(sim, order["captureId"])
+
+    forged = json.loads(json.dumps(delivery["event"]))
+    forged["id"] = "WH-FORGED-" + forged["id"][3:20]
+    forged["event_type"] = "PAYMENT.CAPTURE.REVERSED"  # signed as COMPLETED, sent as REVERSED
+    answer = _post(stack, json.dumps(forged).encode(), delivery["headers"])
+    problem(answer, 400, "webhook_unverified")
+    unsigned = {k: v for k, v in delivery["headers"].items() if k != "PAYPAL-TRANSMISSION-SIG"}
+    problem(_post(stack, json.dumps(forged).encode(), unsigned), 400, "webhook_unverified")
+    problem(_post(stack, b'{"id": "x"}', delivery["headers"]), 400)
+    problem(_post(stack, b"not json", delivery["headers"]), 400)
+
+    assert _event_doc(forged["id"]) is None
+    assert stored_order(order["id"])["status"] == "captured"
+    assert visit.appointment_now()["status"] == "confirmed"
+    assert [t["kind"] for t in ledger_of(order["id"])] == ["payment"]
+
+
+def test_a_replayed_event_is_acknowledged_and_not_applied_twice(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    order = pay(visit, sim)
+    refunded = admin.post(
+        "/payments/refunds",
+        json={
+            "orderId": order["id"],
+            "amount": {"currency": "USD", "value": "5.00"},
+            "reason": "Late start",
+        },
+    )
+    assert refunded.status_code == 201, refunded.text
+    refund_id = refunded.json()["paypalRefundId"]
+    (first,) = eventually(
+        lambda: deliveries(sim, "PAYMENT.CAPTURE.REFUNDED", refund_id),
+        lambda got: len(got) == 1 and got[0]["status"] == 200,
+        "the REFUNDED webhook",
+    )
+    before = ledger_of(order["id"])
+    for _ in range(2):
+        again = _post(
+            stack,
+            json.dumps(first["event"], separators=(",", ":")).encode(),
+            first["headers"],
+        )
+        assert again.status_code == 200, again.text
+        assert again.json()["replayed"] is True
+    assert ledger_of(order["id"]) == before
+    assert stored_order(order["id"])["refundedMinor"] == 500
+
+
+def test_a_chargeback_reverses_the_books_and_frees_the_slot(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    order = pay(visit, sim)
+    sent = sim.control(
+        "POST",
+        "/webhooks",
+        json={"eventType": "PAYMENT.CAPTURE.REVERSED", "captureId": order["captureId"]},
+    )
+    assert sent["status"] == 200
+    assert stored_order(order["id"])["status"] == "reversed"
+    appointment = visit.appointment_now()
+    assert appointment["status"] == "cancelled"
+    assert appointment["cancellation"]["role"] == "system"
+    assert appointment["payment"]["status"] == "reversed"
+
+    books = ledger_of(order["id"])
+    assert [t["kind"] for t in books] == ["payment", "reversal"]
+    assert_balanced(books)
+    for account in ("paypal_clearing", "platform_fees", f"earnings:doctor:{visit.doctor.uid}"):
+        assert account_sum(books, account) == 0, account
+    owed = visit.doctor_api.get("/payments/balance", params={"currency": "USD"}).json()
+    assert owed["balances"][0]["owed"]["value"] == "0.00"
+
+    # The slot is free again: someone else can book it.
+    other = bearer(stack, create_user(stack, Role.PATIENT))
+    rebooked = other.post(
+        "/appointments", json={"doctorUid": visit.doctor.uid, "start": visit.appointment["start"]}
+    )
+    assert rebooked.status_code == 201, rebooked.text
+
+
+def test_a_denied_capture_takes_back_what_was_counted(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    order = pay(visit, sim)
+    sent = sim.control(
+        "POST",
+        "/webhooks",
+        json={"eventType": "PAYMENT.CAPTURE.DENIED", "captureId": order["captureId"]},
+    )
+    assert sent["status"] == 200
+    assert stored_order(order["id"])["status"] == "denied"
+    assert visit.appointment_now()["status"] == "cancelled"
+    assert [t["kind"] for t in ledger_of(order["id"])] == ["payment", "reversal"]
+
+
+def test_a_refund_made_in_paypal_is_recorded_once(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    order = pay(visit, sim)
+    made = sim.client().refund_capture(
+        order["captureId"], request_id="dashboard-" + order["id"], money=Money("USD", 700)
+    )
+    eventually(
+        lambda: stored_order(order["id"]).get("refundedMinor"),
+        lambda got: got == 700,
+        "the order's refunded total",
+    )
+    got = admin.get(f"/payments/orders/{order['id']}").json()
+    assert got["status"] == "partially_refunded"
+    assert [(r["cause"], r["status"], r["paypalRefundId"]) for r in got["refunds"]] == [
+        ("paypal", "completed", made["id"])
+    ]
+    books = ledger_of(order["id"])
+    assert [t["kind"] for t in books] == ["payment", "refund"]
+    assert_balanced(books)
+    assert account_sum(books, "paypal_clearing") == 2000 - 700
+
+
+def test_events_for_captures_we_do_not_know_are_acknowledged(stack, sim):
+    client = sim.client()
+    foreign = client.create_order(Money("USD", 100), request_id="foreign-order-1x")
+    sim.approve(foreign)
+    captured = client.capture_order(foreign["id"], request_id="foreign-capture-1x")
+    capture_id = captured["purchase_units"][0]["payments"]["captures"][0]["id"]
+    (delivery,) = eventually(
+        lambda: deliveries(sim, "PAYMENT.CAPTURE.COMPLETED", capture_id),
+        lambda got: len(got) == 1 and got[0]["status"] is not None,
+        "the COMPLETED webhook",
+    )
+    assert delivery["status"] == 200  # PayPal must not retry it forever
+    assert _event_doc(delivery["event"]["id"])["outcome"] == "unknown_capture"

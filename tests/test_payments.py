@@ -1,0 +1,372 @@
+"""Paying for appointments through the functions, the PayPal simulator and the emulators.
+
+Every PayPal call made during a test is held to PayPal's OpenAPI contract by the `sim`
+fixture: a request that breaks it fails the test.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from google.cloud.firestore import FieldFilter
+
+from shared import clients
+from shared.context import Role
+from tests.payment_support import (
+    account_sum,
+    assert_balanced,
+    book_visit,
+    deliveries,
+    hold_webhooks,
+    ledger_of,
+    pay,
+    release_webhooks,
+    sim_capture_of,
+    stored_order,
+)
+from tests.paypal_support import Sim
+from tests.support import Api, bearer, create_user, eventually, problem
+
+
+@pytest.fixture
+def admin(stack) -> Api:
+    return bearer(stack, create_user(stack, Role.ADMIN))
+
+
+def _approve(sim: Sim, order: dict[str, Any]) -> None:
+    sim.approve({"links": [{"rel": "approve", "href": order["approveLink"]}]})
+
+
+def _payments(tx: list[dict[str, Any]], kind: str = "payment") -> list[dict[str, Any]]:
+    return [t for t in tx if t["kind"] == kind]
+
+
+def test_a_patient_pays_and_the_appointment_is_confirmed_with_balanced_books(stack, sim, admin):
+    visit = book_visit(stack, admin, price="20.00")
+    made = visit.order()
+    assert made.status_code == 201, made.text
+    order = made.json()
+    assert order["amount"] == {"currency": "USD", "value": "20.00"}
+    assert order["status"] == "created"
+    assert order["approveLink"].startswith(sim.url)
+
+    again = visit.order()  # a second click, or a retry after a lost answer
+    assert again.status_code == 200, again.text
+    assert again.json()["paypalOrderId"] == order["paypalOrderId"]
+    creates = sim.requests_with(order["id"])
+    assert [r["path"] for r in creates] == ["/v2/checkout/orders"]
+
+    _approve(sim, order)
+    captured = visit.capture(order["id"])
+    assert captured.status_code == 200, captured.text
+    body = captured.json()
+    assert body["status"] == "captured"
+    assert body["captureId"]
+    assert visit.appointment_now()["status"] == "confirmed"
+
+    books = ledger_of(order["id"])
+    assert [t["kind"] for t in books] == ["payment"]
+    assert_balanced(books)
+    doctor_account = f"earnings:doctor:{visit.doctor.uid}"
+    assert account_sum(books, doctor_account) == -1800  # 20.00 less the 10 % platform fee
+    assert account_sum(books, "platform_fees") == -200
+    assert account_sum(books, "paypal_clearing") == 2000
+
+    balance = visit.doctor_api.get("/payments/balance")
+    assert balance.status_code == 200, balance.text
+    assert balance.json()["balances"] == [
+        {
+            "currency": "USD",
+            "balance": {"currency": "USD", "value": "-18.00"},
+            "owed": {"currency": "USD", "value": "18.00"},
+        }
+    ]
+    mine = visit.patient.get("/payments/orders").json()["items"]
+    assert [o["id"] for o in mine] == [order["id"]]
+    earned = visit.doctor_api.get("/payments/ledger").json()["items"]
+    assert [(e["kind"], e["amount"]["value"]) for e in earned] == [("payment", "-18.00")]
+
+    # Capturing again answers the same capture; PayPal's own webhook for it changes nothing.
+    replay = visit.capture(order["id"])
+    assert replay.status_code == 200
+    assert replay.json()["captureId"] == body["captureId"]
+    eventually(
+        lambda: [
+            d["status"] for d in deliveries(sim, "PAYMENT.CAPTURE.COMPLETED", body["captureId"])
+        ],
+        lambda got: got == [200],
+        "PayPal's COMPLETED webhook",
+    )
+    assert len(ledger_of(order["id"])) == 1
+
+
+def test_the_amount_is_the_booked_price_never_the_clients(stack, sim, admin):
+    visit = book_visit(stack, admin, price="20.00")
+    sneaky = visit.patient.post(
+        "/paypal-create",
+        json={"appointmentId": visit.id, "amount": {"currency": "USD", "value": "0.01"}},
+    )
+    problem(sneaky, 400, "validation_failed")
+    # The doctor raising the price later does not change what this appointment costs.
+    visit.doctor_api.request(
+        "PATCH", "/users/me", json={"consultationPrice": {"currency": "USD", "value": "99.00"}}
+    )
+    made = visit.order()
+    assert made.status_code == 201, made.text
+    assert made.json()["amount"] == {"currency": "USD", "value": "20.00"}
+    (create,) = [
+        r
+        for r in sim.control("GET", "/requests")["requests"]
+        if r["requestId"] == made.json()["id"]
+    ]
+    assert create["path"] == "/v2/checkout/orders"
+
+
+def test_strangers_cannot_pay_for_or_capture_someone_elses_appointment(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    stranger = bearer(stack, create_user(stack, Role.PATIENT))
+    problem(stranger.post("/paypal-create", json={"appointmentId": visit.id}), 404)
+    order = visit.order().json()
+    problem(stranger.post("/paypal-capture", json={"orderId": order["id"]}), 404)
+    problem(stranger.post("/paypal-capture", json={"paypalOrderId": order["paypalOrderId"]}), 404)
+    problem(stranger.get(f"/payments/orders/{order['id']}"), 404)
+    problem(visit.doctor_api.post("/paypal-create", json={"appointmentId": visit.id}), 403)
+    problem(admin.post("/paypal-capture", json={"orderId": order["id"]}), 403)
+    problem(visit.patient.post("/paypal-create", json={}), 400)
+    problem(visit.patient.post("/paypal-create", json={"appointmentId": "a/b"}), 400)
+    problem(visit.patient.post("/paypal-create", json={"appointmentId": "nope"}), 404)
+    problem(visit.patient.post("/paypal-capture", json={"orderId": "nope"}), 404)
+
+
+def test_capturing_before_the_buyer_approved_is_a_conflict(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    order = visit.order().json()
+    body = problem(visit.capture(order["id"]), 409, "order_not_approved")
+    assert body["approveLink"] == order["approveLink"]
+    assert stored_order(order["id"])["status"] == "created"
+    assert ledger_of(order["id"]) == []
+
+
+def test_a_declined_instrument_asks_for_another_funding_source(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    order = visit.order().json()
+    _approve(sim, order)
+    sim.fault(mock="INSTRUMENT_DECLINED", pathContains="/capture")
+    body = problem(visit.capture(order["id"]), 422, "instrument_declined")
+    assert body["action"] == "choose_other_funding_source"
+    assert body["approveLink"] == order["approveLink"]
+    assert visit.appointment_now()["status"] == "pending_payment"
+    assert ledger_of(order["id"]) == []
+
+    captured = visit.capture(order["id"])  # the buyer chose another source and came back
+    assert captured.status_code == 200, captured.text
+    assert visit.appointment_now()["status"] == "confirmed"
+
+
+def test_paypal_failing_answers_503_and_records_nothing(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    order = visit.order().json()
+    _approve(sim, order)
+    sim.fault(mock="INTERNAL_SERVER_ERROR", pathContains="/capture", count=3)
+    problem(visit.capture(order["id"]), 503, "paypal_unavailable")
+    tried = [
+        r for r in sim.control("GET", "/requests")["requests"] if r["path"].endswith("/capture")
+    ]
+    tried = [r for r in tried if r["requestId"] and r["requestId"].startswith(order["id"])]
+    assert len(tried) == 3
+    assert len({r["requestId"] for r in tried}) == 1
+    assert stored_order(order["id"])["status"] == "created"
+    assert ledger_of(order["id"]) == []
+    assert visit.appointment_now()["status"] == "pending_payment"
+
+    assert visit.capture(order["id"]).status_code == 200  # PayPal is back
+
+
+def test_a_lost_capture_answer_is_retried_with_the_same_request_id_and_captures_once(
+    stack, sim, admin
+):
+    visit = book_visit(stack, admin)
+    order = visit.order().json()
+    _approve(sim, order)
+    sim.fault(delay=4, pathContains="/capture")  # PayPal captures, its answer arrives too late
+    captured = visit.capture(order["id"])
+    assert captured.status_code == 200, captured.text
+    tried = [
+        r
+        for r in sim.control("GET", "/requests")["requests"]
+        if r["path"].endswith("/capture") and (r["requestId"] or "").startswith(order["id"])
+    ]
+    assert len(tried) == 2
+    assert len({r["requestId"] for r in tried}) == 1
+    assert sim_capture_of(sim, order["paypalOrderId"])["id"] == captured.json()["captureId"]
+    assert len(_payments(ledger_of(order["id"]))) == 1
+
+
+def test_concurrent_captures_of_one_order_book_one_payment(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    order = visit.order().json()
+    _approve(sim, order)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _: visit.capture(order["id"]), range(8)))
+    assert [a.status_code for a in answers] == [200] * 8, [a.text for a in answers]
+    assert len({a.json()["captureId"] for a in answers}) == 1
+    books = ledger_of(order["id"])
+    assert [t["kind"] for t in books] == ["payment"]
+    assert_balanced(books)
+    entries = (
+        clients.db()
+        .collection("ledgerEntries")
+        .where(filter=FieldFilter("orderId", "==", order["id"]))
+        .get()
+    )
+    assert len(entries) == len(books[0]["postings"])
+    assert visit.appointment_now()["status"] == "confirmed"
+
+
+def test_an_order_captured_elsewhere_is_reconciled_not_refused(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    order = visit.order().json()
+    _approve(sim, order)
+    hold_webhooks(sim)  # PayPal's webhook is late: only the capture call can find out
+    elsewhere = sim.client().capture_order(order["paypalOrderId"], request_id="lost-" + order["id"])
+    captured = visit.capture(order["id"])
+    assert captured.status_code == 200, captured.text
+    assert (
+        captured.json()["captureId"]
+        == elsewhere["purchase_units"][0]["payments"]["captures"][0]["id"]
+    )
+    ours = [
+        r["path"]
+        for r in sim.control("GET", "/requests")["requests"]
+        if order["paypalOrderId"] in r["path"]
+    ]
+    assert ours[-2:] == [
+        f"/v2/checkout/orders/{order['paypalOrderId']}/capture",  # ORDER_ALREADY_CAPTURED
+        f"/v2/checkout/orders/{order['paypalOrderId']}",  # read, to reconcile
+    ]
+    assert visit.appointment_now()["status"] == "confirmed"
+    release_webhooks(sim)
+    assert len(ledger_of(order["id"])) == 1
+
+
+def test_the_completed_webhook_settles_an_order_whose_capture_answer_never_came(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    order = visit.order().json()
+    _approve(sim, order)
+    hold_webhooks(sim)
+    sim.client().capture_order(order["paypalOrderId"], request_id="gone-" + order["id"])
+    assert stored_order(order["id"])["status"] == "created"
+    (sent,) = release_webhooks(sim)
+    assert sent["status"] == 200
+    assert stored_order(order["id"])["status"] == "captured"
+    assert visit.appointment_now()["status"] == "confirmed"
+    assert [t["kind"] for t in ledger_of(order["id"])] == ["payment"]
+
+
+def test_an_expired_hold_cannot_be_paid_and_a_late_capture_is_refunded(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    order = visit.order().json()
+    _approve(sim, order)
+    clients.db().collection("appointments").document(visit.id).update(
+        {"holdExpiresAt": datetime.now(UTC) - timedelta(minutes=1)}
+    )
+    problem(visit.order(), 409, "hold_expired")
+
+    late = problem(visit.capture(order["id"]), 409, "hold_expired")
+    assert late["order"]["status"] == "refunded"
+    assert late["refund"]["status"] == "completed"
+    assert late["refund"]["amount"] == {"currency": "USD", "value": "20.00"}
+    assert sim_capture_of(sim, order["paypalOrderId"])["status"] == "REFUNDED"
+    books = ledger_of(order["id"])
+    assert [t["kind"] for t in books] == ["payment", "refund"]
+    assert_balanced(books)
+    for account in ("paypal_clearing", "platform_fees", f"earnings:doctor:{visit.doctor.uid}"):
+        assert account_sum(books, account) == 0, account
+    assert visit.appointment_now()["status"] == "expired"
+
+
+def _hours_ahead_visit(stack, admin, sim, hours: float):
+    visit = book_visit(stack, admin, hours_ahead=hours)
+    order = pay(visit, sim)
+    return visit, order
+
+
+def test_a_patient_cancelling_a_day_ahead_gets_everything_back(stack, sim, admin):
+    visit, order = _hours_ahead_visit(stack, admin, sim, 72)
+    cancelled = visit.patient.post(f"/appointments/{visit.id}/cancel", json={})
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["cancellation"]["refund"] == "full"
+    got = visit.patient.get(f"/payments/orders/{order['id']}").json()
+    assert got["status"] == "refunded"
+    assert got["refunded"] == {"currency": "USD", "value": "20.00"}
+    assert [(r["cause"], r["status"]) for r in got["refunds"]] == [("cancellation", "completed")]
+    books = ledger_of(order["id"])
+    assert [t["kind"] for t in books] == ["payment", "refund"]
+    assert account_sum(books, f"earnings:doctor:{visit.doctor.uid}") == 0
+    assert visit.appointment_now()["payment"]["status"] == "refunded"
+
+
+def test_a_patient_cancelling_late_gets_nothing_back(stack, sim, admin):
+    visit, order = _hours_ahead_visit(stack, admin, sim, 6)  # after the cut-off for refunds
+    cancelled = visit.patient.post(f"/appointments/{visit.id}/cancel", json={})
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["cancellation"]["refund"] == "none"
+    assert stored_order(order["id"])["status"] == "captured"
+    assert [t["kind"] for t in ledger_of(order["id"])] == ["payment"]
+
+
+def test_a_doctor_cancelling_late_refunds_in_full(stack, sim, admin):
+    visit, order = _hours_ahead_visit(stack, admin, sim, 6)
+    cancelled = visit.doctor_api.post(
+        f"/appointments/{visit.id}/cancel", json={"reason": "Called away to surgery"}
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["cancellation"]["refund"] == "full"
+    assert stored_order(order["id"])["status"] == "refunded"
+    assert [t["kind"] for t in ledger_of(order["id"])] == ["payment", "refund"]
+
+
+def test_paypal_down_during_a_cancellation_leaves_the_refund_for_the_sweep(stack, sim, admin):
+    visit, order = _hours_ahead_visit(stack, admin, sim, 72)
+    sim.fault(mock="INTERNAL_SERVER_ERROR", pathContains="/refund", count=3)
+    cancelled = visit.patient.post(f"/appointments/{visit.id}/cancel", json={})
+    assert cancelled.status_code == 200, cancelled.text  # the cancellation itself stands
+    (refund,) = visit.patient.get(f"/payments/orders/{order['id']}").json()["refunds"]
+    assert refund["status"] == "sending"
+    assert [t["kind"] for t in ledger_of(order["id"])] == ["payment"]
+
+    clients.db().collection("refunds").document(refund["id"]).update(
+        {"updatedAt": datetime.now(UTC) - timedelta(minutes=5)}
+    )
+    swept = admin.post("/payments/refunds/sweep")
+    assert swept.status_code == 200, swept.text
+    assert swept.json()["waiting"] == 0
+    assert swept.json()["done"] >= 1
+    assert stored_order(order["id"])["status"] == "refunded"
+    assert [t["kind"] for t in ledger_of(order["id"])] == ["payment", "refund"]
+
+
+def test_money_moves_leave_an_audit_trail(stack, sim, admin):
+    from shared import audit
+
+    visit = book_visit(stack, admin)
+    order = pay(visit, sim)
+
+    def trail(resource: str) -> list[tuple[str, str]]:
+        rows, _ = audit.list_entries(resource=resource, limit=20, cursor=None)
+        return sorted((data["action"], data["actor"]) for _, data in rows)
+
+    eventually(
+        lambda: trail(f"orders/{order['id']}"),
+        lambda got: ("create", visit.patient_user.uid) in got and ("update", "system") in got,
+        "the order's audit entries",
+    )
+    eventually(
+        lambda: trail(f"ledger/payment-{order['id']}"),
+        lambda got: got == [("create", "system")],
+        "the ledger transaction's audit entry",
+    )
