@@ -1,11 +1,12 @@
-"""Demo accounts for the local stack: one per role, the non-patient ones approved."""
+"""Demo data for the local stack: one account per role (the non-patient ones approved), the
+doctor's hours and the clinic's services, so a patient can book and pay at once."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shared import accounts, clients
+from shared import accounts, appointments, bookings, clients
 from shared.context import Role
 from shared.profile_fields import ProfileFields
 
@@ -46,7 +47,37 @@ def seed() -> list[Account]:
             )
             uid = created.profile["uid"]
         accounts_made.append(Account(role, email, password, uid))
+    by_role = {a.role: a.uid for a in accounts_made}
+    # Something to book and pay for: the doctor's hours and the clinic's services.
+    appointments.save_availability(by_role[Role.DOCTOR], DEMO_AVAILABILITY)
+    bookings.save_clinic(by_role[Role.CLINIC], DEMO_CLINIC, actor="seed")
     return accounts_made
+
+
+WEEK = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DEMO_AVAILABILITY = {
+    "timeZone": "Asia/Jakarta",
+    "slotMinutes": 30,
+    "weekly": {d: [{"start": "08:00", "end": "20:00"}] for d in WEEK},
+    "exceptions": [],
+}
+DEMO_CLINIC = {
+    "schedule": {
+        "timeZone": "Asia/Jakarta",
+        "windowMinutes": 60,
+        "weekly": [{"day": d, "opens": "08:00", "closes": "16:00", "capacity": 5} for d in WEEK],
+        "closedDates": [],
+    },
+    "services": [
+        {
+            "id": "checkup",
+            "name": "General check-up",
+            "durationMinutes": 20,
+            "price": {"currency": "USD", "amountMinor": 1250},
+            "active": True,
+        }
+    ],
+}
 
 
 DEMO_PLACE = {
@@ -76,6 +107,7 @@ DEMO_PROFILES = {
 
 
 def instructions(stack: Stack, accounts: list[Account]) -> str:
+    doctor = next(a.uid for a in accounts if a.role is Role.DOCTOR)
     lines = ["", "Demo accounts (e-mail / password):"]
     lines += [f"  {a.role.value:<9} {a.email:<26} {a.password}" for a in accounts]
     sign_in = (
@@ -95,6 +127,19 @@ def instructions(stack: Stack, accounts: list[Account]) -> str:
         '      -d "{\\"idToken\\":\\"$TOKEN\\"}"',
         "  # then send the __session cookie it sets (and X-CSRF-Token from the body on changes),",
         f'  # or skip cookies: curl {stack.gateway_url}/session -H "Authorization: Bearer $TOKEN"',
+        "",
+        "Pay for a consultation as the patient (the doctor takes 08:00-20:00 Jakarta time):",
+        f'  curl -s "{stack.gateway_url}/appointments/doctors/{doctor}/slots?from=<ISO>&to=<ISO>"'
+        " \\",
+        '      -H "Authorization: Bearer $TOKEN"',
+        f'  curl -s {stack.gateway_url}/appointments -H "Authorization: Bearer $TOKEN" \\',
+        "      -H 'Content-Type: application/json'"
+        f' -d \'{{"doctorUid":"{doctor}","start":"<slot>"}}\'',
+        f'  curl -s {stack.gateway_url}/paypal-create -H "Authorization: Bearer $TOKEN" \\',
+        "      -H 'Content-Type: application/json' -d '{\"appointmentId\":\"<id>\"}'",
+        "  curl -s '<approveLink>'   # the buyer approves, in the PayPal simulator's window",
+        f'  curl -s {stack.gateway_url}/paypal-capture -H "Authorization: Bearer $TOKEN" \\',
+        "      -H 'Content-Type: application/json' -d '{\"orderId\":\"<orderId>\"}'",
         f"API docs: {stack.gateway_url}/docs   OpenAPI: {stack.gateway_url}/openapi.json",
         "",
     ]
