@@ -74,10 +74,7 @@ def create(
 
     at = now or datetime.now(UTC)
     subject = authorize(subjects.read(kind, subject_id))  # a stranger's subject is a 404
-    order_id = rules.order_id_for(kind, subject_id)
-    existing = get(order_id)
-    if existing is not None and OrderStatus(existing["status"]) not in rules.CAPTURABLE:
-        raise Conflict("This is paid already.", code="already_paid", orderId=order_id)
+    order_id, existing = _current_order(kind, subject_id)
     try:
         rules.check_payable(kind, subject, at)
     except NotPayable as refusal:
@@ -125,6 +122,31 @@ def create(
     return order, True
 
 
+MAX_ORDERS_PER_SUBJECT = 5
+
+
+def _current_order(kind: Kind, subject_id: str) -> tuple[str, dict[str, Any] | None]:
+    """The id of the subject's order to pay with, and that order if it exists yet.
+
+    One order per subject, except that a payment PayPal denied leaves the subject unpaid, so
+    the next order gets the next id (and, with it, a new PayPal-Request-Id)."""
+    base = rules.order_id_for(kind, subject_id)
+    for n in range(1, MAX_ORDERS_PER_SUBJECT + 1):
+        order_id = base if n == 1 else f"{base}-{n}"
+        existing = get(order_id)
+        if existing is None:
+            return order_id, None
+        status = OrderStatus(existing["status"])
+        if status in rules.CAPTURABLE:
+            return order_id, existing
+        if status is not OrderStatus.DENIED:
+            raise Conflict("This is paid already.", code="already_paid", orderId=order_id)
+    raise Conflict(
+        "PayPal denied every payment tried for this; book again or contact support.",
+        code="too_many_denied_payments",
+    )
+
+
 def _description(kind: Kind, subject: dict[str, Any]) -> str:
     if kind is Kind.APPOINTMENT:
         return f"Alo Doktor consultation {subject['start']:%Y-%m-%d %H:%M} UTC"
@@ -145,6 +167,16 @@ def capture(order: dict[str, Any]) -> Settled:
     """Capture an approved order (the owner's call) and settle what PayPal answers."""
     if OrderStatus(order["status"]) not in rules.CAPTURABLE:
         return Settled(order)  # captured before: the same answer again, nothing new
+    kind = Kind(order["kind"])
+    try:
+        # Not charged at all is better than charged and refunded: look before capturing.
+        # (Should the subject end while PayPal captures, `settle` refunds it instead.)
+        subject = subjects.read(kind, order["subjectId"])
+        if subject is None:
+            raise NotPayable("not_payable", "What this order paid for no longer exists.")
+        rules.check_payable(kind, subject, datetime.now(UTC))
+    except NotPayable as refusal:
+        raise Conflict(refusal.message, code=refusal.code) from None
     client = paypal.get()
     # One request id per attempt: its retries (5xx, timeouts) replay at PayPal, and after a
     # decline the buyer's next approval is captured afresh, not answered with the old decline.

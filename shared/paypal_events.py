@@ -23,6 +23,7 @@ from shared import clients, ledger, ledger_store, logs, orders, paypal, refunds,
 from shared import payment_rules as rules
 from shared import payment_subjects as subjects
 from shared.errors import BadRequest
+from shared.money import Money
 from shared.payment_rules import Kind, OrderStatus
 
 log = logs.get("alodoktor.paypal_events")
@@ -42,6 +43,10 @@ def receive(headers: dict[str, str], event: dict[str, Any]) -> dict[str, Any]:
     event_id = str(event.get("id", ""))
     if not EVENT_ID.match(event_id):
         raise BadRequest("The event has no usable id.", code="webhook_invalid")
+    problem = malformed(event.get("resource"))
+    if problem:
+        log.error("PayPal webhook %s is malformed: %s", event_id, problem)
+        raise BadRequest(f"The event's resource is malformed: {problem}.", code="webhook_invalid")
     if not paypal.get().verify_webhook(headers, event):
         log.warning("unverified PayPal webhook %s (%s)", event_id, event.get("event_type"))
         raise BadRequest("PayPal did not verify this webhook.", code="webhook_unverified")
@@ -67,6 +72,33 @@ def receive(headers: dict[str, str], event: dict[str, Any]) -> dict[str, Any]:
     return {"eventId": event_id, "outcome": outcome, "replayed": False}
 
 
+def malformed(resource: Any) -> str | None:
+    """What is wrong with a resource's shape, if anything, before any of it is believed."""
+    from shared.money import MoneyError
+
+    if not isinstance(resource, dict):
+        return "not an object"
+    if not isinstance(resource.get("id"), str):
+        return "no id"
+    for name in ("custom_id", "status"):
+        if name in resource and not isinstance(resource[name], str):
+            return f"{name} is not a string"
+    amount = resource.get("amount")
+    if not isinstance(amount, dict):
+        return "no amount"
+    try:
+        Money.parse(str(amount.get("currency_code")), str(amount.get("value")).lstrip("-"))
+    except MoneyError as exc:
+        return f"amount: {exc}"
+    links = resource.get("links", [])
+    if not isinstance(links, list) or not all(isinstance(link, dict) for link in links):
+        return "links is not a list of objects"
+    extra = resource.get("supplementary_data", {})
+    if not isinstance(extra, dict) or not isinstance(extra.get("related_ids", {}), dict):
+        return "supplementary_data is not an object"
+    return None
+
+
 def apply(event: dict[str, Any]) -> str:
     kind = str(event.get("event_type", ""))
     resource = event.get("resource")
@@ -76,7 +108,7 @@ def apply(event: dict[str, Any]) -> str:
         return _refunded(resource)
     if not kind.startswith("PAYMENT.CAPTURE."):
         return "ignored"
-    order = _order_of_capture(resource)
+    order = _order_of_capture(resource) or _order_of_capture({"id": _capture_id_of(resource)})
     if order is None:
         log.warning("PayPal %s for a capture we do not know: %s", kind, resource.get("id"))
         return "unknown_capture"
@@ -84,8 +116,26 @@ def apply(event: dict[str, Any]) -> str:
         settled = orders.settle(order["id"], resource)
         return "refunded_unpayable" if settled.refusal else settled.order["status"]
     if kind in ("PAYMENT.CAPTURE.DENIED", "PAYMENT.CAPTURE.REVERSED"):
-        return take_back(order["id"], str(resource.get("id")), kind.rsplit(".", 1)[1].lower())
+        why = kind.rsplit(".", 1)[1].lower()
+        return take_back(order["id"], _capture_id_of(resource), why, _reversed_minor(resource))
     return "ignored"
+
+
+def _capture_id_of(resource: dict[str, Any]) -> str:
+    """A capture's own id, or, for a refund-shaped resource (as PayPal may send a reversal),
+    the capture its `up` link names."""
+    return _capture_id_of_refund(resource) or str(resource.get("id"))
+
+
+def _reversed_minor(resource: dict[str, Any]) -> int | None:
+    """What a refund-shaped reversal took back; None for a capture-shaped one (all of it)."""
+    if _capture_id_of_refund(resource) is None:
+        return None
+    amount = resource.get("amount")
+    if not isinstance(amount, dict):
+        return None
+    value = str(amount.get("value", "")).lstrip("-")
+    return Money.parse(str(amount.get("currency_code", "")), value).amount_minor
 
 
 def _order_of_capture(capture: dict[str, Any]) -> dict[str, Any] | None:
@@ -104,9 +154,10 @@ def _order_of_capture(capture: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def take_back(order_id: str, capture_id: str, why: str) -> str:
+def take_back(order_id: str, capture_id: str, why: str, amount_minor: int | None = None) -> str:
     """PayPal took the money back (a denied pending capture, or a chargeback): reverse what
-    the ledger still counts, un-confirm the subject, in one transaction."""
+    the ledger still counts (or `amount_minor`, when PayPal says how much), un-confirm the
+    subject, in one transaction."""
 
     def body(tx: Any) -> str:
         snap = orders.order_ref(order_id).get(transaction=tx)
@@ -125,7 +176,10 @@ def take_back(order_id: str, capture_id: str, why: str) -> str:
         subject = subjects.read(kind, order["subjectId"], tx=tx)
         capture = refunds.capture_of(order)
         refunded = int(order.get("refundedMinor", 0))
-        left = capture.amount_minor - refunded
+        # Refunds under way are PayPal's too: a chargeback only takes what they leave.
+        left = capture.amount_minor - refunded - int(order.get("refundingMinor", 0))
+        if amount_minor is not None:
+            left = min(amount_minor, capture.amount_minor - refunded)
         if left > 0:
             owed = ledger_store.owed(capture.provider, capture.currency, tx=tx)
             transaction = ledger.give_back(

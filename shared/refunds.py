@@ -84,6 +84,7 @@ def queue_in(
     amount_minor: int | None = None,
     now: datetime | None = None,
     status: str = PENDING,
+    paypal_refund: dict[str, Any] | None = None,
 ) -> None:
     """Queue a refund of `amount_minor` (None: all that is left when it is sent). Writes only."""
     at = now or datetime.now(UTC)
@@ -101,6 +102,8 @@ def queue_in(
             "cause": cause,
             "requestedBy": requested_by,
             "status": status,
+            # Set when PayPal made the refund itself: it is booked, never sent again.
+            "paypalRefund": paypal_refund,
             "createdAt": at,
             "updatedAt": at,
         },
@@ -231,6 +234,7 @@ def _check_amount(order: dict[str, Any], amount: Money | None) -> int:
     if OrderStatus(order["status"]) not in rules.HOLDS_MONEY or left <= 0:
         raise Conflict("Nothing of this order is left to refund.", code="nothing_to_refund")
     if amount is None:
+        _check_provider_can_give_back(order, left)
         return left
     if amount.currency != order["currency"]:
         raise Conflict(
@@ -245,7 +249,24 @@ def _check_amount(order: dict[str, Any], amount: Money | None) -> int:
                 "value": Money(order["currency"], left).value,
             },
         )
+    _check_provider_can_give_back(order, amount.amount_minor)
     return amount.amount_minor
+
+
+def _check_provider_can_give_back(order: dict[str, Any], amount_minor: int) -> None:
+    """An admin's refund may not take back earnings the provider was already paid out: that
+    would be the platform's loss, which only a chargeback may impose."""
+    capture = capture_of(order)
+    returned = int(order.get("refundedMinor", 0)) + int(order.get("refundingMinor", 0))
+    try:
+        ledger.give_back(
+            capture,
+            amount_minor,
+            returned,
+            provider_owed_minor=ledger_store.owed(capture.provider, capture.currency),
+        )
+    except ledger.LedgerError as exc:
+        raise Conflict(str(exc), code=exc.code) from None
 
 
 # -- sending -----------------------------------------------------------------------------
@@ -267,6 +288,9 @@ def send(refund_id: str) -> dict[str, Any]:
         raise NotFound("No such refund.", code="refund_not_found")
     if refund["status"] != SENDING:
         return refund
+    if refund.get("paypalRefund"):
+        # PayPal made this refund itself (in its dashboard): only our books are behind.
+        return book(refund_id, refund["paypalRefund"])
     order = order_ref(refund["orderId"]).get().to_dict()
     money = Money(refund["currency"], int(refund["amountMinor"]))
     try:
@@ -309,6 +333,8 @@ def _reserve(refund_id: str) -> dict[str, Any] | None:
         left = rules.refundable(order_snap.to_dict())
         amount = left if refund["amountMinor"] is None else int(refund["amountMinor"])
         now = datetime.now(UTC)
+        if amount <= 0 and int(order_snap.to_dict().get("refundingMinor", 0)) > 0:
+            return refund  # another refund holds the rest; if PayPal refuses it, this one runs
         if amount <= 0:
             change: dict[str, Any] = {"status": SKIPPED, "amountMinor": 0, "updatedAt": now}
         elif amount > left:
@@ -362,10 +388,12 @@ def book(refund_id: str, paypal_refund: dict[str, Any]) -> dict[str, Any]:
         owed = ledger_store.owed(capture.provider, capture.currency)
         now = datetime.now(UTC)
         refunded = int(order.get("refundedMinor", 0))
+        # A chargeback booked meanwhile returned its part already: count it as returned.
+        returned = refunded + int(order.get("reversedMinor", 0))
         transaction = ledger.give_back(
             capture,
             amount,
-            refunded,
+            returned,
             provider_owed_minor=owed,
             kind="refund",
             absorb_shortfall=True,  # PayPal has already paid it back: the books must follow
@@ -374,6 +402,8 @@ def book(refund_id: str, paypal_refund: dict[str, Any]) -> dict[str, Any]:
             tx, f"refund-{refund_id}", transaction, order_id=order["id"], parties=parties(order)
         )
         status = rules.status_after_refund(int(order["amountMinor"]), refunded + amount)
+        if OrderStatus(order["status"]) not in rules.HOLDS_MONEY:
+            status = OrderStatus(order["status"])  # reversed or denied stays so
         store.update(
             order_snap.reference,
             {
@@ -423,6 +453,15 @@ def parties(order: dict[str, Any]) -> dict[str, str]:
 
 def record_external(order: dict[str, Any], paypal_refund: dict[str, Any]) -> dict[str, Any]:
     """A refund made outside this backend (in PayPal's dashboard): record and book it once."""
+    noted = note_external(order, paypal_refund)
+    if noted["status"] != SENDING:
+        return noted
+    return book(noted["id"], paypal_refund)
+
+
+def note_external(order: dict[str, Any], paypal_refund: dict[str, Any]) -> dict[str, Any]:
+    """Record a refund PayPal made on its own, reserved against the order, to be booked (by
+    the caller now, or by the sweep should this instance stop first: never sent again)."""
     refund_id = f"{order['id']}-paypal-{paypal_refund.get('id')}"
     amount = paypal_refund.get("amount") or {}
     money = Money.parse(amount.get("currency_code", order["currency"]), amount.get("value", "0"))
@@ -444,14 +483,13 @@ def record_external(order: dict[str, Any], paypal_refund: dict[str, Any]) -> dic
             amount_minor=money.amount_minor,
             now=now,
             status=SENDING,  # PayPal has refunded already: reserved at once, nothing can refuse
+            paypal_refund={"id": paypal_refund.get("id"), "status": paypal_refund.get("status")},
         )
         _hold(batch, order_snap, money.amount_minor, now)
         return {"id": refund_id, "status": SENDING}
 
-    created = store.run_optimistic(create, attempts=10)
-    if created["status"] != SENDING:
-        return dict(created)
-    return book(refund_id, paypal_refund)
+    created: dict[str, Any] = store.run_optimistic(create, attempts=10)
+    return created
 
 
 # -- the sweep ---------------------------------------------------------------------------
@@ -476,7 +514,12 @@ def sweep(*, limit: int, older_than: timedelta = timedelta(minutes=1)) -> tuple[
     )
     done = waiting = 0
     for snap in due:
-        result = send_quietly(snap.id)
+        try:
+            result = send_quietly(snap.id)
+        except Exception:  # one broken refund must not hold up every other one behind it
+            log.exception("refund %s could not be sent; it stays for the next sweep", snap.id)
+            waiting += 1
+            continue
         if result is not None and result["status"] in OPEN:
             waiting += 1
         else:

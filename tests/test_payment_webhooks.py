@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import requests
 
-from shared import clients
+from shared import clients, refunds
 from shared.context import Role
 from shared.money import Money
 from tests.payment_support import (
@@ -16,8 +17,10 @@ from tests.payment_support import (
     assert_balanced,
     book_visit,
     deliveries,
+    hold_webhooks,
     ledger_of,
     pay,
+    release_webhooks,
     stored_order,
 )
 from tests.paypal_support import Sim
@@ -44,6 +47,11 @@ def _post(stack, body: bytes, headers: dict[str, str]) -> requests.Response:
     )
 
 
+def _admin_refund(admin: Api, order_id: str, value: str) -> requests.Response:
+    body = {"orderId": order_id, "amount": {"currency": "USD", "value": value}, "reason": "Late"}
+    return admin.post("/payments/refunds", json=body)
+
+
 def _event_doc(event_id: str) -> dict[str, Any] | None:
     snap = clients.db().collection("paypalEvents").document(event_id).get()
     return snap.to_dict() if snap.exists else None
@@ -63,6 +71,13 @@ def test_an_event_paypal_does_not_verify_is_refused_and_changes_nothing(stack, s
     problem(_post(stack, json.dumps(forged).encode(), unsigned), 400, "webhook_unverified")
     problem(_post(stack, b'{"id": "x"}', delivery["headers"]), 400)
     problem(_post(stack, b"not json", delivery["headers"]), 400)
+    shapeless = {"id": "WH-SHAPELESS-1", "event_type": "PAYMENT.CAPTURE.COMPLETED"}
+    cents_and_more = {"currency_code": "USD", "value": "1.005"}
+    for resource in ({"id": "C1"}, {"id": "C1", "amount": cents_and_more}):
+        odd = _post(
+            stack, json.dumps({**shapeless, "resource": resource}).encode(), delivery["headers"]
+        )
+        problem(odd, 400, "webhook_invalid")
 
     assert _event_doc(forged["id"]) is None
     assert stored_order(order["id"])["status"] == "captured"
@@ -73,14 +88,7 @@ def test_an_event_paypal_does_not_verify_is_refused_and_changes_nothing(stack, s
 def test_a_replayed_event_is_acknowledged_and_not_applied_twice(stack, sim, admin):
     visit = book_visit(stack, admin)
     order = pay(visit, sim)
-    refunded = admin.post(
-        "/payments/refunds",
-        json={
-            "orderId": order["id"],
-            "amount": {"currency": "USD", "value": "5.00"},
-            "reason": "Late start",
-        },
-    )
+    refunded = _admin_refund(admin, order["id"], "5.00")
     assert refunded.status_code == 201, refunded.text
     refund_id = refunded.json()["paypalRefundId"]
     (first,) = eventually(
@@ -181,3 +189,59 @@ def test_events_for_captures_we_do_not_know_are_acknowledged(stack, sim):
     )
     assert delivery["status"] == 200  # PayPal must not retry it forever
     assert _event_doc(delivery["event"]["id"])["outcome"] == "unknown_capture"
+
+
+def _refund_posts(sim: Sim, capture_id: str) -> list[dict[str, Any]]:
+    seen = sim.control("GET", "/requests")["requests"]
+    return [r for r in seen if r["path"] == f"/v2/payments/captures/{capture_id}/refund"]
+
+
+def test_a_dashboard_refund_left_half_booked_is_finished_not_sent_again(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    order = pay(visit, sim)
+    hold_webhooks(sim)
+    made = sim.client().refund_capture(
+        order["captureId"], request_id="dash-" + order["id"], money=Money("USD", 400)
+    )
+    # The webhook's first step, then its instance stopped before booking the refund.
+    noted = refunds.note_external(stored_order(order["id"]), made)
+    assert noted["status"] == "sending"
+    clients.db().collection("refunds").document(noted["id"]).update(
+        {"updatedAt": datetime.now(UTC) - timedelta(minutes=5)}
+    )
+    assert admin.post("/payments/refunds/sweep").json()["waiting"] == 0
+    assert len(_refund_posts(sim, order["captureId"])) == 1  # only PayPal's own
+    assert stored_order(order["id"])["refundedMinor"] == 400
+    (sent,) = release_webhooks(sim)  # PayPal's late news of it changes nothing now
+    assert sent["status"] == 200
+    assert stored_order(order["id"])["refundedMinor"] == 400
+    assert [t["kind"] for t in ledger_of(order["id"])] == ["payment", "refund"]
+
+
+def test_a_chargeback_during_a_refund_in_flight_never_returns_more_than_was_paid(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    order = pay(visit, sim)
+    # PayPal makes the refund, but its answers never arrive: the refund stays `sending`.
+    sim.fault(delay=4, pathContains="/refund", count=3)
+    lost = _admin_refund(admin, order["id"], "5.00")
+    problem(lost, 503, "paypal_unavailable")
+    sent = sim.control(
+        "POST",
+        "/webhooks",
+        json={"eventType": "PAYMENT.CAPTURE.REVERSED", "captureId": order["captureId"]},
+    )
+    assert sent["status"] == 200
+    assert stored_order(order["id"])["reversedMinor"] == 1500  # the refund under way keeps its 5
+
+    (refund,) = refunds.for_order(order["id"])
+    clients.db().collection("refunds").document(refund["id"]).update(
+        {"updatedAt": datetime.now(UTC) - timedelta(minutes=5)}
+    )
+    assert admin.post("/payments/refunds/sweep").json()["waiting"] == 0
+    final = stored_order(order["id"])
+    assert final["status"] == "reversed"
+    books = ledger_of(order["id"])
+    assert sorted(t["kind"] for t in books) == ["payment", "refund", "reversal"]
+    assert_balanced(books)
+    assert account_sum(books, "paypal_clearing") == 0  # 20 in, 15 reversed, 5 refunded
+    assert account_sum(books, f"earnings:doctor:{visit.doctor.uid}") == 0

@@ -253,12 +253,18 @@ def test_an_order_captured_elsewhere_is_reconciled_not_refused(stack, sim, admin
     assert len(ledger_of(order["id"])) == 1
 
 
-def test_the_completed_webhook_settles_an_order_whose_capture_answer_never_came(stack, sim, admin):
-    visit = book_visit(stack, admin)
-    order = visit.order().json()
+def _captured_at_paypal_only(visit, sim: Sim) -> dict[str, Any]:
+    """An approved order PayPal captured without our hearing of it yet (webhooks held)."""
+    order: dict[str, Any] = visit.order().json()
     _approve(sim, order)
     hold_webhooks(sim)
-    sim.client().capture_order(order["paypalOrderId"], request_id="gone-" + order["id"])
+    sim.client().capture_order(order["paypalOrderId"], request_id="elsewhere-" + order["id"])
+    return order
+
+
+def test_the_completed_webhook_settles_an_order_whose_capture_answer_never_came(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    order = _captured_at_paypal_only(visit, sim)
     assert stored_order(order["id"])["status"] == "created"
     (sent,) = release_webhooks(sim)
     assert sent["status"] == 200
@@ -267,19 +273,36 @@ def test_the_completed_webhook_settles_an_order_whose_capture_answer_never_came(
     assert [t["kind"] for t in ledger_of(order["id"])] == ["payment"]
 
 
-def test_an_expired_hold_cannot_be_paid_and_a_late_capture_is_refunded(stack, sim, admin):
-    visit = book_visit(stack, admin)
-    order = visit.order().json()
-    _approve(sim, order)
+def _expire_hold(visit) -> None:
     clients.db().collection("appointments").document(visit.id).update(
         {"holdExpiresAt": datetime.now(UTC) - timedelta(minutes=1)}
     )
-    problem(visit.order(), 409, "hold_expired")
 
-    late = problem(visit.capture(order["id"]), 409, "hold_expired")
-    assert late["order"]["status"] == "refunded"
-    assert late["refund"]["status"] == "completed"
-    assert late["refund"]["amount"] == {"currency": "USD", "value": "20.00"}
+
+def test_an_expired_hold_cannot_be_paid_and_nothing_is_charged(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    order = visit.order().json()
+    _approve(sim, order)
+    _expire_hold(visit)
+    problem(visit.order(), 409, "hold_expired")
+    problem(visit.capture(order["id"]), 409, "hold_expired")
+    assert sim.client().get_order(order["paypalOrderId"])["status"] == "APPROVED"  # not charged
+    assert ledger_of(order["id"]) == []
+
+
+def test_a_capture_that_lands_after_the_hold_ran_out_is_refunded(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    # PayPal captured (say the page did, as the hold was running out) and tells us late.
+    order = _captured_at_paypal_only(visit, sim)
+    _expire_hold(visit)
+    (sent,) = release_webhooks(sim)
+    assert sent["status"] == 200
+
+    got = visit.patient.get(f"/payments/orders/{order['id']}").json()
+    assert got["status"] == "refunded"
+    assert [(r["cause"], r["status"], r["amount"]["value"]) for r in got["refunds"]] == [
+        ("unpayable", "completed", "20.00")
+    ]
     assert sim_capture_of(sim, order["paypalOrderId"])["status"] == "REFUNDED"
     books = ledger_of(order["id"])
     assert [t["kind"] for t in books] == ["payment", "refund"]
@@ -287,6 +310,21 @@ def test_an_expired_hold_cannot_be_paid_and_a_late_capture_is_refunded(stack, si
     for account in ("paypal_clearing", "platform_fees", f"earnings:doctor:{visit.doctor.uid}"):
         assert account_sum(books, account) == 0, account
     assert visit.appointment_now()["status"] == "expired"
+
+
+def test_after_paypal_denied_a_payment_the_patient_can_pay_again(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    first = visit.order().json()
+    # As PAYMENT.CAPTURE.DENIED leaves a pending capture: nothing was paid.
+    clients.db().collection("orders").document(first["id"]).update({"status": "denied"})
+    again = visit.order()
+    assert again.status_code == 201, again.text
+    assert again.json()["id"] == first["id"] + "-2"
+    assert again.json()["paypalOrderId"] != first["paypalOrderId"]
+    _approve(sim, again.json())
+    assert visit.capture(again.json()["id"]).status_code == 200
+    assert visit.appointment_now()["status"] == "confirmed"
+    problem(visit.order(), 409, "already_paid")
 
 
 def _hours_ahead_visit(stack, admin, sim, hours: float):
