@@ -45,6 +45,23 @@ class InstrumentDeclined(ApiError):
     title = "The payment method was declined"
 
 
+class PayPalRefused(ApiError):
+    """PayPal refused a call: 422 when it judged the payment (the payer's account, an order
+    it let expire), 502 when it refused our request itself."""
+
+    status = 502
+    code = "paypal_refused"
+    title = "PayPal refused the payment step"
+
+    def __init__(self, exc: paypal.PayPalError) -> None:
+        self.status = 422 if exc.status == 422 else 502
+        super().__init__(
+            f"PayPal refused: {exc.issue or exc.name or exc.status}. Nothing was recorded.",
+            paypalIssue=exc.issue or exc.name,
+            paypalDebugId=exc.debug_id or None,
+        )
+
+
 class PaymentUnsettled(ApiError):
     status = 502
     code = "paypal_unexpected_answer"
@@ -85,13 +102,16 @@ def create(
     provider_kind, provider_uid = rules.provider_of(kind, subject)
     # Our order id is the PayPal-Request-Id: a retry after a lost answer (or a second click)
     # gets the same PayPal order back instead of a second one.
-    made = paypal.get().create_order(
-        money,
-        request_id=order_id,
-        reference_id=f"{kind.value}:{subject_id}",
-        custom_id=order_id,
-        description=_description(kind, subject),
-    )
+    try:
+        made = paypal.get().create_order(
+            money,
+            request_id=order_id,
+            reference_id=f"{kind.value}:{subject_id}",
+            custom_id=order_id,
+            description=_description(kind, subject),
+        )
+    except paypal.PayPalError as exc:
+        raise PayPalRefused(exc) from None
     link = paypal.approve_link(made)
     order = {
         "id": order_id,
@@ -177,18 +197,8 @@ def capture(order: dict[str, Any]) -> Settled:
         rules.check_payable(kind, subject, datetime.now(UTC))
     except NotPayable as refusal:
         raise Conflict(refusal.message, code=refusal.code) from None
-    client = paypal.get()
-    # One request id per attempt: its retries (5xx, timeouts) replay at PayPal, and after a
-    # decline the buyer's next approval is captured afresh, not answered with the old decline.
-    attempt = int(order.get("captureAttempt", 0))
     try:
-        answer = client.capture_order(
-            order["paypalOrderId"], request_id=f"{order['id']}-capture-{attempt}"
-        )
-    except paypal.OrderAlreadyCaptured:
-        # Captured already, perhaps by us with an answer that never arrived: PayPal's order
-        # says how, so reconcile from it rather than fail.
-        answer = client.get_order(order["paypalOrderId"])
+        answer = _captured_order(order)
     except paypal.InstrumentDeclined:
         _next_attempt(order)
         raise InstrumentDeclined(
@@ -203,6 +213,8 @@ def capture(order: dict[str, Any]) -> Settled:
             code="order_not_approved",
             approveLink=order.get("approveLink"),
         ) from None
+    except paypal.PayPalError as exc:  # e.g. an order PayPal let expire unapproved
+        raise PayPalRefused(exc) from None
     found = first_capture(answer)
     if found is None:
         log.error("PayPal order %s has no capture: %s", order["paypalOrderId"], answer)
@@ -215,6 +227,22 @@ def capture(order: dict[str, Any]) -> Settled:
             action="choose_other_funding_source",
         )
     return settle(order["id"], found)
+
+
+def _captured_order(order: dict[str, Any]) -> dict[str, Any]:
+    """PayPal's order after capturing it (or finding it captured already)."""
+    client = paypal.get()
+    # One request id per attempt: its retries (5xx, timeouts) replay at PayPal, and after a
+    # decline the buyer's next approval is captured afresh, not answered with the old decline.
+    attempt = int(order.get("captureAttempt", 0))
+    try:
+        return client.capture_order(
+            order["paypalOrderId"], request_id=f"{order['id']}-capture-{attempt}"
+        )
+    except paypal.OrderAlreadyCaptured:
+        # Captured already, perhaps by us with an answer that never arrived: PayPal's order
+        # says how, so reconcile from it rather than fail.
+        return client.get_order(order["paypalOrderId"])
 
 
 def _next_attempt(order: dict[str, Any]) -> None:

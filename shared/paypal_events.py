@@ -47,7 +47,14 @@ def receive(headers: dict[str, str], event: dict[str, Any]) -> dict[str, Any]:
     if problem:
         log.error("PayPal webhook %s is malformed: %s", event_id, problem)
         raise BadRequest(f"The event's resource is malformed: {problem}.", code="webhook_invalid")
-    if not paypal.get().verify_webhook(headers, event):
+    try:
+        verified = paypal.get().verify_webhook(headers, event)
+    except paypal.PayPalUnavailable:
+        raise  # 503: PayPal delivers again later
+    except paypal.PayPalError as exc:  # PayPal refused to check it (e.g. headers it rejects)
+        log.warning("PayPal would not verify webhook %s: %s", event_id, exc)
+        verified = False
+    if not verified:
         log.warning("unverified PayPal webhook %s (%s)", event_id, event.get("event_type"))
         raise BadRequest("PayPal did not verify this webhook.", code="webhook_unverified")
     ref = _db().collection(EVENTS).document(event_id)

@@ -408,3 +408,15 @@ def test_money_moves_leave_an_audit_trail(stack, sim, admin):
         lambda got: got == [("create", "system")],
         "the ledger transaction's audit entry",
     )
+
+
+def test_paypal_refusing_the_payer_is_a_clear_answer_with_nothing_recorded(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    order = visit.order().json()
+    _approve(sim, order)
+    sim.fault(mock="PAYER_ACCOUNT_LOCKED_OR_CLOSED", pathContains="/capture")
+    body = problem(visit.capture(order["id"]), 422, "paypal_refused")
+    assert body["paypalIssue"] == "PAYER_ACCOUNT_LOCKED_OR_CLOSED"
+    assert stored_order(order["id"])["status"] == "created"
+    assert ledger_of(order["id"]) == []
+    assert visit.appointment_now()["status"] == "pending_payment"
