@@ -193,6 +193,8 @@ class State:
     webhooks_sent: list[dict[str, Any]] = field(default_factory=list)
     # While held, outgoing webhooks wait (as when PayPal is slow to notify) until released.
     webhooks_held: bool = False
+    # Captures left PENDING (as an eCheck is) until a COMPLETED or DENIED webhook settles them.
+    pending_captures: int = 0
     webhooks_waiting: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -522,6 +524,8 @@ def create_app(
                 raise fail(422, "ORDER_NOT_APPROVED")
             order["status"] = "COMPLETED"
             captures: list[dict[str, Any]] = []
+            pending = state.pending_captures > 0
+            state.pending_captures = max(state.pending_captures - 1, 0)
             for unit in order["purchase_units"]:
                 capture_id = paypal_id()
                 fee = (
@@ -548,12 +552,16 @@ def create_app(
                 for k in ("custom_id", "invoice_id"):
                     if k in unit:
                         cap[k] = unit[k]
+                if pending:
+                    cap["status"] = "PENDING"
+                    cap["status_details"] = {"reason": "ECHECK"}
                 state.captures[capture_id] = cap
                 state.capture_order[capture_id] = order_id
                 unit["payments"] = {"captures": [cap]}
                 captures.append(cap)
         for cap in captures:
-            deliver_later("PAYMENT.CAPTURE.COMPLETED", capture_view(cap["id"]))
+            event = "PAYMENT.CAPTURE.PENDING" if pending else "PAYMENT.CAPTURE.COMPLETED"
+            deliver_later(event, capture_view(cap["id"]))
         return _json(201, representation(order))
 
     # -- Payments v2 ------------------------------------------------------------------------
@@ -661,6 +669,7 @@ def create_app(
     def build_event(event_type: str, resource: dict[str, Any]) -> dict[str, Any]:
         summaries = {
             "PAYMENT.CAPTURE.COMPLETED": "Payment completed",
+            "PAYMENT.CAPTURE.PENDING": "Payment pending",
             "PAYMENT.CAPTURE.DENIED": "Payment denied",
             "PAYMENT.CAPTURE.REFUNDED": "A capture was refunded",
             "PAYMENT.CAPTURE.REVERSED": "A capture was reversed",
@@ -720,6 +729,14 @@ def create_app(
                 state.webhooks_waiting.append(event)
                 return
         threading.Thread(target=send, args=(event, state.webhook_url, base()), daemon=True).start()
+
+    @app.post("/_sim/captures/pending")
+    def pend_captures() -> flask.Response:
+        """Leave the next `count` captures PENDING, as PayPal does for an eCheck."""
+        count = int(flask.request.get_json(force=True).get("count", 1))
+        with state.lock:
+            state.pending_captures = count
+        return _json(200, {"pending": count})
 
     @app.post("/_sim/webhooks/hold")
     def hold_webhooks() -> flask.Response:
@@ -786,6 +803,7 @@ def create_app(
     def clear_faults() -> flask.Response:
         with state.lock:
             state.faults.clear()
+            state.pending_captures = 0
             state.webhooks_held = False
             state.webhooks_waiting.clear()
         return _json(200, {"queued": 0})
@@ -824,7 +842,10 @@ def create_app(
             cap = state.captures.get(capture_id)
             if cap is None:
                 return _json(404, {"error": f"no capture {capture_id}"})
-            if event_type == "PAYMENT.CAPTURE.DENIED":
+            if event_type == "PAYMENT.CAPTURE.COMPLETED" and cap["status"] == "PENDING":
+                cap["status"] = "COMPLETED"
+                cap.pop("status_details", None)
+            elif event_type == "PAYMENT.CAPTURE.DENIED":
                 cap["status"] = "DECLINED"
             elif event_type == "PAYMENT.CAPTURE.REVERSED":
                 cap["status"] = "REFUNDED"

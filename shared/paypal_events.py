@@ -6,6 +6,7 @@ acknowledged without being applied again. Applying is itself idempotent (it move
 refunds only forward), so two deliveries of one event racing each other do no harm either.
 
   PAYMENT.CAPTURE.COMPLETED  settle the order, as the capture route would (a lost answer)
+  PAYMENT.CAPTURE.PENDING    the order waits for PayPal (an eCheck): capture_pending
   PAYMENT.CAPTURE.DENIED     a pending capture failed: the order is denied; money we had
                              counted is taken back as for a reversal
   PAYMENT.CAPTURE.REVERSED   a chargeback: the ledger is reversed and the subject un-confirmed
@@ -119,7 +120,7 @@ def apply(event: dict[str, Any]) -> str:
     if order is None:
         log.warning("PayPal %s for a capture we do not know: %s", kind, resource.get("id"))
         return "unknown_capture"
-    if kind == "PAYMENT.CAPTURE.COMPLETED":
+    if kind in ("PAYMENT.CAPTURE.COMPLETED", "PAYMENT.CAPTURE.PENDING"):
         settled = orders.settle(order["id"], resource)
         return "refunded_unpayable" if settled.refusal else settled.order["status"]
     if kind in ("PAYMENT.CAPTURE.DENIED", "PAYMENT.CAPTURE.REVERSED"):

@@ -110,3 +110,12 @@ def deliveries(sim: Sim, event_type: str, resource_id: str) -> list[dict[str, An
         for d in sent
         if d["event"]["event_type"] == event_type and d["event"]["resource"]["id"] == resource_id
     ]
+
+
+def paypal_event(sim: Sim, event_type: str, capture_id: str) -> dict[str, Any]:
+    """Have PayPal send a signed PAYMENT.CAPTURE.* event now; our webhook must take it (200)."""
+    sent: dict[str, Any] = sim.control(
+        "POST", "/webhooks", json={"eventType": event_type, "captureId": capture_id}
+    )
+    assert sent["status"] == 200, sent
+    return sent

@@ -20,6 +20,7 @@ from tests.payment_support import (
     hold_webhooks,
     ledger_of,
     pay,
+    paypal_event,
     release_webhooks,
     stored_order,
 )
@@ -112,12 +113,7 @@ def test_a_replayed_event_is_acknowledged_and_not_applied_twice(stack, sim, admi
 def test_a_chargeback_reverses_the_books_and_frees_the_slot(stack, sim, admin):
     visit = book_visit(stack, admin)
     order = pay(visit, sim)
-    sent = sim.control(
-        "POST",
-        "/webhooks",
-        json={"eventType": "PAYMENT.CAPTURE.REVERSED", "captureId": order["captureId"]},
-    )
-    assert sent["status"] == 200
+    paypal_event(sim, "PAYMENT.CAPTURE.REVERSED", order["captureId"])
     assert stored_order(order["id"])["status"] == "reversed"
     appointment = visit.appointment_now()
     assert appointment["status"] == "cancelled"
@@ -143,12 +139,7 @@ def test_a_chargeback_reverses_the_books_and_frees_the_slot(stack, sim, admin):
 def test_a_denied_capture_takes_back_what_was_counted(stack, sim, admin):
     visit = book_visit(stack, admin)
     order = pay(visit, sim)
-    sent = sim.control(
-        "POST",
-        "/webhooks",
-        json={"eventType": "PAYMENT.CAPTURE.DENIED", "captureId": order["captureId"]},
-    )
-    assert sent["status"] == 200
+    paypal_event(sim, "PAYMENT.CAPTURE.DENIED", order["captureId"])
     assert stored_order(order["id"])["status"] == "denied"
     assert visit.appointment_now()["status"] == "cancelled"
     assert [t["kind"] for t in ledger_of(order["id"])] == ["payment", "reversal"]
@@ -225,12 +216,7 @@ def test_a_chargeback_during_a_refund_in_flight_never_returns_more_than_was_paid
     sim.fault(delay=4, pathContains="/refund", count=3)
     lost = _admin_refund(admin, order["id"], "5.00")
     problem(lost, 503, "paypal_unavailable")
-    sent = sim.control(
-        "POST",
-        "/webhooks",
-        json={"eventType": "PAYMENT.CAPTURE.REVERSED", "captureId": order["captureId"]},
-    )
-    assert sent["status"] == 200
+    paypal_event(sim, "PAYMENT.CAPTURE.REVERSED", order["captureId"])
     assert stored_order(order["id"])["reversedMinor"] == 1500  # the refund under way keeps its 5
 
     (refund,) = refunds.for_order(order["id"])

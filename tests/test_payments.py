@@ -23,6 +23,7 @@ from tests.payment_support import (
     hold_webhooks,
     ledger_of,
     pay,
+    paypal_event,
     release_webhooks,
     sim_capture_of,
     stored_order,
@@ -312,11 +313,37 @@ def test_a_capture_that_lands_after_the_hold_ran_out_is_refunded(stack, sim, adm
     assert visit.appointment_now()["status"] == "expired"
 
 
-def test_after_paypal_denied_a_payment_the_patient_can_pay_again(stack, sim, admin):
+def _pending_capture(visit, sim: Sim) -> dict[str, Any]:
+    """Pay with a funding source PayPal holds for days (an eCheck): 202 capture_pending."""
+    order = visit.order().json()
+    _approve(sim, order)
+    sim.control("POST", "/captures/pending", json={"count": 1})
+    held = visit.capture(order["id"])
+    assert held.status_code == 202, held.text
+    body: dict[str, Any] = held.json()
+    assert body["status"] == "capture_pending"
+    assert visit.appointment_now()["status"] == "pending_payment"
+    assert ledger_of(order["id"]) == []  # no money has moved yet
+    return body
+
+
+def test_a_pending_capture_confirms_when_paypal_completes_it(stack, sim, admin):
     visit = book_visit(stack, admin)
-    first = visit.order().json()
-    # As PAYMENT.CAPTURE.DENIED leaves a pending capture: nothing was paid.
-    clients.db().collection("orders").document(first["id"]).update({"status": "denied"})
+    order = _pending_capture(visit, sim)
+    paypal_event(sim, "PAYMENT.CAPTURE.COMPLETED", order["captureId"])
+    assert stored_order(order["id"])["status"] == "captured"
+    assert visit.appointment_now()["status"] == "confirmed"
+    assert [t["kind"] for t in ledger_of(order["id"])] == ["payment"]
+
+
+def test_after_paypal_denied_a_pending_capture_the_patient_can_pay_again(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    first = _pending_capture(visit, sim)
+    paypal_event(sim, "PAYMENT.CAPTURE.DENIED", first["captureId"])
+    assert stored_order(first["id"])["status"] == "denied"
+    assert ledger_of(first["id"]) == []
+    assert visit.appointment_now()["status"] == "pending_payment"
+
     again = visit.order()
     assert again.status_code == 201, again.text
     assert again.json()["id"] == first["id"] + "-2"

@@ -7,7 +7,9 @@ Capturing twice answers the same captured order and books nothing twice. A decli
 source answers 422 `instrument_declined`: send the buyer back to the approve link to choose
 another. PayPal unreachable answers 503 with nothing recorded; try again. A payment that
 arrives after its appointment's hold ran out (or its booking was cancelled) is refunded in
-full at once and answered 409 with the refund.
+full at once and answered 409 with the refund. A capture PayPal holds (an eCheck) answers
+202 `capture_pending`; PayPal's COMPLETED webhook confirms it later, its DENIED one lets the
+patient pay again.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from pydantic import model_validator
 
 from shared import orders
 from shared.errors import Conflict
-from shared.http import Call, Function
+from shared.http import Call, Function, Reply
 from shared.models import Body
+from shared.payment_rules import OrderStatus
 from shared.payment_views import OrderView, RefundView, SafeId
 
 api = Function(
@@ -41,7 +44,7 @@ class CaptureBody(Body):
 
 
 @api.route("POST", "/", body=CaptureBody, response=OrderView, problems=(404, 409, 422, 502, 503))
-def capture(call: Call) -> OrderView:
+def capture(call: Call) -> OrderView | Reply:
     """Capture the approved order; the appointment or booking is then confirmed."""
     body: CaptureBody = call.body
     found = (
@@ -62,7 +65,10 @@ def capture(call: Call) -> OrderView:
                 else None
             ),
         )
-    return OrderView.of(settled.order)
+    view = OrderView.of(settled.order)
+    if view.status is OrderStatus.CAPTURE_PENDING:
+        return Reply(view, status=202)  # PayPal holds it (an eCheck): confirmed once it clears
+    return view
 
 
 @functions_framework.http
