@@ -84,7 +84,12 @@ def by_capture_id(capture_id: str) -> dict[str, Any] | None:
 
 
 def create(
-    kind: Kind, subject_id: str, authorize: Any, *, now: datetime | None = None
+    kind: Kind,
+    subject_id: str,
+    authorize: Any,
+    *,
+    payer_email: str | None = None,
+    now: datetime | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """The subject's PayPal order, made now or found; returns (order, made_now)."""
     from google.api_core.exceptions import AlreadyExists
@@ -118,6 +123,7 @@ def create(
         "kind": kind.value,
         "subjectId": subject_id,
         "patientUid": subject["patientUid"],
+        "patientEmail": payer_email,  # where receipts and refund notices go
         "providerKind": provider_kind,
         "providerUid": provider_uid,
         "providerAccount": ledger.earnings_account(provider_kind, provider_uid),
@@ -336,6 +342,7 @@ def settle(order_id: str, cap: dict[str, Any]) -> Settled:
             subjects.confirm_in(
                 tx, kind, subject, payment, now, unchanged_since=subject_snap.update_time
             )
+            notify(tx, captured, "payment_received", {"amount": money.value})
         else:
             refunds.queue_in(
                 tx,
@@ -355,6 +362,22 @@ def settle(order_id: str, cap: dict[str, Any]) -> Settled:
         sent = refunds.send_quietly(unpayable_refund_id(order_id))
         return Settled(get(order_id) or settled.order, settled.refusal, sent)
     return settled
+
+
+def notify(tx: Any, order: dict[str, Any], kind: str, data: dict[str, Any]) -> None:
+    """Queue a notice to the payer in the outbox (the notify function mails it), in `tx`."""
+    from shared import accounts
+
+    if not order.get("patientEmail"):
+        return
+    accounts.queue_notification(
+        tx,
+        order["patientUid"],
+        order["patientEmail"],
+        kind,
+        {"orderId": order["id"], "currency": order["currency"], **data},
+        "system",
+    )
 
 
 def unpayable_refund_id(order_id: str) -> str:

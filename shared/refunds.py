@@ -422,6 +422,14 @@ def book(refund_id: str, paypal_refund: dict[str, Any]) -> dict[str, Any]:
             payment_subjects.mark_payment_in(
                 tx, kind, subject, status.value, now, unchanged_since=subject.update_time
             )
+        from shared import orders  # orders imports this module: import when used
+
+        orders.notify(
+            tx,
+            order,
+            "refund_completed",
+            {"refundId": refund_id, "amount": Money(order["currency"], amount).value},
+        )
         change = {
             "status": COMPLETED,
             "paypalRefundId": paypal_refund.get("id"),

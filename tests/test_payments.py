@@ -447,3 +447,17 @@ def test_paypal_refusing_the_payer_is_a_clear_answer_with_nothing_recorded(stack
     assert stored_order(order["id"])["status"] == "created"
     assert ledger_of(order["id"]) == []
     assert visit.appointment_now()["status"] == "pending_payment"
+
+
+def test_the_payer_is_told_of_the_payment_and_of_the_refund(stack, sim, admin):
+    visit, order = _hours_ahead_visit(stack, admin, sim, 72)
+    assert visit.patient.post(f"/appointments/{visit.id}/cancel", json={}).status_code == 200
+    queued = (
+        clients.db()
+        .collection("notifications")
+        .where(filter=FieldFilter("uid", "==", visit.patient_user.uid))
+        .get()
+    )
+    notices = sorted((n.get("kind"), n.get("data")["amount"]) for n in queued)
+    assert notices == [("payment_received", "20.00"), ("refund_completed", "20.00")]
+    assert {n.get("to") for n in queued} == {visit.patient_user.email}

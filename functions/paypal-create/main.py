@@ -47,7 +47,7 @@ class PayFor(Body):
 def create(call: Call) -> Reply:
     """The PayPal order for one's appointment or booking: approve it at `approveLink`."""
     kind, subject_id = call.body.subject()
-    order, made = orders.create(kind, subject_id, call.authorize)
+    order, made = orders.create(kind, subject_id, call.authorize, payer_email=call.principal.email)
     return Reply(OrderView.of(order), status=201 if made else 200)
 
 
