@@ -202,6 +202,9 @@ def capture(order: dict[str, Any]) -> Settled:
             raise NotPayable("not_payable", "What this order paid for no longer exists.")
         rules.check_payable(kind, subject, datetime.now(UTC))
     except NotPayable as refusal:
+        fresh = get(order["id"])
+        if fresh is not None and OrderStatus(fresh["status"]) not in rules.CAPTURABLE:
+            return Settled(fresh)  # a concurrent capture of this very order settled it
         raise Conflict(refusal.message, code=refusal.code) from None
     try:
         answer = _captured_order(order)
