@@ -730,6 +730,13 @@ def create_app(
                 return
         threading.Thread(target=send, args=(event, state.webhook_url, base()), daemon=True).start()
 
+    @app.post("/_sim/orders/<order_id>/expire")
+    def expire_order(order_id: str) -> flask.Response:
+        """PayPal forgets an order left unapproved (after three hours): 404 from then on."""
+        with state.lock:
+            gone = state.orders.pop(order_id, None)
+        return _json(200 if gone else 404, {"expired": gone is not None})
+
     @app.post("/_sim/captures/pending")
     def pend_captures() -> flask.Response:
         """Leave the next `count` captures PENDING, as PayPal does for an eCheck."""

@@ -114,6 +114,7 @@ def create(
             reference_id=f"{kind.value}:{subject_id}",
             custom_id=order_id,
             description=_description(kind, subject),
+            immediate_payment=True,  # a slot is held for minutes; an eCheck clears in days
         )
     except paypal.PayPalError as exc:
         raise PayPalRefused(exc) from None
@@ -154,8 +155,9 @@ MAX_ORDERS_PER_SUBJECT = 5
 def _current_order(kind: Kind, subject_id: str) -> tuple[str, dict[str, Any] | None]:
     """The id of the subject's order to pay with, and that order if it exists yet.
 
-    One order per subject, except that a payment PayPal denied leaves the subject unpaid, so
-    the next order gets the next id (and, with it, a new PayPal-Request-Id)."""
+    One order per subject, except that a payment PayPal denied, or an order it let lapse,
+    leaves the subject unpaid, so the next order gets the next id (and, with it, a new
+    PayPal-Request-Id)."""
     base = rules.order_id_for(kind, subject_id)
     for n in range(1, MAX_ORDERS_PER_SUBJECT + 1):
         order_id = base if n == 1 else f"{base}-{n}"
@@ -165,7 +167,7 @@ def _current_order(kind: Kind, subject_id: str) -> tuple[str, dict[str, Any] | N
         status = OrderStatus(existing["status"])
         if status in rules.CAPTURABLE:
             return order_id, existing
-        if status is not OrderStatus.DENIED:
+        if status not in rules.UNPAID_ENDS:
             raise Conflict("This is paid already.", code="already_paid", orderId=order_id)
     raise Conflict(
         "PayPal denied every payment tried for this; book again or contact support.",
@@ -222,7 +224,12 @@ def capture(order: dict[str, Any]) -> Settled:
             code="order_not_approved",
             approveLink=order.get("approveLink"),
         ) from None
-    except paypal.PayPalError as exc:  # e.g. an order PayPal let expire unapproved
+    except paypal.PayPalError as exc:
+        if _lapsed(order):
+            raise Conflict(
+                "PayPal let this order lapse before it was paid; ask to pay again for a new one.",
+                code="order_expired",
+            ) from None
         raise PayPalRefused(exc) from None
     found = first_capture(answer)
     if found is None:
@@ -236,6 +243,21 @@ def capture(order: dict[str, Any]) -> Settled:
             action="choose_other_funding_source",
         )
     return settle(order["id"], found)
+
+
+def _lapsed(order: dict[str, Any]) -> bool:
+    """Whether PayPal no longer has this order to pay (it expired unapproved, or was voided);
+    if so ours is marked abandoned, so the patient's next request makes a new one."""
+    try:
+        found = paypal.get().get_order(order["paypalOrderId"])
+    except paypal.PayPalError as exc:
+        lapsed = exc.status == 404
+    else:
+        lapsed = found.get("status") == "VOIDED"
+    if lapsed:
+        change = {"status": OrderStatus.ABANDONED.value, "updatedAt": datetime.now(UTC)}
+        store.update(order_ref(order["id"]), change, by="system")
+    return lapsed
 
 
 def _captured_order(order: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ class OrderStatus(StrEnum):
     REFUNDED = "refunded"
     DENIED = "denied"  # a pending capture PayPal then denied: nothing was paid
     REVERSED = "reversed"  # a chargeback took the money back
+    ABANDONED = "abandoned"  # PayPal let the order lapse unpaid: the next one may be made
 
 
 # Statuses in which money was taken and (some of it) is still with the platform.
@@ -40,6 +41,8 @@ HOLDS_MONEY = frozenset(
 )
 # Statuses an order can still be captured from.
 CAPTURABLE = frozenset({OrderStatus.CREATED, OrderStatus.CAPTURE_PENDING})
+# Statuses that ended with nothing paid: the subject may be paid with a new order.
+UNPAID_ENDS = frozenset({OrderStatus.DENIED, OrderStatus.ABANDONED})
 
 
 class NotPayable(Exception):

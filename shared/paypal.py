@@ -219,8 +219,11 @@ class PayPal:
         description: str | None = None,
         return_url: str | None = None,
         cancel_url: str | None = None,
+        immediate_payment: bool = False,
         headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
+        """`immediate_payment` refuses funding that clears days later (an eCheck): for what
+        is held only minutes, such as an appointment's slot."""
         unit: dict[str, Any] = {"amount": amount(money)}
         for key, value in (
             ("reference_id", reference_id),
@@ -230,8 +233,14 @@ class PayPal:
             if value:
                 unit[key] = value
         body: dict[str, Any] = {"intent": "CAPTURE", "purchase_units": [unit]}
-        if return_url or cancel_url:
-            context = {"return_url": return_url, "cancel_url": cancel_url}
+        context = {
+            "return_url": return_url,
+            "cancel_url": cancel_url,
+            "payment_method_preference": "IMMEDIATE_PAYMENT_REQUIRED"
+            if immediate_payment
+            else None,
+        }
+        if any(context.values()):
             body["payment_source"] = {
                 "paypal": {"experience_context": {k: v for k, v in context.items() if v}}
             }

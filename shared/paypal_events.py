@@ -208,7 +208,9 @@ def take_back(order_id: str, capture_id: str, why: str, amount_minor: int | None
             tx=tx,
             by="paypal",
         )
-        if subject is not None:
+        # Only a subject this order paid for is un-confirmed: one that could no longer be paid
+        # (and was refunded instead) never carried this payment.
+        if subject is not None and (subject.get("payment") or {}).get("orderId") == order_id:
             subjects.revoke_in(tx, kind, subject, f"PayPal {why} the payment.", now)
         return target.value
 

@@ -278,7 +278,9 @@ def send_quietly(refund_id: str) -> dict[str, Any] | None:
         return send(refund_id)
     except paypal.PayPalUnavailable:
         log.warning("refund %s waits for PayPal; the sweep will send it", refund_id)
-        return get(refund_id)
+    except Exception:  # what caused it has committed: its answer must not become a 500
+        log.exception("refund %s failed to send; the sweep will try again", refund_id)
+    return get(refund_id)
 
 
 def send(refund_id: str) -> dict[str, Any]:
@@ -352,7 +354,8 @@ def _reserve(refund_id: str) -> dict[str, Any] | None:
 
 
 def _fail(refund_id: str, error: str) -> dict[str, Any]:
-    """PayPal refused: give the reserved amount back to the order."""
+    """PayPal refused: give the reserved amount back to the order, or, once a chargeback has
+    reversed the order, book that amount as reversed too (PayPal took it back with the rest)."""
 
     def body(batch: Any) -> dict[str, Any]:
         snap = refund_ref(refund_id).get()
@@ -364,7 +367,39 @@ def _fail(refund_id: str, error: str) -> dict[str, Any]:
         store.update(
             snap.reference, change, tx=batch, by="system", unchanged_since=snap.update_time
         )
-        _hold(batch, order_ref(refund["orderId"]).get(), -int(refund["amountMinor"]), now)
+        order_snap = order_ref(refund["orderId"]).get()
+        order = order_snap.to_dict()
+        amount = int(refund["amountMinor"])
+        if OrderStatus(order["status"]) in rules.HOLDS_MONEY:
+            _hold(batch, order_snap, -amount, now)
+            return {**refund, **change}
+        capture = capture_of(order)
+        reversed_before = int(order.get("reversedMinor", 0))
+        transaction = ledger.give_back(
+            capture,
+            amount,
+            int(order.get("refundedMinor", 0)) + reversed_before,
+            provider_owed_minor=ledger_store.owed(capture.provider, capture.currency),
+            kind="reversal",
+        )
+        ledger_store.record(
+            batch,
+            f"reversal-{refund_id}",
+            transaction,
+            order_id=order["id"],
+            parties=parties(order),
+        )
+        store.update(
+            order_snap.reference,
+            {
+                "refundingMinor": max(int(order.get("refundingMinor", 0)) - amount, 0),
+                "reversedMinor": reversed_before + amount,
+                "updatedAt": now,
+            },
+            tx=batch,
+            by="system",
+            unchanged_since=order_snap.update_time,
+        )
         return {**refund, **change}
 
     result: dict[str, Any] = store.run_optimistic(body, attempts=10)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared import context
+from shared.errors import Conflict
 
 
 def meta(by: str | None = None) -> dict[str, Any]:
@@ -82,8 +83,16 @@ def delete(ref: Any, *, tx: Any = None, by: str | None = None) -> None:
         tx.delete(ref)
 
 
-class TransactionContended(Exception):
-    """Every attempt of a transaction lost to concurrent writers of the same documents."""
+class TransactionContended(Conflict):
+    """Every attempt of a transaction lost to concurrent writers of the same documents: a
+    409 the client may simply retry."""
+
+    code = "contention"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Too many changes to this at once; try again.", headers={"Retry-After": "1"}
+        )
 
 
 def run_transaction(body: Any, *, attempts: int = 10) -> Any:

@@ -231,3 +231,38 @@ def test_a_chargeback_during_a_refund_in_flight_never_returns_more_than_was_paid
     assert_balanced(books)
     assert account_sum(books, "paypal_clearing") == 0  # 20 in, 15 reversed, 5 refunded
     assert account_sum(books, f"earnings:doctor:{visit.doctor.uid}") == 0
+
+
+def test_a_chargeback_of_a_payment_that_was_refused_its_appointment_leaves_it_alone(
+    stack, sim, admin
+):
+    visit = book_visit(stack, admin)
+    order = visit.order().json()
+    sim.approve({"links": [{"rel": "approve", "href": order["approveLink"]}]})
+    hold_webhooks(sim)
+    made = sim.client().capture_order(order["paypalOrderId"], request_id="late-" + order["id"])
+    capture_id = made["purchase_units"][0]["payments"]["captures"][0]["id"]
+    clients.db().collection("appointments").document(visit.id).update(
+        {"holdExpiresAt": datetime.now(UTC) - timedelta(minutes=1)}
+    )
+    sim.fault(mock="INTERNAL_SERVER_ERROR", pathContains="/refund", count=3)
+    release_webhooks(sim)  # captured too late: its refund waits for PayPal
+    paypal_event(sim, "PAYMENT.CAPTURE.REVERSED", capture_id)
+    assert stored_order(order["id"])["status"] == "reversed"
+    appointment = visit.appointment_now()  # never paid by this order: untouched, and readable
+    assert appointment["status"] == "expired"
+    assert appointment["payment"] is None
+
+    # The waiting refund is refused now (PayPal reversed the capture): what it held is
+    # booked as reversed, so the books still return exactly what was captured.
+    (refund,) = refunds.for_order(order["id"])
+    clients.db().collection("refunds").document(refund["id"]).update(
+        {"updatedAt": datetime.now(UTC) - timedelta(minutes=5)}
+    )
+    assert admin.post("/payments/refunds/sweep").status_code == 200
+    assert refunds.for_order(order["id"])[0]["status"] == "failed"
+    books = ledger_of(order["id"])
+    assert_balanced(books)
+    assert account_sum(books, "paypal_clearing") == 0
+    assert account_sum(books, f"earnings:doctor:{visit.doctor.uid}") == 0
+    assert stored_order(order["id"])["refundingMinor"] == 0

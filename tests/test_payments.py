@@ -450,7 +450,7 @@ def test_paypal_refusing_the_payer_is_a_clear_answer_with_nothing_recorded(stack
 
 
 def test_the_payer_is_told_of_the_payment_and_of_the_refund(stack, sim, admin):
-    visit, order = _hours_ahead_visit(stack, admin, sim, 72)
+    visit, _ = _hours_ahead_visit(stack, admin, sim, 72)
     assert visit.patient.post(f"/appointments/{visit.id}/cancel", json={}).status_code == 200
     queued = (
         clients.db()
@@ -461,3 +461,17 @@ def test_the_payer_is_told_of_the_payment_and_of_the_refund(stack, sim, admin):
     notices = sorted((n.get("kind"), n.get("data")["amount"]) for n in queued)
     assert notices == [("payment_received", "20.00"), ("refund_completed", "20.00")]
     assert {n.get("to") for n in queued} == {visit.patient_user.email}
+
+
+def test_an_order_paypal_let_lapse_is_replaced_by_a_new_one(stack, sim, admin):
+    visit = book_visit(stack, admin)
+    first = visit.order().json()
+    sim.control("POST", f"/orders/{first['paypalOrderId']}/expire")  # left unapproved too long
+    problem(visit.capture(first["id"]), 409, "order_expired")
+    assert stored_order(first["id"])["status"] == "abandoned"
+    again = visit.order()
+    assert again.status_code == 201, again.text
+    assert again.json()["id"] == first["id"] + "-2"
+    _approve(sim, again.json())
+    assert visit.capture(again.json()["id"]).status_code == 200
+    assert visit.appointment_now()["status"] == "confirmed"
