@@ -323,7 +323,9 @@ def confirm_in(
     return {**doc, **update}
 
 
-def revoke_payment_in(tx: Any, doc: dict[str, Any], reason: str, now: datetime) -> None:
+def revoke_payment_in(
+    tx: Any, doc: dict[str, Any], reason: str, now: datetime, *, unchanged_since: Any = None
+) -> None:
     """PayPal took the payment back (denied or reversed): a confirmed appointment is cancelled
     and its slot freed; one already held or past keeps its status. Writes only."""
     payment = {**(doc.get("payment") or {}), "status": "reversed"}
@@ -340,7 +342,9 @@ def revoke_payment_in(tx: Any, doc: dict[str, Any], reason: str, now: datetime) 
             "refund": "none",
         }
         _release(tx, doc)
-    store.update(appointment_ref(doc["id"]), update, tx=tx, by="system")
+    store.update(
+        appointment_ref(doc["id"]), update, tx=tx, by="system", unchanged_since=unchanged_since
+    )
 
 
 def cancel(

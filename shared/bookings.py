@@ -365,7 +365,14 @@ def record_payment_in(
     )
 
 
-def revoke_payment_in(tx: Any, booking: dict[str, Any], reason: str, now: datetime) -> None:
+def revoke_payment_in(
+    tx: Any,
+    booking: dict[str, Any],
+    reason: str,
+    now: datetime,
+    *,
+    unchanged_since: Any = None,
+) -> None:
     """PayPal took the payment back: an open booking is cancelled and its place freed; one
     already attended keeps its status. Writes only, inside the caller's transaction."""
     changes: dict[str, Any] = {
@@ -380,7 +387,9 @@ def revoke_payment_in(tx: Any, booking: dict[str, Any], reason: str, now: dateti
             store.delete(place_ref(booking, booking["place"]), tx=tx, by="system")
             changes["place"] = None
         _count(tx, booking, rules.moved_counts(current, Status.CANCELLED))
-    store.update(booking_ref(booking["id"]), changes, tx=tx, by="system")
+    store.update(
+        booking_ref(booking["id"]), changes, tx=tx, by="system", unchanged_since=unchanged_since
+    )
 
 
 def _run(body: Any) -> Any:

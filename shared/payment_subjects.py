@@ -55,11 +55,21 @@ def confirm_in(
         bookings.record_payment_in(tx, doc, payment, now, unchanged_since=unchanged_since)
 
 
-def revoke_in(tx: Any, kind: Kind, doc: dict[str, Any], reason: str, now: datetime) -> None:
+def revoke_in(
+    tx: Any,
+    kind: Kind,
+    doc: dict[str, Any],
+    reason: str,
+    now: datetime,
+    *,
+    unchanged_since: Any = None,
+) -> None:
+    """Un-confirm a subject whose payment PayPal took back; with `unchanged_since`, only if
+    nobody changed it since."""
     if kind is Kind.APPOINTMENT:
-        appointments.revoke_payment_in(tx, doc, reason, now)
+        appointments.revoke_payment_in(tx, doc, reason, now, unchanged_since=unchanged_since)
     else:
-        bookings.revoke_payment_in(tx, doc, reason, now)
+        bookings.revoke_payment_in(tx, doc, reason, now, unchanged_since=unchanged_since)
 
 
 def mark_payment_in(

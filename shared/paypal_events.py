@@ -165,10 +165,11 @@ def _order_of_capture(capture: dict[str, Any]) -> dict[str, Any] | None:
 def take_back(order_id: str, capture_id: str, why: str, amount_minor: int | None = None) -> str:
     """PayPal took the money back (a denied pending capture, or a chargeback): reverse what
     the ledger still counts (or `amount_minor`, when PayPal says how much), un-confirm the
-    subject, in one transaction."""
+    subject, in one commit. Lock-free (store.run_optimistic), as it races refunds being
+    booked for the same order."""
 
-    def body(tx: Any) -> str:
-        snap = orders.order_ref(order_id).get(transaction=tx)
+    def body(tx: Any) -> str:  # a write batch: every write below has a precondition
+        snap = orders.order_ref(order_id).get()
         order: dict[str, Any] = snap.to_dict()
         status = OrderStatus(order["status"])
         now = datetime.now(UTC)
@@ -178,10 +179,17 @@ def take_back(order_id: str, capture_id: str, why: str, amount_minor: int | None
             return "unknown_capture"
         if status not in rules.HOLDS_MONEY:  # created or capture_pending: nothing was counted
             change = {"status": OrderStatus.DENIED.value, "captureId": capture_id}
-            store.update(snap.reference, {**change, "updatedAt": now}, tx=tx, by="paypal")
+            store.update(
+                snap.reference,
+                {**change, "updatedAt": now},
+                tx=tx,
+                by="paypal",
+                unchanged_since=snap.update_time,
+            )
             return OrderStatus.DENIED.value
         kind = Kind(order["kind"])
-        subject = subjects.read(kind, order["subjectId"], tx=tx)
+        subject_snap = subjects.ref(kind, order["subjectId"]).get()
+        subject = subjects.shown(kind, subject_snap)
         capture = refunds.capture_of(order)
         refunded = int(order.get("refundedMinor", 0))
         # Refunds under way are PayPal's too: a chargeback only takes what they leave.
@@ -189,7 +197,7 @@ def take_back(order_id: str, capture_id: str, why: str, amount_minor: int | None
         if amount_minor is not None:
             left = min(amount_minor, capture.amount_minor - refunded)
         if left > 0:
-            owed = ledger_store.owed(capture.provider, capture.currency, tx=tx)
+            owed = ledger_store.owed(capture.provider, capture.currency)
             transaction = ledger.give_back(
                 capture, left, refunded, provider_owed_minor=owed, kind="reversal"
             )
@@ -207,14 +215,22 @@ def take_back(order_id: str, capture_id: str, why: str, amount_minor: int | None
             {"status": target.value, "reversedMinor": left, "updatedAt": now},
             tx=tx,
             by="paypal",
+            unchanged_since=snap.update_time,
         )
         # Only a subject this order paid for is un-confirmed: one that could no longer be paid
         # (and was refunded instead) never carried this payment.
         if subject is not None and (subject.get("payment") or {}).get("orderId") == order_id:
-            subjects.revoke_in(tx, kind, subject, f"PayPal {why} the payment.", now)
+            subjects.revoke_in(
+                tx,
+                kind,
+                subject,
+                f"PayPal {why} the payment.",
+                now,
+                unchanged_since=subject_snap.update_time,
+            )
         return target.value
 
-    result: str = store.run_transaction(body)
+    result: str = store.run_optimistic(body, attempts=10)
     return result
 
 
