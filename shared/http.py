@@ -23,7 +23,7 @@ from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.routing import Map
 from werkzeug.routing import Rule as UrlRule
 
-from shared import auth, context, errors, logs, models, pagination, policy, settings
+from shared import auth, context, errors, idempotency, logs, models, pagination, policy, settings
 from shared.context import Principal, RequestContext
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -58,6 +58,16 @@ class Call:
         policy.check_owner(self.rule, self.principal, resource)
         assert resource is not None
         return resource
+
+    def idempotency_key(self, scope: str) -> idempotency.Key | None:
+        """This create's `Idempotency-Key`, bound to the caller and to the validated body."""
+        body = self.body.model_dump(mode="json") if isinstance(self.body, BaseModel) else None
+        return idempotency.from_header(
+            self.request.headers.get(idempotency.HEADER),
+            scope=scope,
+            caller=self.principal.uid,
+            request=body,
+        )
 
     @property
     def client_ip(self) -> str | None:

@@ -47,6 +47,12 @@ class View(BaseModel):
     )
 
 
+class SweepQuery(Body):
+    """How much one call of a sweep (a scheduler's job) may take on."""
+
+    limit: int = Field(default=100, ge=1, le=500)
+
+
 class Page(Body):
     limit: int = Field(default=20, ge=1, le=100)
     cursor: str | None = Field(default=None, max_length=512)

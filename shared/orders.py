@@ -15,12 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared import (
-    clients,
     ledger,
     ledger_store,
     logs,
     order_records,
-    pagination,
     paypal,
     refunds,
     settings,
@@ -33,10 +31,6 @@ from shared.money import Money
 from shared.payment_rules import Kind, NotPayable, OrderStatus
 
 log = logs.get("alodoktor.orders")
-
-ORDERS = order_records.ORDERS
-order_ref = order_records.order_ref
-get = order_records.get
 
 
 class InstrumentDeclined(ApiError):
@@ -66,18 +60,6 @@ class PaymentUnsettled(ApiError):
     status = 502
     code = "paypal_unexpected_answer"
     title = "PayPal answered something unexpected"
-
-
-def _db() -> Any:
-    return clients.db()
-
-
-def by_paypal_id(paypal_order_id: str) -> dict[str, Any] | None:
-    return order_records.find("paypalOrderId", paypal_order_id)
-
-
-def by_capture_id(capture_id: str) -> dict[str, Any] | None:
-    return order_records.find("captureId", capture_id)
 
 
 # -- create ------------------------------------------------------------------------------
@@ -140,9 +122,11 @@ def create(
         "updatedAt": at,
     }
     try:
-        store.create(order_ref(order_id), order)
+        store.create(order_records.order_ref(order_id), order)
     except AlreadyExists:
-        found = get(order_id)  # a concurrent request stored the same PayPal order first
+        found = order_records.get(
+            order_id
+        )  # a concurrent request stored the same PayPal order first
         if found is None:
             raise
         return found, False
@@ -161,7 +145,7 @@ def _current_order(kind: Kind, subject_id: str) -> tuple[str, dict[str, Any] | N
     base = rules.order_id_for(kind, subject_id)
     for n in range(1, MAX_ORDERS_PER_SUBJECT + 1):
         order_id = base if n == 1 else f"{base}-{n}"
-        existing = get(order_id)
+        existing = order_records.get(order_id)
         if existing is None:
             return order_id, None
         status = OrderStatus(existing["status"])
@@ -204,7 +188,7 @@ def capture(order: dict[str, Any]) -> Settled:
             raise NotPayable("not_payable", "What this order paid for no longer exists.")
         rules.check_payable(kind, subject, datetime.now(UTC))
     except NotPayable as refusal:
-        fresh = get(order["id"])
+        fresh = order_records.get(order["id"])
         if fresh is not None and OrderStatus(fresh["status"]) not in rules.CAPTURABLE:
             return Settled(fresh)  # a concurrent capture of this very order settled it
         raise Conflict(refusal.message, code=refusal.code) from None
@@ -256,7 +240,7 @@ def _lapsed(order: dict[str, Any]) -> bool:
         lapsed = found.get("status") == "VOIDED"
     if lapsed:
         change = {"status": OrderStatus.ABANDONED.value, "updatedAt": datetime.now(UTC)}
-        store.update(order_ref(order["id"]), change, by="system")
+        store.update(order_records.order_ref(order["id"]), change, by="system")
     return lapsed
 
 
@@ -280,7 +264,7 @@ def _next_attempt(order: dict[str, Any]) -> None:
     from google.cloud import firestore
 
     store.update(
-        order_ref(order["id"]),
+        order_records.order_ref(order["id"]),
         {"captureAttempt": firestore.Increment(1), "updatedAt": datetime.now(UTC)},
         by="system",
     )
@@ -307,7 +291,7 @@ def settle(order_id: str, cap: dict[str, Any]) -> Settled:
     fee_bps = settings.get().platform_fee_bps
 
     def body(tx: Any) -> Settled:  # a write batch: every write below has a precondition
-        snap = order_ref(order_id).get()
+        snap = order_records.order_ref(order_id).get()
         if not snap.exists:
             raise NotFound("No such order.", code="order_not_found")
         order: dict[str, Any] = snap.to_dict()
@@ -385,7 +369,7 @@ def settle(order_id: str, cap: dict[str, Any]) -> Settled:
     if settled.refusal is not None:
         log.warning("order %s captured for an unpayable subject: refunding", order_id)
         sent = refunds.send_quietly(unpayable_refund_id(order_id))
-        return Settled(get(order_id) or settled.order, settled.refusal, sent)
+        return Settled(order_records.get(order_id) or settled.order, settled.refusal, sent)
     return settled
 
 
@@ -407,32 +391,3 @@ def notify(tx: Any, order: dict[str, Any], kind: str, data: dict[str, Any]) -> N
 
 def unpayable_refund_id(order_id: str) -> str:
     return f"{order_id}-unpayable"
-
-
-# -- lists -------------------------------------------------------------------------------
-
-
-def list_orders(
-    *,
-    patient_uid: str | None,
-    provider_uid: str | None,
-    status: OrderStatus | None,
-    limit: int,
-    cursor: str | None,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """Orders newest first: a patient's, a provider's, or (neither given) all of them."""
-    from google.cloud.firestore import FieldFilter, Query
-
-    collection = _db().collection(ORDERS)
-    query: Any = collection
-    for name, value in (
-        ("patientUid", patient_uid),
-        ("providerUid", provider_uid),
-        ("status", status.value if status else None),
-    ):
-        if value is not None:
-            query = query.where(filter=FieldFilter(name, "==", value))
-    snaps, next_cursor = pagination.run_page(
-        collection, query, [("createdAt", Query.DESCENDING)], limit=limit, cursor=cursor
-    )
-    return [s.to_dict() for s in snaps], next_cursor

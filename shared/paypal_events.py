@@ -20,7 +20,17 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from shared import clients, ledger, ledger_store, logs, orders, paypal, refunds, store
+from shared import (
+    clients,
+    ledger,
+    ledger_store,
+    logs,
+    order_records,
+    orders,
+    paypal,
+    refunds,
+    store,
+)
 from shared import payment_rules as rules
 from shared import payment_subjects as subjects
 from shared.errors import BadRequest
@@ -149,16 +159,16 @@ def _reversed_minor(resource: dict[str, Any]) -> int | None:
 def _order_of_capture(capture: dict[str, Any]) -> dict[str, Any] | None:
     custom = capture.get("custom_id")
     if isinstance(custom, str):
-        found = orders.get(custom)
+        found = order_records.get(custom)
         if found is not None:
             return found
     if isinstance(capture.get("id"), str):
-        found = orders.by_capture_id(capture["id"])
+        found = order_records.by_capture_id(capture["id"])
         if found is not None:
             return found
     related = (capture.get("supplementary_data") or {}).get("related_ids") or {}
     if isinstance(related.get("order_id"), str):
-        return orders.by_paypal_id(related["order_id"])
+        return order_records.by_paypal_id(related["order_id"])
     return None
 
 
@@ -169,7 +179,7 @@ def take_back(order_id: str, capture_id: str, why: str, amount_minor: int | None
     booked for the same order."""
 
     def body(tx: Any) -> str:  # a write batch: every write below has a precondition
-        snap = orders.order_ref(order_id).get()
+        snap = order_records.order_ref(order_id).get()
         order: dict[str, Any] = snap.to_dict()
         status = OrderStatus(order["status"])
         now = datetime.now(UTC)
@@ -243,7 +253,7 @@ def _refunded(refund: dict[str, Any]) -> str:
             return "refund_booked"
         return f"refund_{ours['status']}"
     capture_id = _capture_id_of_refund(refund)
-    order = orders.by_capture_id(capture_id) if capture_id else None
+    order = order_records.by_capture_id(capture_id) if capture_id else None
     if order is None:
         log.warning("PayPal refund %s of a capture we do not know", refund.get("id"))
         return "unknown_capture"

@@ -14,7 +14,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import clients, errors, orders, paypal, refunds
+from shared import clients, errors, order_records, orders, paypal, refunds
 from shared.context import Principal, Role
 from shared.money import Money
 from shared.payment_rules import Kind
@@ -62,7 +62,7 @@ def _appointment() -> dict[str, Any]:
 
 
 def _check_books(order_id: str) -> None:
-    order = orders.get(order_id)
+    order = order_records.get(order_id)
     assert order is not None
     books = ledger_of(order_id)
     assert_balanced(books)
@@ -89,7 +89,7 @@ def test_random_payment_histories_keep_the_books_balanced(stack, sim, steps) -> 
     order, _ = orders.create(Kind.APPOINTMENT, subject["id"], lambda doc: doc)
     requests.get(order["approveLink"], timeout=30).raise_for_status()
     for step in steps:
-        current = orders.get(order["id"])
+        current = order_records.get(order["id"])
         assert current is not None
         if step[0] == "capture":
             orders.capture(current)
@@ -128,7 +128,7 @@ def test_random_payment_histories_keep_the_books_balanced(stack, sim, steps) -> 
 
 
 def _disagreement(order_id: str) -> str | None:
-    order = orders.get(order_id)
+    order = order_records.get(order_id)
     assert order is not None
     clearing = account_sum(ledger_of(order_id), "paypal_clearing")
     if not order.get("captureId"):

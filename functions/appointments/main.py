@@ -24,7 +24,7 @@ import functions_framework
 from pydantic import AwareDatetime, Field, field_validator, model_validator
 
 from shared import appointments as service
-from shared import audit, idempotency
+from shared import audit
 from shared.appointment_rules import Status
 from shared.context import Role
 from shared.errors import BadRequest
@@ -227,12 +227,7 @@ def list_slots(call: Call) -> SlotList:
 def book(call: Call) -> Reply:
     """Book a free slot: the appointment holds it, pending payment, for a limited time."""
     b: BookIn = call.body
-    key = idempotency.from_header(
-        call.request.headers.get(idempotency.HEADER),
-        scope="service.book",
-        caller=call.principal.uid,
-        request=b.model_dump(mode="json"),
-    )
+    key = call.idempotency_key("service.book")
     doc, replayed = service.book(
         call.principal, service.Booking(b.doctor_uid, b.start, b.note), key
     )

@@ -35,7 +35,7 @@ from shared.booking_rules import Action, Status
 from shared.context import Role
 from shared.errors import BadRequest, NotFound
 from shared.http import Call, Function, Reply
-from shared.models import Body, Page, View
+from shared.models import Body, Page, SweepQuery, View
 from shared.payment_views import PaymentSummary
 from shared.profile_fields import Opening, Price, ShortText, Slug, Weekday, price_view
 
@@ -221,10 +221,6 @@ class DeclineBody(Body):
     reason: str = Field(min_length=3, max_length=500)
 
 
-class SweepQuery(Body):
-    limit: int = Field(default=100, ge=1, le=500)
-
-
 class SweepResult(View):
     declined: int
     more: bool = Field(description="the batch was full: call again")
@@ -355,12 +351,7 @@ def set_clinic(call: Call) -> ClinicView:
 def request_booking(call: Call) -> Reply:
     """Request a place in a window; the answer tells the place in the clinic's queue."""
     b: BookingRequest = call.body
-    key = idempotency.from_header(
-        call.request.headers.get(idempotency.HEADER),
-        scope=service.IDEMPOTENCY_SCOPE,
-        caller=call.principal.uid,
-        request=b.model_dump(mode="json"),
-    )
+    key = call.idempotency_key(service.IDEMPOTENCY_SCOPE)
     booking, replayed = service.request(
         service.NewBooking(
             patient_uid=call.principal.uid,

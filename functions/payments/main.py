@@ -17,11 +17,11 @@ import flask
 import functions_framework
 from pydantic import Field, model_validator
 
-from shared import idempotency, ledger, ledger_store, orders, refunds
+from shared import idempotency, ledger, ledger_store, order_records, refunds
 from shared.context import Role
 from shared.errors import BadRequest, Forbidden
 from shared.http import Call, Function, Reply
-from shared.models import Body, Page, View
+from shared.models import Body, Page, SweepQuery, View
 from shared.payment_rules import OrderStatus
 from shared.payment_views import EntryView, OrderView, RefundView, SafeId, money_view
 from shared.profile_fields import Price
@@ -72,7 +72,7 @@ def list_orders(call: Call) -> OrderList:
         patient_uid = p.uid
     elif p.role in (Role.DOCTOR, Role.CLINIC):
         provider_uid = p.uid
-    items, cursor = orders.list_orders(
+    items, cursor = order_records.list_orders(
         patient_uid=patient_uid,
         provider_uid=provider_uid,
         status=q.status,
@@ -85,7 +85,7 @@ def list_orders(call: Call) -> OrderList:
 @api.route("GET", "/orders/<order_id>", response=OrderView, problems=(404,))
 def get_order(call: Call) -> OrderView:
     """One order with its refunds."""
-    order = call.authorize(orders.get(call.params["order_id"]))
+    order = call.authorize(order_records.get(call.params["order_id"]))
     return OrderView.of(order, refunds.for_order(order["id"]))
 
 
@@ -187,12 +187,7 @@ class RefundBody(Body):
 def refund(call: Call) -> Reply:
     """Refund all or part of a captured order (admins), with a reason the patient sees."""
     body: RefundBody = call.body
-    key = idempotency.from_header(
-        call.request.headers.get(idempotency.HEADER),
-        scope="payments.refund",
-        caller=call.principal.uid,
-        request=body.model_dump(mode="json"),
-    )
+    key = call.idempotency_key("payments.refund")
     made, replayed = refunds.request(
         body.order_id,
         amount=body.amount.money() if body.amount else None,
@@ -201,10 +196,6 @@ def refund(call: Call) -> Reply:
         key=key,
     )
     return Reply(RefundView.of(made), status=200 if replayed else 201)
-
-
-class SweepQuery(Body):
-    limit: int = Field(default=100, ge=1, le=500)
 
 
 class SweepResult(View):

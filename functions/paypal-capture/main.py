@@ -18,7 +18,7 @@ import flask
 import functions_framework
 from pydantic import model_validator
 
-from shared import orders
+from shared import order_records, orders
 from shared.errors import Conflict
 from shared.http import Call, Function, Reply
 from shared.models import Body
@@ -48,9 +48,9 @@ def capture(call: Call) -> OrderView | Reply:
     """Capture the approved order; the appointment or booking is then confirmed."""
     body: CaptureBody = call.body
     found = (
-        orders.get(body.order_id)
+        order_records.get(body.order_id)
         if body.order_id is not None
-        else orders.by_paypal_id(str(body.paypal_order_id))
+        else order_records.by_paypal_id(str(body.paypal_order_id))
     )
     order = call.authorize(found)
     settled = orders.capture(order)

@@ -47,7 +47,7 @@ def receive(call: Call) -> Receipt:
     """Verify, deduplicate and apply one PayPal event."""
     # As PayPal sent it, unknown fields too: that is what its signature covers.
     event: dict[str, Any] = call.request.get_json(silent=True) or {}
-    headers = {k: v for k, v in call.request.headers.items()}
+    headers = dict(call.request.headers.items())
     return Receipt.model_validate(paypal_events.receive(headers, event))
 
 

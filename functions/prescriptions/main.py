@@ -19,7 +19,7 @@ import flask
 import functions_framework
 from pydantic import Field
 
-from shared import appointments, idempotency
+from shared import appointments
 from shared import prescriptions as service
 from shared.errors import NotFound
 from shared.http import Call, Function, Reply
@@ -118,12 +118,7 @@ def write(call: Call) -> Reply:
     appointment = appointments.get(b.appointment_id)
     if appointment.get("doctorUid") != call.principal.uid:
         raise NotFound()  # someone else's appointment does not exist for this doctor
-    key = idempotency.from_header(
-        call.request.headers.get(idempotency.HEADER),
-        scope="prescriptions.write",
-        caller=call.principal.uid,
-        request=b.model_dump(mode="json"),
-    )
+    key = call.idempotency_key("prescriptions.write")
     items = [i.model_dump(by_alias=True, mode="json") for i in b.items]
     doc, replayed = service.write(call.principal, appointment, items, b.notes, key)
     if replayed:
