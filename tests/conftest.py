@@ -10,7 +10,9 @@ import pytest
 
 from dev import query_indexes
 from dev.stack import Ports, Stack
+from shared.context import Role
 from tests.paypal_support import sim  # noqa: F401  (a fixture)
+from tests.support import Api, bearer, create_user
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -40,3 +42,9 @@ def stack(query_log: Path) -> Iterator[Stack]:
         s.stop()
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture
+def admin(stack: Stack) -> Api:
+    """A signed-in admin (bearer token), new for each test."""
+    return bearer(stack, create_user(stack, Role.ADMIN))

@@ -22,11 +22,6 @@ from tests.support import (
 )
 
 
-@pytest.fixture
-def admin(stack) -> Api:
-    return bearer(stack, create_user(stack, Role.ADMIN))
-
-
 def _email(tag: str = "u") -> str:
     return f"{tag}-{uuid.uuid4().hex[:10]}@test.alodoktor.test"
 

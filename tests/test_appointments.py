@@ -6,8 +6,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from shared import appointments, clients, store
 from shared.context import Role
 from tests.support import (
@@ -23,11 +21,6 @@ from tests.support import (
 
 def _doctor(stack, admin: Api, price: str = "20.00") -> tuple:
     return approved_doctor(stack, admin, price)
-
-
-@pytest.fixture
-def admin(stack) -> Api:
-    return bearer(stack, create_user(stack, Role.ADMIN))
 
 
 def _slot(hours_ahead: float) -> str:

@@ -3,18 +3,11 @@ one entry per change, by the right actor, health data hashed rather than copied.
 
 from __future__ import annotations
 
-import pytest
-
 from shared import appointments
 from shared.context import Role
-from tests.support import Api, approved_doctor, bearer, create_user, slot_in
+from tests.support import approved_doctor, bearer, create_user, slot_in
 from tests.test_audit import wait_for
 from tests.test_bookings import Clinic, _ask
-
-
-@pytest.fixture
-def admin(stack) -> Api:
-    return bearer(stack, create_user(stack, Role.ADMIN))
 
 
 def test_booking_and_cancelling_an_appointment(stack, admin):

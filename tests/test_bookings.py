@@ -91,11 +91,6 @@ def _patient(stack) -> Api:
 
 
 @pytest.fixture
-def admin(stack) -> Api:
-    return bearer(stack, create_user(stack, Role.ADMIN))
-
-
-@pytest.fixture
 def clinic(stack) -> Clinic:
     return Clinic(stack)
 

@@ -8,12 +8,7 @@ import json
 import pytest
 
 from shared.context import Role
-from tests.support import Api, approved_doctor, bearer, create_user, problem
-
-
-@pytest.fixture
-def admin(stack) -> Api:
-    return bearer(stack, create_user(stack, Role.ADMIN))
+from tests.support import approved_doctor, bearer, create_user, problem
 
 
 def _cursor(values: list, doc_id: str) -> str:

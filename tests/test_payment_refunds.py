@@ -6,8 +6,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-
 from shared import clients, ledger, ledger_store
 from shared.context import Role
 from tests.payment_support import (
@@ -24,11 +22,6 @@ from tests.payment_support import (
 from tests.paypal_support import Sim
 from tests.support import Api, bearer, create_user, problem
 from tests.test_bookings import Clinic, _book, _window
-
-
-@pytest.fixture
-def admin(stack) -> Api:
-    return bearer(stack, create_user(stack, Role.ADMIN))
 
 
 def _refund(admin: Api, order_id: str, value: str | None, reason: str = "Goodwill", **kw):

@@ -6,7 +6,6 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 import requests
 
 from shared import clients, refunds
@@ -26,11 +25,6 @@ from tests.payment_support import (
 )
 from tests.paypal_support import Sim
 from tests.support import Api, bearer, create_user, eventually, problem
-
-
-@pytest.fixture
-def admin(stack) -> Api:
-    return bearer(stack, create_user(stack, Role.ADMIN))
 
 
 def _completed_delivery(sim: Sim, capture_id: str) -> dict[str, Any]:

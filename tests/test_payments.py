@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from google.cloud.firestore import FieldFilter
 
 from shared import clients
@@ -29,16 +28,18 @@ from tests.payment_support import (
     stored_order,
 )
 from tests.paypal_support import Sim
-from tests.support import Api, bearer, create_user, eventually, problem
-
-
-@pytest.fixture
-def admin(stack) -> Api:
-    return bearer(stack, create_user(stack, Role.ADMIN))
+from tests.support import bearer, create_user, eventually, problem
 
 
 def _approve(sim: Sim, order: dict[str, Any]) -> None:
     sim.approve({"links": [{"rel": "approve", "href": order["approveLink"]}]})
+
+
+def _approved_order(visit: Any, sim: Sim) -> dict[str, Any]:
+    """The visit's order, approved by the buyer in PayPal's window."""
+    order: dict[str, Any] = visit.order().json()
+    _approve(sim, order)
+    return order
 
 
 def _payments(tx: list[dict[str, Any]], kind: str = "payment") -> list[dict[str, Any]]:
@@ -153,8 +154,7 @@ def test_capturing_before_the_buyer_approved_is_a_conflict(stack, sim, admin):
 
 def test_a_declined_instrument_asks_for_another_funding_source(stack, sim, admin):
     visit = book_visit(stack, admin)
-    order = visit.order().json()
-    _approve(sim, order)
+    order = _approved_order(visit, sim)
     sim.fault(mock="INSTRUMENT_DECLINED", pathContains="/capture")
     body = problem(visit.capture(order["id"]), 422, "instrument_declined")
     assert body["action"] == "choose_other_funding_source"
@@ -169,8 +169,7 @@ def test_a_declined_instrument_asks_for_another_funding_source(stack, sim, admin
 
 def test_paypal_failing_answers_503_and_records_nothing(stack, sim, admin):
     visit = book_visit(stack, admin)
-    order = visit.order().json()
-    _approve(sim, order)
+    order = _approved_order(visit, sim)
     sim.fault(mock="INTERNAL_SERVER_ERROR", pathContains="/capture", count=3)
     problem(visit.capture(order["id"]), 503, "paypal_unavailable")
     tried = [
@@ -190,8 +189,7 @@ def test_a_lost_capture_answer_is_retried_with_the_same_request_id_and_captures_
     stack, sim, admin
 ):
     visit = book_visit(stack, admin)
-    order = visit.order().json()
-    _approve(sim, order)
+    order = _approved_order(visit, sim)
     sim.fault(delay=4, pathContains="/capture")  # PayPal captures, its answer arrives too late
     captured = visit.capture(order["id"])
     assert captured.status_code == 200, captured.text
@@ -208,8 +206,7 @@ def test_a_lost_capture_answer_is_retried_with_the_same_request_id_and_captures_
 
 def test_concurrent_captures_of_one_order_book_one_payment(stack, sim, admin):
     visit = book_visit(stack, admin)
-    order = visit.order().json()
-    _approve(sim, order)
+    order = _approved_order(visit, sim)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(lambda _: visit.capture(order["id"]), range(8)))
@@ -230,8 +227,7 @@ def test_concurrent_captures_of_one_order_book_one_payment(stack, sim, admin):
 
 def test_an_order_captured_elsewhere_is_reconciled_not_refused(stack, sim, admin):
     visit = book_visit(stack, admin)
-    order = visit.order().json()
-    _approve(sim, order)
+    order = _approved_order(visit, sim)
     hold_webhooks(sim)  # PayPal's webhook is late: only the capture call can find out
     elsewhere = sim.client().capture_order(order["paypalOrderId"], request_id="lost-" + order["id"])
     captured = visit.capture(order["id"])
@@ -256,8 +252,7 @@ def test_an_order_captured_elsewhere_is_reconciled_not_refused(stack, sim, admin
 
 def _captured_at_paypal_only(visit, sim: Sim) -> dict[str, Any]:
     """An approved order PayPal captured without our hearing of it yet (webhooks held)."""
-    order: dict[str, Any] = visit.order().json()
-    _approve(sim, order)
+    order = _approved_order(visit, sim)
     hold_webhooks(sim)
     sim.client().capture_order(order["paypalOrderId"], request_id="elsewhere-" + order["id"])
     return order
@@ -282,8 +277,7 @@ def _expire_hold(visit) -> None:
 
 def test_an_expired_hold_cannot_be_paid_and_nothing_is_charged(stack, sim, admin):
     visit = book_visit(stack, admin)
-    order = visit.order().json()
-    _approve(sim, order)
+    order = _approved_order(visit, sim)
     _expire_hold(visit)
     problem(visit.order(), 409, "hold_expired")
     problem(visit.capture(order["id"]), 409, "hold_expired")
@@ -315,8 +309,7 @@ def test_a_capture_that_lands_after_the_hold_ran_out_is_refunded(stack, sim, adm
 
 def _pending_capture(visit, sim: Sim) -> dict[str, Any]:
     """Pay with a funding source PayPal holds for days (an eCheck): 202 capture_pending."""
-    order = visit.order().json()
-    _approve(sim, order)
+    order = _approved_order(visit, sim)
     sim.control("POST", "/captures/pending", json={"count": 1})
     held = visit.capture(order["id"])
     assert held.status_code == 202, held.text
@@ -439,8 +432,7 @@ def test_money_moves_leave_an_audit_trail(stack, sim, admin):
 
 def test_paypal_refusing_the_payer_is_a_clear_answer_with_nothing_recorded(stack, sim, admin):
     visit = book_visit(stack, admin)
-    order = visit.order().json()
-    _approve(sim, order)
+    order = _approved_order(visit, sim)
     sim.fault(mock="PAYER_ACCOUNT_LOCKED_OR_CLOSED", pathContains="/capture")
     body = problem(visit.capture(order["id"]), 422, "paypal_refused")
     assert body["paypalIssue"] == "PAYER_ACCOUNT_LOCKED_OR_CLOSED"

@@ -25,11 +25,6 @@ ITEM = {
 
 
 @pytest.fixture
-def admin(stack) -> Api:
-    return bearer(stack, create_user(stack, Role.ADMIN))
-
-
-@pytest.fixture
 def visit(stack, admin):
     """A confirmed appointment: (doctor api, patient api, patient user, appointment id)."""
     _, doctor_api = approved_doctor(stack, admin)

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
-
 from shared.context import Role
 from tests.support import Api, approved_doctor, bearer, create_user, problem
 
 PRIVATE = {"email", "phone", "licenseNumber", "approval", "disabled", "role", "approved"}
-
-
-@pytest.fixture
-def admin(stack) -> Api:
-    return bearer(stack, create_user(stack, Role.ADMIN))
 
 
 def test_everyone_reads_their_own_profile_and_nobody_elses(stack):
