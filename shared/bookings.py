@@ -131,7 +131,6 @@ def request(
     new: NewBooking, key: idempotency.Key | None, *, now: datetime | None = None
 ) -> tuple[dict[str, Any], bool]:
     """Put a request in the clinic's queue; returns (booking, replayed)."""
-    from google.cloud import firestore
 
     at = now or datetime.now(UTC)
     clinic = bookable_clinic(new.clinic_uid)
@@ -168,14 +167,15 @@ def request(
         "updatedAt": at,
     }
 
-    @firestore.transactional  # type: ignore[untyped-decorator]
     def create(tx: Any) -> str:
         store.create(booking_ref(booking_id), booking, tx=tx)
         _count(tx, booking, rules.moved_counts(None, Status.REQUESTED))
         idempotency.remember(key, tx, booking_id, now=at)
         return booking_id
 
-    made, replayed = idempotency.once(key, lambda: str(_run(create)))
+    made, replayed = idempotency.once(
+        key, lambda: str(store.run_transaction(create, attempts=TX_ATTEMPTS))
+    )
     if not replayed:
         return booking, False
     first = get(made)
@@ -302,9 +302,7 @@ def _move(
     at: datetime,
     place: int | None,
 ) -> dict[str, Any]:
-    from google.cloud import firestore
 
-    @firestore.transactional  # type: ignore[untyped-decorator]
     def move(tx: Any) -> dict[str, Any]:
         booking = _dict(booking_ref(booking_id).get(transaction=tx))
         if booking is None:
@@ -339,7 +337,7 @@ def _move(
             )
         return {**booking, **{k: v for k, v in changes.items() if "." not in k}}
 
-    result: dict[str, Any] = _run(move)
+    result: dict[str, Any] = store.run_transaction(move, attempts=TX_ATTEMPTS)
     refunds.send_for_cancellation(result)
     return result
 
@@ -390,22 +388,6 @@ def revoke_payment_in(
     store.update(
         booking_ref(booking["id"]), changes, tx=tx, by="system", unchanged_since=unchanged_since
     )
-
-
-def _run(body: Any) -> Any:
-    """Run a transactional body; contention that outlasts the retries is a 409, not a 500."""
-    from google.api_core.exceptions import Aborted
-
-    try:
-        return body(_db().transaction(max_attempts=TX_ATTEMPTS))
-    except ValueError as exc:  # the client's "failed to commit in N attempts"
-        if not isinstance(exc.__cause__, Aborted):
-            raise
-        raise Conflict(
-            "Too many changes to this at once; try again.",
-            code="contention",
-            headers={"Retry-After": "1"},
-        ) from None
 
 
 def sweep(*, limit: int, now: datetime | None = None) -> tuple[int, bool]:
