@@ -40,6 +40,7 @@ test: setup
 	exit $$status
 
 bench: setup
+	$(PY) -m bench.modules
 	$(PY) -m bench.coldstart
 
 clean:

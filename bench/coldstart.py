@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from dev.stack import Ports, Stack, StackError
-from shared.context import Role
+from shared.platform.context import Role
 from tools import bundle
 
 TARGET_RATIO = 2.0

@@ -35,8 +35,8 @@ from typing import Any
 
 import requests
 
-from shared import audit_log
-from shared.firestore_events import DATA_SCHEMA, EVENT_TYPE
+from shared.audit import rules as audit_log
+from shared.audit.events import DATA_SCHEMA, EVENT_TYPE
 
 # Which event function gets the changes of which collection groups (one Eventarc trigger each).
 TARGETS: Mapping[str, frozenset[str]] = {"audit-trigger": audit_log.AUDITED_COLLECTIONS}

@@ -6,9 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shared import accounts, appointments, bookings, clients
-from shared.context import Role
-from shared.profile_fields import ProfileFields
+from shared.appointments import service as appointments
+from shared.bookings import service as bookings
+from shared.identity import accounts
+from shared.identity.profile_fields import ProfileFields
+from shared.platform import clients
+from shared.platform.context import Role
 
 if TYPE_CHECKING:
     from dev.stack import Stack

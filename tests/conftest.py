@@ -7,12 +7,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from dev import query_indexes
 from dev.stack import Ports, Stack
-from shared.context import Role
+from shared.platform.context import Role
 from tests.paypal_support import sim  # noqa: F401  (a fixture)
 from tests.support import Api, bearer, create_user
+
+# Property tests bound their work by example counts, never by time: a per-example deadline
+# fails them on a busy machine for reasons that have nothing to do with the code.
+settings.register_profile("alodoktor", deadline=None)
+settings.load_profile("alodoktor")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

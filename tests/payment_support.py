@@ -8,8 +8,9 @@ from typing import Any
 
 import requests
 
-from shared import clients, ledger_store
-from shared.context import Role
+from shared.payments import ledger_store
+from shared.platform import clients
+from shared.platform.context import Role
 from tests.paypal_support import Sim
 from tests.support import Api, User, approved_doctor, bearer, create_user, slot_in
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from dev.stack import PAYPAL_SIM_CLIENT_ID, PAYPAL_SIM_CLIENT_SECRET, PAYPAL_SIM_WEBHOOK_ID
-from shared.paypal import PayPal
+from shared.integrations.paypal import PayPal
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Sim:
         self.control("POST", "/faults", json=spec)
 
     def approve(self, order: dict[str, Any]) -> None:
-        from shared.paypal import approve_link
+        from shared.integrations.paypal import approve_link
 
         link = approve_link(order)
         assert link is not None, order

@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 
 import requests
 
-from shared import clients, profiles, store
-from shared.context import Role
+from shared.identity import profiles
+from shared.platform import clients, store
+from shared.platform.context import Role
 
 
 @dataclass

@@ -7,8 +7,10 @@ import uuid
 import pytest
 import requests
 
-from shared import appointments, clients, profiles, store
-from shared.context import Role
+from shared.appointments import service as appointments
+from shared.identity import profiles
+from shared.platform import clients, store
+from shared.platform.context import Role
 from tests.support import (
     Api,
     User,

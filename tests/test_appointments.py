@@ -6,8 +6,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
-from shared import appointments, clients, store
-from shared.context import Role
+from shared.appointments import service as appointments
+from shared.platform import clients, store
+from shared.platform.context import Role
 from tests.support import (
     EVERY_DAY,
     Api,

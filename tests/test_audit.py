@@ -23,8 +23,11 @@ import pytest
 import requests
 
 from dev import relay
-from shared import audit, clients, context, firestore_events, sessions, store
-from shared.context import Principal, RequestContext, Role
+from shared.audit import events as firestore_events
+from shared.audit import service as audit
+from shared.identity import sessions
+from shared.platform import clients, context, store
+from shared.platform.context import Principal, RequestContext, Role
 from tests.support import (
     Api,
     bearer,

@@ -3,8 +3,8 @@ one entry per change, by the right actor, health data hashed rather than copied.
 
 from __future__ import annotations
 
-from shared import appointments
-from shared.context import Role
+from shared.appointments import service as appointments
+from shared.platform.context import Role
 from tests.support import approved_doctor, bearer, create_user, slot_in
 from tests.test_audit import wait_for
 from tests.test_bookings import Clinic, _ask

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import audit_log
-from shared.audit_log import Change, canonical, diff, entry_for_change, link, verify
+from shared.audit import rules as audit_log
+from shared.audit.rules import Change, canonical, diff, entry_for_change, link, verify
 
 AT = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 

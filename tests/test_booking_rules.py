@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from shared.booking_rules import (
+from shared.bookings.rules import (
     Action,
     Hours,
     Refusal,

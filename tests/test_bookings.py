@@ -11,8 +11,8 @@ import pytest
 import requests
 from google.cloud.firestore import FieldFilter
 
-from shared import clients, store
-from shared.context import Role
+from shared.platform import clients, store
+from shared.platform.context import Role
 from tests.support import Api, bearer, create_user, problem
 
 ZONE = "Asia/Jakarta"

@@ -27,7 +27,7 @@ import pytest
 import requests
 
 from dev.stack import Stack
-from shared.context import Role
+from shared.platform.context import Role
 from tests.support import create_user, id_token
 from tools import bundle
 

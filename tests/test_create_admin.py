@@ -7,7 +7,7 @@ import subprocess
 import sys
 import uuid
 
-from shared.context import Role
+from shared.platform.context import Role
 from tests.support import User, bearer, create_user, problem, sign_in
 
 

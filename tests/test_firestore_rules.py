@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from shared.context import Role
+from shared.platform.context import Role
 from tests.support import create_user, id_token
 
 COLLECTIONS = [

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from shared.context import Role
+from shared.platform.context import Role
 from tests.support import approved_doctor, bearer, create_user, problem
 
 

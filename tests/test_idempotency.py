@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared import idempotency
-from shared.errors import BadRequest
+from shared.platform import idempotency
+from shared.platform.errors import BadRequest
 
 
 def _key(value: str = "k-1", *, caller: str = "p1", scope: str = "s", request=None):

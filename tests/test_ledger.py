@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared import ledger
+from shared.payments import ledger
 
 DOCTOR = ledger.earnings_account("doctor", "d1")
 CLINIC = ledger.earnings_account("clinic", "c1")

@@ -6,8 +6,8 @@ import pytest
 import requests
 from openapi_spec_validator import validate
 
-from shared import policy
-from shared.openapi import openapi_path
+from shared.web import policy
+from shared.web.openapi import openapi_path
 
 
 @pytest.mark.parametrize("function", policy.FUNCTIONS)

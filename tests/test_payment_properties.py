@@ -14,10 +14,14 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared import clients, errors, order_records, orders, paypal, refunds
-from shared.context import Principal, Role
-from shared.money import Money
-from shared.payment_rules import Kind
+from shared.integrations import paypal
+from shared.payments import orders, refund_sending, refunds
+from shared.payments import records as order_records
+from shared.payments.rules import Kind
+from shared.platform import clients, errors
+from shared.platform.context import Principal, Role
+from shared.platform.money import Money
+from shared.workflows.payment_subjects import SUBJECTS
 from tests.payment_support import account_sum, assert_balanced, ledger_of
 from tests.support import eventually
 
@@ -86,18 +90,18 @@ def test_random_payment_histories_keep_the_books_balanced(stack, sim, steps) -> 
     # `sim` fails the test if any PayPal call broke PayPal's published contract.
     client = paypal.get()
     subject = _appointment()
-    order, _ = orders.create(Kind.APPOINTMENT, subject["id"], lambda doc: doc)
+    order, _ = orders.create(Kind.APPOINTMENT, subject["id"], lambda doc: doc, subjects=SUBJECTS)
     requests.get(order["approveLink"], timeout=30).raise_for_status()
     for step in steps:
         current = order_records.get(order["id"])
         assert current is not None
         if step[0] == "capture":
-            orders.capture(current)
+            orders.capture(current, subjects=SUBJECTS)
         elif step[0] in ("refund", "refund_all") and current.get("captureId"):
             amount = None if step[0] == "refund_all" else Money("USD", step[1])
             # More than is left, or nothing left, is refused (409) and books nothing.
             with contextlib.suppress(errors.Conflict):
-                refunds.request(
+                refund_sending.request(
                     current["id"], amount=amount, reason="property", admin=ADMIN, key=None
                 )
         elif step[0] == "dashboard_refund" and current.get("captureId"):

@@ -6,8 +6,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared import clients, ledger, ledger_store
-from shared.context import Role
+from shared.payments import ledger, ledger_store
+from shared.platform import clients
+from shared.platform.context import Role
 from tests.payment_support import (
     account_sum,
     assert_balanced,

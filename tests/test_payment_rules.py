@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import payment_rules as rules
-from shared.context import Role
-from shared.payment_rules import Kind, NotPayable, OrderStatus
+from shared.payments import rules
+from shared.payments.rules import Kind, NotPayable, OrderStatus
+from shared.platform.context import Role
+from shared.workflows.payment_subjects import SUBJECTS
 
 NOW = datetime(2030, 1, 7, 9, 0, tzinfo=UTC)
 DAY = timedelta(hours=24)
@@ -27,7 +28,7 @@ def _booking(status: str = "requested", paid: bool = False, hours_ahead: int = 4
 
 def _refusal(kind: Kind, doc: dict) -> str | None:
     try:
-        rules.check_payable(kind, doc, NOW)
+        SUBJECTS.check_payable(kind, doc, NOW)
     except NotPayable as exc:
         return exc.code
     return None

@@ -8,9 +8,10 @@ from typing import Any
 
 import requests
 
-from shared import clients, refunds
-from shared.context import Role
-from shared.money import Money
+from shared.payments import refunds
+from shared.platform import clients
+from shared.platform.context import Role
+from shared.platform.money import Money
 from tests.payment_support import (
     account_sum,
     assert_balanced,

@@ -12,8 +12,8 @@ from typing import Any
 
 from google.cloud.firestore import FieldFilter
 
-from shared import clients
-from shared.context import Role
+from shared.platform import clients
+from shared.platform.context import Role
 from tests.payment_support import (
     account_sum,
     assert_balanced,
@@ -409,7 +409,7 @@ def test_paypal_down_during_a_cancellation_leaves_the_refund_for_the_sweep(stack
 
 
 def test_money_moves_leave_an_audit_trail(stack, sim, admin):
-    from shared import audit
+    from shared.audit import service as audit
 
     visit = book_visit(stack, admin)
     order = pay(visit, sim)

@@ -1,4 +1,5 @@
-"""shared.paypal against the simulator, over real HTTP, every call held to PayPal's contract."""
+"""shared.integrations.paypal against the simulator, over real HTTP, every call held to
+PayPal's contract."""
 
 from __future__ import annotations
 
@@ -7,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from shared import errors
-from shared.money import Money
-from shared.paypal import (
+from shared.integrations.paypal import (
     InstrumentDeclined,
     OrderAlreadyCaptured,
     OrderNotApproved,
     PayPalUnavailable,
     RefundRefused,
 )
+from shared.platform import errors
+from shared.platform.money import Money
 from tests.paypal_support import Sim
 
 MOCK = "PayPal-Mock-Response"
@@ -171,7 +172,7 @@ def test_webhook_signature_is_verified_truthfully(sim: Sim) -> None:
 
 
 def test_wrong_credentials_are_refused(sim: Sim) -> None:
-    from shared.paypal import PayPal, PayPalError
+    from shared.integrations.paypal import PayPal, PayPalError
 
     client = PayPal(sim.url, "sim-client-id", "not-the-secret")
     with pytest.raises(PayPalError) as caught:

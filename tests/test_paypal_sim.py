@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from dev.paypal_contract import Contract, ContractUnavailable
-from shared.money import Money
+from shared.platform.money import Money
 from tests.paypal_support import Sim
 
 ONE_DOLLAR = {
@@ -114,7 +114,7 @@ def test_token_endpoint_speaks_client_credentials(sim: Sim) -> None:
 
 
 def test_unknown_order_is_404(sim: Sim) -> None:
-    from shared.paypal import PayPalError
+    from shared.integrations.paypal import PayPalError
 
     with pytest.raises(PayPalError) as caught:
         sim.client().get_order("NOSUCHORDER12345")

@@ -1,4 +1,4 @@
-"""The request pipeline of shared/http.py, in-process, with a throwaway function.
+"""The request pipeline of shared/web/http.py, in-process, with a throwaway function.
 
 Requests are built with Flask's test request context and handed to `Function.handle`, as
 functions-framework would; no emulator is involved.
@@ -20,9 +20,11 @@ import pytest
 from google.api_core import exceptions as google_exceptions
 from pydantic import Field
 
-from shared import auth, logs, models, policy, settings
-from shared.context import Principal, Role
-from shared.http import Call, Function
+from shared.identity import auth
+from shared.platform import logs, models, settings
+from shared.platform.context import Principal, Role
+from shared.web import policy
+from shared.web.http import Call, Function
 
 PROJECT = "alodoktor-pipeline-test"
 NAME = "pipeline-test"
@@ -109,7 +111,7 @@ def problem(response: flask.Response, status: int, code: str) -> dict[str, Any]:
 
 @pytest.fixture
 def log_lines(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[dict[str, Any]]]:
-    """The JSON lines the stdout handler installed by shared.logs writes, parsed one by one."""
+    """The JSON lines the stdout handler of shared.platform.logs writes, parsed one by one."""
     logs.setup()
     stream = io.StringIO()
     handlers = [
@@ -118,7 +120,7 @@ def log_lines(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[dict[str, An
         if isinstance(h, logging.StreamHandler)
         and isinstance(h.formatter, logs.CloudLoggingFormatter)
     ]
-    assert handlers, "shared.logs.setup() installed no JSON handler"
+    assert handlers, "shared.platform.logs.setup() installed no JSON handler"
     for handler in handlers:
         monkeypatch.setattr(handler, "stream", stream)
     return lambda: [json.loads(line) for line in stream.getvalue().splitlines()]

@@ -8,9 +8,9 @@ import pytest
 import requests
 
 from dev.gateway import function_names
-from shared import policy
-from shared.context import Role
-from shared.http import Function
+from shared.platform.context import Role
+from shared.web import policy
+from shared.web.http import Function
 from tests import functions_index
 from tests.support import Api, create_user, id_token
 

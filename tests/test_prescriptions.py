@@ -7,8 +7,9 @@ import uuid
 import pytest
 from google.cloud.firestore import FieldFilter
 
-from shared import appointments, clients
-from shared.context import Role
+from shared.appointments import service as appointments
+from shared.platform import clients
+from shared.platform.context import Role
 from tests.support import Api, approved_doctor, bearer, create_user, problem, slot_in
 
 ITEM = {
@@ -165,7 +166,8 @@ def test_only_approved_pharmacies_can_be_chosen(stack, visit):
     doctor, patient, _, appointment_id = visit
     rx = _write(doctor, appointment_id).json()
     unapproved = create_user(stack, Role.PHARMACY, approved=False)
-    from shared import profiles, store
+    from shared.identity import profiles
+    from shared.platform import store
 
     store.update(profiles.ref(unapproved.uid), {"approved": False}, by="test")
     problem(

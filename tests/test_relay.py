@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from dev import relay
-from shared import firestore_events
+from shared.audit import events as firestore_events
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import appointment_rules as ar
-from shared import prescription_rules as pr
-from shared.context import Role
-from shared.schedule import DayException, Interval, Schedule, is_slot, slots_between
+from shared.appointments import rules as ar
+from shared.appointments.schedule import DayException, Interval, Schedule, is_slot, slots_between
+from shared.platform.context import Role
+from shared.prescriptions import rules as pr
 
 NINE_TO_NOON = {d: [Interval(time(9), time(12))] for d in ("mon", "tue", "wed", "thu", "fri")}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from dev import seed
-from shared.context import Role
+from shared.platform.context import Role
 from tests.paypal_support import Sim
 from tests.support import Api, User, bearer
 

@@ -6,7 +6,8 @@ import time
 
 import requests
 
-from shared import clients, profiles
+from shared.identity import profiles
+from shared.platform import clients
 from tests.support import (
     Api,
     bearer,
@@ -209,7 +210,7 @@ def test_someone_elses_session_id_is_not_found(stack):
 
 
 def test_admins_cannot_end_other_peoples_sessions_one_by_one(stack):
-    from shared.context import Role
+    from shared.platform.context import Role
 
     admin = sign_in(stack, create_user(stack, Role.ADMIN))
     theirs = sign_in(stack, create_user(stack))

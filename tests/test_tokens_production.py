@@ -30,9 +30,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from google.auth.exceptions import TransportError
 
-from shared import errors, settings, tokens
-from shared.errors import Unauthenticated
-from shared.tokens import TokenKind
+from shared.identity import tokens
+from shared.identity.tokens import TokenKind
+from shared.platform import errors, settings
+from shared.platform.errors import Unauthenticated
 from tests.support import emulator_claims, unsigned_token
 
 PROJECT = "alodoktor-prod-test"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from shared.context import Role
+from shared.platform.context import Role
 from tests.support import Api, approved_doctor, bearer, create_user, problem
 
 PRIVATE = {"email", "phone", "licenseNumber", "approval", "disabled", "role", "approved"}

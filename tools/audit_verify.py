@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from shared import audit
+from shared.audit import service as audit
 
 
 def main(argv: list[str] | None = None) -> int:

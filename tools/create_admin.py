@@ -16,9 +16,10 @@ import getpass
 import os
 import sys
 
-from shared import accounts, clients, profiles
-from shared.context import Role
-from shared.errors import ApiError
+from shared.identity import accounts, profiles
+from shared.platform import clients
+from shared.platform.context import Role
+from shared.platform.errors import ApiError
 
 ACTOR = "cli:create_admin"
 

@@ -19,12 +19,13 @@ import flask
 import functions_framework
 from pydantic import Field, model_validator
 
-from shared import accounts, clients, profiles
-from shared.context import Role
-from shared.errors import BadRequest, Forbidden, NotFound
-from shared.http import Call, Function
-from shared.models import Body, Page, View
-from shared.profile_fields import FieldRefusal, Phone, ProfileFields, ProfileView
+from shared.identity import accounts, profiles
+from shared.identity.profile_fields import FieldRefusal, Phone, ProfileFields, ProfileView
+from shared.platform import clients
+from shared.platform.context import Role
+from shared.platform.errors import BadRequest, Forbidden, NotFound
+from shared.platform.models import Body, Page, View
+from shared.web.http import Call, Function
 
 api = Function(
     "admin-users",

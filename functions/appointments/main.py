@@ -23,16 +23,17 @@ import flask
 import functions_framework
 from pydantic import AwareDatetime, Field, field_validator, model_validator
 
-from shared import appointments as service
-from shared import audit
-from shared.appointment_rules import Status
-from shared.context import Role
-from shared.errors import BadRequest
-from shared.http import Call, Function, Reply
-from shared.models import Body, Page, View
-from shared.payment_views import PaymentSummary
-from shared.profile_fields import HHMM, Weekday, price_view
-from shared.schedule import MAX_RANGE_DAYS
+from shared.appointments import service
+from shared.appointments.rules import Status
+from shared.appointments.schedule import MAX_RANGE_DAYS
+from shared.audit import service as audit
+from shared.identity.profile_fields import HHMM, Weekday, price_view
+from shared.payments.views import PaymentSummary
+from shared.platform.context import Role
+from shared.platform.errors import BadRequest
+from shared.platform.models import Body, Page, View
+from shared.web.http import Call, Function, Reply
+from shared.workflows.cancellations import REFUND
 
 api = Function(
     "appointments",
@@ -270,7 +271,9 @@ def _record_note_reads(shown: list[AppointmentOut]) -> None:
 @api.route("POST", "/<id>/cancel", body=CancelIn, response=AppointmentOut, problems=(409,))
 def cancel(call: Call) -> AppointmentOut:
     """Cancel: patients until the cut-off before the start; doctors and admins with a reason."""
-    doc = service.cancel(call.params["id"], call.principal, call.body.reason, call.authorize)
+    doc = service.cancel(
+        call.params["id"], call.principal, call.body.reason, call.authorize, ending=REFUND
+    )
     return AppointmentOut.of(doc, call.principal.role)
 
 

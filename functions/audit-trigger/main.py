@@ -11,7 +11,9 @@ from __future__ import annotations
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from shared import audit, firestore_events, logs
+from shared.audit import events as firestore_events
+from shared.audit import service as audit
+from shared.platform import logs
 
 log = logs.get("alodoktor.audit-trigger")
 

@@ -14,10 +14,10 @@ import flask
 import functions_framework
 from pydantic import Field, model_validator
 
-from shared import audit as audit_store
-from shared.audit_log import Action
-from shared.http import Call, Function
-from shared.models import Page, View
+from shared.audit import service as audit_store
+from shared.audit.rules import Action
+from shared.platform.models import Page, View
+from shared.web.http import Call, Function
 
 api = Function(
     "audit",

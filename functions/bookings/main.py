@@ -28,16 +28,17 @@ import flask
 import functions_framework
 from pydantic import Field, field_validator, model_validator
 
-from shared import audit, idempotency
-from shared import booking_rules as rules
-from shared import bookings as service
-from shared.booking_rules import Action, Status
-from shared.context import Role
-from shared.errors import BadRequest, NotFound
-from shared.http import Call, Function, Reply
-from shared.models import Body, Page, SweepQuery, View
-from shared.payment_views import PaymentSummary
-from shared.profile_fields import Opening, Price, ShortText, Slug, Weekday, price_view
+from shared.audit import service as audit
+from shared.bookings import rules, service
+from shared.bookings.rules import Action, Status
+from shared.identity.profile_fields import Opening, Price, ShortText, Slug, Weekday, price_view
+from shared.payments.views import PaymentSummary
+from shared.platform import idempotency
+from shared.platform.context import Role
+from shared.platform.errors import BadRequest, NotFound
+from shared.platform.models import Body, Page, SweepQuery, View
+from shared.web.http import Call, Function, Reply
+from shared.workflows.cancellations import REFUND
 
 api = Function(
     "bookings",
@@ -394,7 +395,9 @@ def _transition(action: Action, summary: str) -> None:
     def handler(call: Call) -> BookingView:
         booking = _booking(call)
         reason = call.body.reason if isinstance(call.body, DeclineBody) else None
-        moved = service.apply(booking["id"], action, actor=call.principal.uid, reason=reason)
+        moved = service.apply(
+            booking["id"], action, actor=call.principal.uid, reason=reason, ending=REFUND
+        )
         return _logged(BookingView.of(moved))
 
     handler.__name__ = handler.__qualname__ = f"{action.name.lower()}_booking"
@@ -419,7 +422,7 @@ _transition(Action.CANCEL, "Cancel one's booking, until its window starts")
 @api.route("POST", "/sweep", query=SweepQuery, response=SweepResult)
 def sweep(call: Call) -> SweepResult:
     """Decline requests not answered by their deadline, a bounded batch at a time."""
-    declined, more = service.sweep(limit=call.query.limit)
+    declined, more = service.sweep(limit=call.query.limit, ending=REFUND)
     return SweepResult(declined=declined, more=more)
 
 

@@ -17,14 +17,16 @@ import flask
 import functions_framework
 from pydantic import Field, model_validator
 
-from shared import idempotency, ledger, ledger_store, order_records, refunds
-from shared.context import Role
-from shared.errors import BadRequest, Forbidden
-from shared.http import Call, Function, Reply
-from shared.models import Body, Page, SweepQuery, View
-from shared.payment_rules import OrderStatus
-from shared.payment_views import EntryView, OrderView, RefundView, SafeId, money_view
-from shared.profile_fields import Price
+from shared.identity.profile_fields import Price
+from shared.payments import ledger, ledger_store, refunds
+from shared.payments import records as order_records
+from shared.payments.rules import OrderStatus
+from shared.payments.views import EntryView, OrderView, RefundView, SafeId, money_view
+from shared.platform import idempotency
+from shared.platform.context import Role
+from shared.platform.errors import BadRequest, Forbidden
+from shared.platform.models import Body, Page, SweepQuery, View
+from shared.web.http import Call, Function, Reply
 
 api = Function(
     "payments",
@@ -188,7 +190,9 @@ def refund(call: Call) -> Reply:
     """Refund all or part of a captured order (admins), with a reason the patient sees."""
     body: RefundBody = call.body
     key = call.idempotency_key("payments.refund")
-    made, replayed = refunds.request(
+    from shared.payments import refund_sending  # loads the PayPal client: only when used
+
+    made, replayed = refund_sending.request(
         body.order_id,
         amount=body.amount.money() if body.amount else None,
         reason=body.reason,
@@ -207,7 +211,9 @@ class SweepResult(View):
 @api.route("POST", "/refunds/sweep", query=SweepQuery, response=SweepResult)
 def sweep(call: Call) -> SweepResult:
     """Send the refunds that PayPal was unavailable for."""
-    done, waiting, more = refunds.sweep(limit=call.query.limit)
+    from shared.payments import refund_sending
+
+    done, waiting, more = refund_sending.sweep(limit=call.query.limit)
     return SweepResult(done=done, waiting=waiting, more=more)
 
 

@@ -18,12 +18,14 @@ import flask
 import functions_framework
 from pydantic import model_validator
 
-from shared import order_records, orders
-from shared.errors import Conflict
-from shared.http import Call, Function, Reply
-from shared.models import Body
-from shared.payment_rules import OrderStatus
-from shared.payment_views import OrderView, RefundView, SafeId
+from shared.payments import orders
+from shared.payments import records as order_records
+from shared.payments.rules import OrderStatus
+from shared.payments.views import OrderView, RefundView, SafeId
+from shared.platform.errors import Conflict
+from shared.platform.models import Body
+from shared.web.http import Call, Function, Reply
+from shared.workflows.payment_subjects import SUBJECTS
 
 api = Function(
     "paypal-capture",
@@ -53,7 +55,7 @@ def capture(call: Call) -> OrderView | Reply:
         else order_records.by_paypal_id(str(body.paypal_order_id))
     )
     order = call.authorize(found)
-    settled = orders.capture(order)
+    settled = orders.capture(order, subjects=SUBJECTS)
     if settled.refusal is not None:
         raise Conflict(
             f"{settled.refusal.message} The payment is refunded in full.",

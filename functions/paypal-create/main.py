@@ -13,11 +13,12 @@ import flask
 import functions_framework
 from pydantic import model_validator
 
-from shared import orders
-from shared.http import Call, Function, Reply
-from shared.models import Body
-from shared.payment_rules import Kind
-from shared.payment_views import OrderView, SafeId
+from shared.payments import orders
+from shared.payments.rules import Kind
+from shared.payments.views import OrderView, SafeId
+from shared.platform.models import Body
+from shared.web.http import Call, Function, Reply
+from shared.workflows.payment_subjects import SUBJECTS
 
 api = Function(
     "paypal-create",
@@ -47,7 +48,9 @@ class PayFor(Body):
 def create(call: Call) -> Reply:
     """The PayPal order for one's appointment or booking: approve it at `approveLink`."""
     kind, subject_id = call.body.subject()
-    order, made = orders.create(kind, subject_id, call.authorize, payer_email=call.principal.email)
+    order, made = orders.create(
+        kind, subject_id, call.authorize, subjects=SUBJECTS, payer_email=call.principal.email
+    )
     return Reply(OrderView.of(order), status=201 if made else 200)
 
 

@@ -4,7 +4,7 @@ Routes (under /paypal-webhook):
   POST /   PayPal (no user): verified with PayPal's verify-webhook-signature API first
 
 An unverified event is 400 and changes nothing. A replayed event id is acknowledged (200)
-without being applied again. See shared/paypal_events.py for what each event does.
+without being applied again. See shared/payments/webhooks.py for what each event does.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import flask
 import functions_framework
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared import paypal_events
-from shared.http import Call, Function
-from shared.models import View
+from shared.payments import webhooks as paypal_events
+from shared.platform.models import View
+from shared.web.http import Call, Function
+from shared.workflows.payment_subjects import SUBJECTS
 
 api = Function(
     "paypal-webhook",
@@ -48,7 +49,7 @@ def receive(call: Call) -> Receipt:
     # As PayPal sent it, unknown fields too: that is what its signature covers.
     event: dict[str, Any] = call.request.get_json(silent=True) or {}
     headers = dict(call.request.headers.items())
-    return Receipt.model_validate(paypal_events.receive(headers, event))
+    return Receipt.model_validate(paypal_events.receive(headers, event, subjects=SUBJECTS))
 
 
 @functions_framework.http

@@ -19,12 +19,12 @@ import flask
 import functions_framework
 from pydantic import Field
 
-from shared import appointments
-from shared import prescriptions as service
-from shared.errors import NotFound
-from shared.http import Call, Function, Reply
-from shared.models import Body, Page, View
-from shared.prescription_rules import Status
+from shared.platform.errors import NotFound
+from shared.platform.models import Body, Page, View
+from shared.prescriptions import service
+from shared.prescriptions.rules import Status
+from shared.web.http import Call, Function, Reply
+from shared.workflows import prescribing
 
 api = Function(
     "prescriptions",
@@ -115,12 +115,9 @@ class OptionalReasonIn(Body):
 def write(call: Call) -> Reply:
     """Write a prescription for your appointment's patient (confirmed or completed only)."""
     b: WriteIn = call.body
-    appointment = appointments.get(b.appointment_id)
-    if appointment.get("doctorUid") != call.principal.uid:
-        raise NotFound()  # someone else's appointment does not exist for this doctor
     key = call.idempotency_key("prescriptions.write")
     items = [i.model_dump(by_alias=True, mode="json") for i in b.items]
-    doc, replayed = service.write(call.principal, appointment, items, b.notes, key)
+    doc, replayed = prescribing.write(call.principal, b.appointment_id, items, b.notes, key)
     if replayed:
         call.headers["Idempotent-Replayed"] = "true"
     return Reply(PrescriptionOut.of(doc))

@@ -19,11 +19,12 @@ import flask
 import functions_framework
 from pydantic import Field
 
-from shared import auth, clients, profiles, sessions, settings, tokens
-from shared.context import Role
-from shared.errors import DependencyUnavailable, Unauthenticated
-from shared.http import Call, Function, Reply
-from shared.models import Body, Page, View
+from shared.identity import auth, profiles, sessions, tokens
+from shared.platform import clients, settings
+from shared.platform.context import Role
+from shared.platform.errors import DependencyUnavailable, Unauthenticated
+from shared.platform.models import Body, Page, View
+from shared.web.http import Call, Function, Reply
 
 api = Function(
     "session",

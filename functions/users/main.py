@@ -16,13 +16,8 @@ import flask
 import functions_framework
 from pydantic import Field, model_validator
 
-from shared import accounts, profiles
-from shared.context import Role
-from shared.errors import BadRequest, Forbidden
-from shared.http import Call, Function
-from shared.models import Page, View
-from shared.money import Money, MoneyError
-from shared.profile_fields import (
+from shared.identity import accounts, profiles
+from shared.identity.profile_fields import (
     FieldRefusal,
     Language,
     ProfileFields,
@@ -30,6 +25,11 @@ from shared.profile_fields import (
     PublicListing,
     Slug,
 )
+from shared.platform.context import Role
+from shared.platform.errors import BadRequest, Forbidden
+from shared.platform.models import Page, View
+from shared.platform.money import Money, MoneyError
+from shared.web.http import Call, Function
 
 api = Function(
     "users",

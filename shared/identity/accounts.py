@@ -1,0 +1,302 @@
+"""Account management: the Auth user, its role claims and its profile, kept in step.
+
+Used by the admin-users and users functions and by tools/create_admin.py. Firebase Auth and
+Firestore cannot share a transaction, so every operation orders its steps so that a failure
+leaves nothing half-made: the Auth user is created first and deleted again if any later step
+fails; Firestore documents that must agree are written in one batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.identity import profiles, sessions
+from shared.identity.profile_fields import ProfileFields, check_editable, to_document
+from shared.platform import clients, logs, outbox, settings, store
+from shared.platform.context import ROLES_NEEDING_APPROVAL, Role
+from shared.platform.errors import Conflict, NotFound
+
+log = logs.get("alodoktor.accounts")
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    email: str
+    role: Role
+    display_name: str | None = None
+    phone: str | None = None
+    password: str | None = None
+    send_password_link: bool = False
+    uid: str | None = None  # keep an existing id, e.g. when migrating accounts
+    approved: bool | None = None  # default: approved unless the role needs an admin's approval
+    profile: ProfileFields | None = None
+
+
+@dataclass
+class Created:
+    profile: dict[str, Any]
+    password_link: str | None = field(default=None, repr=False)
+
+
+def default_approval(role: Role, requested: bool | None) -> bool:
+    if role not in ROLES_NEEDING_APPROVAL:
+        return True
+    return bool(requested)
+
+
+def _auth() -> Any:
+    from firebase_admin import auth
+
+    return auth
+
+
+def create(new: NewAccount, *, actor: str) -> Created:
+    auth = _auth()
+    app = clients.firebase_app()
+    approved = default_approval(new.role, new.approved)
+    extra = to_document(new.profile) if new.profile else {}
+    if new.profile:
+        check_editable(new.role, approved, new.profile.model_fields_set, by_admin=True)
+    try:
+        user = auth.create_user(
+            uid=new.uid,
+            email=new.email,
+            display_name=new.display_name,
+            phone_number=new.phone,
+            password=new.password,
+            app=app,
+        )
+    except auth.EmailAlreadyExistsError:
+        raise Conflict("An account with this e-mail exists.", code="email_taken") from None
+    except auth.UidAlreadyExistsError:
+        raise Conflict("An account with this id exists.", code="uid_taken") from None
+    except auth.PhoneNumberAlreadyExistsError:
+        raise Conflict("An account with this phone exists.", code="phone_taken") from None
+
+    try:
+        auth.set_custom_user_claims(
+            user.uid, {"role": new.role.value, "approved": approved}, app=app
+        )
+        link = (
+            auth.generate_password_reset_link(new.email, app=app)
+            if new.send_password_link
+            else None
+        )
+        now = datetime.now(UTC)
+        profile: dict[str, Any] = {
+            **extra,
+            "uid": user.uid,
+            "email": new.email,
+            "emailLower": new.email.lower(),
+            "displayName": new.display_name,
+            "phone": new.phone,
+            "role": new.role.value,
+            "approved": approved,
+            "approval": {"status": "approved" if approved else "pending", "at": now, "by": actor},
+            "disabled": False,
+            "createdAt": now,
+            "updatedAt": now,
+        }
+        batch = clients.db().batch()
+        store.create(profiles.ref(user.uid), profile, tx=batch, by=actor)
+        profiles.write_listing(profile, tx=batch)
+        if link:
+            outbox.queue(batch, user.uid, new.email, "set_password", {"link": link}, actor)
+        _commit_create(batch)
+    except BaseException:
+        _undo_create(user.uid)
+        raise
+    return Created(profile=profile, password_link=link)
+
+
+def _commit_create(batch: Any) -> None:
+    from google.api_core.exceptions import AlreadyExists
+
+    try:
+        batch.commit()
+    except AlreadyExists:
+        raise Conflict("A profile with this id exists already.", code="profile_exists") from None
+
+
+def _undo_create(uid: str) -> None:
+    try:
+        _auth().delete_user(uid, app=clients.firebase_app())
+    except Exception:
+        # Leaves an Auth user without a profile: say so loudly, with the id to clean up.
+        log.exception("could not remove Auth user %s after a failed account creation", uid)
+
+
+def load(uid: str) -> dict[str, Any]:
+    profile = profiles.get(uid)
+    if profile is None:
+        raise NotFound()
+    return profile
+
+
+def revoke_access(uid: str) -> None:
+    """End every session and refresh token of the user: their next request is refused."""
+    with contextlib.suppress(_auth().UserNotFoundError):
+        _auth().revoke_refresh_tokens(uid, app=clients.firebase_app())
+    sessions.revoke_all(uid)
+
+
+@dataclass(frozen=True)
+class AccountChanges:
+    role: Role | None = None
+    disabled: bool | None = None
+    approved: bool | None = None
+    fields: ProfileFields | None = None
+
+
+def update(uid: str, changes: AccountChanges, *, actor: str, by_admin: bool) -> dict[str, Any]:
+    """Apply changes to the Auth user and the profile; revoke sessions when access changes."""
+    auth = _auth()
+    app = clients.firebase_app()
+    current = load(uid)
+    role = changes.role or Role(current["role"])
+    role_changed = role.value != current["role"]
+    if changes.approved is not None:
+        approved = default_approval(role, changes.approved)
+    elif role_changed:
+        approved = default_approval(role, None)
+    else:
+        approved = bool(current.get("approved"))
+    sent = changes.fields.model_fields_set if changes.fields else set()
+    check_editable(role, bool(current.get("approved")), set(sent), by_admin=by_admin)
+    doc = to_document(changes.fields) if changes.fields else {}
+    if doc.get("clinicUid"):
+        clinic = profiles.get(doc["clinicUid"])
+        if clinic is None or clinic.get("role") != Role.CLINIC.value:
+            raise NotFound("No clinic with this id.", code="clinic_not_found")
+
+    user_update: dict[str, Any] = {}
+    if "displayName" in doc:
+        user_update["display_name"] = doc["displayName"] or auth.DELETE_ATTRIBUTE
+    if "phone" in doc:
+        user_update["phone_number"] = doc["phone"] or auth.DELETE_ATTRIBUTE
+    if changes.disabled is not None:
+        user_update["disabled"] = changes.disabled
+    try:
+        if user_update:
+            auth.update_user(uid, app=app, **user_update)
+        if role_changed or approved != bool(current.get("approved")):
+            existing = auth.get_user(uid, app=app).custom_claims or {}
+            auth.set_custom_user_claims(
+                uid, {**existing, "role": role.value, "approved": approved}, app=app
+            )
+    except auth.PhoneNumberAlreadyExistsError:
+        raise Conflict("Another account has this phone.", code="phone_taken") from None
+    except auth.UserNotFoundError:
+        raise NotFound() from None
+
+    now = datetime.now(UTC)
+    updated = {**current, **doc, "role": role.value, "approved": approved, "updatedAt": now}
+    if changes.disabled is not None:
+        updated["disabled"] = changes.disabled
+    if role_changed or approved != bool(current.get("approved")):
+        updated["approval"] = {
+            "status": "approved" if approved else "pending",
+            "at": now,
+            "by": actor,
+        }
+    _save(updated, actor)
+    if role_changed or changes.disabled is True or (not approved and current.get("approved")):
+        revoke_access(uid)
+    return updated
+
+
+def _save(profile: dict[str, Any], actor: str) -> None:
+    batch = clients.db().batch()
+    data = {k: v for k, v in profile.items() if k != "_meta"}
+    store.set(profiles.ref(profile["uid"]), data, tx=batch, by=actor)
+    profiles.write_listing(profile, tx=batch)
+    batch.commit()
+
+
+def decide_approval(uid: str, approve: bool, reason: str | None, *, actor: str) -> dict[str, Any]:
+    profile = load(uid)
+    role = Role(profile["role"])
+    if role not in ROLES_NEEDING_APPROVAL:
+        raise Conflict(f"A {role.value} account needs no approval.", code="approval_not_applicable")
+    auth = _auth()
+    app = clients.firebase_app()
+    existing = auth.get_user(uid, app=app).custom_claims or {}
+    auth.set_custom_user_claims(uid, {**existing, "role": role.value, "approved": approve}, app=app)
+    now = datetime.now(UTC)
+    updated = {
+        **profile,
+        "approved": approve,
+        "approval": {
+            "status": "approved" if approve else "rejected",
+            "reason": reason,
+            "at": now,
+            "by": actor,
+        },
+        "updatedAt": now,
+    }
+    batch = clients.db().batch()
+    data = {k: v for k, v in updated.items() if k != "_meta"}
+    store.set(profiles.ref(uid), data, tx=batch, by=actor)
+    profiles.write_listing(updated, tx=batch)
+    if profile.get("email"):
+        outbox.queue(
+            batch,
+            uid,
+            profile["email"],
+            "approval_decided",
+            {"approved": approve, "reason": reason},
+            actor,
+        )
+    batch.commit()
+    revoke_access(uid)  # the new claim takes effect with the next sign-in, everywhere
+    return updated
+
+
+def has_upcoming_confirmed_appointments(doctor_uid: str) -> bool:
+    from google.cloud.firestore import FieldFilter
+
+    query = (
+        clients.db()
+        .collection("appointments")
+        .where(filter=FieldFilter("doctorUid", "==", doctor_uid))
+        .where(filter=FieldFilter("status", "==", "confirmed"))
+        .where(filter=FieldFilter("start", ">", datetime.now(UTC)))
+        .limit(1)
+    )
+    return any(True for _ in query.stream())
+
+
+def delete(uid: str, *, force: bool, actor: str) -> None:
+    """Remove the Auth account, profile and listing; records that must be kept stay."""
+    profile = load(uid)
+    doctor = profile.get("role") == Role.DOCTOR.value
+    if doctor and not force and has_upcoming_confirmed_appointments(uid):
+        raise Conflict(
+            "This doctor has upcoming confirmed appointments; cancel them or pass force=true.",
+            code="doctor_has_upcoming_appointments",
+        )
+    revoke_access(uid)
+    with contextlib.suppress(_auth().UserNotFoundError):
+        _auth().delete_user(uid, app=clients.firebase_app())
+    store.delete(profiles.directory_ref(uid), by=actor)
+    store.delete(profiles.ref(uid), by=actor)
+
+
+def password_reset_link(uid: str, *, actor: str) -> str:
+    profile = load(uid)
+    email = profile.get("email")
+    if not email:
+        raise Conflict("This account has no e-mail address.", code="no_email")
+    link: str = _auth().generate_password_reset_link(email, app=clients.firebase_app())
+    batch = clients.db().batch()
+    outbox.queue(batch, uid, email, "password_reset", {"link": link}, actor)
+    batch.commit()
+    return link
+
+
+def reveal_links() -> bool:
+    """Password links are handed back in API answers only on the local stack."""
+    return settings.get().auth_emulated

@@ -1,0 +1,156 @@
+"""User profile documents (`users/{uid}`), which mirror the role and approval claims."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.identity.auth import UserState
+from shared.platform import clients, store
+from shared.platform.context import ROLES_NEEDING_APPROVAL, Role
+
+COLLECTION = "users"
+
+
+def ref(uid: str) -> Any:
+    return clients.db().collection(COLLECTION).document(uid)
+
+
+def ensure_on_sign_in(user: UserState, display_name: str | None) -> tuple[Role, bool]:
+    """Make sure a signing-in user has role claims and a profile; returns (role, approved).
+
+    A first sign-in with no role becomes a patient. The role is never taken from the caller:
+    it comes from the custom claims an admin set, or is `patient`.
+    """
+    from firebase_admin import auth
+    from google.api_core.exceptions import Conflict
+
+    role, approved = user.role, user.approved
+    if role is None:
+        role, approved = Role.PATIENT, True
+        existing = auth.get_user(user.uid, app=clients.firebase_app()).custom_claims or {}
+        auth.set_custom_user_claims(
+            user.uid,
+            {**existing, "role": role.value, "approved": approved},
+            app=clients.firebase_app(),
+        )
+    if role not in ROLES_NEEDING_APPROVAL:
+        approved = True
+    if not ref(user.uid).get().exists:
+        with contextlib.suppress(Conflict):  # a concurrent first sign-in made the same one
+            store.create(
+                ref(user.uid),
+                {
+                    "uid": user.uid,
+                    "email": user.email,
+                    "emailLower": (user.email or "").lower() or None,
+                    "displayName": display_name,
+                    "role": role.value,
+                    "approved": approved,
+                    "disabled": False,
+                    "createdAt": datetime.now(UTC),
+                },
+                by=user.uid,
+            )
+    return role, approved
+
+
+DIRECTORY = "directory"
+
+
+def directory_ref(uid: str) -> Any:
+    return clients.db().collection(DIRECTORY).document(uid)
+
+
+def get(uid: str) -> dict[str, Any] | None:
+    snap = ref(uid).get()
+    data: dict[str, Any] | None = snap.to_dict() if snap.exists else None
+    return data
+
+
+def write_listing(profile: dict[str, Any], *, tx: Any) -> None:
+    """Keep the public directory entry in step with the profile, in the same transaction."""
+    from shared.identity.profile_fields import directory_entry
+
+    entry = directory_entry(profile)
+    if entry is None:
+        store.delete(directory_ref(profile["uid"]), tx=tx)
+    else:
+        store.set(directory_ref(profile["uid"]), entry, tx=tx)
+
+
+def list_profiles(
+    *,
+    role: Role | None,
+    approved: bool | None,
+    disabled: bool | None,
+    email_prefix: str | None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Profiles for admins: filtered, newest first; an e-mail prefix search sorts by e-mail."""
+    from google.cloud.firestore import FieldFilter, Query
+
+    from shared.platform import pagination
+
+    collection = clients.db().collection(COLLECTION)
+    query: Any = collection
+    for name, value in (
+        ("role", role.value if role else None),
+        ("approved", approved),
+        ("disabled", disabled),
+    ):
+        if value is not None:
+            query = query.where(filter=FieldFilter(name, "==", value))
+    if email_prefix:
+        prefix = email_prefix.lower()
+        query = query.where(filter=FieldFilter("emailLower", ">=", prefix)).where(
+            filter=FieldFilter("emailLower", "<", prefix + "\uf8ff")
+        )
+        order = [("emailLower", Query.ASCENDING)]
+    else:
+        order = [("createdAt", Query.DESCENDING)]
+    snaps, next_cursor = pagination.run_page(collection, query, order, limit=limit, cursor=cursor)
+    return [s.to_dict() for s in snaps], next_cursor
+
+
+def list_directory(
+    kind: Role,
+    *,
+    specialty: str | None = None,
+    language: str | None = None,
+    currency: str | None = None,
+    min_price_minor: int | None = None,
+    max_price_minor: int | None = None,
+    city: str | None = None,
+    delivery: bool | None = None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Public listings of approved providers; cheapest first when a price range is asked."""
+    from google.cloud.firestore import FieldFilter, Query
+
+    from shared.platform import pagination
+
+    collection = clients.db().collection(DIRECTORY)
+    query: Any = collection.where(filter=FieldFilter("kind", "==", kind.value))
+    equal = {
+        "specialty": specialty,
+        "currency": currency,
+        "cityKey": city.strip().lower() if city else None,
+        "delivery": delivery,
+    }
+    for name, value in equal.items():
+        if value is not None:
+            query = query.where(filter=FieldFilter(name, "==", value))
+    if language:
+        query = query.where(filter=FieldFilter("languages", "array_contains", language))
+    priced = min_price_minor is not None or max_price_minor is not None
+    if min_price_minor is not None:
+        query = query.where(filter=FieldFilter("priceMinor", ">=", min_price_minor))
+    if max_price_minor is not None:
+        query = query.where(filter=FieldFilter("priceMinor", "<=", max_price_minor))
+    order = [("priceMinor", Query.ASCENDING)] if priced else [("listedAt", Query.DESCENDING)]
+    snaps, next_cursor = pagination.run_page(collection, query, order, limit=limit, cursor=cursor)
+    return [s.to_dict() for s in snaps], next_cursor

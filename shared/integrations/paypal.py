@@ -1,0 +1,354 @@
+"""The one PayPal client: OAuth2 tokens, Orders v2, captures and refunds, webhook verification.
+
+The same code talks to PayPal's sandbox (the production default), the live API, or the local
+simulator (dev/paypal_sim.py); only PAYPAL_API_BASE and the credentials differ. Calls that move
+money carry a `PayPal-Request-Id`, and every retry of a call reuses its id, so a retry after a
+lost answer cannot pay or refund twice. 5xx answers and timeouts are retried a bounded number of
+times, then raise `PayPalUnavailable` (a 503 through shared.web.http).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from shared.platform import errors, logs, settings
+from shared.platform.money import Money
+
+if TYPE_CHECKING:
+    import requests
+
+TOKEN_MARGIN_SECONDS = 300  # renew this long before PayPal's expiry, so no call races it
+
+log = logs.get("alodoktor.paypal")
+
+
+class PayPalError(Exception):
+    """PayPal refused the call (4xx). `name` and `issue` are PayPal's own codes."""
+
+    def __init__(self, status: int, body: dict[str, Any], operation: str) -> None:
+        self.status = status
+        self.body = body
+        self.name = str(body.get("name") or body.get("error") or "")
+        details = body.get("details") or []
+        self.issue = str(details[0].get("issue", "")) if details else ""
+        self.debug_id = str(body.get("debug_id", ""))
+        super().__init__(f"PayPal {operation}: {status} {self.name} {self.issue}".strip())
+
+
+class InstrumentDeclined(PayPalError):
+    """The buyer's funding source was declined: they should choose another."""
+
+
+class OrderAlreadyCaptured(PayPalError):
+    """Captured before (perhaps by us, with an answer that never arrived): read the order."""
+
+
+class OrderNotApproved(PayPalError):
+    """The buyer has not approved the order yet."""
+
+
+class RefundRefused(PayPalError):
+    """PayPal will not refund this (more than remains, fully refunded, and so on)."""
+
+
+class PayPalUnavailable(errors.DependencyUnavailable):
+    code = "paypal_unavailable"
+    title = "PayPal is unavailable"
+
+
+_TYPED: dict[str, type[PayPalError]] = {
+    "INSTRUMENT_DECLINED": InstrumentDeclined,
+    "ORDER_ALREADY_CAPTURED": OrderAlreadyCaptured,
+    "ORDER_NOT_APPROVED": OrderNotApproved,
+    "REFUND_AMOUNT_EXCEEDED": RefundRefused,
+    "CAPTURE_FULLY_REFUNDED": RefundRefused,
+    "REFUND_NOT_ALLOWED": RefundRefused,
+}
+
+
+def amount(money: Money) -> dict[str, str]:
+    """PayPal's money shape: never a float."""
+    return {"currency_code": money.currency, "value": money.value}
+
+
+def approve_link(order: dict[str, Any]) -> str | None:
+    for link in order.get("links", []):
+        if link.get("rel") in ("approve", "payer-action"):
+            return str(link["href"])
+    return None
+
+
+@dataclass
+class _Token:
+    value: str
+    expires_at: float
+
+
+class PayPal:
+    def __init__(
+        self,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        webhook_id: str = "",
+        timeout: float = 15.0,
+        attempts: int = 3,
+        backoff: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.webhook_id = webhook_id
+        self.timeout = timeout
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.clock = clock
+        self.sleep = sleep
+        self._token: _Token | None = None
+        self._lock = threading.Lock()
+        self._session: requests.Session | None = None
+
+    # -- transport ------------------------------------------------------------------------
+
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            import requests
+
+            self._session = requests.Session()
+        return self._session
+
+    def _send(self, operation: str, method: str, path: str, **kw: Any) -> requests.Response:
+        """One call, retried on 5xx and timeouts with the very same headers and body."""
+        import requests
+
+        failure = ""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = self.session.request(
+                    method, self.base_url + path, timeout=self.timeout, **kw
+                )
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                failure = type(exc).__name__
+            else:
+                if response.status_code < 500:
+                    return response
+                failure = f"HTTP {response.status_code}"
+            log.warning(
+                "PayPal %s attempt %d/%d failed: %s", operation, attempt, self.attempts, failure
+            )
+            if attempt < self.attempts:
+                self.sleep(self.backoff * 2 ** (attempt - 1))
+        raise PayPalUnavailable(f"PayPal {operation} failed {self.attempts} times ({failure})")
+
+    def access_token(self) -> str:
+        with self._lock:
+            if self._token is not None and self.clock() < self._token.expires_at:
+                return self._token.value
+            response = self._send(
+                "token",
+                "POST",
+                "/v1/oauth2/token",
+                data={"grant_type": "client_credentials"},
+                auth=(self.client_id, self.client_secret),
+                headers={"Accept": "application/json"},
+            )
+            body = _json(response)
+            if response.status_code != 200:
+                raise PayPalError(response.status_code, body, "token")
+            lifetime = int(body.get("expires_in", 0))
+            self._token = _Token(
+                str(body["access_token"]),
+                self.clock() + max(lifetime - TOKEN_MARGIN_SECONDS, lifetime // 2),
+            )
+            return self._token.value
+
+    def _call(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        request_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        sent = {"Accept": "application/json", **(headers or {})}
+        if request_id is not None:
+            sent["PayPal-Request-Id"] = request_id
+        kw: dict[str, Any] = {}
+        if json is not None:
+            kw["json"] = json
+        elif method == "POST":
+            sent["Content-Type"] = "application/json"
+        for renewed in (False, True):
+            token = self.access_token()
+            response = self._send(
+                operation, method, path, headers={**sent, "Authorization": f"Bearer {token}"}, **kw
+            )
+            if response.status_code == 401 and not renewed:
+                # PayPal may revoke a token before its stated expiry: fetch one more, once.
+                with self._lock:
+                    if self._token is not None and self._token.value == token:
+                        self._token = None
+                continue
+            break
+        body = _json(response)
+        if response.status_code >= 400:
+            error = PayPalError(response.status_code, body, operation)
+            raise _TYPED.get(error.issue, PayPalError)(response.status_code, body, operation)
+        return body
+
+    # -- Orders v2 ------------------------------------------------------------------------
+
+    def create_order(
+        self,
+        money: Money,
+        *,
+        request_id: str,
+        reference_id: str | None = None,
+        custom_id: str | None = None,
+        description: str | None = None,
+        return_url: str | None = None,
+        cancel_url: str | None = None,
+        immediate_payment: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """`immediate_payment` refuses funding that clears days later (an eCheck): for what
+        is held only minutes, such as an appointment's slot."""
+        unit: dict[str, Any] = {"amount": amount(money)}
+        for key, value in (
+            ("reference_id", reference_id),
+            ("custom_id", custom_id),
+            ("description", description),
+        ):
+            if value:
+                unit[key] = value
+        body: dict[str, Any] = {"intent": "CAPTURE", "purchase_units": [unit]}
+        context = {
+            "return_url": return_url,
+            "cancel_url": cancel_url,
+            "payment_method_preference": "IMMEDIATE_PAYMENT_REQUIRED"
+            if immediate_payment
+            else None,
+        }
+        if any(context.values()):
+            body["payment_source"] = {
+                "paypal": {"experience_context": {k: v for k, v in context.items() if v}}
+            }
+        return self._call(
+            "create order",
+            "POST",
+            "/v2/checkout/orders",
+            json=body,
+            request_id=request_id,
+            headers={"Prefer": "return=representation", **(headers or {})},
+        )
+
+    def get_order(self, order_id: str) -> dict[str, Any]:
+        return self._call("get order", "GET", f"/v2/checkout/orders/{_segment(order_id)}")
+
+    def capture_order(
+        self, order_id: str, *, request_id: str, headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        return self._call(
+            "capture order",
+            "POST",
+            f"/v2/checkout/orders/{_segment(order_id)}/capture",
+            request_id=request_id,
+            headers={"Prefer": "return=representation", **(headers or {})},
+        )
+
+    # -- Payments v2 ----------------------------------------------------------------------
+
+    def get_capture(self, capture_id: str) -> dict[str, Any]:
+        return self._call("get capture", "GET", f"/v2/payments/captures/{_segment(capture_id)}")
+
+    def refund_capture(
+        self,
+        capture_id: str,
+        *,
+        request_id: str,
+        money: Money | None = None,
+        note_to_payer: str | None = None,
+        custom_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Refund `money` of a capture, or all that remains of it when `money` is None.
+        `custom_id` comes back in the refund's webhook, so the event finds our refund."""
+        body: dict[str, Any] = {}
+        if money is not None:
+            body["amount"] = amount(money)
+        if custom_id:
+            body["custom_id"] = custom_id[:127]
+        if note_to_payer:
+            body["note_to_payer"] = note_to_payer[:255]
+        return self._call(
+            "refund capture",
+            "POST",
+            f"/v2/payments/captures/{_segment(capture_id)}/refund",
+            json=body or None,
+            request_id=request_id,
+            headers={"Prefer": "return=representation", **(headers or {})},
+        )
+
+    # -- webhooks -------------------------------------------------------------------------
+
+    def verify_webhook(self, headers: dict[str, str], event: dict[str, Any]) -> bool:
+        """Ask PayPal whether this webhook delivery is genuine (and meant for our webhook)."""
+        lowered = {k.lower(): v for k, v in headers.items()}
+        wanted = {
+            "auth_algo": "paypal-auth-algo",
+            "cert_url": "paypal-cert-url",
+            "transmission_id": "paypal-transmission-id",
+            "transmission_sig": "paypal-transmission-sig",
+            "transmission_time": "paypal-transmission-time",
+        }
+        if not self.webhook_id or any(not lowered.get(h) for h in wanted.values()):
+            return False
+        body: dict[str, Any] = {key: lowered[h] for key, h in wanted.items()}
+        body["webhook_id"] = self.webhook_id
+        body["webhook_event"] = event
+        answer = self._call(
+            "verify webhook",
+            "POST",
+            "/v1/notifications/verify-webhook-signature",
+            json=body,
+        )
+        return answer.get("verification_status") == "SUCCESS"
+
+
+def _segment(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+def _json(response: requests.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {"name": "UNPARSEABLE_RESPONSE", "message": response.text[:200]}
+    return body if isinstance(body, dict) else {"value": body}
+
+
+@functools.cache
+def get() -> PayPal:
+    """The process's client, from settings (one token cache per instance)."""
+    s = settings.get()
+    return PayPal(
+        s.paypal_api_base,
+        s.paypal_client_id,
+        s.paypal_client_secret,
+        webhook_id=s.paypal_webhook_id,
+        timeout=s.paypal_timeout_seconds,
+        attempts=s.paypal_attempts,
+    )

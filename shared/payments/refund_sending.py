@@ -1,0 +1,215 @@
+"""Sending refunds to PayPal: the side-effect half of shared/payments/refunds.py.
+
+`refunds` queues, reserves and books refunds, all in Firestore; this module is the only one
+that calls PayPal for them, outside any transaction, with `PayPal-Request-Id` = the refund's
+id so a retry (by the next call or the sweep) is the same request and cannot refund twice.
+PayPal down leaves the refund `sending`, for the sweep.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.integrations import paypal
+from shared.payments import ledger, ledger_store, refunds, rules
+from shared.payments.records import order_ref
+from shared.payments.rules import OrderStatus
+from shared.platform import clients, idempotency, logs, store
+from shared.platform.context import Principal
+from shared.platform.errors import Conflict, NotFound
+from shared.platform.money import Money
+
+log = logs.get("alodoktor.refunds")
+
+
+def send_quietly(refund_id: str) -> dict[str, Any] | None:
+    """`send`, but PayPal being down only leaves the refund for the sweep."""
+    try:
+        return send(refund_id)
+    except paypal.PayPalUnavailable:
+        log.warning("refund %s waits for PayPal; the sweep will send it", refund_id)
+    except Exception:  # what caused it has committed: its answer must not become a 500
+        log.exception("refund %s failed to send; the sweep will try again", refund_id)
+    return refunds.get(refund_id)
+
+
+def send(refund_id: str) -> dict[str, Any]:
+    """Reserve, send and book one refund; safe to call again at any step."""
+    refund = refunds.reserve(refund_id)
+    if refund is None:
+        raise NotFound("No such refund.", code="refund_not_found")
+    if refund["status"] != refunds.SENDING:
+        return refund
+    if refund.get("paypalRefund"):
+        # PayPal made this refund itself (in its dashboard): only our books are behind.
+        return refunds.book(refund_id, refund["paypalRefund"])
+    order = order_ref(refund["orderId"]).get().to_dict()
+    money = Money(refund["currency"], int(refund["amountMinor"]))
+    try:
+        answer = paypal.get().refund_capture(
+            order["captureId"],
+            request_id=refund_id,
+            money=money,
+            custom_id=refund_id,
+            note_to_payer=refund["reason"],
+        )
+    except paypal.PayPalError as exc:
+        log.error("PayPal refused refund %s: %s", refund_id, exc)
+        return _fail(refund_id, exc.issue or exc.name or "refused")
+    if answer.get("status") in ("FAILED", "CANCELLED"):
+        return _fail(refund_id, str(answer.get("status")).lower())
+    return refunds.book(refund_id, answer)
+
+
+def _fail(refund_id: str, error: str) -> dict[str, Any]:
+    """PayPal refused: give the reserved amount back to the order, or, once a chargeback has
+    reversed the order, book that amount as reversed too (PayPal took it back with the rest)."""
+
+    def body(batch: Any) -> dict[str, Any]:
+        snap = refunds.refund_ref(refund_id).get()
+        refund: dict[str, Any] = snap.to_dict()
+        if refund["status"] != refunds.SENDING:
+            return refund
+        now = datetime.now(UTC)
+        change = {"status": refunds.FAILED, "error": error, "updatedAt": now}
+        store.update(
+            snap.reference, change, tx=batch, by="system", unchanged_since=snap.update_time
+        )
+        order_snap = order_ref(refund["orderId"]).get()
+        order = order_snap.to_dict()
+        amount = int(refund["amountMinor"])
+        if OrderStatus(order["status"]) in rules.HOLDS_MONEY:
+            refunds.hold(batch, order_snap, -amount, now)
+            return {**refund, **change}
+        capture = refunds.capture_of(order)
+        reversed_before = int(order.get("reversedMinor", 0))
+        try:
+            transaction = ledger.give_back(
+                capture,
+                amount,
+                int(order.get("refundedMinor", 0)) + reversed_before,
+                provider_owed_minor=ledger_store.owed(capture.provider, capture.currency),
+                kind="reversal",
+            )
+        except ledger.LedgerError:
+            if store.changed_since(snap.reference, snap.update_time):
+                raise store.ReadAgain() from None  # settled meanwhile: read it again
+            raise
+        ledger_store.record(
+            batch,
+            f"reversal-{refund_id}",
+            transaction,
+            order_id=order["id"],
+            parties=refunds.parties(order),
+        )
+        store.update(
+            order_snap.reference,
+            {
+                "refundingMinor": max(int(order.get("refundingMinor", 0)) - amount, 0),
+                "reversedMinor": reversed_before + amount,
+                "updatedAt": now,
+            },
+            tx=batch,
+            by="system",
+            unchanged_since=order_snap.update_time,
+        )
+        return {**refund, **change}
+
+    result: dict[str, Any] = store.run_optimistic(body, attempts=10)
+    return result
+
+
+def send_for_cancellation(subject: dict[str, Any]) -> dict[str, Any] | None:
+    """After a cancellation commits: send its refund now (the sweep retries if PayPal is down)."""
+    order_id = refunds.paid_order_id(subject)
+    if order_id is None or refunds.get(refunds.cancellation_refund_id(order_id)) is None:
+        return None  # unpaid, or the policy granted no refund
+    return send_quietly(refunds.cancellation_refund_id(order_id))
+
+
+# -- admin refunds -----------------------------------------------------------------------
+
+
+def request(
+    order_id: str,
+    *,
+    amount: Money | None,
+    reason: str,
+    admin: Principal,
+    key: idempotency.Key | None,
+) -> tuple[dict[str, Any], bool]:
+    """An admin's refund of all or part of a capture; returns (refund, replayed)."""
+    refund_id = f"{order_id}-{uuid.uuid4().hex[:12]}"
+
+    def create(batch: Any) -> str:
+        first = idempotency.earlier(key)
+        if first is not None:
+            return first
+        snap = order_ref(order_id).get()
+        if not snap.exists:
+            raise NotFound("No such order.", code="order_not_found")
+        order = snap.to_dict()
+        amount_minor = refunds.check_amount(order, amount)
+        now = datetime.now(UTC)
+        # Queued and reserved at once, so concurrent refunds can never exceed the capture:
+        # the order's precondition lets only one of two racing reservations commit.
+        refunds.queue_in(
+            batch,
+            refund_id,
+            order,
+            reason=reason,
+            cause="admin",
+            requested_by=admin.uid,
+            amount_minor=amount_minor,
+            now=now,
+            status=refunds.SENDING,
+        )
+        refunds.hold(batch, snap, amount_minor, now)
+        idempotency.remember(key, batch, refund_id, now=now)
+        return refund_id
+
+    made: str = store.run_optimistic(create, attempts=10)
+    if made != refund_id:
+        first = refunds.get(made)
+        if first is None:
+            raise Conflict("This Idempotency-Key's refund is gone.", code="idempotency_key_reused")
+        return first, True
+    sent = send(made)
+    return sent, False
+
+
+# -- the sweep ---------------------------------------------------------------------------
+
+
+def sweep(*, limit: int, older_than: timedelta = timedelta(minutes=1)) -> tuple[int, int, bool]:
+    """Send refunds left pending or sending (PayPal was down); returns (sent, still open, more).
+
+    Only refunds untouched for `older_than` are taken, so the sweep does not race a request
+    that is sending its refund right now (and if it did, PayPal-Request-Id makes it harmless).
+    """
+    from google.cloud.firestore import FieldFilter
+
+    cutoff = datetime.now(UTC) - older_than
+    due = list(
+        clients.db()
+        .collection(refunds.REFUNDS)
+        .where(filter=FieldFilter("status", "in", list(refunds.OPEN)))
+        .where(filter=FieldFilter("updatedAt", "<=", cutoff))
+        .limit(limit)
+        .stream()
+    )
+    done = waiting = 0
+    for snap in due:
+        try:
+            result = send_quietly(snap.id)
+        except Exception:  # one broken refund must not hold up every other one behind it
+            log.exception("refund %s could not be sent; it stays for the next sweep", snap.id)
+            waiting += 1
+            continue
+        if result is not None and result["status"] in refunds.OPEN:
+            waiting += 1
+        else:
+            done += 1
+    return done, waiting, len(due) == limit

@@ -1,0 +1,109 @@
+"""Payments, the rules alone: what may be paid, the order's states, and the refund policy. Pure.
+
+The payment services (shared/payments/orders.py, refunds.py, webhooks.py) apply these to what
+they read; tests/test_payment_rules.py checks them without any I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from shared.platform.context import Role
+
+
+class Kind(StrEnum):
+    """What an order pays for."""
+
+    APPOINTMENT = "appointment"
+    BOOKING = "booking"
+
+
+class OrderStatus(StrEnum):
+    CREATED = "created"  # a PayPal order exists; the buyer approves it in PayPal's window
+    CAPTURE_PENDING = "capture_pending"  # PayPal holds the capture (e.g. an eCheck) for now
+    CAPTURED = "captured"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+    DENIED = "denied"  # a pending capture PayPal then denied: nothing was paid
+    REVERSED = "reversed"  # a chargeback took the money back
+    ABANDONED = "abandoned"  # PayPal let the order lapse unpaid: the next one may be made
+
+
+# Statuses in which money was taken and (some of it) is still with the platform.
+HOLDS_MONEY = frozenset(
+    {OrderStatus.CAPTURED, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED}
+)
+# Statuses an order can still be captured from.
+CAPTURABLE = frozenset({OrderStatus.CREATED, OrderStatus.CAPTURE_PENDING})
+# Statuses that ended with nothing paid: the subject may be paid with a new order.
+UNPAID_ENDS = frozenset({OrderStatus.DENIED, OrderStatus.ABANDONED})
+
+
+class NotPayable(Exception):
+    """Why a subject cannot be paid now; `code` is the problem code (409). Each subject's own
+    rules say when it may be paid (`payment_refusal` in shared/appointments/rules.py and
+    shared/bookings/rules.py); shared/workflows/payment_subjects.py raises this from them."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def provider_of(kind: Kind, doc: dict[str, Any]) -> tuple[str, str]:
+    """(earnings kind, uid) of whoever is paid for this subject."""
+    if kind is Kind.APPOINTMENT:
+        return "doctor", str(doc["doctorUid"])
+    return "clinic", str(doc["clinicUid"])
+
+
+def order_id_for(kind: Kind, subject_id: str) -> str:
+    """One order per subject: asking to pay twice finds the same order."""
+    return f"{kind.value}_{subject_id}"
+
+
+# -- refunds -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefundDecision:
+    full: bool
+    reason: str
+
+
+def on_cancellation(
+    role: Role | str, starts_in: timedelta, *, full_refund_notice: timedelta
+) -> RefundDecision:
+    """The refund a cancellation of a paid appointment or booking earns.
+
+    A patient who cancels at least `full_refund_notice` ahead gets everything back, later
+    nothing. When the doctor, the clinic, an admin or the system (a declined or expired
+    request) cancels, the patient is never out of pocket.
+    """
+    if role in (Role.PATIENT, Role.PATIENT.value):
+        if starts_in >= full_refund_notice:
+            return RefundDecision(True, "cancelled by the patient in time for a full refund")
+        return RefundDecision(False, "cancelled by the patient too late for a refund")
+    who = role.value if isinstance(role, Role) else role
+    return RefundDecision(True, f"cancelled by the {who}")
+
+
+def refundable(order: dict[str, Any]) -> int:
+    """Minor units of an order that may still be refunded (captured, less refunded and less
+    refunds under way)."""
+    if OrderStatus(order["status"]) not in HOLDS_MONEY:
+        return 0
+    return (
+        int(order["amountMinor"])
+        - int(order.get("refundedMinor", 0))
+        - int(order.get("refundingMinor", 0))
+    )
+
+
+def status_after_refund(amount_minor: int, refunded_minor: int) -> OrderStatus:
+    if refunded_minor >= amount_minor:
+        return OrderStatus.REFUNDED
+    return OrderStatus.PARTIALLY_REFUNDED if refunded_minor else OrderStatus.CAPTURED

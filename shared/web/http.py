@@ -1,0 +1,393 @@
+"""The request pipeline every HTTP function runs: one way to route, authenticate, authorize,
+validate, answer and fail.
+
+A function builds one `Function`, registers its routes with `@api.route(...)` (each must have
+an entry in shared.web.policy), and hands requests to `api.handle` from its entry point.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import flask
+from pydantic import BaseModel
+from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
+from werkzeug.exceptions import NotFound as WerkzeugNotFound
+from werkzeug.routing import Map
+from werkzeug.routing import Rule as UrlRule
+
+from shared.identity import auth
+from shared.platform import context, errors, idempotency, logs, models, pagination, settings
+from shared.platform.context import Principal, RequestContext
+from shared.web import policy
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "X-CSRF-Token"
+ALLOWED_REQUEST_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-CSRF-Token, X-Request-Id"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+log = logs.get("alodoktor.http")
+
+
+@dataclass
+class Call:
+    """One request as a handler sees it: validated input, the caller, and what to send back."""
+
+    request: flask.Request
+    ctx: RequestContext
+    rule: policy.Rule
+    params: dict[str, Any]
+    body: Any = None
+    query: Any = None
+    set_cookies: list[dict[str, Any]] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def principal(self) -> Principal:
+        if self.ctx.principal is None:  # only public routes run without one
+            raise errors.Unauthenticated()
+        return self.ctx.principal
+
+    def authorize(self, resource: dict[str, Any] | None) -> dict[str, Any]:
+        """Apply this route's ownership rule to a loaded resource (404 when not the caller's)."""
+        policy.check_owner(self.rule, self.principal, resource)
+        assert resource is not None
+        return resource
+
+    def idempotency_key(self, scope: str) -> idempotency.Key | None:
+        """This create's `Idempotency-Key`, bound to the caller and to the validated body."""
+        body = self.body.model_dump(mode="json") if isinstance(self.body, BaseModel) else None
+        return idempotency.from_header(
+            self.request.headers.get(idempotency.HEADER),
+            scope=scope,
+            caller=self.principal.uid,
+            request=body,
+        )
+
+    @property
+    def client_ip(self) -> str | None:
+        # Google's front end appends the address it saw; earlier entries are client-supplied.
+        forwarded = self.request.headers.get("X-Forwarded-For", "")
+        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+        return hops[-1] if hops else self.request.remote_addr
+
+    @property
+    def user_agent(self) -> str | None:
+        ua = self.request.headers.get("User-Agent")
+        return ua[:512] if ua else None
+
+
+Handler = Callable[[Call], Any]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    rule: policy.Rule
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    response: type[BaseModel] | None
+    status: int
+    summary: str
+    problems: tuple[int, ...]
+    headers: tuple[str, ...] = ()  # optional request headers it reads, for the OpenAPI document
+
+
+@dataclass
+class Reply:
+    """A handler's answer when it is not a plain 200/route-status JSON body."""
+
+    body: Any = None
+    status: int | None = None
+
+
+class Function:
+    def __init__(self, name: str, *, title: str, description: str = "") -> None:
+        self.name = name
+        self.title = title
+        self.description = description
+        self.routes: dict[str, Route] = {}
+        self._map = Map(strict_slashes=False, merge_slashes=False)
+        self.route("GET", "/openapi.json", summary="This function's OpenAPI 3.1 document")(
+            self._serve_openapi
+        )
+
+    # -- registration -------------------------------------------------------------------
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+        status: int = 200,
+        summary: str = "",
+        problems: tuple[int, ...] = (),
+        headers: tuple[str, ...] = (),
+    ) -> Callable[[Handler], Handler]:
+        rule = policy.rule_for(self.name, method, path)  # raises PolicyMissing
+
+        def register(handler: Handler) -> Handler:
+            endpoint = f"{method} {path}"
+            if endpoint in self.routes:
+                raise ValueError(f"{endpoint} registered twice in {self.name}")
+            self.routes[endpoint] = Route(
+                method,
+                path,
+                handler,
+                rule,
+                body,
+                query,
+                response,
+                status,
+                summary or (handler.__doc__ or "").strip().split("\n")[0],
+                problems,
+                headers,
+            )
+            self._map.add(UrlRule(path, endpoint=endpoint, methods=[method]))
+            return handler
+
+        return register
+
+    def openapi(self) -> dict[str, Any]:
+        from shared.web import openapi
+
+        return openapi.document(self)
+
+    def _serve_openapi(self, call: Call) -> Any:
+        return self.openapi()
+
+    # -- serving ------------------------------------------------------------------------
+
+    def handle(self, request: flask.Request) -> flask.Response:
+        started = time.perf_counter()
+        ctx = _new_context(self.name, request)
+        token = context.bind(ctx)
+        try:
+            try:
+                response = self._dispatch(request, ctx)
+            except errors.ApiError as exc:
+                response = _problem(exc, request, ctx)
+            except Exception as exc:
+                if errors.is_dependency_failure(exc):
+                    log.warning("dependency failure: %r", exc)
+                    response = _problem(errors.DependencyUnavailable(), request, ctx)
+                else:
+                    log.exception("unhandled error in %s %s", request.method, request.path)
+                    response = _problem(errors.ApiError(), request, ctx)
+            self._decorate(response, request, ctx)
+            _access_log(request, response, ctx, started)
+            return response
+        finally:
+            context.unbind(token)
+
+    def _dispatch(self, request: flask.Request, ctx: RequestContext) -> flask.Response:
+        s = settings.get()
+        origin = request.headers.get("Origin")
+        if request.method == "OPTIONS":
+            return self._preflight(request, origin)
+        if origin and origin not in s.allowed_origins and request.method not in SAFE_METHODS:
+            raise errors.Forbidden("This origin may not call the API.", code="origin_not_allowed")
+        raw = _read_body(request, s.max_body_bytes)
+
+        route, params = self._match(request)
+        if not all(pagination.SAFE_ID.match(str(v)) for v in params.values()):
+            # Every path parameter is a document id; anything else names nothing here.
+            raise errors.NotFound("No such resource.", code="not_found")
+        if not route.rule.public:
+            creds = auth.credentials(
+                request.headers.get("Authorization"), request.cookies.get(auth.COOKIE_NAME)
+            )
+            if creds is not None:
+                ctx.principal = auth.authenticate(creds)
+        policy.check_access(route.rule, ctx.principal)
+        if ctx.principal is not None and ctx.principal.via_cookie:
+            _check_csrf(request, ctx.principal)
+
+        call = Call(request=request, ctx=ctx, rule=route.rule, params=params)
+        if route.body is not None:
+            call.body = models.parse(route.body, _json_body(request, raw))
+        elif raw:
+            raise errors.BadRequest("This route takes no body.", code="unexpected_body")
+        if route.query is not None:
+            call.query = models.parse(route.query, request.args.to_dict())
+        elif request.args:
+            raise errors.BadRequest(
+                "This route takes no query parameters.", code="unexpected_query"
+            )
+
+        result = route.handler(call)
+        status = route.status
+        if isinstance(result, Reply):
+            status = result.status or status
+            result = result.body
+        response = _json_response(_dump(result), status)
+        for cookie in call.set_cookies:
+            response.set_cookie(**cookie)
+        response.headers.update(call.headers)
+        return response
+
+    def _match(self, request: flask.Request) -> tuple[Route, dict[str, Any]]:
+        adapter = self._map.bind("function.invalid", path_info=request.path)
+        try:
+            endpoint, params = adapter.match(method=request.method)
+        except WerkzeugMethodNotAllowed as exc:
+            allowed = ", ".join(sorted(exc.valid_methods or []))
+            raise errors.MethodNotAllowed(headers={"Allow": allowed}) from None
+        except WerkzeugNotFound:
+            raise errors.NotFound("No such route.", code="route_not_found") from None
+        return self.routes[endpoint], dict(params)
+
+    def _preflight(self, request: flask.Request, origin: str | None) -> flask.Response:
+        if not origin or origin not in settings.get().allowed_origins:
+            raise errors.Forbidden("This origin may not call the API.", code="origin_not_allowed")
+        methods = sorted(
+            {r.method for r in self.routes.values() if self._path_matches(r, request.path)}
+        )
+        if not methods:
+            raise errors.NotFound("No such route.", code="route_not_found")
+        response = flask.Response(status=204)
+        response.headers["Access-Control-Allow-Methods"] = ", ".join(methods)
+        response.headers["Access-Control-Allow-Headers"] = ALLOWED_REQUEST_HEADERS
+        response.headers["Access-Control-Max-Age"] = "600"
+        return response
+
+    def _path_matches(self, route: Route, path: str) -> bool:
+        adapter = self._map.bind("function.invalid", path_info=path)
+        try:
+            adapter.match(method=route.method)
+        except (WerkzeugNotFound, WerkzeugMethodNotAllowed):
+            return False
+        return True
+
+    def _decorate(
+        self, response: flask.Response, request: flask.Request, ctx: RequestContext
+    ) -> None:
+        response.headers["X-Request-Id"] = ctx.request_id
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers.setdefault("Cache-Control", "no-store")
+        origin = request.headers.get("Origin")
+        if origin and origin in settings.get().allowed_origins:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+            response.headers["Access-Control-Expose-Headers"] = "X-Request-Id"
+        response.vary.add("Origin")
+
+
+def _new_context(function: str, request: flask.Request) -> RequestContext:
+    supplied = request.headers.get("X-Request-Id", "")
+    request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    ctx = RequestContext(request_id=request_id, function=function)
+    trace_header = request.headers.get("X-Cloud-Trace-Context", "")
+    trace_id, _, rest = trace_header.partition("/")
+    if not trace_id:
+        parts = request.headers.get("traceparent", "").split("-")
+        if len(parts) == 4:
+            trace_id, rest = parts[1], parts[2]
+    if re.fullmatch(r"[0-9a-fA-F]{32}", trace_id or ""):
+        try:
+            project = settings.get().project_id
+        except RuntimeError:
+            project = "unknown"
+        ctx.trace = f"projects/{project}/traces/{trace_id}"
+        ctx.span_id = rest.split(";")[0] or None
+    return ctx
+
+
+def _check_csrf(request: flask.Request, principal: Principal) -> None:
+    if request.method in SAFE_METHODS:
+        return
+    supplied = request.headers.get(CSRF_HEADER, "")
+    expected = principal.csrf_token or ""
+    if not supplied or not hmac.compare_digest(supplied.encode(), expected.encode()):
+        raise errors.Forbidden(
+            f"Cookie-authenticated changes need the {CSRF_HEADER} header of this session.",
+            code="csrf_token_invalid",
+        )
+
+
+def _read_body(request: flask.Request, limit: int) -> bytes:
+    """The request body, refusing more than `limit` bytes before reading them all.
+
+    (Setting request.max_content_length would make functions-framework's own after-request
+    drain of the body raise, turning a 413 into a 500.)
+    """
+    if request.content_length is not None and request.content_length > limit:
+        raise errors.PayloadTooLarge(f"Bodies are limited to {limit} bytes.")
+    if request.content_length is not None:
+        return request.get_data(cache=True)
+    raw = request.stream.read(limit + 1)  # chunked: no declared length
+    if len(raw) > limit:
+        raise errors.PayloadTooLarge(f"Bodies are limited to {limit} bytes.")
+    return raw
+
+
+def _json_body(request: flask.Request, raw: bytes) -> Any:
+    mimetype = request.mimetype or ""
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise errors.UnsupportedMediaType("Send the body as application/json.")
+    if not raw:
+        raise errors.BadRequest("This route needs a JSON body.", code="body_missing")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.BadRequest("The body is not valid JSON.", code="malformed_json") from None
+
+
+def _dump(result: Any) -> Any:
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json", by_alias=True)
+    if isinstance(result, list):
+        return [_dump(item) for item in result]
+    return result
+
+
+def _json_response(payload: Any, status: int) -> flask.Response:
+    if status == 204 or payload is None:
+        return flask.Response(status=204 if payload is None else status)
+    return flask.Response(
+        json.dumps(payload, separators=(",", ":")), status=status, mimetype="application/json"
+    )
+
+
+def _problem(exc: errors.ApiError, request: flask.Request, ctx: RequestContext) -> flask.Response:
+    body = exc.body(instance=request.script_root + request.path, request_id=ctx.request_id)
+    response = flask.Response(
+        errors.problem_json(body), status=exc.status, mimetype=errors.PROBLEM_MEDIA_TYPE
+    )
+    response.headers.update(exc.headers)
+    return response
+
+
+def _access_log(
+    request: flask.Request, response: flask.Response, ctx: RequestContext, started: float
+) -> None:
+    log.info(
+        "%s %s %s",
+        request.method,
+        request.path,
+        response.status_code,
+        extra={
+            "fields": {
+                "httpRequest": {
+                    "requestMethod": request.method,
+                    "requestUrl": request.path,
+                    "status": response.status_code,
+                    "latency": f"{time.perf_counter() - started:.6f}s",
+                    "userAgent": request.headers.get("User-Agent", "")[:256],
+                    "remoteIp": request.remote_addr,
+                }
+            }
+        },
+    )
