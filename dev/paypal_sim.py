@@ -6,6 +6,13 @@ PayPal signs them (SHA256withRSA over `transmission_id|time|webhook_id|crc32(bod
 certificate served at PAYPAL-CERT-URL). It honours `PayPal-Request-Id` (same id and body replay
 the first answer) and the sandbox's negative-testing header `PayPal-Mock-Response`.
 
+What PayPal does with an id reused after a 4xx is not documented: its idempotency guide says
+calls may be retried with the same id after "network timeouts or HTTP 5xx status codes" and
+that a reused id "returns the latest status of the previous request". The simulator takes the
+strict reading: a 2xx or 4xx answer (but a 400, which PayPal never stores as work done) is
+replayed for the same id and body, so a client that reuses an id after a refusal is caught
+here rather than in production. 5xx answers are not stored: a retry is processed anew.
+
 Every request and response of a documented operation is checked against PayPal's OpenAPI files
 (dev/paypal_contract.py). A request that breaks the contract is answered 400 INVALID_REQUEST and
 recorded, as is a response of ours that breaks it; `GET /_sim/violations` lists them so a test

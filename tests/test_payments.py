@@ -152,6 +152,22 @@ def test_capturing_before_the_buyer_approved_is_a_conflict(stack, sim, admin):
     assert ledger_of(order["id"]) == []
 
 
+def test_a_capture_tried_too_early_does_not_stop_the_order_being_paid(stack, sim, admin):
+    # PayPal documents retrying one PayPal-Request-Id only after timeouts and 5xx; the
+    # simulator replays a refusal for a reused id, so a client that reused it after the early
+    # attempt would be refused forever.
+    visit = book_visit(stack, admin)
+    order = visit.order().json()
+    problem(visit.capture(order["id"]), 409, "order_not_approved")
+    problem(visit.capture(order["id"]), 409, "order_not_approved")  # still not approved
+    _approve(sim, order)  # the buyer approves
+    captured = visit.capture(order["id"])
+    assert captured.status_code == 200, captured.text
+    assert captured.json()["status"] == "captured"
+    assert visit.appointment_now()["status"] == "confirmed"
+    assert_balanced(ledger_of(order["id"]))
+
+
 def test_a_declined_instrument_asks_for_another_funding_source(stack, sim, admin):
     visit = book_visit(stack, admin)
     order = _approved_order(visit, sim)

@@ -198,6 +198,7 @@ def capture(order: dict[str, Any], *, subjects: Subjects) -> Settled:
             action="choose_other_funding_source",
         ) from None
     except paypal.OrderNotApproved:
+        _next_attempt(order)  # a new PayPal-Request-Id for the capture after the approval
         raise Conflict(
             "The buyer has not approved this order in PayPal's window yet.",
             code="order_not_approved",
@@ -209,6 +210,7 @@ def capture(order: dict[str, Any], *, subjects: Subjects) -> Settled:
                 "PayPal let this order lapse before it was paid; ask to pay again for a new one.",
                 code="order_expired",
             ) from None
+        _next_attempt(order)  # PayPal refused: whatever comes next is a new request
         raise PayPalRefused(exc) from None
     found = first_capture(answer)
     if found is None:
@@ -242,8 +244,13 @@ def _lapsed(order: dict[str, Any]) -> bool:
 def _captured_order(order: dict[str, Any]) -> dict[str, Any]:
     """PayPal's order after capturing it (or finding it captured already)."""
     client = paypal.get()
-    # One request id per attempt: its retries (5xx, timeouts) replay at PayPal, and after a
-    # decline the buyer's next approval is captured afresh, not answered with the old decline.
+    # One request id per attempt. Its retries (5xx, timeouts) reuse it, so a capture whose
+    # answer was lost is replayed at PayPal, not made twice. PayPal documents reusing an id only
+    # for those ("retry idempotent calls that fail with network timeouts or HTTP 5xx status
+    # codes", developer.paypal.com/reference/guidelines/idempotency) and says nothing of a reused
+    # id after a 4xx; the simulator replays the refusal, the safe reading. So after any clear
+    # refusal (not approved yet, declined, refused) `_next_attempt` moves to a new id: the
+    # buyer's later approval is captured afresh, never answered with the old refusal.
     attempt = int(order.get("captureAttempt", 0))
     try:
         return client.capture_order(
