@@ -3,21 +3,40 @@
 Each function is loaded with functions-framework's own app factory from its folder, exactly as
 the Cloud Functions runtime loads it, and mounted at its name. The gateway adds a merged
 OpenAPI document at /openapi.json and a docs page at /docs.
+
+The merged document keeps each function's component schemas apart: every function names its
+schemas on its own (two functions each have a `Status`, of different values), so in the merged
+document each is renamed `<Function>_<Name>` (`Appointments_Status`, `AdminUsers_Problem`) and
+every `$ref` of that function's paths and schemas is rewritten to match. That form, rather than
+`appointments.Status` or `admin-users__Status`, is a valid identifier in every language a client
+generator writes (a `.` reads as a package separator to some, a `-` is no identifier at all),
+and still matches OpenAPI's `^[a-zA-Z0-9._-]+$` for component names. Each function's own document
+keeps its plain names: it is valid and complete on its own, and only the merge can collide.
+Security schemes are shared when identical, and namespaced the same way when not.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import html
 import json
+import re
+import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import flask
 import functions_framework
+from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import WSGIRequestHandler, run_simple
 
+from shared.platform import errors
+from shared.web import policy
 from tools.bundle import FUNCTIONS_DIR, function_names, target_of
+
+SCHEMA_REF = "#/components/schemas/"
 
 
 def build() -> tuple[Any, dict[str, flask.Flask]]:
@@ -29,22 +48,30 @@ def build() -> tuple[Any, dict[str, flask.Flask]]:
     }
     root = flask.Flask("gateway")
 
+    merged_doc: dict[str, Any] = {}
+
     def merged() -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "openapi": "3.1.0",
-            "info": {"title": "Alo Doktor backend", "version": "1.0.0"},
-            "paths": {},
-            "components": {"schemas": {}, "securitySchemes": {}},
-        }
-        for app in apps.values():
-            response = app.test_client().get("/openapi.json")
-            if response.status_code != 200:
-                continue  # event functions have no HTTP document
-            part = response.get_json()
-            doc["paths"].update(part["paths"])
-            for key in ("schemas", "securitySchemes"):
-                doc["components"][key].update(part["components"].get(key, {}))
-        return doc
+        # The documents are fixed once the functions are loaded: merge them once.
+        if not merged_doc:
+            merged_doc.update(merge({n: _document_of(n, apps[n]) for n in policy.FUNCTIONS}))
+        return merged_doc
+
+    @root.errorhandler(HTTPException)
+    def problem(exc: HTTPException) -> flask.Response:
+        # A path outside every function (a typo, a control character) is answered in the one
+        # error shape, as each function answers its own.
+        status = exc.code or 500
+        error = (
+            errors.NotFound("No function serves this path.", code="route_not_found")
+            if status == 404
+            else errors.MethodNotAllowed()
+            if status == 405
+            else errors.ApiError()
+        )
+        body = error.body(instance=flask.request.path, request_id=uuid.uuid4().hex)
+        return flask.Response(
+            errors.problem_json(body), status=error.status, mimetype=errors.PROBLEM_MEDIA_TYPE
+        )
 
     @root.get("/healthz")
     def healthz() -> Any:
@@ -89,6 +116,84 @@ def build() -> tuple[Any, dict[str, flask.Flask]]:
         root.wsgi_app, {f"/{n}": _as_deployed(a) for n, a in apps.items()}
     )
     return mounted, apps
+
+
+def _document_of(name: str, app: flask.Flask) -> dict[str, Any]:
+    response = app.test_client().get("/openapi.json")
+    if response.status_code != 200:
+        raise RuntimeError(f"{name} answered {response.status_code} for its /openapi.json")
+    document: dict[str, Any] = response.get_json()
+    return document
+
+
+def namespace(function: str) -> str:
+    """The prefix of a function's names in the merged document: `admin-users` -> `AdminUsers`."""
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[-_]+", function))
+
+
+def merge(parts: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """One OpenAPI 3.1 document of every function's, each function's schemas under its own
+    names (`<Function>_<Name>`), so that no two functions' same-named schemas meet."""
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "Alo Doktor backend", "version": "1.0.0"},
+        "paths": {},
+        "components": {"schemas": {}, "securitySchemes": {}},
+    }
+    schemas: dict[str, Any] = doc["components"]["schemas"]
+    schemes: dict[str, Any] = doc["components"]["securitySchemes"]
+    prefixes: dict[str, str] = {}
+    for function in sorted(parts):
+        part = parts[function]
+        prefix = namespace(function)
+        if prefix in prefixes:
+            raise ValueError(f"{function} and {prefixes[prefix]} would share the names {prefix}_*")
+        prefixes[prefix] = function
+        components = part.get("components", {})
+        unknown = set(components) - {"schemas", "securitySchemes"}
+        if unknown:
+            raise ValueError(f"{function}: components {sorted(unknown)} are not merged")
+        renamed = {name: f"{prefix}_{name}" for name in components.get("schemas", {})}
+        scheme_names: dict[str, str] = {}
+        for name, scheme in components.get("securitySchemes", {}).items():
+            if schemes.get(name, scheme) == scheme:
+                scheme_names[name] = name
+            else:  # the same name for another scheme: this function's keeps apart too
+                scheme_names[name] = f"{prefix}_{name}"
+            schemes[scheme_names[name]] = scheme
+        for name, schema in components.get("schemas", {}).items():
+            schemas[renamed[name]] = _rewrite_refs(schema, renamed, function)
+        for path, item in part.get("paths", {}).items():
+            if path in doc["paths"]:
+                raise ValueError(f"{function}: {path} is also another function's path")
+            item = _rewrite_refs(item, renamed, function)
+            for op in item.values():
+                for requirement in op.get("security", []) if isinstance(op, dict) else []:
+                    for name in list(requirement):
+                        if name not in scheme_names:
+                            raise ValueError(f"{function}: {path} needs an undeclared {name}")
+                        requirement[scheme_names[name]] = requirement.pop(name)
+            doc["paths"][path] = item
+    return doc
+
+
+def _rewrite_refs(node: Any, renamed: Mapping[str, str], function: str) -> Any:
+    """A copy of `node` whose `$ref`s name the renamed schemas; any other `$ref` is an error."""
+    node = copy.deepcopy(node)
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            ref = item.get("$ref")
+            if isinstance(ref, str):
+                name = ref.removeprefix(SCHEMA_REF)
+                if not ref.startswith(SCHEMA_REF) or name not in renamed:
+                    raise ValueError(f"{function}: $ref {ref!r} names none of its schemas")
+                item["$ref"] = SCHEMA_REF + renamed[name]
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return node
 
 
 def _as_deployed(app: Any) -> Any:

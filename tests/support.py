@@ -16,6 +16,7 @@ import requests
 from shared.identity import profiles
 from shared.platform import clients, store
 from shared.platform.context import Role
+from tests import openapi_support
 
 
 @dataclass
@@ -95,7 +96,8 @@ def emulator_claims(project_id: str, uid: str, **overrides: Any) -> dict[str, An
 class Api:
     """An HTTP client of the gateway that carries a session cookie the way a browser would.
 
-    requests will not send a Secure cookie over http://, so the cookie is kept here.
+    requests will not send a Secure cookie over http://, so the cookie is kept here. Every
+    response is checked against the gateway's merged OpenAPI document (tests/openapi_support.py).
     """
 
     base: str
@@ -112,7 +114,9 @@ class Api:
             headers.setdefault("X-CSRF-Token", self.csrf)
         if self.bearer is not None:
             headers.setdefault("Authorization", f"Bearer {self.bearer}")
-        return requests.request(method, self.base + path, headers=headers, timeout=30, **kw)
+        response = requests.request(method, self.base + path, headers=headers, timeout=30, **kw)
+        openapi_support.check(self.base, response)
+        return response
 
     def get(self, path: str, **kw: Any) -> requests.Response:
         return self.request("GET", path, **kw)
@@ -135,6 +139,7 @@ def sign_in(stack: Any, user: User) -> Api:
     """A browser-like client holding a fresh session of `user`."""
     token = id_token(stack, user)
     response = requests.post(f"{stack.gateway_url}/session", json={"idToken": token}, timeout=30)
+    openapi_support.check(stack.gateway_url, response)
     assert response.status_code == 201, response.text
     cookie = session_cookie(response)["__session"].value
     return Api(stack.gateway_url, cookie=cookie, csrf=response.json()["csrfToken"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -332,6 +333,44 @@ def test_concurrent_writes_keep_one_unbroken_chain(stack, admin):
     assert verdict.status_code == 200, verdict.text
     assert verdict.json()["ok"] is True, verdict.json()
     assert verdict.json()["count"] >= max(seqs)
+
+
+def test_verify_is_not_broken_by_entries_appended_while_it_runs(stack, admin):
+    """Verify walks the chain while appends keep committing: every verdict is whole.
+
+    Each verify reads the head, then pages through the entries; appends that commit in
+    between must not be taken for a head that does not match its chain.
+    """
+    stop = threading.Event()
+    appended = [0] * 4
+
+    def append_until_stopped(n: int) -> None:
+        while not stop.is_set():
+            audit.record_read(f"prescriptions/race-{n}", "verify under appends", actor="race")
+            appended[n] += 1
+
+    verdicts: list[dict[str, Any]] = []
+    with ThreadPoolExecutor(max_workers=len(appended)) as pool:
+        writers = [pool.submit(append_until_stopped, n) for n in range(len(appended))]
+        try:
+            eventually(lambda: sum(appended), lambda got: got >= 4, "appends under way")
+            for i in range(12):
+                if i % 2:
+                    verdicts.append(audit.verify_chain().as_dict())
+                else:
+                    answer = admin.get("/audit/verify")
+                    assert answer.status_code == 200, answer.text
+                    verdicts.append(answer.json())
+        finally:
+            stop.set()
+        for writer in writers:
+            writer.result()
+
+    assert [v for v in verdicts if not v["ok"]] == [], verdicts
+    counts = [v["count"] for v in verdicts]
+    assert counts == sorted(counts), counts
+    assert counts[-1] > counts[0], counts  # the appends ran while verify did
+    assert admin.get("/audit/verify").json()["ok"] is True
 
 
 def _verify_cli(stack) -> subprocess.CompletedProcess[str]:

@@ -148,6 +148,24 @@ def test_a_removed_entry_is_reported_by_its_seq():
     assert (verdict.ok, verdict.broken_at) == (False, 5)
 
 
+def test_entries_numbered_after_the_head_are_left_to_the_next_verification():
+    entries = _chain(5)
+    head = _head(entries[:3])  # read before entries 4 and 5 were appended
+    assert verify(entries, head) == audit_log.Verdict(True, 3)
+    assert audit_log.verified_through(head) == 3
+    assert audit_log.verified_through(None) is None
+    # what the head covers is still checked: a gap or an edit before it breaks the chain
+    verdict = verify(entries[:1] + entries[2:], head)
+    assert (verdict.ok, verdict.broken_at) == (False, 2)
+    entries[2][1]["actor"] = "someone-else"
+    assert verify(entries, head).broken_at == 3
+    # an edit after the head is not looked at until a head covers it
+    entries = _chain(5)
+    entries[4][1]["actor"] = "someone-else"
+    assert verify(entries, _head(entries[:3])).ok is True
+    assert verify(entries, _head(entries)).broken_at == 5
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_non_finite_floats_still_have_one_canonical_form(bad):
     assert canonical({"x": bad}) == canonical({"x": bad})

@@ -7,6 +7,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from shared.bookings.rules import (
+    OPEN_FOR_PATIENT,
+    TRANSITIONS,
     Action,
     Hours,
     Refusal,
@@ -14,12 +16,15 @@ from shared.bookings.rules import (
     Status,
     answer_by,
     check_capacity,
+    check_open_limit,
     held,
+    leaves_open,
     load,
     moved_counts,
     next_status,
     queue_key,
     range_stats,
+    still_open,
     window_at,
     windows_between,
     windows_on,
@@ -187,3 +192,36 @@ def test_range_stats_add_up_by_status_and_list_every_day():
     assert stats.totals["declined"] == 1
     assert [d for d, _ in stats.by_day] == [date(2030, 1, 1), date(2030, 1, 2), date(2030, 1, 3)]
     assert sum(stats.by_day[1][1].values()) == 0
+
+
+# -- the patient's cap on open requests ------------------------------------------------------
+
+
+def test_requested_and_accepted_bookings_are_open_and_every_other_status_is_not():
+    assert {Status.REQUESTED, Status.ACCEPTED} == OPEN_FOR_PATIENT
+    freeing = {(old, action) for (old, action), new in TRANSITIONS.items() if leaves_open(old, new)}
+    assert freeing == {
+        (Status.REQUESTED, Action.DECLINE),
+        (Status.REQUESTED, Action.EXPIRE),
+        (Status.REQUESTED, Action.CANCEL),
+        (Status.ACCEPTED, Action.CANCEL),
+        (Status.ACCEPTED, Action.CHECK_IN),
+        (Status.ACCEPTED, Action.NO_SHOW),
+    }
+    assert not leaves_open(Status.REQUESTED, Status.ACCEPTED)  # an accept keeps it open
+    assert not leaves_open(Status.CHECKED_IN, Status.COMPLETED)  # it was not open
+
+
+def test_a_booking_stops_counting_once_its_window_has_ended():
+    ends = {"past": NOW - timedelta(seconds=1), "now": NOW, "later": FUTURE, "odd": "x"}
+    assert set(still_open(ends, NOW)) == {"later", "odd"}  # a damaged entry still counts
+    assert still_open({}, NOW) == {}
+
+
+def test_the_cap_refuses_one_more_than_the_limit_and_names_it():
+    check_open_limit(4, 5)
+    with pytest.raises(Refusal) as refused:
+        check_open_limit(5, 5)
+    assert (refused.value.code, refused.value.extra) == ("too_many_open_requests", {"limit": 5})
+    with pytest.raises(Refusal):
+        check_open_limit(7, 5)  # a cap lowered below what is open refuses too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -11,8 +12,11 @@ import pytest
 import requests
 from google.cloud.firestore import FieldFilter
 
-from shared.platform import clients, store
+from shared.bookings import rules as booking_rules
+from shared.bookings import service as bookings
+from shared.platform import clients, settings, store
 from shared.platform.context import Role
+from shared.platform.errors import Conflict
 from tests.support import Api, bearer, create_user, problem
 
 ZONE = "Asia/Jakarta"
@@ -320,16 +324,18 @@ def test_accepting_into_a_full_window_is_a_conflict_until_a_place_frees(stack, p
     assert clinic.act(made[2]["id"], "accept")["status"] == "accepted"
 
 
-def test_lowering_capacity_never_lets_a_window_exceed_it(stack, patient):
+def test_lowering_capacity_never_lets_a_window_exceed_it(stack):
     clinic = Clinic(stack, capacity=5)
-    made = [_book(patient, clinic) for _ in range(7)]
+    patients = [_patient(stack), _patient(stack)]  # 7 open bookings: more than one patient's cap
+    made = [_book(patients[i % 2], clinic) for i in range(7)]
+    owner = {b["id"]: patients[i % 2] for i, b in enumerate(made)}
     held = {b["id"]: clinic.act(b["id"], "accept") for b in made[:5]}
     places = {bid: store_place(bid) for bid in held}
     response = clinic.api.request("PUT", "/bookings/clinics/me", json=_setup(3))
     assert response.status_code == 200, response.text
     for bid, place in places.items():  # free the places a capacity of 3 can still use
         if place < 3:
-            assert patient.post(f"/bookings/{bid}/cancel").json()["status"] == "cancelled"
+            assert owner[bid].post(f"/bookings/{bid}/cancel").json()["status"] == "cancelled"
 
     # Places 3 and 4 are still held, so one of the three places is left.
     assert clinic.act(made[5]["id"], "accept")["status"] == "accepted"
@@ -355,8 +361,8 @@ def test_the_patient_may_cancel_until_the_window_starts(stack, clinic, patient):
 
 def test_thirty_concurrent_accepts_on_four_places_accept_exactly_four(stack):
     clinic = Clinic(stack, capacity=4)
-    patients = [_patient(stack) for _ in range(3)]
-    made = [_book(patients[i % 3], clinic) for i in range(30)]
+    patients = [_patient(stack) for _ in range(10)]  # 3 open requests each, within the cap
+    made = [_book(patients[i % 10], clinic) for i in range(30)]
 
     def accept(booking: dict) -> tuple[int, str]:
         response = requests.post(
@@ -378,6 +384,206 @@ def test_thirty_concurrent_accepts_on_four_places_accept_exactly_four(stack):
         "/bookings/clinics/me/load", params={"fromDate": _day(2).isoformat(), "days": 1}
     ).json()["windows"][0]
     assert (load["held"], load["free"], load["counts"]["requested"]) == (4, 0, 26)
+
+
+# -- the cap on open requests -------------------------------------------------------------
+
+CAP = 5  # MAX_OPEN_BOOKING_REQUESTS_PER_PATIENT's default; the test stack keeps it
+WINDOWS = [_window(2, t) for t in ("08:00", "08:30", "09:00", "09:30")] + [
+    _window(3, t) for t in ("08:00", "08:30", "09:00", "09:30")
+]
+
+
+@pytest.mark.parametrize(("raw", "cap"), [(None, 5), ("2", 2), ("0", 1), ("-3", 1)])
+def test_the_cap_is_a_setting_of_at_least_one(monkeypatch, raw, cap):
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "demo-test")
+    if raw is None:
+        monkeypatch.delenv("MAX_OPEN_BOOKING_REQUESTS_PER_PATIENT", raising=False)
+    else:
+        monkeypatch.setenv("MAX_OPEN_BOOKING_REQUESTS_PER_PATIENT", raw)
+    assert settings.load().max_open_booking_requests_per_patient == cap
+
+
+def _open_entries(patient_uid: str) -> dict:
+    snap = clients.db().collection("bookingPatients").document(patient_uid).get()
+    return dict((snap.to_dict() or {}).get("open") or {}) if snap.exists else {}
+
+
+def _refused_at_the_cap(patient: Api, clinic: Clinic, start: str | None = None) -> None:
+    body = problem(_ask(patient, clinic, start), 409, "too_many_open_requests")
+    assert body["limit"] == CAP
+    assert str(CAP) in body["detail"]
+
+
+def test_a_patient_may_hold_only_so_many_open_bookings_across_clinics(stack, clinic, patient):
+    other = Clinic(stack)
+    made = [_book(patient, clinic, w) for w in WINDOWS[:3]]
+    made += [_book(patient, other, w) for w in WINDOWS[3:CAP]]
+    clinic.act(made[0]["id"], "accept")  # accepted and still to come: still open
+
+    _refused_at_the_cap(patient, clinic, WINDOWS[CAP])
+    _refused_at_the_cap(patient, other, WINDOWS[CAP])
+    mine = patient.get("/bookings", params={"limit": 50}).json()["items"]
+    assert sorted(b["id"] for b in mine) == sorted(b["id"] for b in made)
+    assert set(_open_entries(patient_uid(made[0]))) == {b["id"] for b in made}
+    assert _book(_patient(stack), clinic, WINDOWS[CAP])["status"] == "requested"  # per patient
+
+
+def test_declining_cancelling_expiring_or_checking_in_frees_a_place_under_the_cap(
+    stack, clinic, patient, admin
+):
+    made = [_book(patient, clinic, w) for w in WINDOWS[:CAP]]
+    uid = patient_uid(made[0])
+    _refused_at_the_cap(patient, clinic)
+
+    clinic.act(made[0]["id"], "decline", json={"reason": "No doctor that day."})
+    made.append(_book(patient, clinic, WINDOWS[CAP]))
+    _refused_at_the_cap(patient, clinic)
+
+    patient.post(f"/bookings/{made[1]['id']}/cancel")
+    made.append(_book(patient, clinic, WINDOWS[CAP]))
+    _refused_at_the_cap(patient, clinic)
+
+    ref = clients.db().collection("bookings").document(made[2]["id"])
+    store.update(ref, {"answerBy": datetime.now(UTC) - timedelta(minutes=1)}, by="test")
+    for _ in range(20):  # the sweep runs until nothing is due (other tests' requests too)
+        if not admin.post("/bookings/sweep", params={"limit": 50}).json()["more"]:
+            break
+    assert _stored(made[2]["id"])["status"] == "declined"
+    made.append(_book(patient, clinic, WINDOWS[CAP]))
+    _refused_at_the_cap(patient, clinic)
+
+    clinic.act(made[3]["id"], "accept")
+    _refused_at_the_cap(patient, clinic)  # an accept keeps it open
+    clinic.act(made[3]["id"], "check-in")
+    made.append(_book(patient, clinic, WINDOWS[CAP]))
+    _refused_at_the_cap(patient, clinic)
+
+    still_open = [b["id"] for b in made if _stored(b["id"])["status"] in ("requested", "accepted")]
+    assert len(still_open) == CAP
+    assert set(_open_entries(uid)) == set(still_open)
+
+
+def test_an_accepted_booking_whose_window_has_ended_no_longer_counts(stack, clinic, patient):
+    made = [_book(patient, clinic, w) for w in WINDOWS[:CAP]]
+    uid = patient_uid(made[0])
+    clinic.act(made[0]["id"], "accept")
+    _refused_at_the_cap(patient, clinic)
+    # As if its window had ended with the clinic never checking the patient in.
+    mine = clients.db().collection("bookingPatients").document(uid)
+    store.set(mine, {"open": {made[0]["id"]: datetime.now(UTC) - timedelta(minutes=1)}}, merge=True)
+
+    later = _book(patient, clinic, WINDOWS[CAP])
+    assert set(_open_entries(uid)) == {b["id"] for b in made[1:]} | {later["id"]}  # dropped
+    _refused_at_the_cap(patient, clinic)
+    assert clinic.act(made[0]["id"], "no-show")["status"] == "no_show"  # its entry is gone
+    assert len(_open_entries(uid)) == CAP
+
+
+def _ask_raw(patient: Api, clinic: Clinic, start: str, key: str | None = None) -> tuple[int, dict]:
+    """A request straight through requests, for many in flight at once from threads."""
+    headers = {"Authorization": f"Bearer {patient.bearer}"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    body = {"clinicUid": clinic.uid, "serviceId": "checkup", "windowStart": start}
+    response = requests.post(f"{patient.base}/bookings", json=body, headers=headers, timeout=300)
+    return response.status_code, response.json()
+
+
+def test_concurrent_requests_for_the_last_place_under_the_cap_make_one_booking(stack, clinic):
+    patient = _patient(stack)
+    made = [_book(patient, clinic, w) for w in WINDOWS[: CAP - 1]]
+    uid = patient_uid(made[0])
+
+    for round_ in range(2):  # then again once a place is freed
+        starts = [WINDOWS[(CAP - 1 + i) % len(WINDOWS)] for i in range(10)]
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            answers = list(pool.map(lambda w: _ask_raw(patient, clinic, w), starts))
+
+        won = [body for status, body in answers if status == 201]
+        assert len(won) == 1, answers
+        refused = [(s, b.get("code"), b.get("limit")) for s, b in answers if s != 201]
+        assert set(refused) == {(409, "too_many_open_requests", CAP)}, answers
+        made.append(won[0])
+        mine = patient.get("/bookings", params={"limit": 50}).json()["items"]
+        assert sum(b["status"] == "requested" for b in mine) == CAP
+        assert len(mine) == CAP + round_
+        assert len(_open_entries(uid)) == CAP
+        patient.post(f"/bookings/{made[0]['id']}/cancel")
+        made.pop(0)
+
+
+def test_racers_that_all_read_before_any_commits_still_make_one_booking(
+    stack, clinic, patient, monkeypatch
+):
+    """The worst interleaving, forced: every request has counted the patient's open bookings
+    (one place left) before any of them commits. Only one may land."""
+    made = [_book(patient, clinic, w) for w in WINDOWS[: CAP - 1]]
+    uid = patient_uid(made[0])
+    racers = 6
+    all_counted = threading.Barrier(racers, timeout=60)
+    counted_once = threading.local()
+    real_still_open = booking_rules.still_open
+
+    def still_open(recorded, now):
+        result = real_still_open(recorded, now)
+        if not getattr(counted_once, "done", False):  # a racer's retry does not wait again
+            counted_once.done = True
+            all_counted.wait()
+        return result
+
+    monkeypatch.setattr(booking_rules, "still_open", still_open)
+    start = datetime.fromisoformat(WINDOWS[CAP - 1])
+    outcomes: list[str] = []
+
+    def ask() -> None:
+        new = bookings.NewBooking(uid, None, clinic.uid, "checkup", start, None)
+        try:
+            bookings.request(new, None)
+            outcomes.append("made")
+        except Conflict as refused:
+            outcomes.append(refused.code)
+
+    threads = [threading.Thread(target=ask) for _ in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert sorted(outcomes) == ["made"] + ["too_many_open_requests"] * (racers - 1), outcomes
+    assert len(_open_entries(uid)) == CAP
+    mine = patient.get("/bookings", params={"limit": 50}).json()["items"]
+    assert len(mine) == CAP
+
+
+def test_idempotent_retries_count_once_against_the_cap(stack, clinic, patient):
+    key = uuid.uuid4().hex
+    first = _ask(patient, clinic, WINDOWS[0], headers={"Idempotency-Key": key})
+    assert first.status_code == 201, first.text
+    for _ in range(3):
+        again = _ask(patient, clinic, WINDOWS[0], headers={"Idempotency-Key": key})
+        assert again.json()["id"] == first.json()["id"]
+    rest = [_book(patient, clinic, w) for w in WINDOWS[1:CAP]]  # four more fit under the cap
+    uid = patient_uid(rest[0])
+    assert len(_open_entries(uid)) == CAP
+
+    # At the cap, a replay still answers the booking it made; a new request is refused.
+    again = _ask(patient, clinic, WINDOWS[0], headers={"Idempotency-Key": key})
+    assert again.status_code == 201, again.text
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    _refused_at_the_cap(patient, clinic, WINDOWS[CAP])
+
+    # Retries of one request racing for the last place: every one answers the one booking.
+    patient.post(f"/bookings/{rest[0]['id']}/cancel")
+    racing = uuid.uuid4().hex
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(
+            pool.map(lambda _: _ask_raw(patient, clinic, WINDOWS[CAP], racing), range(8))
+        )
+    assert {status for status, _ in answers} == {201}, answers
+    assert len({body["id"] for _, body in answers}) == 1
+    assert len(_open_entries(uid)) == CAP
+    _refused_at_the_cap(patient, clinic, WINDOWS[CAP + 1])
 
 
 # -- the sweep ----------------------------------------------------------------------------
@@ -428,11 +634,11 @@ def known(stack):
     patient = _patient(stack)
     a = [_book(patient, clinic, _window(2, "08:00")) for _ in range(3)]
     b = [_book(patient, clinic, _window(2, "08:30")) for _ in range(2)]
-    c = _book(patient, clinic, _window(3, "08:00"))
     clinic.act(a[0]["id"], "accept")
     clinic.act(a[1]["id"], "accept")
     clinic.act(a[2]["id"], "decline", json={"reason": "Full that morning."})
     patient.post(f"/bookings/{b[1]['id']}/cancel")
+    c = _book(patient, clinic, _window(3, "08:00"))  # after the decline and the cancel: the cap
     for step in ("accept", "check-in", "complete"):
         clinic.act(c["id"], step)
     return clinic, patient, b[0]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 
 from shared.platform.context import Role
-from tests.support import approved_doctor, bearer, create_user, problem
+from tests.support import approved_doctor, bearer, create_user, problem, slot_in
 
 
 def _cursor(values: list, doc_id: str) -> str:
@@ -94,3 +95,206 @@ def test_booking_notes_handed_out_are_logged(stack):
     assert seen.json()["note"] == "sore throat"
     reads = [e for e in entries(f"bookings/{booking['id']}") if e["action"] == "read"]
     assert clinic.uid in {e["actor"] for e in reads}
+
+
+def _routes_with_a_body() -> list[tuple[str, str, str, Role | None]]:
+    """(function, method, path, a role the policy lets call it) of every route taking JSON."""
+    from tests.functions_index import load
+    from tools.bundle import function_names
+
+    found = []
+    for name in function_names():
+        api = getattr(load(name), "api", None)
+        for route in api.routes.values() if api is not None else ():
+            if route.body is not None:
+                role = min(route.rule.roles, key=lambda r: r.value) if route.rule.roles else None
+                found.append((name, route.method, route.path, role))
+    return found
+
+
+def test_deeply_nested_json_is_refused_on_every_route_that_takes_a_body(stack):
+    routes = _routes_with_a_body()
+    assert any(role is None for *_, role in routes)  # public ones too: POST /session, webhook
+    callers = {role: bearer(stack, create_user(stack, role)) for *_, role in routes if role}
+    deep = b"[" * 50_000
+    for name, method, path, role in routes:
+        api = callers[role] if role else bearer(stack, create_user(stack, Role.PATIENT))
+        if role is None:
+            api.bearer = None
+        url = f"/{name}" + re.sub(r"<[^>]+>", "x1", path).rstrip("/")
+        answer = api.request(
+            method, url or "/", data=deep, headers={"Content-Type": "application/json"}
+        )
+        problem(answer, 400, "json_too_deep")
+    # As deep as allowed still parses: the refusal is about depth, not brackets.
+    shallow = json.dumps({"idToken": [[[[1]]]]})
+    session = bearer(stack, create_user(stack, Role.PATIENT))
+    session.bearer = None
+    answer = session.post("/session", data=shallow, headers={"Content-Type": "application/json"})
+    problem(answer, 400, "validation_failed")
+
+
+@pytest.mark.parametrize(
+    "raw_path",
+    [
+        "/appointments/%0A",
+        "/appointments/a%0Db",
+        "/bookings/%01",
+        "/prescriptions/%7F/send",
+        "/session/%09",
+        "/appointments/robots.txt",
+        "/%0A",
+        "/%01appointments",
+        "/appointments%0A",
+        "/api/appointments/%0A",
+    ],
+)
+def test_paths_with_control_characters_answer_problem_json(stack, raw_path):
+    api = bearer(stack, create_user(stack, Role.PATIENT))
+    for method in ("GET", "POST"):
+        answer = api.request(method, raw_path)
+        assert 400 <= answer.status_code < 500, (raw_path, answer.status_code, answer.text)
+        problem(answer, answer.status_code)
+
+
+def test_raw_control_bytes_in_the_request_line_answer_problem_json(stack):
+    # Unencoded: what a hand-written client or a fuzzer can put on the wire.
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(stack.gateway_url)
+    for path in (b"/appointments/\x01", b"/\x7f", b"/bookings/a\x1bb"):
+        conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+        try:
+            conn.putrequest("GET", "/", skip_host=True)  # replaced below, byte for byte
+            conn._buffer[0] = b"GET " + path + b" HTTP/1.1"  # type: ignore[attr-defined]
+            conn.putheader("Host", f"{where.hostname}:{where.port}")
+            conn.endheaders()
+            answer = conn.getresponse()
+            body = answer.read()
+        finally:
+            conn.close()
+        assert 400 <= answer.status < 500, (path, answer.status, body[:200])
+        assert answer.getheader("Content-Type", "").startswith("application/problem+json"), (
+            path,
+            answer.getheader("Content-Type"),
+            body[:200],
+        )
+
+
+@pytest.mark.parametrize("bad_id", ["a/b", ".", "..", "__reserved__", "_x", "x" * 300])
+def test_ids_in_bodies_and_queries_that_cannot_name_a_document_are_refused(stack, admin, bad_id):
+    patient = bearer(stack, create_user(stack, Role.PATIENT))
+    _, doctor = approved_doctor(stack, admin)
+    calls = [
+        (patient, "POST", "/appointments", {"doctorUid": bad_id, "start": slot_in(30)}),
+        (patient, "POST", "/paypal-create", {"appointmentId": bad_id}),
+        (patient, "POST", "/paypal-capture", {"orderId": bad_id}),
+        (
+            patient,
+            "POST",
+            "/bookings",
+            {"clinicUid": bad_id, "serviceId": "checkup", "windowStart": slot_in(30)},
+        ),
+        (doctor, "POST", "/prescriptions", {"appointmentId": bad_id, "items": []}),
+        (admin, "POST", "/payments/refunds", {"orderId": bad_id}),
+    ]
+    for api, method, path, body in calls:
+        problem(api.request(method, path, json=body), 400, "validation_failed")
+    for path, params in (
+        ("/appointments", {"doctorUid": bad_id}),
+        ("/payments/orders", {"patientUid": bad_id}),
+        ("/payments/ledger", {"orderId": bad_id}),
+        ("/bookings/unanswered", {"clinicUid": bad_id}),
+    ):
+        problem(admin.get(path, params=params), 400, "validation_failed")
+
+
+@pytest.mark.parametrize("bad_day", ["2030-02-30", "0000-01-01", "2031-13-01", "2100-01-01"])
+def test_dates_that_are_not_days_are_refused_wherever_they_are_nested(stack, admin, bad_day):
+    user, doctor = approved_doctor(stack, admin)
+    availability = {
+        "timeZone": "UTC",
+        "slotMinutes": 30,
+        "weekly": {"mon": [{"start": "09:00", "end": "10:00"}]},
+        "exceptions": [{"date": "2030-01-01", "off": True}, {"date": bad_day, "off": True}],
+    }
+    errors = problem(doctor.request("PUT", "/appointments/availability", json=availability), 400)
+    assert any(e["field"].startswith("exceptions.1.date") for e in errors["errors"]), errors
+    clinic = bearer(stack, create_user(stack, Role.CLINIC))
+    setup = {
+        "timeZone": "UTC",
+        "windowMinutes": 30,
+        "weekly": [{"day": "mon", "opens": "08:00", "closes": "09:00", "capacity": 1}],
+        "closedDates": ["2030-01-01", bad_day],
+        "services": [
+            {
+                "id": "checkup",
+                "name": "Check-up",
+                "durationMinutes": 20,
+                "price": {"currency": "USD", "value": "1.00"},
+            }
+        ],
+    }
+    errors = problem(clinic.request("PUT", "/bookings/clinics/me", json=setup), 400)
+    assert any(e["field"].startswith("closedDates.1") for e in errors["errors"]), errors
+    problem(clinic.get("/bookings/clinics/me/day", params={"day": bad_day}), 400)
+    # Nothing was stored: the doctor's availability still reads.
+    assert doctor.get(f"/appointments/doctors/{user.uid}/availability").status_code == 200
+
+
+@pytest.mark.parametrize("currency", ["XXX", "usd", "US", "€€€"])
+def test_unsupported_currencies_in_queries_are_a_validation_error(stack, admin, currency):
+    patient = bearer(stack, create_user(stack, Role.PATIENT))
+    problem(
+        patient.get("/users/directory/doctors", params={"currency": currency}),
+        400,
+        "validation_failed",
+    )
+    problem(admin.get("/payments/balance", params={"currency": currency}), 400, "validation_failed")
+
+
+def test_a_stored_record_that_no_longer_parses_costs_only_its_own_readers(stack, admin):
+    from shared.appointments import service as appointments
+    from shared.platform import clients
+
+    broken, broken_api = approved_doctor(stack, admin)
+    fine, _ = approved_doctor(stack, admin)
+    patient = bearer(stack, create_user(stack, Role.PATIENT))
+    booked = patient.post("/appointments", json={"doctorUid": broken.uid, "start": slot_in(30)})
+    assert booked.status_code == 201, booked.text
+    booked_too = patient.post("/appointments", json={"doctorUid": fine.uid, "start": slot_in(30)})
+    assert booked_too.status_code == 201, booked_too.text
+    # A hand edit in the console (or data older than today's rules): not a day, not a zone.
+    db = clients.db()
+    db.collection(appointments.AVAILABILITY).document(broken.uid).update(
+        {"exceptions": [{"date": "2030-02-30", "off": True}], "timeZone": "Mars/Olympus"}
+    )
+    db.collection(appointments.APPOINTMENTS).document(booked.json()["id"]).update(
+        {"status": "no-such-status"}
+    )
+
+    for path, params in (
+        (f"/appointments/doctors/{broken.uid}/availability", None),
+        (f"/appointments/doctors/{broken.uid}/slots", {"from": slot_in(1), "to": slot_in(20)}),
+        (f"/appointments/{booked.json()['id']}", None),
+    ):
+        problem(patient.get(path, params=params), 409, "record_unreadable")
+    problem(
+        patient.post("/appointments", json={"doctorUid": broken.uid, "start": slot_in(40)}),
+        409,
+        "record_unreadable",
+    )
+    # Everyone and everything else reads as before; the list leaves the bad record out.
+    assert patient.get(f"/appointments/doctors/{fine.uid}/availability").status_code == 200
+    listed = patient.get("/appointments")
+    assert listed.status_code == 200, listed.text
+    assert [a["id"] for a in listed.json()["items"]] == [booked_too.json()["id"]]
+    # The owner repairs it by publishing again.
+    repaired = broken_api.request(
+        "PUT",
+        "/appointments/availability",
+        json={"timeZone": "UTC", "slotMinutes": 30, "weekly": {"mon": []}},
+    )
+    assert repaired.status_code == 200, repaired.text
+    assert patient.get(f"/appointments/doctors/{broken.uid}/availability").status_code == 200

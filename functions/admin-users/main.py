@@ -21,9 +21,10 @@ from pydantic import Field, model_validator
 
 from shared.identity import accounts, profiles
 from shared.identity.profile_fields import FieldRefusal, Phone, ProfileFields, ProfileView
-from shared.platform import clients
+from shared.platform import clients, stored
 from shared.platform.context import Role
 from shared.platform.errors import BadRequest, Forbidden, NotFound
+from shared.platform.fields import DocId
 from shared.platform.models import Body, Page, View
 from shared.web.http import Call, Function
 
@@ -41,7 +42,7 @@ class CreateAccount(Body):
     phone: Phone | None = None
     password: str | None = Field(default=None, min_length=8, max_length=128)
     send_password_link: bool = False
-    uid: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{6,128}$")
+    uid: DocId | None = Field(default=None, min_length=6, max_length=128)
     approved: bool | None = None
     profile: ProfileFields | None = None
 
@@ -160,7 +161,7 @@ def list_accounts(call: Call) -> AccountList:
         limit=q.limit,
         cursor=q.cursor,
     )
-    return AccountList(items=[ProfileView.of(i) for i in items], next_cursor=cursor)
+    return AccountList(items=stored.readable(ProfileView.of, items), next_cursor=cursor)
 
 
 def _uid(call: Call) -> str:

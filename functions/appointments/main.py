@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import flask
 import functions_framework
-from pydantic import AwareDatetime, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from shared.appointments import service
 from shared.appointments.rules import Status
@@ -29,8 +29,10 @@ from shared.appointments.schedule import MAX_RANGE_DAYS
 from shared.audit import service as audit
 from shared.identity.profile_fields import HHMM, Weekday, price_view
 from shared.payments.views import PaymentSummary
+from shared.platform import stored
 from shared.platform.context import Role
 from shared.platform.errors import BadRequest
+from shared.platform.fields import Day, DocId, Instant
 from shared.platform.models import Body, Page, View
 from shared.web.http import Call, Function, Reply
 from shared.workflows.cancellations import REFUND
@@ -54,7 +56,7 @@ class IntervalIn(Body):
 
 
 class DayExceptionIn(Body):
-    date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    date: Day
     off: bool = False
     intervals: list[IntervalIn] = Field(default_factory=list, max_length=6)
 
@@ -92,8 +94,8 @@ class AvailabilityOut(View):
 
 
 class SlotsQuery(Body):
-    start_from: AwareDatetime = Field(alias="from")
-    start_to: AwareDatetime = Field(alias="to")
+    start_from: Instant = Field(alias="from")
+    start_to: Instant = Field(alias="to")
 
 
 class SlotList(View):
@@ -103,8 +105,8 @@ class SlotList(View):
 
 
 class BookIn(Body):
-    doctor_uid: str = Field(min_length=1, max_length=128)
-    start: AwareDatetime
+    doctor_uid: DocId
+    start: Instant
     note: str | None = Field(default=None, max_length=1000, description="Reason for the visit")
 
 
@@ -159,10 +161,10 @@ class AppointmentOut(View):
 
 class AppointmentQuery(Page):
     status: Status | None = None
-    start_from: AwareDatetime | None = Field(default=None, alias="from")
-    start_to: AwareDatetime | None = Field(default=None, alias="to")
-    doctor_uid: str | None = Field(default=None, max_length=128, description="admins only")
-    patient_uid: str | None = Field(default=None, max_length=128, description="admins only")
+    start_from: Instant | None = Field(default=None, alias="from")
+    start_to: Instant | None = Field(default=None, alias="to")
+    doctor_uid: DocId | None = Field(default=None, description="admins only")
+    patient_uid: DocId | None = Field(default=None, description="admins only")
 
 
 class AppointmentList(View):
@@ -175,7 +177,7 @@ class CancelIn(Body):
 
 
 class RescheduleIn(Body):
-    start: AwareDatetime
+    start: Instant
 
 
 class Swept(View):
@@ -249,7 +251,7 @@ def list_appointments(call: Call) -> AppointmentList:
         limit=q.limit,
         cursor=q.cursor,
     )
-    shown = [AppointmentOut.of(i, call.principal.role) for i in items]
+    shown = stored.readable(lambda i: AppointmentOut.of(i, call.principal.role), items)
     _record_note_reads(shown)
     return AppointmentList(items=shown, next_cursor=cursor)
 

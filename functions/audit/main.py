@@ -16,6 +16,8 @@ from pydantic import Field, model_validator
 
 from shared.audit import service as audit_store
 from shared.audit.rules import Action
+from shared.platform import stored
+from shared.platform.fields import Instant
 from shared.platform.models import Page, View
 from shared.web.http import Call, Function
 
@@ -32,8 +34,8 @@ class AuditQuery(Page):
     )
     actor: str | None = Field(default=None, min_length=1, max_length=128)
     action: Action | None = None
-    since: datetime | None = Field(default=None, description="inclusive")
-    until: datetime | None = Field(default=None, description="exclusive")
+    since: Instant | None = Field(default=None, description="inclusive")
+    until: Instant | None = Field(default=None, description="exclusive")
 
     @model_validator(mode="after")
     def _a_range(self) -> AuditQuery:
@@ -107,7 +109,9 @@ def list_entries(call: Call) -> AuditPage:
         limit=q.limit,
         cursor=q.cursor,
     )
-    return AuditPage(items=[AuditEntry.of(i, d) for i, d in rows], next_cursor=cursor)
+    return AuditPage(
+        items=stored.readable(lambda row: AuditEntry.of(*row), rows), next_cursor=cursor
+    )
 
 
 @api.route("GET", "/verify", response=ChainVerdict)

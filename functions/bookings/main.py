@@ -19,9 +19,9 @@ Routes (under /bookings):
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from itertools import pairwise
-from typing import Annotated, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import flask
@@ -33,9 +33,10 @@ from shared.bookings import rules, service
 from shared.bookings.rules import Action, Status
 from shared.identity.profile_fields import Opening, Price, ShortText, Slug, Weekday, price_view
 from shared.payments.views import PaymentSummary
-from shared.platform import idempotency
+from shared.platform import idempotency, stored
 from shared.platform.context import Role
 from shared.platform.errors import BadRequest, NotFound
+from shared.platform.fields import Day, DocId, Instant
 from shared.platform.models import Body, Page, SweepQuery, View
 from shared.web.http import Call, Function, Reply
 from shared.workflows.cancellations import REFUND
@@ -45,8 +46,6 @@ api = Function(
     title="Alo Doktor clinic bookings",
     description="Clinics' services, capacity per window and booking queue; their dashboards.",
 )
-
-ClinicUid = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
 
 
 # -- models -----------------------------------------------------------------------------
@@ -68,7 +67,7 @@ class ClinicSetup(Body):
     time_zone: str = Field(max_length=64, description="IANA, e.g. Asia/Jakarta")
     window_minutes: int = Field(ge=5, le=240)
     weekly: list[WeeklyHours] = Field(max_length=28, description="a day not listed is closed")
-    closed_dates: list[date] = Field(default_factory=list, max_length=366)
+    closed_dates: list[Day] = Field(default_factory=list, max_length=366)
     services: list[ServiceIn] = Field(min_length=1, max_length=50)
 
     @field_validator("time_zone")
@@ -154,17 +153,10 @@ class ClinicView(View):
 
 
 class BookingRequest(Body):
-    clinic_uid: ClinicUid
+    clinic_uid: DocId
     service_id: Slug
-    window_start: datetime = Field(description="the window's start, with its UTC offset")
+    window_start: Instant = Field(description="the window's start, with its UTC offset")
     note: str | None = Field(default=None, max_length=500)
-
-    @field_validator("window_start")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("give the UTC offset, e.g. 2030-01-07T09:00:00+07:00")
-        return value
 
 
 class BookingView(View):
@@ -228,7 +220,7 @@ class SweepResult(View):
 
 
 class UnansweredQuery(Page):
-    clinic_uid: ClinicUid | None = None
+    clinic_uid: DocId | None = None
 
 
 class WindowView(View):
@@ -254,11 +246,11 @@ class WindowView(View):
 
 
 class DayQuery(Body):
-    day: date | None = Field(default=None, description="local date; default today")
+    day: Day | None = Field(default=None, description="local date; default today")
 
 
 class DayListQuery(Page):
-    day: date | None = Field(default=None, description="local date; default today")
+    day: Day | None = Field(default=None, description="local date; default today")
     status: Status | None = None
 
 
@@ -270,7 +262,7 @@ class DayView(View):
 
 
 class LoadQuery(Body):
-    from_date: date | None = Field(default=None, description="local date; default today")
+    from_date: Day | None = Field(default=None, description="local date; default today")
     days: int = Field(default=7, ge=1, le=14)
 
 
@@ -280,8 +272,8 @@ class LoadView(View):
 
 
 class StatsQuery(Body):
-    from_date: date
-    to_date: date = Field(description="inclusive")
+    from_date: Day
+    to_date: Day = Field(description="inclusive")
 
 
 class DayCounts(View):
@@ -375,7 +367,9 @@ def my_bookings(call: Call) -> BookingList:
     q: Page = call.query
     items, cursor = service.list_for_patient(call.principal.uid, limit=q.limit, cursor=q.cursor)
     return BookingList(
-        items=_logged_all([BookingView.of(i, service.queue_position(i)) for i in items]),
+        items=_logged_all(
+            stored.readable(lambda i: BookingView.of(i, service.queue_position(i)), items)
+        ),
         next_cursor=cursor,
     )
 
@@ -431,7 +425,9 @@ def unanswered(call: Call) -> BookingList:
     """The oldest unanswered requests first, of one clinic or of all."""
     q: UnansweredQuery = call.query
     items, cursor = service.list_unanswered(q.clinic_uid, limit=q.limit, cursor=q.cursor)
-    return BookingList(items=_logged_all([BookingView.of(i) for i in items]), next_cursor=cursor)
+    return BookingList(
+        items=_logged_all(stored.readable(BookingView.of, items)), next_cursor=cursor
+    )
 
 
 # -- the clinic's queue and dashboards --------------------------------------------------
@@ -488,7 +484,9 @@ def day_bookings(call: Call) -> BookingList:
         limit=q.limit,
         cursor=q.cursor,
     )
-    return BookingList(items=_logged_all([BookingView.of(i) for i in items]), next_cursor=cursor)
+    return BookingList(
+        items=_logged_all(stored.readable(BookingView.of, items)), next_cursor=cursor
+    )
 
 
 @api.route("GET", "/clinics/<clinic_uid>/load", query=LoadQuery, response=LoadView)

@@ -21,10 +21,11 @@ from shared.identity.profile_fields import Price
 from shared.payments import ledger, ledger_store, refunds
 from shared.payments import records as order_records
 from shared.payments.rules import OrderStatus
-from shared.payments.views import EntryView, OrderView, RefundView, SafeId, money_view
-from shared.platform import idempotency
+from shared.payments.views import EntryView, OrderView, RefundView, money_view
+from shared.platform import idempotency, stored
 from shared.platform.context import Role
 from shared.platform.errors import BadRequest, Forbidden
+from shared.platform.fields import Currency, DocId
 from shared.platform.models import Body, Page, SweepQuery, View
 from shared.web.http import Call, Function, Reply
 
@@ -53,8 +54,8 @@ def _admin_only(call: Call, name: str, value: object) -> None:
 
 class OrdersQuery(Page):
     status: OrderStatus | None = None
-    patient_uid: SafeId | None = Field(default=None, description="admins only")
-    provider_uid: SafeId | None = Field(default=None, description="admins only")
+    patient_uid: DocId | None = Field(default=None, description="admins only")
+    provider_uid: DocId | None = Field(default=None, description="admins only")
 
 
 class OrderList(View):
@@ -81,7 +82,7 @@ def list_orders(call: Call) -> OrderList:
         limit=q.limit,
         cursor=q.cursor,
     )
-    return OrderList(items=[OrderView.of(o) for o in items], next_cursor=cursor)
+    return OrderList(items=stored.readable(OrderView.of, items), next_cursor=cursor)
 
 
 @api.route("GET", "/orders/<order_id>", response=OrderView, problems=(404,))
@@ -98,7 +99,7 @@ class LedgerQuery(Page):
     account: str | None = Field(
         default=None, pattern=ACCOUNT_PATTERN, max_length=200, description="admins only"
     )
-    order_id: SafeId | None = Field(default=None, description="admins only")
+    order_id: DocId | None = Field(default=None, description="admins only")
 
 
 class EntryList(View):
@@ -116,14 +117,14 @@ def list_entries(call: Call) -> EntryList:
     items, cursor = ledger_store.entries(
         account, limit=q.limit, cursor=q.cursor, order_id=q.order_id
     )
-    return EntryList(items=[EntryView.of(e) for e in items], next_cursor=cursor)
+    return EntryList(items=stored.readable(EntryView.of, items), next_cursor=cursor)
 
 
 class BalanceQuery(Body):
     account: str | None = Field(
         default=None, pattern=ACCOUNT_PATTERN, max_length=200, description="admins only"
     )
-    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    currency: Currency | None = None
 
 
 class Balance(View):
@@ -166,7 +167,7 @@ def balance(call: Call) -> Balances:
 
 
 class RefundBody(Body):
-    order_id: SafeId
+    order_id: DocId
     amount: Price | None = Field(default=None, description="omit to refund all that is left")
     reason: str = Field(min_length=3, max_length=255)
 
@@ -183,6 +184,7 @@ class RefundBody(Body):
     body=RefundBody,
     response=RefundView,
     status=201,
+    also=(200,),  # a replay of the same Idempotency-Key
     problems=(404, 409, 503),
     headers=(idempotency.HEADER,),
 )

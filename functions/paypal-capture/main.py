@@ -21,8 +21,9 @@ from pydantic import model_validator
 from shared.payments import orders
 from shared.payments import records as order_records
 from shared.payments.rules import OrderStatus
-from shared.payments.views import OrderView, RefundView, SafeId
+from shared.payments.views import OrderView, RefundView
 from shared.platform.errors import Conflict
+from shared.platform.fields import DocId
 from shared.platform.models import Body
 from shared.web.http import Call, Function, Reply
 from shared.workflows.payment_subjects import SUBJECTS
@@ -35,8 +36,8 @@ api = Function(
 
 
 class CaptureBody(Body):
-    order_id: SafeId | None = None
-    paypal_order_id: SafeId | None = None
+    order_id: DocId | None = None
+    paypal_order_id: DocId | None = None
 
     @model_validator(mode="after")
     def _one(self) -> CaptureBody:
@@ -45,7 +46,14 @@ class CaptureBody(Body):
         return self
 
 
-@api.route("POST", "/", body=CaptureBody, response=OrderView, problems=(404, 409, 422, 502, 503))
+@api.route(
+    "POST",
+    "/",
+    body=CaptureBody,
+    response=OrderView,
+    also=(202,),  # capture_pending: PayPal holds the capture until it clears
+    problems=(404, 409, 422, 502, 503),
+)
 def capture(call: Call) -> OrderView | Reply:
     """Capture the approved order; the appointment or booking is then confirmed."""
     body: CaptureBody = call.body

@@ -15,7 +15,8 @@ from pydantic import model_validator
 
 from shared.payments import orders
 from shared.payments.rules import Kind
-from shared.payments.views import OrderView, SafeId
+from shared.payments.views import OrderView
+from shared.platform.fields import DocId
 from shared.platform.models import Body
 from shared.web.http import Call, Function, Reply
 from shared.workflows.payment_subjects import SUBJECTS
@@ -28,8 +29,8 @@ api = Function(
 
 
 class PayFor(Body):
-    appointment_id: SafeId | None = None
-    booking_id: SafeId | None = None
+    appointment_id: DocId | None = None
+    booking_id: DocId | None = None
 
     @model_validator(mode="after")
     def _one(self) -> PayFor:
@@ -44,7 +45,15 @@ class PayFor(Body):
         return Kind.BOOKING, self.booking_id
 
 
-@api.route("POST", "/", body=PayFor, response=OrderView, status=201, problems=(404, 409, 503))
+@api.route(
+    "POST",
+    "/",
+    body=PayFor,
+    response=OrderView,
+    status=201,
+    also=(200,),  # the subject's order exists already: the same order again
+    problems=(404, 409, 503),
+)
 def create(call: Call) -> Reply:
     """The PayPal order for one's appointment or booking: approve it at `approveLink`."""
     kind, subject_id = call.body.subject()

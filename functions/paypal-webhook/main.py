@@ -16,6 +16,7 @@ import functions_framework
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.payments import webhooks as paypal_events
+from shared.platform.fields import DocId
 from shared.platform.models import View
 from shared.web.http import Call, Function
 from shared.workflows.payment_subjects import SUBJECTS
@@ -32,7 +33,7 @@ class PayPalEvent(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    id: str = Field(min_length=1, max_length=128)
+    id: DocId
     event_type: str = Field(min_length=1, max_length=128)
     resource: dict[str, Any]
 

@@ -19,7 +19,9 @@ import flask
 import functions_framework
 from pydantic import Field
 
+from shared.platform import stored
 from shared.platform.errors import NotFound
+from shared.platform.fields import DocId
 from shared.platform.models import Body, Page, View
 from shared.prescriptions import service
 from shared.prescriptions.rules import Status
@@ -60,7 +62,7 @@ class Item(Body):
 
 
 class WriteIn(Body):
-    appointment_id: str = Field(min_length=1, max_length=128)
+    appointment_id: DocId
     items: list[Item] = Field(min_length=1, max_length=30)
     notes: str | None = Field(default=None, max_length=2000)
 
@@ -100,7 +102,7 @@ class ListQuery(Page):
 
 
 class SendIn(Body):
-    pharmacy_uid: str = Field(min_length=1, max_length=128)
+    pharmacy_uid: DocId
 
 
 class ReasonIn(Body):
@@ -129,7 +131,7 @@ def list_prescriptions(call: Call) -> PrescriptionList:
     q: ListQuery = call.query
     docs, cursor = service.list_for(call.principal, status=q.status, limit=q.limit, cursor=q.cursor)
     service.record_reads(docs)
-    return PrescriptionList(items=[PrescriptionOut.of(d) for d in docs], next_cursor=cursor)
+    return PrescriptionList(items=stored.readable(PrescriptionOut.of, docs), next_cursor=cursor)
 
 
 @api.route("GET", "/<id>", response=PrescriptionOut)

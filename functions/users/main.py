@@ -25,8 +25,10 @@ from shared.identity.profile_fields import (
     PublicListing,
     Slug,
 )
+from shared.platform import stored
 from shared.platform.context import Role
 from shared.platform.errors import BadRequest, Forbidden
+from shared.platform.fields import Currency
 from shared.platform.models import Page, View
 from shared.platform.money import Money, MoneyError
 from shared.web.http import Call, Function
@@ -46,7 +48,7 @@ class Directory(View):
 class DoctorQuery(Page):
     specialty: Slug | None = None
     language: Language | None = None
-    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    currency: Currency | None = None
     min_price: str | None = Field(default=None, max_length=16)
     max_price: str | None = Field(default=None, max_length=16)
 
@@ -113,7 +115,7 @@ def update_profile(call: Call) -> ProfileView:
 
 
 def _directory(items: list[dict[str, Any]], cursor: str | None) -> Directory:
-    return Directory(items=[PublicListing.of(i) for i in items], next_cursor=cursor)
+    return Directory(items=stored.readable(PublicListing.of, items), next_cursor=cursor)
 
 
 @api.route("GET", "/directory/doctors", query=DoctorQuery, response=Directory)

@@ -11,12 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from shared.appointments import rules
 from shared.appointments.rules import Status
 from shared.appointments.schedule import DayException, Interval, Schedule, is_slot, slots_between
 from shared.identity import profiles
-from shared.platform import clients, idempotency, pagination, settings, store
+from shared.platform import clients, idempotency, pagination, settings, store, stored
 from shared.platform.context import Principal, Role
 from shared.platform.errors import BadRequest, Conflict, NotFound
 
@@ -92,7 +93,10 @@ def bookable_doctor(doctor_uid: str) -> tuple[dict[str, Any], Schedule]:
     doc = availability(doctor_uid)
     if doc is None:
         raise NotFound("This doctor has not published availability.", code="no_availability")
-    return profile, schedule_from(doc)
+    with stored.reading(f"{AVAILABILITY}/{doctor_uid}"):
+        schedule = schedule_from(doc)
+        ZoneInfo(schedule.time_zone)  # an unknown zone fails here, not midway through a booking
+    return profile, schedule
 
 
 def free_slots(doctor_uid: str, start: datetime, end: datetime) -> list[datetime]:
@@ -228,10 +232,14 @@ def shown(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _lazily_expired(doc: dict[str, Any]) -> dict[str, Any]:
-    """Show a hold that ran out as expired even before the sweep writes it."""
-    if rules.hold_expired(Status(doc["status"]), doc.get("holdExpiresAt"), datetime.now(UTC)):
-        return {**doc, "status": Status.EXPIRED.value}
-    return doc
+    """Show a hold that ran out as expired even before the sweep writes it. Every read of an
+    appointment passes here: one whose stored state no longer parses answers 409
+    `record_unreadable` (logged) for itself only."""
+    with stored.reading(f"{APPOINTMENTS}/{doc.get('id')}"):
+        expired = rules.hold_expired(
+            Status(doc["status"]), doc.get("holdExpiresAt"), datetime.now(UTC)
+        )
+    return {**doc, "status": Status.EXPIRED.value} if expired else doc
 
 
 # -- state changes -----------------------------------------------------------------------
@@ -543,4 +551,4 @@ def list_for(
     snaps, next_cursor = pagination.run_page(
         collection, query, [("start", Query.DESCENDING)], limit=limit, cursor=cursor
     )
-    return [_lazily_expired(s.to_dict()) for s in snaps], next_cursor
+    return stored.readable(_lazily_expired, [s.to_dict() for s in snaps]), next_cursor

@@ -264,17 +264,28 @@ class Verdict:
         }
 
 
+def verified_through(head: Mapping[str, Any] | None) -> int | None:
+    """The last seq a verification anchored on `head` covers (None: no head, every entry)."""
+    return None if head is None else int(head.get("seq", 0))
+
+
 def verify(
     entries: Iterable[tuple[str, Mapping[str, Any]]],
     head: Mapping[str, Any] | None = None,
 ) -> Verdict:
     """Walk (id, entry) pairs in seq order; the first entry that does not fit breaks the chain.
 
-    `head` (the chain-head document) also catches removal of the newest entries, which leaves
-    no gap behind it.
+    `head` (the chain-head document, read before the entries) bounds the walk: the chain is
+    verified as it stood then, through the head's seq, and entries numbered after it (appended
+    since the head was read) are not looked at, so appends running alongside a verification
+    never break it. The head also catches removal of the newest entries, which leaves no gap
+    behind it.
     """
+    through = verified_through(head)
     expected_seq, prev_hash, count = 1, GENESIS_HASH, 0
     for entry_id, entry in entries:
+        if through is not None and expected_seq > through:
+            break  # the head's entry is verified; what follows was appended after it
         seq = entry.get("seq")
         if seq != expected_seq:
             missing = isinstance(seq, int) and seq > expected_seq

@@ -1,5 +1,5 @@
 """The audit log in Firestore: appending to the hash chain, recording reads of health data,
-querying and verifying. The pure rules are in shared.audit_log.
+querying and verifying. The pure rules are in shared.audit.rules.
 
 Entries live in `audit/{id}`; the chain head (`auditHead/chain`: last seq and hash) is read and
 written in the same transaction as every append, so two appends can never both follow the same
@@ -172,11 +172,22 @@ def list_entries(
     return [(s.id, s.to_dict() or {}) for s in snaps], next_cursor
 
 
-def _in_order(page_size: int = 500) -> Iterator[tuple[str, dict[str, Any]]]:
+def _in_order(
+    through: int | None = None, page_size: int = 500
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Entries in seq order, in pages of `page_size`; with `through`, only seq <= through.
+
+    Entries are immutable once created, so pages read at different moments still form one
+    list; only entries appended meanwhile can appear, and `through` leaves those out.
+    """
+    from google.cloud.firestore import FieldFilter
+
     collection = clients.db().collection(COLLECTION)
     last: int | None = None
     while True:
         query = collection.order_by("seq")
+        if through is not None:
+            query = query.where(filter=FieldFilter("seq", "<=", through))
         if last is not None:
             query = query.start_after({"seq": last})
         snaps = list(query.limit(page_size).stream())
@@ -189,5 +200,18 @@ def _in_order(page_size: int = 500) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def verify_chain() -> Verdict:
+    """Verify the chain as it stood when its head was read, entries appended since left out.
+
+    The head is read first; it is written in the same commit as the entries it counts, so
+    every entry up to its seq is visible once it is, and the walk reads exactly those
+    (seq <= the head's seq). An append committing during the walk numbers its entries after
+    the head that was read, so it is neither read nor mistaken for a break; the next verify
+    covers it. Without a head (an empty log) whatever entries exist are walked, unbounded.
+
+    Reads: 1 (the head) + the entries up to the head's seq, in pages of 500 (an empty page,
+    as after the last full one, still costs 1).
+    """
     head = _head_ref().get()
-    return audit_log.verify(_in_order(), head.to_dict() if head.exists else None)
+    state: dict[str, Any] | None = head.to_dict() if head.exists else None
+    through = audit_log.verified_through(state)
+    return audit_log.verify(_in_order(through), state)

@@ -51,15 +51,23 @@ TRANSITIONS: dict[tuple[Status, Action], Status] = {
 HOLDS_A_PLACE = frozenset({Status.ACCEPTED, Status.CHECKED_IN, Status.COMPLETED, Status.NO_SHOW})
 # Statuses waiting for the clinic.
 OPEN = frozenset({Status.REQUESTED})
+# Statuses in which a booking counts against its patient's cap on open requests: still
+# waiting for the clinic's answer (requested), or accepted and still to come (accepted). A
+# booking leaves this set when it is declined (or expires), cancelled, checked in or marked a
+# no-show, and also, without any transition, once its window has ended (see `still_open`):
+# an accepted booking the clinic never checked in must not hold the patient's place forever.
+OPEN_FOR_PATIENT = frozenset({Status.REQUESTED, Status.ACCEPTED})
 
 
 class Refusal(Exception):
-    """A rule says no; `code` is the problem code the API answers with (409)."""
+    """A rule says no; `code` is the problem code the API answers with (409), `extra` the
+    problem's extension members."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.extra = extra
 
 
 def next_status(
@@ -85,6 +93,33 @@ def check_capacity(held: int, capacity: int) -> None:
 def held(counts: Mapping[str, Any]) -> int:
     """Places taken in a window, from its counts by status."""
     return sum(int(counts.get(s.value, 0) or 0) for s in HOLDS_A_PLACE)
+
+
+def leaves_open(old: Status, new: Status) -> bool:
+    """Whether a move from `old` to `new` frees a place under the patient's cap."""
+    return old in OPEN_FOR_PATIENT and new not in OPEN_FOR_PATIENT
+
+
+def still_open(open_bookings: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+    """Of a patient's open bookings (booking id -> its window's end), those that still count
+    at `now`: the ones whose window has not ended. A value that is not a time counts, so a
+    damaged record errs towards the cap."""
+    return {
+        booking_id: end
+        for booking_id, end in open_bookings.items()
+        if not isinstance(end, datetime) or end > now
+    }
+
+
+def check_open_limit(open_count: int, limit: int) -> None:
+    """One more request must keep the patient's open bookings within `limit`."""
+    if open_count + 1 > limit:
+        raise Refusal(
+            "too_many_open_requests",
+            f"You already have {open_count} open clinic bookings (waiting for an answer or still "
+            f"to come); a patient may have at most {limit} at once.",
+            limit=limit,
+        )
 
 
 def moved_counts(old: Status | None, new: Status) -> dict[str, int]:

@@ -6,8 +6,11 @@ Collections:
   bookingWindows/{clinicUid}_{start}   counts by status of one window
   bookingWindows/{...}/places/{n}      place n of the window's capacity, while a booking holds it
   bookingDays/{clinicUid}_{date}       counts by status of one local day of a clinic
-The counters and places change in the same transaction as the booking they count, so the
-dashboards read counters instead of bookings, and an accept cannot overbook (see `apply`).
+  bookingPatients/{patientUid}         the patient's open bookings (`open`: id -> window end),
+                                       against their cap on open requests (see `request`)
+The counters, places and open bookings change in the same transaction as the booking they
+count, so the dashboards read counters instead of bookings, an accept cannot overbook (see
+`apply`) and a patient cannot hold more open requests than the cap (see `request`).
 
 Document reads per dashboard call (an empty query result still costs one read):
   day queue   1 (clinic) + the windows of that day that have a booking (<= windows per day)
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from shared.bookings import rules
 from shared.bookings.rules import Action, Refusal, Schedule, Status
 from shared.identity import profiles
-from shared.platform import clients, idempotency, logs, outbox, pagination, settings, store
+from shared.platform import clients, idempotency, logs, outbox, pagination, settings, store, stored
 from shared.platform.context import Role
 from shared.platform.errors import BadRequest, Conflict, NotFound
 
@@ -44,6 +47,7 @@ CLINICS = "clinics"
 BOOKINGS = "bookings"
 WINDOWS = "bookingWindows"
 DAYS = "bookingDays"
+PATIENTS = "bookingPatients"
 PLACES = "places"  # bookingWindows/{id}/places/{0..capacity-1}
 MAX_RANGE_DAYS = 92
 TX_ATTEMPTS = 20
@@ -69,6 +73,20 @@ def window_ref(clinic_uid: str, start: datetime) -> Any:
 
 def day_ref(clinic_uid: str, day: date) -> Any:
     return _db().collection(DAYS).document(f"{clinic_uid}_{day.isoformat()}")
+
+
+def patient_ref(patient_uid: str) -> Any:
+    """The patient's open bookings: `open` maps each booking id to its window's end."""
+    return _db().collection(PATIENTS).document(patient_uid)
+
+
+def schedule_of(clinic: dict[str, Any]) -> Schedule:
+    """The clinic's schedule; a stored one that no longer parses (a hand edit, an unknown
+    time zone) answers 409 `record_unreadable` for this clinic only."""
+    with stored.reading(f"{CLINICS}/{clinic.get('clinicUid')}"):
+        schedule = Schedule.of(clinic["schedule"])
+        schedule.zone  # noqa: B018  (an unknown zone fails here, not midway through a move)
+    return schedule
 
 
 def _dict(snap: Any) -> dict[str, Any] | None:
@@ -124,14 +142,39 @@ class NewBooking:
 def request(
     new: NewBooking, key: idempotency.Key | None, *, now: datetime | None = None
 ) -> tuple[dict[str, Any], bool]:
-    """Put a request in the clinic's queue; returns (booking, replayed)."""
+    """Put a request in the clinic's queue; returns (booking, replayed).
+
+    A patient may have at most `MAX_OPEN_BOOKING_REQUESTS_PER_PATIENT` bookings open at once:
+    requested or accepted (rules.OPEN_FOR_PATIENT) with their window not ended; one more is
+    refused with 409 `too_many_open_requests`, the cap as the problem's `limit`.
+
+    The open bookings are one document per patient (`bookingPatients/{uid}`, `open`: booking
+    id -> window end). A request reads it, checks the cap, and commits the booking, its
+    counters, its key and its entry in one batch whose write of that document is conditional
+    on it being unchanged since the read (`last_update_time`). Every move out of the open set
+    removes its entry in that move's own commit (`_move`, `revoke_payment_in`), and the next
+    request drops entries whose window has ended. So the document holds exactly the patient's
+    open bookings, and of two requests racing for the last place only the first commit lands:
+    the other fails its precondition, reads again, finds the place taken and is refused. The
+    race is lock-free (as the window's places are): a read-then-write transaction would make
+    one patient's concurrent requests wait on each other's locks. Bookings made before the
+    cap existed have no entry and do not count.
+
+    An Idempotency-Key replay answers the first booking before any of this, so it counts once;
+    a concurrent retry that finds the last place taken by the first request of its own key is
+    answered that booking too.
+
+    Reads: the clinic's profile and setup (2), the patient's open bookings (1, once more per
+    lost race), plus the key (1) when one is sent.
+    """
+    from google.cloud import firestore
 
     at = now or datetime.now(UTC)
     clinic = bookable_clinic(new.clinic_uid)
     service = next((s for s in clinic.get("services", []) if s["id"] == new.service_id), None)
     if service is None or not service.get("active", True):
         raise NotFound("The clinic offers no such service.", code="service_not_found")
-    schedule = Schedule.of(clinic["schedule"])
+    schedule = schedule_of(clinic)
     window = rules.window_at(schedule, new.window_start)
     if window is None:
         raise BadRequest(
@@ -161,15 +204,44 @@ def request(
         "updatedAt": at,
     }
 
-    def create(tx: Any) -> str:
-        store.create(booking_ref(booking_id), booking, tx=tx)
-        _count(tx, booking, rules.moved_counts(None, Status.REQUESTED))
-        idempotency.remember(key, tx, booking_id, now=at)
-        return booking_id
+    limit = settings.get().max_open_booking_requests_per_patient
+    mine = patient_ref(new.patient_uid)
 
-    made, replayed = idempotency.once(
-        key, lambda: str(store.run_transaction(create, attempts=TX_ATTEMPTS))
-    )
+    def create() -> str:
+        # Not store.run_optimistic, which retries AlreadyExists too: a retry of this key that
+        # lost to its first request must reach idempotency.once as AlreadyExists, to replay it.
+        from google.api_core.exceptions import FailedPrecondition
+
+        for _ in range(TX_ATTEMPTS):
+            snap = mine.get()
+            if not snap.exists:  # the patient's first request: a document to guard
+                store.set(mine, {"patientUid": new.patient_uid}, merge=True)
+                continue
+            recorded: dict[str, Any] = (_dict(snap) or {}).get("open") or {}
+            counting = rules.still_open(recorded, at)
+            rules.check_open_limit(len(counting), limit)
+            ended = [b for b in recorded if b not in counting]
+            entries: dict[str, Any] = {f"open.{b}": firestore.DELETE_FIELD for b in ended}
+            entries[f"open.{booking_id}"] = window.end
+            batch = _db().batch()
+            store.create(booking_ref(booking_id), booking, tx=batch)
+            _count(batch, booking, rules.moved_counts(None, Status.REQUESTED))
+            store.update(mine, entries, tx=batch, unchanged_since=snap.update_time)
+            idempotency.remember(key, batch, booking_id, now=at)
+            try:
+                batch.commit()
+            except FailedPrecondition:
+                continue  # the patient's open bookings changed since the read: count again
+            return booking_id
+        raise store.TransactionContended()
+
+    try:
+        made, replayed = idempotency.once(key, create)
+    except Refusal as refusal:
+        taken_by = idempotency.earlier(key)  # the first request of this key took the place
+        if taken_by is None:
+            raise Conflict(refusal.message, code=refusal.code, **refusal.extra) from None
+        made, replayed = taken_by, True
     if not replayed:
         return booking, False
     first = get(made)
@@ -184,7 +256,8 @@ def _count(tx: Any, booking: dict[str, Any], deltas: dict[str, int]) -> None:
 
     counts = {status: firestore.Increment(n) for status, n in deltas.items()}
     clinic_uid = booking["clinicUid"]
-    day = date.fromisoformat(booking["windowDate"])
+    with stored.reading(f"{BOOKINGS}/{booking.get('id')}"):
+        day = date.fromisoformat(booking["windowDate"])
     store.set(
         window_ref(clinic_uid, booking["windowStart"]),
         {
@@ -202,6 +275,21 @@ def _count(tx: Any, booking: dict[str, Any], deltas: dict[str, int]) -> None:
         {"clinicUid": clinic_uid, "date": booking["windowDate"], "counts": counts},
         merge=True,
         tx=tx,
+    )
+
+
+def _release(tx: Any, booking: dict[str, Any], *, by: str) -> None:
+    """The booking no longer counts against its patient's cap (a write only, inside `tx`;
+    removing an entry that is not there, as a booking older than the cap has none, is a
+    no-op)."""
+    from google.cloud import firestore
+
+    store.set(
+        patient_ref(booking["patientUid"]),
+        {"patientUid": booking["patientUid"], "open": {booking["id"]: firestore.DELETE_FIELD}},
+        merge=True,
+        tx=tx,
+        by=by,
     )
 
 
@@ -267,7 +355,7 @@ def apply(
                 continue  # another accept took this place first: try the next
         raise Refusal("window_full", "All places of this window are taken.")
     except Refusal as refusal:
-        raise Conflict(refusal.message, code=refusal.code) from None
+        raise Conflict(refusal.message, code=refusal.code, **refusal.extra) from None
 
 
 def _free_places(booking_id: str, at: datetime) -> list[int]:
@@ -281,7 +369,7 @@ def _free_places(booking_id: str, at: datetime) -> list[int]:
     clinic = get_clinic(booking["clinicUid"]) or {}
     window = None
     if "schedule" in clinic:
-        window = rules.window_at(Schedule.of(clinic["schedule"]), booking["windowStart"])
+        window = rules.window_at(schedule_of(clinic), booking["windowStart"])
     if window is None:
         raise Refusal("window_closed", "The clinic no longer offers this window.")
     places = window_ref(booking["clinicUid"], booking["windowStart"]).collection(PLACES)
@@ -327,6 +415,8 @@ def _move(
             changes["refund"] = ending.in_transaction(tx, booking, ender, starts_in)
         store.update(booking_ref(booking_id), changes, tx=tx, by=actor)
         _count(tx, booking, rules.moved_counts(current, target))
+        if rules.leaves_open(current, target):
+            _release(tx, {**booking, "id": booking_id}, by=actor)
         if action in NOTIFY and booking.get("patientEmail"):
             outbox.queue(
                 tx,
@@ -386,6 +476,7 @@ def revoke_payment_in(
             store.delete(place_ref(booking, booking["place"]), tx=tx, by="system")
             changes["place"] = None
         _count(tx, booking, rules.moved_counts(current, Status.CANCELLED))
+        _release(tx, booking, by="system")
     store.update(
         booking_ref(booking["id"]), changes, tx=tx, by="system", unchanged_since=unchanged_since
     )
@@ -511,7 +602,7 @@ def day_queue(clinic: dict[str, Any], day: date) -> list[rules.WindowLoad]:
     """The windows of one local day with their counts by status."""
     from google.cloud.firestore import FieldFilter
 
-    schedule = Schedule.of(clinic["schedule"])
+    schedule = schedule_of(clinic)
     query = (
         _db()
         .collection(WINDOWS)
@@ -525,7 +616,7 @@ def load(clinic: dict[str, Any], first: date, days: int) -> list[rules.WindowLoa
     """Every window of `days` local days from `first`, with held places against capacity."""
     from google.cloud.firestore import FieldFilter, Query
 
-    schedule = Schedule.of(clinic["schedule"])
+    schedule = schedule_of(clinic)
     windows = rules.windows_between(schedule, first, days)
     if not windows:
         return []
@@ -563,4 +654,4 @@ def stats(clinic_uid: str, first: date, last: date) -> rules.RangeStats:
 
 
 def today(clinic: dict[str, Any], now: datetime | None = None) -> date:
-    return rules.local_date(Schedule.of(clinic["schedule"]), now or datetime.now(UTC))
+    return rules.local_date(schedule_of(clinic), now or datetime.now(UTC))

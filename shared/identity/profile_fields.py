@@ -11,11 +11,13 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator, model_validator
 
 from shared.platform.context import ROLES_NEEDING_APPROVAL, Role
+from shared.platform.fields import Currency, DocId, Kind
 from shared.platform.models import Body, View
 from shared.platform.money import Money, MoneyError
 
 Phone = Annotated[str, Field(pattern=r"^\+[1-9]\d{6,14}$", description="E.164")]
-Slug = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,40}$")]
+# A slug is also a valid document id (it begins with a letter): it may name one.
+Slug = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,40}$"), Kind("doc_id")]
 Language = Annotated[str, Field(pattern=r"^[a-z]{2}$", description="ISO 639-1")]
 ShortText = Annotated[str, Field(min_length=1, max_length=120)]
 HHMM = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
@@ -34,7 +36,7 @@ class Weekday(StrEnum):
 class Price(Body):
     """PayPal's money shape: currency code and a decimal string."""
 
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    currency: Currency
     value: str = Field(max_length=16)
 
     @model_validator(mode="after")
@@ -86,8 +88,8 @@ class ProfileFields(Body):
     languages: list[Language] | None = Field(default=None, min_length=1, max_length=10)
     consultation_price: Price | None = None
     bio: str | None = Field(default=None, max_length=2000)
-    clinic_uid: str | None = Field(
-        default=None, max_length=128, description="The clinic a doctor works for (admins set it)"
+    clinic_uid: DocId | None = Field(
+        default=None, description="The clinic a doctor works for (admins set it)"
     )
     # clinics and pharmacies
     name: ShortText | None = None

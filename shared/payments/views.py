@@ -4,15 +4,13 @@ shape (`{currency, value}` decimal strings; never a float)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import Field
 
 from shared.payments.rules import Kind, OrderStatus
 from shared.platform.models import View
 from shared.platform.money import Money
-
-SafeId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
 
 
 def money_view(currency: str, amount_minor: int) -> dict[str, str]:

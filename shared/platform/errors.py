@@ -84,6 +84,13 @@ class UnsupportedMediaType(ApiError):
     status, code, title = 415, "unsupported_media_type", "Unsupported media type"
 
 
+class UnreadableRecord(ApiError):
+    """A stored record no longer parses (old data, a hand edit): that record answers 409 until
+    it is rewritten; nobody else's request fails with it."""
+
+    status, code, title = 409, "record_unreadable", "A stored record could not be read"
+
+
 class DependencyUnavailable(ApiError):
     status, code, title = 503, "dependency_unavailable", "A service we depend on is unavailable"
 

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
+from shared.platform import stored
 from shared.platform.errors import ValidationFailed
-
-MIN_YEAR, MAX_YEAR = 2000, 2099
 
 
 class Body(BaseModel):
-    """A request body or query: camelCase keys only, nothing unknown, strings bounded."""
+    """A request body or query: camelCase keys only, nothing unknown, strings bounded. Ids,
+    dates, date-times and currencies are the types of shared/platform/fields.py."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -25,26 +31,24 @@ class Body(BaseModel):
         frozen=True,
     )
 
-    @model_validator(mode="after")
-    def _dates_in_range(self) -> Body:
-        # Dates far from now are never meaningful here, and year-9999 arithmetic overflows.
-        for name, info in type(self).model_fields.items():
-            value = getattr(self, name)
-            if isinstance(value, date) and not MIN_YEAR <= value.year <= MAX_YEAR:
-                raise ValueError(
-                    f"{info.alias or name}: dates are between {MIN_YEAR} and {MAX_YEAR}"
-                )
-        return self
-
 
 class View(BaseModel):
-    """A response: built from Python names, serialized with camelCase names."""
+    """A response: built from Python names, serialized with camelCase names.
+
+    A view is built from stored data: one that does not validate means a stored record no
+    longer parses, which answers 409 `record_unreadable` (logged), never a 500."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         validate_by_name=True,
         serialize_by_alias=True,
     )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _from_stored_data(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        with stored.reading(f"shown as {cls.__name__}"):
+            return handler(data)
 
 
 class SweepQuery(Body):

@@ -5,15 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from datetime import datetime
 from typing import Any
 
+from shared.platform import fields
 from shared.platform.errors import BadRequest
 
 MAX_CURSOR_CHARS = 512
-# A document id this API could have issued (Firestore reserves __x__ and "/" splits paths).
-SAFE_ID = re.compile(r"^(?!__.*__$)[A-Za-z0-9_.-]{1,256}$")
 
 
 def encode(values: list[Any], doc_id: str) -> str:
@@ -34,7 +32,7 @@ def decode(cursor: str) -> tuple[list[Any], str]:
         ]
     except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError):
         raise bad from None
-    if not isinstance(doc_id, str) or not SAFE_ID.match(doc_id):
+    if not isinstance(doc_id, str) or not fields.DOC_ID.match(doc_id):
         raise bad
     return values, doc_id
 

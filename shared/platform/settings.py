@@ -47,6 +47,9 @@ class Settings:
     platform_fee_bps: int = 1000
     # A patient cancelling at least this long before the start gets a full refund.
     full_refund_notice_hours: int = 24
+    # How many clinic bookings a patient may have open (waiting for the clinic, or accepted
+    # and still to come) at once; a request beyond it is refused (409 too_many_open_requests).
+    max_open_booking_requests_per_patient: int = 5
 
     @property
     def auth_emulated(self) -> bool:
@@ -109,6 +112,10 @@ def load() -> Settings:
         paypal_attempts=max(1, _int("PAYPAL_ATTEMPTS", 3)),
         platform_fee_bps=min(max(_int("PLATFORM_FEE_BPS", 1000), 0), 10_000),
         full_refund_notice_hours=max(_int("FULL_REFUND_NOTICE_HOURS", 24), 0),
+        # At least 1: a cap of 0 would shut clinic bookings for every patient.
+        max_open_booking_requests_per_patient=max(
+            _int("MAX_OPEN_BOOKING_REQUESTS_PER_PATIENT", 5), 1
+        ),
     )
 
 

@@ -18,13 +18,14 @@ from typing import Any
 
 import flask
 from pydantic import BaseModel
+from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.routing import Map
 from werkzeug.routing import Rule as UrlRule
 
 from shared.identity import auth
-from shared.platform import context, errors, idempotency, logs, models, pagination, settings
+from shared.platform import context, errors, fields, idempotency, logs, models, settings
 from shared.platform.context import Principal, RequestContext
 from shared.web import policy
 
@@ -100,6 +101,9 @@ class Route:
     summary: str
     problems: tuple[int, ...]
     headers: tuple[str, ...] = ()  # optional request headers it reads, for the OpenAPI document
+    # Other success statuses a `Reply` may give, with the same body (e.g. 200 for a replayed
+    # create whose first answer was 201): documented too, and nothing else may be answered.
+    also: tuple[int, ...] = ()
 
 
 @dataclass
@@ -120,6 +124,11 @@ class Function:
         self.route("GET", "/openapi.json", summary="This function's OpenAPI 3.1 document")(
             self._serve_openapi
         )
+        if flask.has_app_context():  # being loaded by functions-framework's app factory
+            # Its Flask app answers what its own router cannot match (a path with a control
+            # character, /robots.txt) with an HTML page before `handle` runs: answer those
+            # in the one error shape too.
+            flask.current_app.register_error_handler(HTTPException, self._router_error)
 
     # -- registration -------------------------------------------------------------------
 
@@ -135,6 +144,7 @@ class Function:
         summary: str = "",
         problems: tuple[int, ...] = (),
         headers: tuple[str, ...] = (),
+        also: tuple[int, ...] = (),
     ) -> Callable[[Handler], Handler]:
         rule = policy.rule_for(self.name, method, path)  # raises PolicyMissing
 
@@ -154,6 +164,7 @@ class Function:
                 summary or (handler.__doc__ or "").strip().split("\n")[0],
                 problems,
                 headers,
+                also,
             )
             self._map.add(UrlRule(path, endpoint=endpoint, methods=[method]))
             return handler
@@ -179,6 +190,8 @@ class Function:
                 response = self._dispatch(request, ctx)
             except errors.ApiError as exc:
                 response = _problem(exc, request, ctx)
+            except HTTPException as exc:  # werkzeug's own refusals (e.g. a client gone mid-body)
+                response = _problem(_api_error_of(exc), request, ctx)
             except Exception as exc:
                 if errors.is_dependency_failure(exc):
                     log.warning("dependency failure: %r", exc)
@@ -192,6 +205,15 @@ class Function:
         finally:
             context.unbind(token)
 
+    def _router_error(self, exc: HTTPException) -> flask.Response:
+        request = flask.request
+        started = time.perf_counter()
+        ctx = _new_context(self.name, request)
+        response = _problem(_api_error_of(exc), request, ctx)
+        self._decorate(response, request, ctx)
+        _access_log(request, response, ctx, started)
+        return response
+
     def _dispatch(self, request: flask.Request, ctx: RequestContext) -> flask.Response:
         s = settings.get()
         origin = request.headers.get("Origin")
@@ -202,7 +224,7 @@ class Function:
         raw = _read_body(request, s.max_body_bytes)
 
         route, params = self._match(request)
-        if not all(pagination.SAFE_ID.match(str(v)) for v in params.values()):
+        if not all(fields.DOC_ID.match(str(v)) for v in params.values()):
             # Every path parameter is a document id; anything else names nothing here.
             raise errors.NotFound("No such resource.", code="not_found")
         if not route.rule.public:
@@ -232,6 +254,9 @@ class Function:
         if isinstance(result, Reply):
             status = result.status or status
             result = result.body
+            if status not in (route.status, *route.also):
+                # The OpenAPI document promises these statuses and no other success.
+                raise AssertionError(f"{route.method} {route.path} answered undocumented {status}")
         response = _json_response(_dump(result), status)
         for cookie in call.set_cookies:
             response.set_cookie(**cookie)
@@ -333,15 +358,41 @@ def _read_body(request: flask.Request, limit: int) -> bytes:
     return raw
 
 
+# No body of ours nests deeper than a few levels, and Firestore stores at most 20 levels of
+# maps and arrays; refusing deeper JSON before parsing it keeps the parser's recursion (and
+# every later walk of the value) bounded whatever a client sends.
+MAX_JSON_DEPTH = 20
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def nests_deeper_than(raw: bytes, limit: int) -> bool:
+    """Whether the JSON text nests arrays and objects more than `limit` deep (brackets inside
+    strings ignored). Linear in the body; most bodies have too few brackets to need the walk."""
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    if len(brackets) <= limit:
+        return False
+    depth = 0
+    for byte in brackets:
+        depth += 1 if byte in b"[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
 def _json_body(request: flask.Request, raw: bytes) -> Any:
     mimetype = request.mimetype or ""
     if mimetype != "application/json" and not mimetype.endswith("+json"):
         raise errors.UnsupportedMediaType("Send the body as application/json.")
     if not raw:
         raise errors.BadRequest("This route needs a JSON body.", code="body_missing")
+    if nests_deeper_than(raw, MAX_JSON_DEPTH):
+        raise errors.BadRequest(
+            f"The body nests deeper than {MAX_JSON_DEPTH} levels.", code="json_too_deep"
+        )
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise errors.BadRequest("The body is not valid JSON.", code="malformed_json") from None
 
 
@@ -359,6 +410,22 @@ def _json_response(payload: Any, status: int) -> flask.Response:
     return flask.Response(
         json.dumps(payload, separators=(",", ":")), status=status, mimetype="application/json"
     )
+
+
+def _api_error_of(exc: HTTPException) -> errors.ApiError:
+    """A werkzeug/Flask HTTP error as ours: the same status, a problem+json body."""
+    status = exc.code or 500
+    if status == 404:
+        return errors.NotFound("No such route.", code="route_not_found")
+    if status == 405:
+        return errors.MethodNotAllowed()
+    if status == 413:
+        return errors.PayloadTooLarge("The request body is too large.")
+    if 400 <= status < 500:
+        error = errors.BadRequest("The request could not be read.", code="bad_request")
+        error.status = status
+        return error
+    return errors.ApiError()
 
 
 def _problem(exc: errors.ApiError, request: flask.Request, ctx: RequestContext) -> flask.Response:

@@ -1,4 +1,10 @@
-"""OpenAPI 3.1 documents built from the routes, their pydantic models and the policy table."""
+"""OpenAPI 3.1 documents built from the routes, their pydantic models and the policy table.
+
+Component names are the models' own (`Status`, `Problem`), unique within one function's document,
+which is complete on its own. Two functions may each have a `Status`: the gateway's merged
+document renames each function's components (dev/gateway.py) rather than this module naming
+them after the function, so a function's own document reads as plainly as its code.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+
+from shared.platform import fields
 
 if TYPE_CHECKING:
     from shared.web.http import Function
@@ -63,10 +71,14 @@ def openapi_path(function: str, path: str) -> str:
 
 
 def _schemas(fn: Function) -> tuple[dict[Any, Any], dict[str, Any]]:
+    """Every route's body, query and response model, in one pass so that the schemas they share
+    (an enum a query and a response both use) are one component, and every `$ref` resolves."""
     wanted: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = []
     for route in fn.routes.values():
         if route.body is not None:
             wanted.append((route.body, "validation"))
+        if route.query is not None:
+            wanted.append((route.query, "validation"))
         if route.response is not None:
             wanted.append((route.response, "serialization"))
     if not wanted:
@@ -75,10 +87,32 @@ def _schemas(fn: Function) -> tuple[dict[Any, Any], dict[str, Any]]:
     return refs, top.get("$defs", {})
 
 
+def _component(ref: dict[str, Any]) -> str:
+    return str(ref["$ref"]).removeprefix(REF.format(model=""))
+
+
+def _referenced(node: Any) -> set[str]:
+    """The component schemas `node` names in its `$ref`s (not following them)."""
+    if isinstance(node, dict):
+        found = {_component(node)} if isinstance(node.get("$ref"), str) else set()
+        for value in node.values():
+            found |= _referenced(value)
+        return found
+    if isinstance(node, list):
+        return set().union(*(_referenced(v) for v in node)) if node else set()
+    return set()
+
+
+# Every path parameter is a document id (or "me"): shared/web/http.py answers 404 to anything
+# else before routing, so the document says so and clients (and the fuzzer) send ids.
+PATH_ID_SCHEMA = {"type": "string", "pattern": fields.DOC_ID_PATTERN, "maxLength": 256}
+
+
 def document(fn: Function) -> dict[str, Any]:
     refs, schemas = _schemas(fn)
     schemas = {**schemas, "Problem": PROBLEM_SCHEMA}
     paths: dict[str, dict[str, Any]] = {}
+    query_models: set[str] = set()
     for route in fn.routes.values():
         op: dict[str, Any] = {
             "operationId": f"{fn.name}.{route.handler.__name__}",
@@ -90,11 +124,14 @@ def document(fn: Function) -> dict[str, Any]:
         if not route.rule.public:
             op["security"] = [{"sessionCookie": []}, {"bearerIdToken": []}]
         params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": name, "in": "path", "required": True, "schema": PATH_ID_SCHEMA}
             for name in _PARAM.findall(route.path)
         ]
         if route.query is not None:
-            qschema = route.query.model_json_schema(ref_template=REF)
+            # A query model is documented as its parameters, whose schemas may name components.
+            query_model = _component(refs[(route.query, "validation")])
+            query_models.add(query_model)
+            qschema = schemas[query_model]
             required = set(qschema.get("required", []))
             params += [
                 {"name": name, "in": "query", "required": name in required, "schema": prop}
@@ -118,14 +155,21 @@ def document(fn: Function) -> dict[str, Any]:
             }
         elif route.path == "/openapi.json":
             ok["content"] = {"application/json": {"schema": {"type": "object"}}}
-        responses: dict[str, Any] = {str(route.status): ok}
-        codes = set(route.problems) | {400, 503}
+        responses: dict[str, Any] = {str(status): ok for status in (route.status, *route.also)}
+        # What the pipeline itself may answer on this route, besides the handler's problems:
+        # any body is bounded (413) and checked (400); a stored record that no longer parses
+        # answers 409 record_unreadable; a changing call from a foreign origin is refused (403).
+        codes = set(route.problems) | {400, 413, 503}
+        if route.path != "/openapi.json":
+            codes.add(409)
+        if not route.rule.public or route.method not in ("GET", "HEAD", "OPTIONS"):
+            codes.add(403)
         if not route.rule.public:
-            codes |= {401, 403}
+            codes.add(401)
         if route.rule.owner or "<" in route.path:
             codes.add(404)
         if route.body is not None:
-            codes |= {413, 415}
+            codes.add(415)
         for code in sorted(codes):
             responses[str(code)] = {
                 "description": _STATUS_TEXT.get(code, "Error"),
@@ -135,6 +179,12 @@ def document(fn: Function) -> dict[str, Any]:
             }
         op["responses"] = responses
         paths.setdefault(openapi_path(fn.name, route.path), {})[route.method.lower()] = op
+    # A query model's own schema is only its parameters' source: drop it unless a body or a
+    # response also uses it.
+    used = _referenced(paths) | _referenced(
+        {k: v for k, v in schemas.items() if k not in query_models}
+    )
+    schemas = {k: v for k, v in schemas.items() if k not in query_models or k in used}
     return {
         "openapi": "3.1.0",
         "info": {"title": fn.title, "version": "1.0.0", "description": fn.description},
