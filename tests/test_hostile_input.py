@@ -298,3 +298,21 @@ def test_a_stored_record_that_no_longer_parses_costs_only_its_own_readers(stack,
     )
     assert repaired.status_code == 200, repaired.text
     assert patient.get(f"/appointments/doctors/{broken.uid}/availability").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/appointments//cancel"),
+        ("POST", "/appointments/%2F/cancel"),
+        ("POST", "/appointments/a%2fb/cancel"),
+        ("POST", "/prescriptions//send"),
+        ("POST", "/admin-users//approval"),
+        ("DELETE", "/admin-users//"),
+        ("PUT", "/bookings/clinics//"),
+        ("GET", "/payments/orders//"),
+    ],
+)
+def test_an_empty_id_or_one_holding_a_slash_names_no_route(stack, admin, method, path):
+    # Read or merged, `//` and `%2F` would land on another route (a 405, or a list's 200).
+    problem(admin.request(method, path, json={}), 404, "route_not_found")

@@ -125,10 +125,14 @@ class Function:
             self._serve_openapi
         )
         if flask.has_app_context():  # being loaded by functions-framework's app factory
+            app = flask.current_app
             # Its Flask app answers what its own router cannot match (a path with a control
             # character, /robots.txt) with an HTML page before `handle` runs: answer those
             # in the one error shape too.
-            flask.current_app.register_error_handler(HTTPException, self._router_error)
+            app.register_error_handler(HTTPException, self._router_error)
+            # And it would merge `//` with a 308 redirect, so an empty id (`/appointments//cancel`)
+            # would be followed to another route; an empty segment names nothing here (404).
+            app.url_map = Map(merge_slashes=False, strict_slashes=app.url_map.strict_slashes)
 
     # -- registration -------------------------------------------------------------------
 
@@ -223,6 +227,11 @@ class Function:
             raise errors.Forbidden("This origin may not call the API.", code="origin_not_allowed")
         raw = _read_body(request, s.max_body_bytes)
 
+        raw_path = _raw_path(request)
+        if _EMPTY_SEGMENT.search(raw_path) or _ENCODED_SLASH.search(raw_path):
+            # An empty id (`/appointments//cancel`) or one holding a slash (`%2F`) would
+            # otherwise reach another route once the slashes are read or merged.
+            raise errors.NotFound("No such route.", code="route_not_found")
         route, params = self._match(request)
         if not all(fields.DOC_ID.match(str(v)) for v in params.values()):
             # Every path parameter is a document id; anything else names nothing here.
@@ -308,6 +317,17 @@ class Function:
             response.headers["Access-Control-Allow-Credentials"] = "true"
             response.headers["Access-Control-Expose-Headers"] = "X-Request-Id"
         response.vary.add("Origin")
+
+
+_EMPTY_SEGMENT = re.compile(r"//")
+_ENCODED_SLASH = re.compile(r"%2[fF]")
+
+
+def _raw_path(request: flask.Request) -> str:
+    """The path as the client sent it, before percent-decoding (gunicorn's RAW_URI, werkzeug's
+    REQUEST_URI); the decoded path where neither is known."""
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or request.path
+    return str(raw).split("?", 1)[0]
 
 
 def _new_context(function: str, request: flask.Request) -> RequestContext:

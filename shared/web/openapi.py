@@ -166,8 +166,8 @@ def document(fn: Function) -> dict[str, Any]:
             codes.add(403)
         if not route.rule.public:
             codes.add(401)
-        if route.rule.owner or "<" in route.path:
-            codes.add(404)
+        # 404: not the caller's, or a path whose id is empty or not an id (any route).
+        codes.add(404)
         if route.body is not None:
             codes.add(415)
         for code in sorted(codes):
