@@ -16,7 +16,10 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
+from shared.platform.ids import DOC_ID, DOC_ID_PATTERN
 from shared.platform.money import EXPONENTS
+
+__all__ = ["DOC_ID", "DOC_ID_PATTERN", "Currency", "Day", "DocId", "Instant", "Kind"]
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,6 @@ class Kind:
 # Dates far from now are never meaningful here, and year-9999 arithmetic overflows.
 MIN_YEAR, MAX_YEAR = 2000, 2099
 
-# A Firestore document id we hand out or accept: it begins with a letter or a digit, so it is
-# never `.`, `..` or a reserved `__name__`, and it has no `/` (which would name a path).
-DOC_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}$"
-DOC_ID = re.compile(DOC_ID_PATTERN)
 
 DocId = Annotated[
     str,

@@ -8,7 +8,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from shared.platform import fields
+from shared.platform import ids
 from shared.platform.errors import BadRequest
 
 MAX_CURSOR_CHARS = 512
@@ -32,7 +32,7 @@ def decode(cursor: str) -> tuple[list[Any], str]:
         ]
     except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError):
         raise bad from None
-    if not isinstance(doc_id, str) or not fields.DOC_ID.match(doc_id):
+    if not isinstance(doc_id, str) or not ids.DOC_ID.match(doc_id):
         raise bad
     return values, doc_id
 

@@ -25,7 +25,7 @@ from werkzeug.routing import Map
 from werkzeug.routing import Rule as UrlRule
 
 from shared.identity import auth
-from shared.platform import context, errors, fields, idempotency, logs, models, settings
+from shared.platform import context, errors, idempotency, ids, logs, models, settings
 from shared.platform.context import Principal, RequestContext
 from shared.web import policy
 
@@ -233,7 +233,7 @@ class Function:
             # otherwise reach another route once the slashes are read or merged.
             raise errors.NotFound("No such route.", code="route_not_found")
         route, params = self._match(request)
-        if not all(fields.DOC_ID.match(str(v)) for v in params.values()):
+        if not all(ids.DOC_ID.match(str(v)) for v in params.values()):
             # Every path parameter is a document id; anything else names nothing here.
             raise errors.NotFound("No such resource.", code="not_found")
         if not route.rule.public:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from shared.platform import fields
+from shared.platform import ids
 
 if TYPE_CHECKING:
     from shared.web.http import Function
@@ -105,7 +105,7 @@ def _referenced(node: Any) -> set[str]:
 
 # Every path parameter is a document id (or "me"): shared/web/http.py answers 404 to anything
 # else before routing, so the document says so and clients (and the fuzzer) send ids.
-PATH_ID_SCHEMA = {"type": "string", "pattern": fields.DOC_ID_PATTERN, "maxLength": 256}
+PATH_ID_SCHEMA = {"type": "string", "pattern": ids.DOC_ID_PATTERN, "maxLength": 256}
 
 
 def document(fn: Function) -> dict[str, Any]:
