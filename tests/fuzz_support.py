@@ -22,6 +22,7 @@ from shared.platform.context import Role
 from shared.web.openapi import openapi_path
 from shared.web.policy import POLICY, RouteKey, Rule
 from tests.support import (
+    PRESCRIPTION_ITEM,
     Api,
     User,
     approved_doctor,
@@ -61,16 +62,6 @@ ROLE_ORDER: tuple[Role, ...] = (
     Role.ADMIN,
 )
 CLINIC_ZONE = "Asia/Jakarta"
-PRESCRIPTION_ITEM = {
-    "medication": "Amoxicillin",
-    "strength": "500 mg",
-    "form": "capsule",
-    "dose": "1 capsule",
-    "frequency": "3 times a day",
-    "durationDays": 7,
-    "quantity": 21,
-    "refills": 0,
-}
 
 
 @dataclass(frozen=True)

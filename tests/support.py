@@ -161,6 +161,19 @@ def problem(response: requests.Response, status: int, code: str | None = None) -
     return body
 
 
+# One line of a prescription, as a doctor writes it.
+PRESCRIPTION_ITEM = {
+    "medication": "Amoxicillin",
+    "strength": "500 mg",
+    "form": "capsule",
+    "dose": "1 capsule",
+    "frequency": "3 times a day",
+    "durationDays": 7,
+    "quantity": 21,
+    "refills": 0,
+    "instructions": "After meals.",
+}
+
 EVERY_DAY = {
     d: [{"start": "00:00", "end": "23:30"}]
     for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

@@ -10,19 +10,8 @@ from google.cloud.firestore import FieldFilter
 from shared.appointments import service as appointments
 from shared.platform import clients
 from shared.platform.context import Role
+from tests.support import PRESCRIPTION_ITEM as ITEM
 from tests.support import Api, approved_doctor, bearer, create_user, problem, slot_in
-
-ITEM = {
-    "medication": "Amoxicillin",
-    "strength": "500 mg",
-    "form": "capsule",
-    "dose": "1 capsule",
-    "frequency": "3 times a day",
-    "durationDays": 7,
-    "quantity": 21,
-    "refills": 0,
-    "instructions": "After meals.",
-}
 
 
 @pytest.fixture

@@ -49,8 +49,6 @@ TRANSITIONS: dict[tuple[Status, Action], Status] = {
 
 # Statuses that hold one of the window's places.
 HOLDS_A_PLACE = frozenset({Status.ACCEPTED, Status.CHECKED_IN, Status.COMPLETED, Status.NO_SHOW})
-# Statuses waiting for the clinic.
-OPEN = frozenset({Status.REQUESTED})
 # Statuses in which a booking counts against its patient's cap on open requests: still
 # waiting for the clinic's answer (requested), or accepted and still to come (accepted). A
 # booking leaves this set when it is declined (or expires), cancelled, checked in or marked a

@@ -16,10 +16,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from shared.platform.ids import DOC_ID, DOC_ID_PATTERN
+from shared.platform.ids import DOC_ID_PATTERN
 from shared.platform.money import EXPONENTS
-
-__all__ = ["DOC_ID", "DOC_ID_PATTERN", "Currency", "Day", "DocId", "Instant", "Kind"]
 
 
 @dataclass(frozen=True)
