@@ -112,10 +112,9 @@ def build() -> tuple[Any, dict[str, flask.Flask]]:
         )
         return flask.Response(page, mimetype="text/html")
 
-    mounted = DispatcherMiddleware(
-        root.wsgi_app, {f"/{n}": _as_deployed(a) for n, a in apps.items()}
-    )
-    return mounted, apps
+    mounts = {f"/{n}": _as_deployed(a) for n, a in apps.items()}
+    mounts.update({f"{HOSTING_PREFIX}/{n}": _as_rewritten(a) for n, a in apps.items()})
+    return DispatcherMiddleware(root.wsgi_app, mounts), apps
 
 
 def _document_of(name: str, app: flask.Flask) -> dict[str, Any]:
@@ -202,6 +201,31 @@ def _as_deployed(app: Any) -> Any:
     def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
         if not environ.get("PATH_INFO"):
             environ["PATH_INFO"] = "/"
+        return app(environ, start_response)
+
+    return wsgi
+
+
+HOSTING_PREFIX = "/api"
+HOSTING_COOKIE = "__session"
+
+
+def _as_rewritten(app: Any) -> Any:
+    """A function behind Firebase Hosting's rewrite of `/api/<function>/**`: it receives the
+    whole path, prefix included, and of the cookies only `__session` (Hosting drops the rest)."""
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        environ["PATH_INFO"] = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        environ["SCRIPT_NAME"] = ""
+        cookies = [
+            c.strip()
+            for c in environ.get("HTTP_COOKIE", "").split(";")
+            if c.strip().startswith(HOSTING_COOKIE + "=")
+        ]
+        if cookies:
+            environ["HTTP_COOKIE"] = "; ".join(cookies)
+        else:
+            environ.pop("HTTP_COOKIE", None)
         return app(environ, start_response)
 
     return wsgi

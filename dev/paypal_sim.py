@@ -35,7 +35,7 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -133,25 +133,10 @@ class Signer:
 
     @classmethod
     def create(cls) -> Signer:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-        from cryptography.x509.oid import NameOID
+        from dev.keys import self_signed
 
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "messageverificationcerts")])
-        start = datetime.now(UTC) - timedelta(days=1)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(start + timedelta(days=365))
-            .sign(key, hashes.SHA256())
-        )
-        return cls(key, cert.public_bytes(serialization.Encoding.PEM))
+        pair = self_signed("messageverificationcerts")
+        return cls(pair.key, pair.cert_pem)
 
     def sign(self, message: bytes) -> str:
         from cryptography.hazmat.primitives import hashes

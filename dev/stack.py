@@ -32,6 +32,9 @@ PAYPAL_SIM_CLIENT_ID = "sim-client-id"
 PAYPAL_SIM_CLIENT_SECRET = "sim-client-secret"
 PAYPAL_SIM_WEBHOOK_ID = "SIMWEBHOOK0000000001"
 DEV_ORIGINS = "http://localhost:5173,http://127.0.0.1:5173,http://localhost:3000"
+# The service accounts Cloud Scheduler and Cloud Tasks call as; dev/google_sim.py signs for them.
+SCHEDULER_SERVICE_ACCOUNT = f"scheduler@{PROJECT_ID}.iam.gserviceaccount.com"
+TASKS_SERVICE_ACCOUNT = f"tasks@{PROJECT_ID}.iam.gserviceaccount.com"
 
 
 class StackError(RuntimeError):
@@ -46,6 +49,7 @@ class Ports:
     hub: int = 4400
     logging: int = 4500
     paypal: int = 8095
+    google: int = 8096
 
     @classmethod
     def free(cls) -> Ports:
@@ -125,6 +129,10 @@ class Stack:
             "PAYPAL_CLIENT_ID": PAYPAL_SIM_CLIENT_ID,
             "PAYPAL_CLIENT_SECRET": PAYPAL_SIM_CLIENT_SECRET,
             "PAYPAL_WEBHOOK_ID": PAYPAL_SIM_WEBHOOK_ID,
+            "FUNCTIONS_BASE_URL": self.gateway_url,
+            "SCHEDULER_SERVICE_ACCOUNT": SCHEDULER_SERVICE_ACCOUNT,
+            "TASKS_SERVICE_ACCOUNT": TASKS_SERVICE_ACCOUNT,
+            "SERVICE_TOKEN_CERTS_URL": self.google_url + "/oauth2/v1/certs",
             **self.extra_env,
         }
 
@@ -139,6 +147,10 @@ class Stack:
     @property
     def paypal_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.paypal}"
+
+    @property
+    def google_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.google}"
 
     @property
     def firestore_url(self) -> str:
@@ -161,9 +173,11 @@ class Stack:
             self._start_firestore()
             self._start_auth()
             self._start_paypal()
+            self._start_google()
             self._wait("Firestore emulator", self.firestore_url + "/", 60, "firestore")
             self._wait("Auth emulator", self.auth_url + "/", 90, "auth")
             self._wait("PayPal simulator", self.paypal_url + "/_sim/health", 60, "paypal")
+            self._wait("Google OIDC simulator", self.google_url + "/_sim/health", 60, "google")
             if gateway:
                 self.start_gateway()
                 self.start_relay()
@@ -240,6 +254,13 @@ class Stack:
                 "--webhook-url",
                 self.gateway_url + "/paypal-webhook",
             ],
+            output=self.gateway_output,
+        )
+
+    def _start_google(self) -> None:
+        self._spawn(
+            "google",
+            [sys.executable, "-m", "dev.google_sim", "--port", str(self.ports.google)],
             output=self.gateway_output,
         )
 

@@ -15,7 +15,7 @@ import requests
 
 from shared.identity import profiles
 from shared.platform import clients, store
-from shared.platform.context import Role
+from shared.platform.context import Role, Service
 from tests import openapi_support
 
 
@@ -147,6 +147,50 @@ def sign_in(stack: Any, user: User) -> Api:
 
 def bearer(stack: Any, user: User) -> Api:
     return Api(stack.gateway_url, bearer=id_token(stack, user))
+
+
+def service_account(service: Service) -> str:
+    from dev import stack as local
+
+    emails = {
+        Service.SCHEDULER: local.SCHEDULER_SERVICE_ACCOUNT,
+        Service.TASKS: local.TASKS_SERVICE_ACCOUNT,
+    }
+    return emails[service]
+
+
+def google_token(
+    stack: Any,
+    *,
+    email: str,
+    audience: str,
+    expires_in: int = 3600,
+    claims: dict[str, Any] | None = None,
+) -> str:
+    """An OIDC token signed by the local stand-in for Google (dev/google_sim.py)."""
+    response = requests.post(
+        f"{stack.google_url}/_sim/oidc-token",
+        json={
+            "email": email,
+            "audience": audience,
+            "expiresIn": expires_in,
+            "claims": claims or {},
+        },
+        timeout=10,
+    )
+    response.raise_for_status()
+    return str(response.json()["token"])
+
+
+def service_api(stack: Any, service: Service, function: str) -> Api:
+    """A client calling as Cloud Scheduler or Cloud Tasks calls `function`: with a Google OIDC
+    token of that service's account, for that function's URL."""
+    token = google_token(
+        stack,
+        email=service_account(service),
+        audience=f"{stack.gateway_url}/{function}",
+    )
+    return Api(stack.gateway_url, bearer=token)
 
 
 def problem(response: requests.Response, status: int, code: str | None = None) -> dict[str, Any]:

@@ -316,12 +316,23 @@ def test_approval_lists_and_rejection_unlists_with_a_reason(stack, admin):
     )
 
 
-def test_approval_revokes_sessions_so_the_claim_takes_effect(stack, admin):
+def test_approval_takes_effect_in_the_sessions_the_doctor_has(stack, admin):
     doctor = create_user(stack, Role.DOCTOR, approved=False)
     browser = sign_in(stack, doctor)
+    problem(browser.get("/appointments"), 403, "not_approved")
     admin.post(f"/admin-users/{doctor.uid}/approval", json={"decision": "approve"})
-    problem(browser.get("/session"), 401)
-    assert sign_in(stack, doctor).get("/session").json()["approved"] is True
+    assert browser.get("/session").json()["approved"] is True
+    assert browser.get("/appointments").status_code == 200
+
+
+def test_rejection_ends_the_sessions_of_an_approved_doctor(stack, admin):
+    doctor = create_user(stack, Role.DOCTOR, approved=True)
+    browser = sign_in(stack, doctor)
+    assert browser.get("/appointments").status_code == 200
+    admin.post(
+        f"/admin-users/{doctor.uid}/approval", json={"decision": "reject", "reason": "licence"}
+    )
+    problem(browser.get("/session"), 401, "session_revoked")
 
 
 def test_deleting_a_doctor_with_upcoming_appointments_needs_force(stack, admin):

@@ -200,7 +200,7 @@ def test_someone_elses_resource_answers_404_like_a_missing_one(api, monkeypatch)
         session_id=None,
         auth_time=int(time.time()),
     )
-    monkeypatch.setattr(auth, "authenticate", lambda creds: alice)
+    monkeypatch.setattr(auth, "authenticate", lambda creds, function: alice)
     bearer = {"Authorization": "Bearer anything"}
 
     assert send(api, "/things/mine", headers=bearer).get_json() == THINGS["mine"]

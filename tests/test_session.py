@@ -236,16 +236,15 @@ def test_revoke_all_ends_every_session_and_bearer_token(stack):
     assert fresh.get("/session").status_code == 200
 
 
-def test_a_disabled_user_is_refused(stack):
-    from firebase_admin import auth
-
+def test_a_user_disabled_by_an_admin_is_refused_on_the_next_request(stack, admin):
     user = create_user(stack)
     browser = sign_in(stack, user)
     token_client = bearer(stack, user)
+    assert token_client.get("/session").status_code == 200
 
-    auth.update_user(user.uid, disabled=True, app=clients.firebase_app())
+    admin.request("PATCH", f"/admin-users/{user.uid}", json={"disabled": True}).raise_for_status()
 
-    problem(browser.get("/session"), 401, "user_disabled")
+    problem(browser.get("/session"), 401, "session_revoked")
     problem(token_client.get("/session"), 401, "user_disabled")
 
 

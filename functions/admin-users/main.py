@@ -8,6 +8,8 @@ Routes (under /admin-users), admin only:
   DELETE /{uid}                   delete the account (force=true past upcoming appointments)
   POST   /{uid}/approval          approve or reject a doctor, clinic or pharmacy
   POST   /{uid}/password-reset    generate a password reset link
+  POST   /reconcile               repair drift between Firebase Auth and the access records
+                                  (Cloud Scheduler's job; admins by hand)
 """
 
 from __future__ import annotations
@@ -241,6 +243,31 @@ def password_reset(call: Call) -> ResetLink:
     """Generate a password reset link and queue it for e-mail to the user."""
     link = accounts.password_reset_link(_uid(call), actor=call.principal.uid)
     return ResetLink(queued=True, link=link if accounts.reveal_links() else None)
+
+
+class ReconcileQuery(Body):
+    limit: int = Field(default=1000, ge=1, le=1000, description="accounts (and records) per run")
+
+
+class Reconciled(View):
+    checked: int = Field(description="Auth accounts compared with their access records")
+    repaired: list[str] = Field(description="uids whose record was corrected")
+    sessions_ended: int
+    cycle_complete: bool = Field(description="every account has been checked since the cycle began")
+
+
+@api.route("POST", "/reconcile", query=ReconcileQuery, response=Reconciled)
+def reconcile(call: Call) -> Reconciled:
+    """One bounded step of the Auth reconciliation; the next run continues where it stopped."""
+    from shared.identity import reconciliation
+
+    report = reconciliation.run(limit=call.query.limit)
+    return Reconciled(
+        checked=report.checked,
+        repaired=report.repaired,
+        sessions_ended=report.sessions_ended,
+        cycle_complete=report.cycle_complete,
+    )
 
 
 @functions_framework.http

@@ -6,6 +6,7 @@ Routes (under /session):
   GET    /sessions         the caller's active sessions
   DELETE /                 sign out of this session
   DELETE /sessions/{id}    end another of the caller's sessions
+  POST   /refresh          re-issue this session's cookie for a fresh ID token (rotation)
   POST   /revoke-all       end every session and revoke refresh tokens
 """
 
@@ -19,11 +20,12 @@ import flask
 import functions_framework
 from pydantic import Field
 
-from shared.identity import auth, profiles, sessions, tokens
+from shared.identity import access, accounts, auth, profiles, sessions, tokens
 from shared.platform import clients, settings
-from shared.platform.context import Role
-from shared.platform.errors import DependencyUnavailable, Unauthenticated
+from shared.platform.context import ROLES_NEEDING_APPROVAL, Role
+from shared.platform.errors import Conflict, DependencyUnavailable, Unauthenticated
 from shared.platform.models import Body, Page, View
+from shared.platform.settings import MIN_SESSION_SECONDS
 from shared.web.http import Call, Function, Reply
 
 api = Function(
@@ -35,6 +37,14 @@ api = Function(
 
 class SignIn(Body):
     id_token: str = Field(min_length=16, max_length=8192)
+
+
+class Refresh(Body):
+    id_token: str = Field(
+        min_length=16,
+        max_length=8192,
+        description="A fresh Firebase ID token of the same account (the SDK's getIdToken())",
+    )
 
 
 class SessionOut(View):
@@ -85,35 +95,23 @@ def _clear_cookie(call: Call) -> None:
 @api.route("POST", "/", body=SignIn, response=SessionOut, status=201, problems=(401,))
 def sign_in(call: Call) -> SessionOut:
     """Exchange a Firebase ID token from a sign-in in the last 5 minutes for a session cookie."""
-    from firebase_admin import auth as firebase_auth
-    from firebase_admin import exceptions as firebase_exceptions
-
     s = settings.get()
     id_token: str = call.body.id_token
     claims = tokens.verify(id_token, tokens.TokenKind.ID_TOKEN)
-    if time.time() - claims["auth_time"] > s.recent_sign_in_seconds:
+    auth_time = int(claims["auth_time"])
+    if time.time() - auth_time > s.recent_sign_in_seconds:
         raise Unauthenticated(
             "Sign in again: a session needs a sign-in from the last few minutes.",
             code="recent_sign_in_required",
         )
-    user = auth.load_user(claims["sub"])
-    auth.check_not_revoked(user, int(claims["auth_time"]))
-    role, approved = profiles.ensure_on_sign_in(user, claims.get("name"))
+    account = access.load(claims["sub"])
+    account.check(auth_time)
+    account = profiles.ensure_on_sign_in(account, claims.get("name"))
 
-    try:
-        cookie = firebase_auth.create_session_cookie(
-            id_token, expires_in=timedelta(seconds=s.session_seconds), app=clients.firebase_app()
-        )
-    except firebase_exceptions.InvalidArgumentError:
-        raise Unauthenticated("The ID token was refused.", code="invalid_token") from None
-    except (firebase_exceptions.UnavailableError, firebase_exceptions.InternalError):
-        raise DependencyUnavailable() from None
+    cookie = _session_cookie(id_token, s.session_seconds)
     expires_at = datetime.now(UTC) + timedelta(seconds=s.session_seconds)
     record = sessions.create(
-        uid=user.uid,
-        cookie=cookie,
-        ip=call.client_ip,
-        user_agent=call.user_agent,
+        sessions.NewSession(account.uid, cookie, auth_time, call.client_ip, call.user_agent),
         expires_at=expires_at,
     )
     if record is None:
@@ -122,28 +120,80 @@ def sign_in(call: Call) -> SessionOut:
             code="sign_in_reused",
         )
     call.set_cookies.append(_cookie(cookie, s.session_seconds))
+    return _session_out(record)
+
+
+def _session_cookie(id_token: str, seconds: int) -> str:
+    from firebase_admin import auth as firebase_auth
+    from firebase_admin import exceptions as firebase_exceptions
+
+    try:
+        cookie: str = firebase_auth.create_session_cookie(
+            id_token, expires_in=timedelta(seconds=seconds), app=clients.firebase_app()
+        )
+    except firebase_exceptions.InvalidArgumentError:
+        raise Unauthenticated("The ID token was refused.", code="invalid_token") from None
+    except (firebase_exceptions.UnavailableError, firebase_exceptions.InternalError):
+        raise DependencyUnavailable() from None
+    return cookie
+
+
+def _session_out(record: sessions.SessionRecord) -> SessionOut:
+    assert record.role is not None  # a new record always holds the account's role
     return SessionOut(
-        uid=user.uid,
-        email=user.email,
-        role=role,
-        approved=approved,
+        uid=record.uid,
+        email=record.email,
+        role=record.role,
+        approved=record.approved or record.role not in ROLES_NEEDING_APPROVAL,
         csrf_token=record.csrf_token,
         expires_at=record.expires_at,
     )
+
+
+@api.route("POST", "/refresh", body=Refresh, response=SessionOut, problems=(401,))
+def refresh(call: Call) -> SessionOut:
+    """Rotate this cookie session: a new cookie and CSRF token for a fresh ID token of the same
+    account, with the same absolute expiry; the old cookie is refused from now on."""
+    p = call.principal
+    if p.session_id is None:
+        raise Conflict(
+            "Only a cookie session can be refreshed; a bearer caller sends fresh ID tokens.",
+            code="not_a_cookie_session",
+        )
+    id_token: str = call.body.id_token
+    claims = tokens.verify(id_token, tokens.TokenKind.ID_TOKEN)
+    if claims["sub"] != p.uid:
+        raise Unauthenticated("The ID token is of another account.", code="token_mismatch")
+    current = sessions.get(p.session_id)
+    if current is None or not current.active:
+        raise Unauthenticated("This session has ended; sign in again.", code="session_revoked")
+    remaining = int((current.expires_at - datetime.now(UTC)).total_seconds())
+    if remaining < MIN_SESSION_SECONDS:
+        # Firebase mints no cookie this short, and the session is almost over anyway.
+        raise Unauthenticated(
+            "This session is about to end; sign in again.", code="session_expiring"
+        )
+    cookie = _session_cookie(id_token, remaining)
+    auth_time = int(claims["auth_time"])
+    record = sessions.rotate(
+        p.session_id,
+        sessions.NewSession(p.uid, cookie, auth_time, call.client_ip, call.user_agent),
+    )
+    call.set_cookies.append(_cookie(cookie, remaining))
+    return _session_out(record)
 
 
 @api.route("GET", "/", response=SessionOut)
 def whoami(call: Call) -> SessionOut:
     """The signed-in caller, and the CSRF token of a cookie session."""
     p = call.principal
-    record = sessions.get(p.session_id) if p.session_id else None
     return SessionOut(
         uid=p.uid,
         email=p.email,
         role=p.role,
         approved=p.approved,
         csrf_token=p.csrf_token,
-        expires_at=record.expires_at if record else None,
+        expires_at=p.session_expires_at,
     )
 
 
@@ -172,7 +222,7 @@ def list_sessions(call: Call) -> SessionList:
 def sign_out(call: Call) -> None:
     """End this session: its cookie is refused from the next request on."""
     if call.principal.session_id:
-        sessions.revoke(call.principal.session_id)
+        sessions.revoke(call.principal.session_id, "signed_out")
     _clear_cookie(call)
 
 
@@ -183,7 +233,7 @@ def end_session(call: Call) -> None:
     call.authorize({"uid": record.uid} if record else None)
     assert record is not None
     if not record.revoked:
-        sessions.revoke(record.id)
+        sessions.revoke(record.id, "ended_by_user")
     if record.id == call.principal.session_id:
         _clear_cookie(call)
 
@@ -191,11 +241,7 @@ def end_session(call: Call) -> None:
 @api.route("POST", "/revoke-all", response=Revoked)
 def revoke_all(call: Call) -> Reply:
     """End every session of the caller and revoke their refresh tokens everywhere."""
-    from firebase_admin import auth as firebase_auth
-
-    uid = call.principal.uid
-    firebase_auth.revoke_refresh_tokens(uid, app=clients.firebase_app())
-    count = sessions.revoke_all(uid)
+    count = accounts.revoke_access(call.principal.uid)
     _clear_cookie(call)
     return Reply(Revoked(revoked_sessions=count))
 

@@ -23,6 +23,7 @@ AUDITED_COLLECTIONS: frozenset[str] = frozenset(
     {
         "users",
         "profiles",
+        "access",
         "sessions",
         "clinics",
         "pharmacies",
@@ -43,7 +44,13 @@ AUDITED_COLLECTIONS: frozenset[str] = frozenset(
 # Not audited, and why: `directory` is a projection of `users` written in the same batch (its
 # entry would only repeat the profile's); `ledgerEntries` and `ledgerAccounts` are written in
 # the same commit as their `ledger` transaction, which holds every posting; `audit` and
-# `auditHead` are the log.
+# `auditHead` are the log; `reconciliation` is the Auth reconciliation's bookmark.
+
+# Fields that only record use, written often (a session's last request, at most once a
+# minute): an update that changes nothing else records nothing.
+UNAUDITED_FIELDS: Mapping[str, frozenset[str]] = {
+    "sessions": frozenset({"lastUsedAt"}),
+}
 
 # Health data: recorded by field name and SHA-256 only, in every collection. This is the one list.
 HEALTH_FIELDS: frozenset[str] = frozenset(
@@ -184,12 +191,17 @@ def _meta_of(doc: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return meta if isinstance(meta, Mapping) else {}
 
 
+def _significant(path: str, changes: Mapping[str, Any]) -> bool:
+    ignored = UNAUDITED_FIELDS.get(collection_of(path), frozenset())
+    return any(name not in ignored for name in changes)
+
+
 def entry_for_change(change: Change) -> dict[str, Any] | None:
     """The entry content (without seq and hashes) for a document write, or None when there is
     nothing to record: an update that touched only `_meta` (such as the stamp before a delete)."""
     action = change.action
     changes = diff(change.before, change.after, redacted=redacted_fields(change.path))
-    if action == "update" and not changes:
+    if action == "update" and not _significant(change.path, changes):
         return None
     # Whoever wrote the new state acted; for a delete, whoever stamped the last state.
     meta = _meta_of(change.before if action == "delete" else change.after)

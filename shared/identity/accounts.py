@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.identity import profiles, sessions
+from shared.identity import access, profiles, sessions
 from shared.identity.profile_fields import ProfileFields, check_editable, to_document
 from shared.platform import clients, logs, outbox, settings, store
 from shared.platform.context import ROLES_NEEDING_APPROVAL, Role
@@ -103,6 +103,8 @@ def create(new: NewAccount, *, actor: str) -> Created:
         batch = clients.db().batch()
         store.create(profiles.ref(user.uid), profile, tx=batch, by=actor)
         profiles.write_listing(profile, tx=batch)
+        account = access.with_claims(access.from_user_record(user), new.role, approved)
+        access.write(account, tx=batch, by=actor)
         if link:
             outbox.queue(batch, user.uid, new.email, "set_password", {"link": link}, actor)
         _commit_create(batch)
@@ -136,11 +138,16 @@ def load(uid: str) -> dict[str, Any]:
     return profile
 
 
-def revoke_access(uid: str) -> None:
-    """End every session and refresh token of the user: their next request is refused."""
+def revoke_access(uid: str, *, by: str | None = None) -> int:
+    """End every session and refresh token of the user: their next request is refused.
+
+    The access record learns the new revocation instant before the sessions end, so a sign-in
+    racing this either sees it or has its new session ended here. Returns the sessions ended.
+    """
     with contextlib.suppress(_auth().UserNotFoundError):
         _auth().revoke_refresh_tokens(uid, app=clients.firebase_app())
-    sessions.revoke_all(uid)
+    access.refresh(uid, by=by)
+    return sessions.revoke_all(uid)
 
 
 @dataclass(frozen=True)
@@ -191,6 +198,7 @@ def update(uid: str, changes: AccountChanges, *, actor: str, by_admin: bool) -> 
         raise Conflict("Another account has this phone.", code="phone_taken") from None
     except auth.UserNotFoundError:
         raise NotFound() from None
+    account = access.from_auth(uid)  # what Auth holds now, mirrored with the profile
 
     now = datetime.now(UTC)
     updated = {**current, **doc, "role": role.value, "approved": approved, "updatedAt": now}
@@ -202,17 +210,18 @@ def update(uid: str, changes: AccountChanges, *, actor: str, by_admin: bool) -> 
             "at": now,
             "by": actor,
         }
-    _save(updated, actor)
+    _save(updated, account, actor)
     if role_changed or changes.disabled is True or (not approved and current.get("approved")):
-        revoke_access(uid)
+        revoke_access(uid, by=actor)
     return updated
 
 
-def _save(profile: dict[str, Any], actor: str) -> None:
+def _save(profile: dict[str, Any], account: access.AccessState, actor: str) -> None:
     batch = clients.db().batch()
     data = {k: v for k, v in profile.items() if k != "_meta"}
     store.set(profiles.ref(profile["uid"]), data, tx=batch, by=actor)
     profiles.write_listing(profile, tx=batch)
+    access.write(account, tx=batch, by=actor)
     batch.commit()
 
 
@@ -241,6 +250,7 @@ def decide_approval(uid: str, approve: bool, reason: str | None, *, actor: str) 
     data = {k: v for k, v in updated.items() if k != "_meta"}
     store.set(profiles.ref(uid), data, tx=batch, by=actor)
     profiles.write_listing(updated, tx=batch)
+    access.write(access.from_auth(uid), tx=batch, by=actor)
     if profile.get("email"):
         outbox.queue(
             batch,
@@ -251,7 +261,11 @@ def decide_approval(uid: str, approve: bool, reason: str | None, *, actor: str) 
             actor,
         )
     batch.commit()
-    revoke_access(uid)  # the new claim takes effect with the next sign-in, everywhere
+    if approve:
+        # More access: the sessions the account has learn it in place, no sign-out needed.
+        sessions.grant_approval(uid)
+    else:
+        revoke_access(uid, by=actor)
     return updated
 
 
@@ -278,7 +292,9 @@ def delete(uid: str, *, force: bool, actor: str) -> None:
             "This doctor has upcoming confirmed appointments; cancel them or pass force=true.",
             code="doctor_has_upcoming_appointments",
         )
-    revoke_access(uid)
+    revoke_access(uid, by=actor)
+    # The tombstone first: from here on the account's unexpired tokens are refused.
+    access.write(access.deleted(uid), by=actor)
     with contextlib.suppress(_auth().UserNotFoundError):
         _auth().delete_user(uid, app=clients.firebase_app())
     store.delete(profiles.directory_ref(uid), by=actor)

@@ -1,59 +1,27 @@
-"""Authentication: turn a request's session cookie or bearer ID token into a Principal.
+"""Authentication: turn a request's session cookie or bearer token into a caller.
 
-Every request re-reads the user's Auth record, so a disabled user, a revoked refresh token or a
-changed role takes effect on the next request at every instance; cookie requests also read
-their server-side session record, so a logout does too.
+One document read, no Auth API call:
+- a session cookie: its signature and claims, then its session record, which holds the
+  account's role and approval and is ended whenever they change;
+- a Firebase ID token: its signature and claims, then the account's access record
+  (shared.identity.access), which holds what the Auth record check would tell;
+- a Google OIDC token of a configured service account (Cloud Scheduler, Cloud Tasks): its
+  signature and claims only; the service is named by the account (shared.identity.services).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
 
-from shared.identity import sessions, tokens
-from shared.platform import clients
-from shared.platform.context import Principal, Role
+from shared.identity import access, services, sessions, tokens
+from shared.platform import logs
+from shared.platform.context import Caller, Principal
 from shared.platform.errors import Forbidden, Unauthenticated
 
 COOKIE_NAME = "__session"
 
-
-@dataclass(frozen=True)
-class UserState:
-    uid: str
-    email: str | None
-    role: Role | None
-    approved: bool
-    disabled: bool
-    tokens_valid_after_ms: int
-
-
-def load_user(uid: str) -> UserState:
-    from firebase_admin import auth
-
-    try:
-        user = auth.get_user(uid, app=clients.firebase_app())
-    except auth.UserNotFoundError:
-        raise Unauthenticated("This account no longer exists.", code="user_not_found") from None
-    claims: dict[str, Any] = user.custom_claims or {}
-    raw_role = claims.get("role")
-    role = Role(raw_role) if isinstance(raw_role, str) and raw_role in set(Role) else None
-    return UserState(
-        uid=user.uid,
-        email=user.email,
-        role=role,
-        approved=claims.get("approved") is True,
-        disabled=bool(user.disabled),
-        tokens_valid_after_ms=int(user.tokens_valid_after_timestamp or 0),
-    )
-
-
-def check_not_revoked(user: UserState, auth_time: int) -> None:
-    if user.disabled:
-        raise Unauthenticated("This account is disabled.", code="user_disabled")
-    # tokensValidAfter has second precision in practice; a token from that same second is valid.
-    if auth_time * 1000 < user.tokens_valid_after_ms:
-        raise Unauthenticated("This sign-in was revoked; sign in again.", code="token_revoked")
+log = logs.get("alodoktor.auth")
 
 
 @dataclass(frozen=True)
@@ -77,33 +45,67 @@ def credentials(authorization: str | None, cookie: str | None) -> Credentials | 
     return None
 
 
-def authenticate(creds: Credentials) -> Principal:
-    session: sessions.SessionRecord | None = None
+def authenticate(creds: Credentials, *, function: str) -> Caller:
     if creds.bearer is not None:
-        claims = tokens.verify(creds.bearer, tokens.TokenKind.ID_TOKEN)
-    else:
-        assert creds.cookie is not None
-        claims = tokens.verify(creds.cookie, tokens.TokenKind.SESSION_COOKIE)
-        session = sessions.get(sessions.id_for_cookie(creds.cookie))
-        if session is None or session.uid != claims["sub"]:
-            raise Unauthenticated(
-                "This session is not known; sign in again.", code="session_unknown"
-            )
-        if not session.active:
-            raise Unauthenticated("This session has ended; sign in again.", code="session_revoked")
-    user = load_user(claims["sub"])
-    check_not_revoked(user, int(claims["auth_time"]))
-    if user.role is None:
+        if services.is_google_token(creds.bearer):
+            return services.authenticate(creds.bearer, function=function)
+        return _bearer(creds.bearer)
+    assert creds.cookie is not None
+    return _cookie(creds.cookie)
+
+
+def _bearer(token: str) -> Principal:
+    claims = tokens.verify(token, tokens.TokenKind.ID_TOKEN)
+    auth_time = int(claims["auth_time"])
+    account = access.load(claims["sub"])
+    account.check(auth_time)
+    if account.role is None:
         raise Forbidden(
             "This account has no profile yet; exchange its ID token at POST /session first.",
             code="profile_missing",
         )
     return Principal(
-        uid=user.uid,
-        email=user.email,
-        role=user.role,
-        approved=user.approved,
-        session_id=session.id if session else None,
-        csrf_token=session.csrf_token if session else None,
+        uid=account.uid,
+        email=account.email,
+        role=account.role,
+        approved=account.approved,
+        session_id=None,
+        auth_time=auth_time,
+    )
+
+
+def _cookie(cookie: str) -> Principal:
+    claims = tokens.verify(cookie, tokens.TokenKind.SESSION_COOKIE)
+    session = sessions.get(sessions.id_for_cookie(cookie))
+    if session is None or session.uid != claims["sub"]:
+        raise Unauthenticated("This session is not known; sign in again.", code="session_unknown")
+    if not session.active:
+        raise Unauthenticated("This session has ended; sign in again.", code="session_revoked")
+    now = datetime.now(UTC)
+    if session.idle_at(now):
+        sessions.revoke(session.id, "idle")
+        raise Unauthenticated(
+            "This session ended after a time without use; sign in again.", code="session_idle"
+        )
+    role, approved, email = session.role, session.approved, session.email
+    if role is None:
+        # A record from before sessions held the account: ask its access record this once.
+        account = access.load(session.uid)
+        account.check(int(claims["auth_time"]))
+        role, approved, email = account.role, account.approved, account.email
+        if role is None:
+            raise Unauthenticated(
+                "This session is not known; sign in again.", code="session_unknown"
+            )
+    if session.due_for_touch(now):
+        sessions.touch(session.id, now)
+    return Principal(
+        uid=session.uid,
+        email=email,
+        role=role,
+        approved=approved,
+        session_id=session.id,
+        csrf_token=session.csrf_token,
         auth_time=int(claims["auth_time"]),
+        session_expires_at=session.expires_at,
     )

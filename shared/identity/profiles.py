@@ -6,7 +6,8 @@ import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.identity.auth import UserState
+from shared.identity import access
+from shared.identity.access import AccessState
 from shared.platform import clients, store
 from shared.platform.context import ROLES_NEEDING_APPROVAL, Role
 
@@ -17,8 +18,8 @@ def ref(uid: str) -> Any:
     return clients.db().collection(COLLECTION).document(uid)
 
 
-def ensure_on_sign_in(user: UserState, display_name: str | None) -> tuple[Role, bool]:
-    """Make sure a signing-in user has role claims and a profile; returns (role, approved).
+def ensure_on_sign_in(account: AccessState, display_name: str | None) -> AccessState:
+    """Make sure a signing-in user has role claims, an access record and a profile.
 
     A first sign-in with no role becomes a patient. The role is never taken from the caller:
     it comes from the custom claims an admin set, or is `patient`.
@@ -26,34 +27,33 @@ def ensure_on_sign_in(user: UserState, display_name: str | None) -> tuple[Role, 
     from firebase_admin import auth
     from google.api_core.exceptions import Conflict
 
-    role, approved = user.role, user.approved
-    if role is None:
-        role, approved = Role.PATIENT, True
-        existing = auth.get_user(user.uid, app=clients.firebase_app()).custom_claims or {}
+    if account.role is None:
+        app = clients.firebase_app()
+        existing = auth.get_user(account.uid, app=app).custom_claims or {}
         auth.set_custom_user_claims(
-            user.uid,
-            {**existing, "role": role.value, "approved": approved},
-            app=clients.firebase_app(),
+            account.uid, {**existing, "role": Role.PATIENT.value, "approved": True}, app=app
         )
-    if role not in ROLES_NEEDING_APPROVAL:
-        approved = True
-    if not ref(user.uid).get().exists:
+        account = access.with_claims(account, Role.PATIENT, True)
+        access.write(account, by=account.uid)
+    assert account.role is not None
+    approved = account.approved or account.role not in ROLES_NEEDING_APPROVAL
+    if not ref(account.uid).get().exists:
         with contextlib.suppress(Conflict):  # a concurrent first sign-in made the same one
             store.create(
-                ref(user.uid),
+                ref(account.uid),
                 {
-                    "uid": user.uid,
-                    "email": user.email,
-                    "emailLower": (user.email or "").lower() or None,
+                    "uid": account.uid,
+                    "email": account.email,
+                    "emailLower": (account.email or "").lower() or None,
                     "displayName": display_name,
-                    "role": role.value,
+                    "role": account.role.value,
                     "approved": approved,
                     "disabled": False,
                     "createdAt": datetime.now(UTC),
                 },
-                by=user.uid,
+                by=account.uid,
             )
-    return role, approved
+    return account
 
 
 DIRECTORY = "directory"

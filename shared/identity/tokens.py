@@ -40,7 +40,7 @@ def _certs_url(kind: TokenKind) -> str:
     return s.id_token_certs_url if kind is TokenKind.ID_TOKEN else s.session_cookie_certs_url
 
 
-def _cached_transport() -> Any:
+def cached_transport() -> Any:
     """A google-auth transport whose HTTP cache honours the key endpoints' Cache-Control."""
     global _transport
     if _transport is None:
@@ -66,7 +66,7 @@ def _segment(raw: str) -> dict[str, Any]:
     return value
 
 
-def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     parts = token.split(".")
     if len(parts) != 3:
         raise Unauthenticated("The token is malformed.", code="invalid_token")
@@ -78,7 +78,7 @@ def verify(token: str, kind: TokenKind) -> dict[str, Any]:
     s = settings.get()
     if not token or len(token) > 8192:
         raise Unauthenticated(f"The {kind.value} is missing or too long.", code="invalid_token")
-    header, claims = _unverified(token)
+    header, claims = unverified(token)
     if not s.auth_emulated:
         if header.get("alg") != "RS256" or not header.get("kid"):
             raise Unauthenticated(
@@ -90,6 +90,12 @@ def verify(token: str, kind: TokenKind) -> dict[str, Any]:
 
 
 def _verify_signature(token: str, kind: TokenKind, project_id: str) -> dict[str, Any]:
+    return verify_signed(token, audience=project_id, certs_url=_certs_url(kind), what=kind.value)
+
+
+def verify_signed(token: str, *, audience: str, certs_url: str, what: str) -> dict[str, Any]:
+    """The claims of an RS256 JWT signed by a key published at `certs_url`, for `audience`,
+    checked by google-auth (signature, `aud`, `exp`, `iat`); Unauthenticated otherwise."""
     from google.auth import exceptions as auth_exceptions
     from google.oauth2 import id_token
 
@@ -97,9 +103,9 @@ def _verify_signature(token: str, kind: TokenKind, project_id: str) -> dict[str,
         claims: dict[str, Any] = dict(
             id_token.verify_token(
                 token,
-                _cached_transport(),
-                audience=project_id,
-                certs_url=_certs_url(kind),
+                cached_transport(),
+                audience=audience,
+                certs_url=certs_url,
                 clock_skew_in_seconds=CLOCK_SKEW_SECONDS,
             )
         )
@@ -108,7 +114,7 @@ def _verify_signature(token: str, kind: TokenKind, project_id: str) -> dict[str,
     except (ValueError, auth_exceptions.GoogleAuthError) as exc:
         expired = "expired" in str(exc).lower()
         raise Unauthenticated(
-            f"The {kind.value} has expired." if expired else f"The {kind.value} is not valid.",
+            f"The {what} has expired." if expired else f"The {what} is not valid.",
             code="token_expired" if expired else "invalid_token",
         ) from None
     return claims

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -13,6 +14,13 @@ class Role(StrEnum):
     PHARMACY = "pharmacy"
     DOCTOR = "doctor"
     PATIENT = "patient"
+
+
+class Service(StrEnum):
+    """Google-run callers that present an OIDC token of their own service account."""
+
+    SCHEDULER = "scheduler"  # Cloud Scheduler jobs: the sweeps and scheduled runs
+    TASKS = "tasks"  # Cloud Tasks deliveries: the payout worker
 
 
 # Roles that act only once an admin approved them.
@@ -28,6 +36,7 @@ class Principal:
     session_id: str | None  # None for bearer-token callers
     auth_time: int
     csrf_token: str | None = field(default=None, repr=False, compare=False)
+    session_expires_at: datetime | None = None  # a cookie session's absolute end
 
     @property
     def via_cookie(self) -> bool:
@@ -38,13 +47,29 @@ class Principal:
         return self.approved or self.role not in ROLES_NEEDING_APPROVAL
 
 
+@dataclass(frozen=True)
+class ServicePrincipal:
+    """A Google service account acting for one of our `Service`s, never for a person."""
+
+    service: Service
+    email: str
+
+    @property
+    def uid(self) -> str:
+        # What store stamps as `_meta.by` and the audit log shows as the actor.
+        return f"service:{self.service.value}"
+
+
+Caller = Principal | ServicePrincipal
+
+
 @dataclass
 class RequestContext:
     request_id: str
     function: str
     trace: str | None = None
     span_id: str | None = None
-    principal: Principal | None = None
+    principal: Caller | None = None
 
     @property
     def actor(self) -> str:

@@ -14,6 +14,8 @@ GOOGLE_SESSION_COOKIE_CERTS = (
     "https://www.googleapis.com/identitytoolkit/v3/relyingparty/publicKeys"
 )
 
+GOOGLE_OIDC_CERTS = "https://www.googleapis.com/oauth2/v1/certs"
+
 PAYPAL_SANDBOX = "https://api-m.sandbox.paypal.com"
 
 MIN_SESSION_SECONDS = 5 * 60  # Firebase's own bounds for session cookies
@@ -50,6 +52,16 @@ class Settings:
     # How many clinic bookings a patient may have open (waiting for the clinic, or accepted
     # and still to come) at once; a request beyond it is refused (409 too_many_open_requests).
     max_open_booking_requests_per_patient: int = 5
+    # A session nobody used for this long has ended, whatever its absolute lifetime left.
+    session_idle_seconds: int = 30 * 60
+    # A session's last use is written at most once per this interval, not on every request.
+    session_touch_seconds: int = 60
+    # Service identities: an OIDC token for `{functions_base_url}/{function}` from one of these
+    # service accounts is that service calling (empty: no service is let in).
+    functions_base_url: str = ""
+    scheduler_service_account: str = ""
+    tasks_service_account: str = ""
+    service_token_certs_url: str = GOOGLE_OIDC_CERTS
 
     @property
     def auth_emulated(self) -> bool:
@@ -74,6 +86,14 @@ def _session_seconds() -> int:
         # values, so hold it to the nearest bound and say so.
         log.warning("SESSION_COOKIE_SECONDS=%s is out of range; using %s", seconds, clamped)
     return clamped
+
+
+def _session_activity() -> tuple[int, int]:
+    """(idle timeout, touch interval) in seconds."""
+    idle = max(_int("SESSION_IDLE_SECONDS", 30 * 60), 60)
+    # A touch interval near the idle timeout would end sessions in active use.
+    touch = min(max(_int("SESSION_TOUCH_SECONDS", 60), 1), idle // 2)
+    return idle, touch
 
 
 def load() -> Settings:
@@ -116,6 +136,12 @@ def load() -> Settings:
         max_open_booking_requests_per_patient=max(
             _int("MAX_OPEN_BOOKING_REQUESTS_PER_PATIENT", 5), 1
         ),
+        session_idle_seconds=_session_activity()[0],
+        session_touch_seconds=_session_activity()[1],
+        functions_base_url=os.environ.get("FUNCTIONS_BASE_URL", "").strip().rstrip("/"),
+        scheduler_service_account=os.environ.get("SCHEDULER_SERVICE_ACCOUNT", "").strip(),
+        tasks_service_account=os.environ.get("TASKS_SERVICE_ACCOUNT", "").strip(),
+        service_token_certs_url=os.environ.get("SERVICE_TOKEN_CERTS_URL") or GOOGLE_OIDC_CERTS,
     )
 
 

@@ -26,7 +26,7 @@ from werkzeug.routing import Rule as UrlRule
 
 from shared.identity import auth
 from shared.platform import context, errors, idempotency, ids, logs, models, settings
-from shared.platform.context import Principal, RequestContext
+from shared.platform.context import Caller, Principal, RequestContext, ServicePrincipal
 from shared.web import policy
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -52,6 +52,14 @@ class Call:
 
     @property
     def principal(self) -> Principal:
+        """The signed-in person; a route a service may call reads `caller` instead."""
+        caller = self.caller
+        if isinstance(caller, ServicePrincipal):
+            raise errors.Forbidden("This route acts for a person only.", code="person_required")
+        return caller
+
+    @property
+    def caller(self) -> Caller:
         if self.ctx.principal is None:  # only public routes run without one
             raise errors.Unauthenticated()
         return self.ctx.principal
@@ -68,7 +76,7 @@ class Call:
         return idempotency.from_header(
             self.request.headers.get(idempotency.HEADER),
             scope=scope,
-            caller=self.principal.uid,
+            caller=self.caller.uid,
             request=body,
         )
 
@@ -232,7 +240,7 @@ class Function:
             # An empty id (`/appointments//cancel`) or one holding a slash (`%2F`) would
             # otherwise reach another route once the slashes are read or merged.
             raise errors.NotFound("No such route.", code="route_not_found")
-        route, params = self._match(request)
+        route, params = self._match(request.method, self._route_path(request))
         if not all(ids.DOC_ID.match(str(v)) for v in params.values()):
             # Every path parameter is a document id; anything else names nothing here.
             raise errors.NotFound("No such resource.", code="not_found")
@@ -241,9 +249,9 @@ class Function:
                 request.headers.get("Authorization"), request.cookies.get(auth.COOKIE_NAME)
             )
             if creds is not None:
-                ctx.principal = auth.authenticate(creds)
+                ctx.principal = auth.authenticate(creds, function=self.name)
         policy.check_access(route.rule, ctx.principal)
-        if ctx.principal is not None and ctx.principal.via_cookie:
+        if isinstance(ctx.principal, Principal) and ctx.principal.via_cookie:
             _check_csrf(request, ctx.principal)
 
         call = Call(request=request, ctx=ctx, rule=route.rule, params=params)
@@ -272,10 +280,19 @@ class Function:
         response.headers.update(call.headers)
         return response
 
-    def _match(self, request: flask.Request) -> tuple[Route, dict[str, Any]]:
-        adapter = self._map.bind("function.invalid", path_info=request.path)
+    def _route_path(self, request: flask.Request) -> str:
+        """The path within this function: the same with or without the `/api/<function>`
+        prefix a same-origin rewrite (Firebase Hosting's) keeps when it forwards a request."""
+        path = request.path
+        prefix = f"/api/{self.name}"
+        if path == prefix or path.startswith(prefix + "/"):
+            return path[len(prefix) :] or "/"
+        return path
+
+    def _match(self, method: str, path: str) -> tuple[Route, dict[str, Any]]:
+        adapter = self._map.bind("function.invalid", path_info=path)
         try:
-            endpoint, params = adapter.match(method=request.method)
+            endpoint, params = adapter.match(method=method)
         except WerkzeugMethodNotAllowed as exc:
             allowed = ", ".join(sorted(exc.valid_methods or []))
             raise errors.MethodNotAllowed(headers={"Allow": allowed}) from None
@@ -286,9 +303,8 @@ class Function:
     def _preflight(self, request: flask.Request, origin: str | None) -> flask.Response:
         if not origin or origin not in settings.get().allowed_origins:
             raise errors.Forbidden("This origin may not call the API.", code="origin_not_allowed")
-        methods = sorted(
-            {r.method for r in self.routes.values() if self._path_matches(r, request.path)}
-        )
+        path = self._route_path(request)
+        methods = sorted({r.method for r in self.routes.values() if self._path_matches(r, path)})
         if not methods:
             raise errors.NotFound("No such route.", code="route_not_found")
         response = flask.Response(status=204)

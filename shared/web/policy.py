@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.platform.context import Principal, Role
+from shared.platform.context import Caller, Principal, Role, Service, ServicePrincipal
 from shared.platform.errors import Forbidden, NotFound, Unauthenticated
 
 
@@ -28,16 +28,18 @@ class Owner:
 
 @dataclass(frozen=True)
 class Rule:
-    roles: frozenset[Role]  # empty: public, no authentication
+    roles: frozenset[Role]  # empty, with no services: public, no authentication
     owner: Owner | None = None
     # Doctors, clinics and pharmacies must be approved to call this route.
     approved: bool = True
     # Admins pass the ownership rule (they manage every account).
     admin_sees_all: bool = True
+    # Google-run callers (Cloud Scheduler, Cloud Tasks) let in with their OIDC identity.
+    services: frozenset[Service] = frozenset()
 
     @property
     def public(self) -> bool:
-        return not self.roles
+        return not self.roles and not self.services
 
 
 PUBLIC = Rule(roles=frozenset())
@@ -49,10 +51,22 @@ def allow(
     owner: Owner | None = None,
     approved: bool = True,
     admin_sees_all: bool = True,
+    services: tuple[Service, ...] = (),
 ) -> Rule:
     return Rule(
-        roles=frozenset(roles), owner=owner, approved=approved, admin_sees_all=admin_sees_all
+        roles=frozenset(roles),
+        owner=owner,
+        approved=approved,
+        admin_sees_all=admin_sees_all,
+        services=frozenset(services),
     )
+
+
+def serve(*services: Service) -> Rule:
+    """Only these Google-run callers; no person, not even an admin."""
+    if not services:
+        raise ValueError("serve() needs at least one service")
+    return Rule(roles=frozenset(), services=frozenset(services))
 
 
 def signed_in(*, owner: Owner | None = None, admin_sees_all: bool = True) -> Rule:
@@ -100,6 +114,8 @@ POLICY: dict[RouteKey, Rule] = {
     # Sessions are private even from admins: revoking them goes through revoke-all.
     ("session", "DELETE", "/sessions/<id>"): signed_in(owner=OWN_UID, admin_sees_all=False),
     ("session", "POST", "/revoke-all"): signed_in(),
+    # Re-issue this session's cookie for a fresh ID token: a cookie caller only (checked).
+    ("session", "POST", "/refresh"): signed_in(),
     # Account administration: admins only.
     ("admin-users", "POST", "/"): allow(Role.ADMIN),
     ("admin-users", "GET", "/"): allow(Role.ADMIN),
@@ -108,6 +124,9 @@ POLICY: dict[RouteKey, Rule] = {
     ("admin-users", "DELETE", "/<uid>"): allow(Role.ADMIN),
     ("admin-users", "POST", "/<uid>/approval"): allow(Role.ADMIN),
     ("admin-users", "POST", "/<uid>/password-reset"): allow(Role.ADMIN),
+    # Repair drift between Firebase Auth and the access records (an account disabled in the
+    # Firebase console): Cloud Scheduler's job, and admins by hand.
+    ("admin-users", "POST", "/reconcile"): allow(Role.ADMIN, services=(Service.SCHEDULER,)),
     # Profiles: one's own (admins may read any); providers fill theirs in before approval.
     ("users", "GET", "/<uid>"): signed_in(owner=OWN_UID),
     ("users", "PATCH", "/<uid>"): signed_in(owner=OWN_UID, admin_sees_all=False),
@@ -134,7 +153,7 @@ POLICY: dict[RouteKey, Rule] = {
         Role.DOCTOR, Role.ADMIN, owner=APPOINTMENT_DOCTOR
     ),
     ("appointments", "POST", "/<id>/reschedule"): allow(Role.PATIENT, owner=APPOINTMENT_PATIENT),
-    ("appointments", "POST", "/sweep"): allow(Role.ADMIN),
+    ("appointments", "POST", "/sweep"): allow(Role.ADMIN, services=(Service.SCHEDULER,)),
     # Prescriptions: health data, seen only by its patient, doctor and chosen pharmacy (and
     # admins); each party makes only its own moves.
     ("prescriptions", "POST", "/"): allow(Role.DOCTOR),
@@ -181,8 +200,8 @@ POLICY: dict[RouteKey, Rule] = {
     ("bookings", "POST", "/<booking_id>/complete"): allow(Role.CLINIC, owner=OWN_CLINIC),
     ("bookings", "POST", "/<booking_id>/no-show"): allow(Role.CLINIC, owner=OWN_CLINIC),
     ("bookings", "POST", "/<booking_id>/cancel"): allow(Role.PATIENT, owner=BOOKING_PATIENT),
-    # The sweep: admins for now; Cloud Scheduler with an OIDC identity later.
-    ("bookings", "POST", "/sweep"): allow(Role.ADMIN),
+    # The sweep: Cloud Scheduler's job, and admins by hand.
+    ("bookings", "POST", "/sweep"): allow(Role.ADMIN, services=(Service.SCHEDULER,)),
     ("bookings", "GET", "/unanswered"): allow(Role.ADMIN),
     # Payments: a patient pays only for their own appointment or booking, and captures only
     # their own order; PayPal's webhook carries no user (PayPal's API verifies it instead).
@@ -197,7 +216,7 @@ POLICY: dict[RouteKey, Rule] = {
     ("payments", "GET", "/ledger"): allow(Role.DOCTOR, Role.CLINIC, Role.ADMIN),
     ("payments", "GET", "/balance"): allow(Role.DOCTOR, Role.CLINIC, Role.ADMIN),
     ("payments", "POST", "/refunds"): allow(Role.ADMIN),
-    ("payments", "POST", "/refunds/sweep"): allow(Role.ADMIN),
+    ("payments", "POST", "/refunds/sweep"): allow(Role.ADMIN, services=(Service.SCHEDULER,)),
 }
 POLICY.update({(fn, "GET", "/openapi.json"): PUBLIC for fn in FUNCTIONS})
 
@@ -216,12 +235,16 @@ def rule_for(function: str, method: str, path: str) -> Rule:
         ) from None
 
 
-def check_access(rule: Rule, principal: Principal | None) -> None:
-    """Role and approval gate, before the handler runs: 401 or 403."""
+def check_access(rule: Rule, principal: Caller | None) -> None:
+    """Role, service and approval gate, before the handler runs: 401 or 403."""
     if rule.public:
         return
     if principal is None:
         raise Unauthenticated("Sign in first.", code="unauthenticated")
+    if isinstance(principal, ServicePrincipal):
+        if principal.service not in rule.services:
+            raise Forbidden("This service may not call this route.", code="service_not_allowed")
+        return
     if principal.role not in rule.roles:
         raise Forbidden("Your role may not do this.", code="role_not_allowed")
     if rule.approved and not principal.may_act:

@@ -1,0 +1,166 @@
+"""Access records (`access/{uid}`): what authentication needs to know of an account, in one
+small document, so that no request has to ask the Firebase Auth API.
+
+Firebase Auth stays the source of the account itself; this record mirrors what decides
+access: the role and approval (also set as custom claims), whether the account is disabled or
+deleted, and the instant before which its sign-ins were revoked. Every path that changes one of
+these in Auth writes the record too (shared.identity.accounts, the session function), before it
+ends the account's sessions, so the change bites on the very next request at every instance. A
+change made outside the backend (an account disabled in the Firebase console) is drift, which
+`reconcile` finds and repairs on Cloud Scheduler's schedule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, replace
+from typing import Any
+
+from shared.platform import clients, store
+from shared.platform.context import Role
+from shared.platform.errors import Unauthenticated
+
+COLLECTION = "access"
+
+
+@dataclass(frozen=True)
+class AccessState:
+    uid: str
+    email: str | None
+    role: Role | None  # None: signed up, but no profile yet
+    approved: bool
+    disabled: bool
+    # Sign-ins (ID tokens, refresh tokens, session cookies) from before this are revoked.
+    valid_after_ms: int
+    deleted: bool = False
+
+    def refusal(self, auth_time: int) -> Unauthenticated | None:
+        """Why a sign-in made at `auth_time` (seconds) may not act now, or None."""
+        if self.deleted:
+            return Unauthenticated("This account no longer exists.", code="user_not_found")
+        if self.disabled:
+            return Unauthenticated("This account is disabled.", code="user_disabled")
+        # Auth's revocation has second precision: a token from that same second stays valid.
+        if auth_time * 1000 < self.valid_after_ms:
+            return Unauthenticated("This sign-in was revoked; sign in again.", code="token_revoked")
+        return None
+
+    def check(self, auth_time: int) -> None:
+        refused = self.refusal(auth_time)
+        if refused is not None:
+            raise refused
+
+    def narrows(self, newer: AccessState) -> bool:
+        """Whether `newer` takes away access this state gave (so sessions must end)."""
+        return (
+            (newer.deleted and not self.deleted)
+            or (newer.disabled and not self.disabled)
+            or newer.valid_after_ms > self.valid_after_ms
+            or newer.role != self.role
+            or (self.approved and not newer.approved)
+        )
+
+
+def role_of(raw: Any) -> Role | None:
+    return Role(raw) if isinstance(raw, str) and raw in set(Role) else None
+
+
+def from_user_record(user: Any) -> AccessState:
+    """The state Firebase Auth holds for a `firebase_admin.auth.UserRecord`."""
+    claims: dict[str, Any] = user.custom_claims or {}
+    return AccessState(
+        uid=user.uid,
+        email=user.email,
+        role=role_of(claims.get("role")),
+        approved=claims.get("approved") is True,
+        disabled=bool(user.disabled),
+        valid_after_ms=int(user.tokens_valid_after_timestamp or 0),
+    )
+
+
+def deleted(uid: str) -> AccessState:
+    """A tombstone: the account is gone, and its unexpired tokens find that out in one read."""
+    return AccessState(uid, None, None, False, True, 0, deleted=True)
+
+
+def to_document(state: AccessState) -> dict[str, Any]:
+    return {
+        "uid": state.uid,
+        "email": state.email,
+        "role": state.role.value if state.role else None,
+        "approved": state.approved,
+        "disabled": state.disabled,
+        "deleted": state.deleted,
+        "validAfterMs": state.valid_after_ms,
+    }
+
+
+def from_document(uid: str, d: dict[str, Any]) -> AccessState:
+    return AccessState(
+        uid=uid,
+        email=d.get("email"),
+        role=role_of(d.get("role")),
+        approved=d.get("approved") is True,
+        disabled=bool(d.get("disabled")),
+        valid_after_ms=int(d.get("validAfterMs") or 0),
+        deleted=bool(d.get("deleted")),
+    )
+
+
+def ref(uid: str) -> Any:
+    return clients.db().collection(COLLECTION).document(uid)
+
+
+def get(uid: str, *, tx: Any = None) -> AccessState | None:
+    snap = ref(uid).get(transaction=tx)
+    data = snap.to_dict() if snap.exists else None
+    return from_document(uid, data) if data is not None else None
+
+
+def write(state: AccessState, *, tx: Any = None, by: str | None = None) -> None:
+    store.set(ref(state.uid), to_document(state), tx=tx, by=by)
+
+
+def _auth() -> Any:
+    from firebase_admin import auth
+
+    return auth
+
+
+def from_auth(uid: str) -> AccessState:
+    """Ask Firebase Auth (an API call: for sign-in, account changes and repairs only)."""
+    auth = _auth()
+    try:
+        return from_user_record(auth.get_user(uid, app=clients.firebase_app()))
+    except auth.UserNotFoundError:
+        return deleted(uid)
+
+
+def load(uid: str) -> AccessState:
+    """The account's access state: one document read.
+
+    An account with no record yet (made before records existed, or by hand in the console)
+    gets one from Auth on its first request, and is read from Firestore ever after.
+    """
+    state = get(uid)
+    if state is not None:
+        return state
+    from google.api_core.exceptions import Conflict
+
+    state = from_auth(uid)
+    with contextlib.suppress(Conflict):
+        store.create(ref(uid), to_document(state), by="system")
+        return state
+    # A concurrent request, or an account change, wrote it first: that one is current.
+    return get(uid) or state
+
+
+def refresh(uid: str, *, tx: Any = None, by: str | None = None) -> AccessState:
+    """Write what Auth holds now (after the backend changed it there) and return it."""
+    state = from_auth(uid)
+    write(state, tx=tx, by=by)
+    return state
+
+
+def with_claims(state: AccessState, role: Role, approved: bool) -> AccessState:
+    return replace(state, role=role, approved=approved)
