@@ -39,9 +39,21 @@ test: setup
 	$(MAKE) --no-print-directory pytest || status=1; \
 	exit $$status
 
-bench: setup
-	$(PY) -m bench.modules
-	$(PY) -m bench.coldstart
+# The benches serve functions from a venv of the deployed requirements alone (plus the naive
+# baseline's libraries, bench/requirements.txt): the dev venv's tools change what some
+# libraries import (bench/serving.py).
+BENCH_VENV := $(VENV)/bench-serve
+$(BENCH_VENV)/.installed: requirements.txt bench/requirements.txt
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-r requirements.txt -r bench/requirements.txt
+	@touch $@
+
+# Every benchmark, bounded (about a quarter of an hour on 2 cores); BENCH_ARGS='--json' for one
+# JSON object, '--strict' to fail on a missed target; each bench also runs alone
+# (python -m bench.coldstart | bench.requests | bench.load --help).
+bench: setup $(BENCH_VENV)/.installed
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .stack .mypy_cache .ruff_cache .pytest_cache

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench import serving
 from tools import bundle
 
 COUNT = """
@@ -43,7 +44,7 @@ BASELINE = "import functions_framework, pydantic"
 
 def count(cwd: Path, imports: str) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, "-I", "-c", COUNT.format(imports=imports)],
+        [serving.python(), "-I", "-c", COUNT.format(imports=imports)],
         cwd=cwd,
         capture_output=True,
         text=True,
