@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: dev test lint typecheck pytest bench clean
+.PHONY: dev test lint typecheck deploy-check pytest bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,20 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The deploy configuration's checkers, each in a venv of its own (README "Deploy").
+CHECKOV_VENV := .venv-checkov
+IAC_VENV := .venv-iac
+
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	@touch $@
+
+$(IAC_VENV)/.installed: requirements-iac.txt
+	@test -x $(IAC_VENV)/bin/python || $(PYTHON) -m venv $(IAC_VENV)
+	$(IAC_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-iac.txt
 	@touch $@
 
 setup: $(VENV)/.installed node_modules/.installed
@@ -28,16 +42,42 @@ typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy shared functions dev bench tools
 	@for f in functions/*-*/main.py; do echo "mypy $$f"; $(VENV)/bin/mypy $$f || exit 1; done
 
-pytest: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+# tests/test_terraform.py parses terraform/ with python-hcl2 from $(IAC_VENV).
+# PYTEST_WORKERS processes (pytest-xdist), each with a local stack of its own, take whole test
+# files; then the `after_all` tests read what every worker recorded (tests/conftest.py). With
+# PYTEST_ARGS (a subset) the whole-run checks are not run: they judge the whole run.
+PYTEST_WORKERS ?= 2
+pytest: setup $(IAC_VENV)/.installed
+	@queries=$$(mktemp -d); status=0; \
+	ALODOKTOR_QUERY_DIR=$$queries $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile \
+		$(PYTEST_ARGS) || status=$$?; \
+	if [ -z "$(PYTEST_ARGS)" ]; then \
+		ALODOKTOR_QUERY_DIR=$$queries $(PY) -m pytest -m after_all tests || status=$$?; \
+	fi; \
+	rm -rf $$queries; exit $$status
 
 # Lint and type errors fail the run too, but pytest still runs so one report shows everything.
-test: setup
+# The four environments install side by side first: pip and npm mostly wait on disk and the
+# package index, so on a fresh clone they overlap rather than queue.
+test:
+	@$(MAKE) --no-print-directory -j4 $(VENV)/.installed node_modules/.installed \
+		$(CHECKOV_VENV)/.installed $(IAC_VENV)/.installed
 	@status=0; \
 	$(MAKE) --no-print-directory lint || status=1; \
 	$(MAKE) --no-print-directory typecheck || status=1; \
+	$(MAKE) --no-print-directory deploy-check || status=1; \
 	$(MAKE) --no-print-directory pytest || status=1; \
 	exit $$status
+
+# What of the deploy configuration runs offline (the Google provider cannot be downloaded, so
+# `terraform validate` cannot): formatting, checkov (no failed check; each skip is an inline
+# `checkov:skip=ID:reason`) and the Cloud Build schema. tests/test_terraform.py does the rest.
+deploy-check: $(CHECKOV_VENV)/.installed $(IAC_VENV)/.installed
+	@# fmt reads no provider; an absent CLI config file named by the environment only warns.
+	TF_CLI_CONFIG_FILE=/dev/null terraform fmt -check -recursive terraform
+	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download \
+		--framework terraform dockerfile -d terraform -d ci
+	$(IAC_VENV)/bin/check-jsonschema --builtin-schema vendor.cloudbuild cloudbuild.yaml
 
 # The benches serve functions from a venv of the deployed requirements alone (plus the naive
 # baseline's libraries, bench/requirements.txt): the dev venv's tools change what some
@@ -55,5 +95,18 @@ $(BENCH_VENV)/.installed: requirements.txt bench/requirements.txt
 bench: setup $(BENCH_VENV)/.installed
 	$(PY) -m bench $(BENCH_ARGS)
 
+# The notify sweep draining 5,000 queued notices on its own stack (issue 16): messages per
+# second and Firestore operations per message (python -m bench.notify_sweep --help).
+.PHONY: bench-notify
+bench-notify: setup
+	$(PY) -m bench.notify_sweep $(BENCH_ARGS)
+
+# The audit log at scale on its own stack (issue 17): 50 concurrent writers through the old
+# hash chain and the new log, seals of 1,000 and 10,000 entries, verification of 100,000
+# (python -m bench.audit_seal --help).
+.PHONY: bench-audit
+bench-audit: setup
+	$(PY) -m bench.audit_seal $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) node_modules .stack .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(IAC_VENV) node_modules .stack .mypy_cache .ruff_cache .pytest_cache

@@ -25,8 +25,9 @@ documents for that step are errors. When the time is up (and the relay has deliv
 change to the audit trigger) the books are checked in Firestore and at PayPal: no two live
 appointments on one doctor's slot, no window over its capacity, no order paid twice (one
 PayPal capture per captured order, one payment transaction in the ledger per order, every
-transaction balanced), and the audit chain whole (GET /audit/verify, after POST /audit/seal
-where the log is sealed into checkpoints).
+transaction balanced), and the audit log whole: sealed into checkpoints (POST /audit/seal until
+nothing is left), the scheduled consistency check clean (POST /audit/check), and the chain of
+checkpoints verified with every entry the run wrote inside it (GET /audit/verify).
 Targets: zero 5xx, zero double bookings or captures, the chain whole. --strict makes a miss
 the exit status.
 """
@@ -511,14 +512,26 @@ def ledger_problems(transactions: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
-def verify_audit(admin: Any) -> dict[str, Any]:
-    """GET /audit/verify, whole. Where the audit log is sealed into checkpoints (POST
-    /audit/seal exists), what the run wrote is sealed first, and the verification is followed
-    batch by batch (`next`); where it is one hash chain, one answer covers it."""
-    # Plain HTTP: where there is no sealer the answer is a 404 no OpenAPI document lists.
-    sealed = requests.post(
-        admin.base + "/audit/seal", headers={"Authorization": f"Bearer {admin.bearer}"}, timeout=120
-    )
+SEAL_LAG_SECONDS = 3  # dev/stack.py LOCAL_AUDIT_SEAL_LAG_SECONDS: younger entries wait
+MAX_SEALS = 200  # each seals up to its max_entries; a 60 s run writes a few thousand entries
+
+
+def verify_audit(admin: Any, written: int) -> dict[str, Any]:
+    """Seal what the run wrote (POST /audit/seal until nothing is left), run the scheduled
+    consistency check (POST /audit/check), then verify the whole checkpoint chain batch by
+    batch (GET /audit/verify, following `next`). Whole means: every call answered, nothing
+    found, and the checkpoints seal at least the `written` entries counted when the run's
+    changes settled (the admin made for the checks writes a few more)."""
+    auth = {"Authorization": f"Bearer {admin.bearer}"}
+    time.sleep(SEAL_LAG_SECONDS + 1)  # the newest entries are old enough to seal
+    seals: list[int] = []
+    for _ in range(MAX_SEALS):
+        sealed = requests.post(admin.base + "/audit/seal", headers=auth, timeout=300)
+        seals.append(sealed.status_code)
+        if sealed.status_code != 200 or not sealed.json().get("more"):
+            break
+    checked = requests.post(admin.base + "/audit/check", headers=auth, timeout=300)
+    check_body: dict[str, Any] = checked.json() if checked.status_code == 200 else {}
     pages: list[dict[str, Any]] = []
     params: dict[str, Any] | None = None
     for _ in range(1000):  # bounded: a batch covers many checkpoints
@@ -527,12 +540,21 @@ def verify_audit(admin: Any) -> dict[str, Any]:
         if not page.get("ok") or page.get("next") is None:
             break
         params = {"from": page["next"]}
-    entries = [p["entries"] for p in pages if isinstance(p.get("entries"), int)]
+    entries = sum(int(p.get("entries") or 0) for p in pages)
     return {
-        "ok": all(p.get("ok") is True for p in pages),
+        "ok": (
+            all(p.get("ok") is True for p in pages)
+            and set(seals) == {200}
+            and check_body.get("ok") is True
+            and entries >= written
+        ),
         "count": sum(int(p.get("count") or 0) for p in pages),
-        "entries": sum(entries) if entries else None,
-        "sealed": sealed.status_code,
+        "entries": entries,
+        "written": written,
+        "seals": len(seals),
+        "sealed": seals[-1],
+        "check": {k: check_body.get(k) for k in ("ok", "checkpoints_verified", "problems")}
+        | {"status": checked.status_code},
         "pages": pages[-3:],
     }
 
@@ -581,7 +603,7 @@ def check(world: World, say: Callable[[str], None]) -> dict[str, Any]:
             twice.append(f"order {order['id']}: {len(caps)} PayPal captures")
 
     admin = bearer(world.stack, create_user(world.stack, Role.ADMIN))
-    verdict = verify_audit(admin)
+    verdict = verify_audit(admin, last)
     violations = sim.control("GET", "/violations")["violations"]
     return {
         "appointments": len(appointments),
@@ -643,9 +665,11 @@ def passed(results: dict[str, Any]) -> bool:
 
 
 def _verified(chain: dict[str, Any]) -> str:
-    if chain.get("entries") is not None:  # a sealed log: checkpoints, and the entries they seal
-        return f"{chain['count']} checkpoints sealing {chain['entries']} entries verified"
-    return f"{chain.get('count')} entries verified"
+    return (
+        f"{chain['count']} checkpoints sealing {chain['entries']} of the {chain['written']} "
+        f"entries written verified; {chain['seals']} seals; consistency check "
+        f"{'clean' if (chain.get('check') or {}).get('ok') else 'FOUND PROBLEMS'}"
+    )
 
 
 def render(results: dict[str, Any]) -> str:

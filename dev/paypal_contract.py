@@ -26,7 +26,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 DIR_ENV = "PAYPAL_OPENAPI_DIR"
 DEFAULT_DIR = ROOT.parent / "shared" / "paypal-openapi"
-FILES = ("checkout_orders_v2.json", "payments_payment_v2.json", "notifications_webhooks_v1.json")
+FILES = (
+    "checkout_orders_v2.json",
+    "payments_payment_v2.json",
+    "notifications_webhooks_v1.json",
+    "payments_payouts_batch_v1.json",  # issue 15: payouts
+)
 _METHODS = ("get", "post", "put", "patch", "delete")
 
 

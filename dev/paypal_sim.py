@@ -42,6 +42,7 @@ from typing import Any
 import flask
 import requests
 
+from dev import sim_controls
 from dev.paypal_contract import Contract, ContractUnavailable, Operation, issue_descriptions
 
 log = logging.getLogger("alodoktor.paypal_sim")
@@ -198,6 +199,8 @@ def create_app(
     webhook_url: str | None = None,
     contract: Contract | None = None,
     validate: bool = True,
+    payouts_webhook_id: str | None = None,
+    payouts_webhook_url: str | None = None,
 ) -> flask.Flask:
     reason = ""
     if contract is None and validate:
@@ -758,7 +761,8 @@ def create_app(
         ok = (
             body["auth_algo"] == AUTH_ALGO
             and body["cert_url"] == cert_url(base())
-            and body["webhook_id"] == state.webhook_id
+            # The payments webhook, or another registration of the app (payouts').
+            and body["webhook_id"] in (state.webhook_id, *app.config.get("extra_webhook_ids", ()))
             and state.signer.verify(
                 signed_message(
                     body["transmission_id"],
@@ -807,18 +811,7 @@ def create_app(
             state.webhooks_waiting.clear()
         return _json(200, {"queued": 0})
 
-    @app.get("/_sim/violations")
-    def violations() -> flask.Response:
-        with state.lock:
-            return _json(200, {"violations": list(state.violations)})
-
-    @app.delete("/_sim/violations")
-    def take_violations() -> flask.Response:
-        """Hand over and forget: for a test that broke the contract on purpose."""
-        with state.lock:
-            taken = list(state.violations)
-            state.violations.clear()
-        return _json(200, {"violations": taken})
+    sim_controls.add_violation_routes(app, state.lock, state.violations)
 
     @app.get("/_sim/requests")
     def requests_seen() -> flask.Response:
@@ -861,6 +854,15 @@ def create_app(
     def answer(exc: Answer) -> flask.Response:
         return _json(exc.status, exc.body)
 
+    # Payouts v1 (issue 15): batches, items and their webhooks, in their own module.
+    from dev import paypal_payouts_sim
+
+    paypal_payouts_sim.register(
+        app,
+        state,
+        webhook_id=payouts_webhook_id or paypal_payouts_sim.DEFAULT_PAYOUTS_WEBHOOK_ID,
+        webhook_url=payouts_webhook_url,
+    )
     return app
 
 
@@ -896,6 +898,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8095)
     parser.add_argument("--webhook-url", default=os.environ.get("PAYPAL_SIM_WEBHOOK_URL"))
+    parser.add_argument("--payouts-webhook-url", default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="paypal-sim %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
@@ -904,6 +907,8 @@ def main() -> None:
         client_secret=os.environ.get("PAYPAL_CLIENT_SECRET") or DEFAULT_CLIENT_SECRET,
         webhook_id=os.environ.get("PAYPAL_WEBHOOK_ID") or DEFAULT_WEBHOOK_ID,
         webhook_url=args.webhook_url or None,
+        payouts_webhook_id=os.environ.get("PAYPAL_PAYOUTS_WEBHOOK_ID") or None,
+        payouts_webhook_url=args.payouts_webhook_url or None,
     )
     state: State = app.config["state"]
     if state.contract is not None:

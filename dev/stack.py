@@ -35,6 +35,21 @@ DEV_ORIGINS = "http://localhost:5173,http://127.0.0.1:5173,http://localhost:3000
 # The service accounts Cloud Scheduler and Cloud Tasks call as; dev/google_sim.py signs for them.
 SCHEDULER_SERVICE_ACCOUNT = f"scheduler@{PROJECT_ID}.iam.gserviceaccount.com"
 TASKS_SERVICE_ACCOUNT = f"tasks@{PROJECT_ID}.iam.gserviceaccount.com"
+# Payouts (issue 15): the simulator's second webhook registration, and where the queues live.
+PAYPAL_SIM_PAYOUTS_WEBHOOK_ID = "SIMPAYOUTSWEBHOOK0001"
+# Notify (issue 16): the SMS simulator's account, the sender number, the mail sender and the
+# key that signs unsubscribe links. Local only: production's come from Secret Manager.
+TWILIO_SIM_ACCOUNT_SID = "AC" + "5a" * 16
+TWILIO_SIM_AUTH_TOKEN = "sim-twilio-auth-token-0000000000"
+TWILIO_SIM_FROM = "+15005550006"  # Twilio's own test sender number
+LOCAL_MAIL_FROM = "Alo Doktor <no-reply@alodoktor.test>"
+LOCAL_NOTIFY_SIGNING_KEY = "local-notify-signing-key"
+CLOUD_TASKS_LOCATION = "us-central1"
+# Audit (issue 17): the keys of keyed hashes and of checkpoint signatures, local only
+# (production's come from Secret Manager), and a short sealing lag (production: 60 s).
+LOCAL_AUDIT_HASH_KEY = "local-audit-hash-key"
+LOCAL_AUDIT_SIGNING_KEY = "local-audit-signing-key"
+LOCAL_AUDIT_SEAL_LAG_SECONDS = "3"
 
 
 class StackError(RuntimeError):
@@ -50,6 +65,12 @@ class Ports:
     logging: int = 4500
     paypal: int = 8095
     google: int = 8096
+    tasks: int = 9499  # Cloud Tasks (dev/cloud_tasks.py), issue 15
+    # -- notify (issue 16): the SMTP sink and its HTTP controls, the SMS and push simulators
+    smtp: int = 1025
+    mail: int = 8025
+    twilio: int = 8097
+    fcm: int = 8098
 
     @classmethod
     def free(cls) -> Ports:
@@ -133,6 +154,28 @@ class Stack:
             "SCHEDULER_SERVICE_ACCOUNT": SCHEDULER_SERVICE_ACCOUNT,
             "TASKS_SERVICE_ACCOUNT": TASKS_SERVICE_ACCOUNT,
             "SERVICE_TOKEN_CERTS_URL": self.google_url + "/oauth2/v1/certs",
+            # -- payouts (issue 15) --
+            "CLOUD_TASKS_EMULATOR_HOST": f"127.0.0.1:{self.ports.tasks}",
+            "CLOUD_TASKS_LOCATION": CLOUD_TASKS_LOCATION,
+            "PAYPAL_PAYOUTS_WEBHOOK_ID": PAYPAL_SIM_PAYOUTS_WEBHOOK_ID,
+            # -- notify (issue 16) --
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(self.ports.smtp),
+            "SMTP_STARTTLS": "false",
+            "MAIL_FROM": LOCAL_MAIL_FROM,
+            "TWILIO_API_BASE": self.twilio_url,
+            "TWILIO_ACCOUNT_SID": TWILIO_SIM_ACCOUNT_SID,
+            "TWILIO_AUTH_TOKEN": TWILIO_SIM_AUTH_TOKEN,
+            "TWILIO_FROM": TWILIO_SIM_FROM,
+            "FCM_API_BASE": self.fcm_url,
+            "NOTIFICATIONS_URL": self.gateway_url + "/notifications",
+            "NOTIFY_SIGNING_KEY": LOCAL_NOTIFY_SIGNING_KEY,
+            "NOTIFY_TIMEOUT_SECONDS": "3",  # a lost answer is waited for briefly here
+            # -- audit (issue 17) --
+            "AUDIT_HASH_KEY": LOCAL_AUDIT_HASH_KEY,
+            "AUDIT_SIGNING_KEY": LOCAL_AUDIT_SIGNING_KEY,
+            "AUDIT_SEAL_LAG_SECONDS": LOCAL_AUDIT_SEAL_LAG_SECONDS,
+            "AUDIT_EXPORT_URL": str(self.workdir / "audit-export"),
             **self.extra_env,
         }
 
@@ -151,6 +194,23 @@ class Stack:
     @property
     def google_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.google}"
+
+    @property
+    def tasks_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.tasks}"
+
+    @property
+    def mail_url(self) -> str:
+        """The SMTP sink's HTTP controls (what it received, faults)."""
+        return f"http://127.0.0.1:{self.ports.mail}"
+
+    @property
+    def twilio_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.twilio}"
+
+    @property
+    def fcm_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.fcm}"
 
     @property
     def firestore_url(self) -> str:
@@ -178,6 +238,9 @@ class Stack:
             self._wait("Auth emulator", self.auth_url + "/", 90, "auth")
             self._wait("PayPal simulator", self.paypal_url + "/_sim/health", 60, "paypal")
             self._wait("Google OIDC simulator", self.google_url + "/_sim/health", 60, "google")
+            self._start_tasks()  # mints its tasks' tokens from the Google simulator
+            self._wait("Cloud Tasks emulator", self.tasks_url + "/_sim/health", 90, "tasks")
+            self._start_notify_parts()
             if gateway:
                 self.start_gateway()
                 self.start_relay()
@@ -253,9 +316,43 @@ class Stack:
                 str(self.ports.paypal),
                 "--webhook-url",
                 self.gateway_url + "/paypal-webhook",
+                "--payouts-webhook-url",
+                self.gateway_url + "/payouts/webhook",
             ],
             output=self.gateway_output,
         )
+
+    def _start_tasks(self) -> None:
+        self._spawn(
+            "tasks",
+            [
+                sys.executable,
+                "-m",
+                "dev.cloud_tasks",
+                "--port",
+                str(self.ports.tasks),
+                "--google-url",
+                self.google_url,
+            ],
+            output=self.gateway_output,
+        )
+
+    def _start_notify_parts(self) -> None:
+        """Notify's (issue 16): the SMTP sink, the Twilio and FCM simulators."""
+        for name, module, args in (
+            ("smtp", "dev.smtp_sink", ["--smtp-port", str(self.ports.smtp)]),
+            ("twilio", "dev.twilio_sim", []),
+            ("fcm", "dev.fcm_sim", []),
+        ):
+            port = self.ports.mail if name == "smtp" else getattr(self.ports, name)
+            self._spawn(
+                name,
+                [sys.executable, "-m", module, "--port", str(port), *args],
+                output=self.gateway_output,
+            )
+        self._wait("SMTP sink", self.mail_url + "/_sim/health", 60, "smtp")
+        self._wait("Twilio simulator", self.twilio_url + "/_sim/health", 60, "twilio")
+        self._wait("FCM simulator", self.fcm_url + "/_sim/health", 60, "fcm")
 
     def _start_google(self) -> None:
         self._spawn(
@@ -438,6 +535,17 @@ def main() -> int:
             print(
                 f"PayPal simulator on {stack.paypal_url} (client {PAYPAL_SIM_CLIENT_ID}, "
                 f"webhooks to {stack.gateway_url}/paypal-webhook)",
+                flush=True,
+            )
+            print(
+                f"Cloud Tasks on {stack.tasks_url} (queue payouts; payout webhooks to "
+                f"{stack.gateway_url}/payouts/webhook)",
+                flush=True,
+            )
+            print(
+                f"Mail: SMTP 127.0.0.1:{stack.ports.smtp}, received mail at "
+                f"{stack.mail_url}/_sim/messages; SMS (Twilio) {stack.twilio_url}/_sim/messages; "
+                f"push (FCM) {stack.fcm_url}/_sim/messages",
                 flush=True,
             )
             print(f"Gateway on {stack.gateway_url}  (Ctrl-C stops everything)", flush=True)

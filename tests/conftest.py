@@ -21,14 +21,42 @@ settings.register_profile("alodoktor", deadline=None)
 settings.load_profile("alodoktor")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `after_all` look at what the rest of the run did, so they go last."""
+# Where every process of a run records its Firestore queries (one file each), so that a test
+# after the whole run can read them all: `make pytest` sets it for its parallel run and the
+# `after_all` run that follows. Unset, each run records into a directory of its own.
+QUERY_DIR_ENV = "ALODOKTOR_QUERY_DIR"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `after_all` look at what the rest of the run did, so they go last. Among
+    parallel workers nothing runs last: there they are left to the run `make pytest` starts
+    once the workers are done (every worker leaves them out alike, as xdist requires)."""
+    after_all = [item for item in items if item.get_closest_marker("after_all") is not None]
+    if after_all and _worker(config) is not None:
+        config.hook.pytest_deselected(items=after_all)
+        items[:] = [item for item in items if item not in after_all]
+        return
     items.sort(key=lambda item: item.get_closest_marker("after_all") is not None)
 
 
+def _worker(config: pytest.Config) -> str | None:
+    """This process's xdist worker id (gw0, gw1, ...), None when not a worker."""
+    return getattr(config, "workerinput", {}).get("workerid")
+
+
 @pytest.fixture(scope="session")
-def query_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("queries") / "queries.jsonl"
+def query_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    shared = os.environ.get(QUERY_DIR_ENV)
+    if shared:
+        Path(shared).mkdir(parents=True, exist_ok=True)
+        return Path(shared)
+    return tmp_path_factory.mktemp("queries")
+
+
+@pytest.fixture(scope="session")
+def query_log(query_dir: Path, request: pytest.FixtureRequest) -> Path:
+    """This process's own record of the queries its stack ran."""
+    return query_dir / f"queries-{_worker(request.config) or 'main'}-{os.getpid()}.jsonl"
 
 
 @pytest.fixture(scope="session")

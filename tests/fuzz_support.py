@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from shared.platform.context import Role
+from shared.platform.context import Role, Service
 from shared.web.openapi import openapi_path
 from shared.web.policy import POLICY, RouteKey, Rule
 from tests.support import (
@@ -29,6 +29,7 @@ from tests.support import (
     bearer,
     create_user,
     id_token,
+    service_api,
     sign_in,
     slot_in,
 )
@@ -71,6 +72,8 @@ class Target:
     route: RouteKey
     rule: Rule
     role: Role | None
+    # A route only Google-run callers may call (`policy.serve`) is fuzzed as that service.
+    service: Service | None = None
 
     @property
     def function(self) -> str:
@@ -88,6 +91,8 @@ class Target:
     @property
     def label(self) -> str:
         who = self.role.value if self.role else "unauthenticated"
+        if self.service is not None:
+            who = f"service {self.service.value}"
         return f"{self.method} {self.path} as {who}"
 
 
@@ -104,11 +109,14 @@ def plan(policy: Mapping[RouteKey, Rule] = POLICY) -> dict[tuple[str, str], Targ
     for route in sorted(policy, key=lambda r: (r[0], r[2], r[1])):
         rule = policy[route]
         role: Role | None = None
-        if not rule.public:
+        service: Service | None = None
+        if not rule.roles and rule.services:
+            service = min(rule.services)
+        elif not rule.public:
             allowed = [r for r in ROLE_ORDER if r in rule.roles]
             role = min(allowed, key=lambda r: (used[r], ROLE_ORDER.index(r)))
             used[role] += 1
-        target = Target(route, rule, role)
+        target = Target(route, rule, role, service)
         targets[(target.method, target.path)] = target
     return targets
 
@@ -166,6 +174,7 @@ class World:
     victims: dict[RouteKey, str] = field(default_factory=dict)
     ids: dict[str, list[str]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    stack: Any = field(default=None, repr=False)  # mints service callers' tokens
 
     @classmethod
     def make(cls, stack: Any, targets: dict[tuple[str, str], Target]) -> World:
@@ -191,7 +200,7 @@ class World:
             )
             doctor_user, doctor_api = approved_doctor(stack, admin)
             _created(clinic_setup.result(), "clinic setup")
-            world = cls(stack.gateway_url, made)
+            world = cls(stack.gateway_url, made, stack=stack)
             world.own_account = {t.route: a for t, a in zip(own, own_actors, strict=True)}
             world.victims = dict(zip(victim_routes, victims, strict=True))
         assert doctor_api.bearer is not None
@@ -259,6 +268,9 @@ class World:
         return self.own_account.get(target.route) or self.actors[target.role]
 
     def headers(self, target: Target) -> dict[str, str]:
+        if target.service is not None:
+            token = service_api(self.stack, target.service, target.function).bearer
+            return {"Authorization": f"Bearer {token}"}
         actor = self.actor(target)
         return actor.headers if actor else {}
 

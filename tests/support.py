@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.cookies import SimpleCookie
 from typing import Any, TypeVar
 
@@ -43,7 +44,14 @@ def create_user(
         if profile:
             store.set(
                 profiles.ref(record.uid),
-                {"uid": record.uid, "email": email, "role": role.value, "approved": approved},
+                {
+                    "uid": record.uid,
+                    "email": email,
+                    "role": role.value,
+                    "approved": approved,
+                    "disabled": False,
+                    "createdAt": datetime.now(UTC),
+                },
                 by="test",
             )
     return User(record.uid, email, password, role)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 SHARED = Path(__file__).resolve().parents[1] / "shared"
-FEATURES = {"appointments", "bookings", "prescriptions", "payments"}
+FEATURES = {"appointments", "bookings", "prescriptions", "payments", "notify"}
 LOWER = {"platform", "integrations", "identity", "audit"}
 ALLOWED: dict[str, set[str]] = {
     "platform": set(),
@@ -23,7 +23,10 @@ ALLOWED: dict[str, set[str]] = {
     "audit": {"platform"},
     "web": {"platform", "identity"},
     **{feature: set(LOWER) for feature in FEATURES},
-    "workflows": LOWER | FEATURES | {"web"},
+    # Payouts pay out what payments booked: they build on its ledger and orders (and nothing
+    # builds on payouts but workflows), so they sit above the features, below workflows.
+    "payouts": LOWER | {"payments"},
+    "workflows": LOWER | FEATURES | {"web", "payouts"},
 }
 PURE = {"shared.appointments.schedule", "shared.payments.ledger"}
 IO_MODULES = ("shared.platform.clients", "shared.platform.store")

@@ -27,6 +27,8 @@ COLLECTIONS = [
     "refunds",
     "paypalEvents",
     "payouts",
+    "payoutProfiles",
+    "ledgerGuards",
     "notifications",
     "events",
     "audit",

@@ -8,8 +8,16 @@ import re
 
 import pytest
 
-from shared.platform.context import Role
-from tests.support import approved_doctor, bearer, create_user, problem, slot_in
+from shared.platform.context import Role, Service
+from tests.support import (
+    Api,
+    approved_doctor,
+    bearer,
+    create_user,
+    problem,
+    service_api,
+    slot_in,
+)
 
 
 def _cursor(values: list, doc_id: str) -> str:
@@ -97,30 +105,40 @@ def test_booking_notes_handed_out_are_logged(stack):
     assert clinic.uid in {e["actor"] for e in reads}
 
 
-def _routes_with_a_body() -> list[tuple[str, str, str, Role | None]]:
-    """(function, method, path, a role the policy lets call it) of every route taking JSON."""
+def _routes_with_a_body() -> list[tuple[str, str, str, Role | Service | None]]:
+    """(function, method, path, a role or service the policy lets call it, None when public)
+    of every route taking a body."""
     from tests.functions_index import load
     from tools.bundle import function_names
 
-    found = []
+    found: list[tuple[str, str, str, Role | Service | None]] = []
     for name in function_names():
         api = getattr(load(name), "api", None)
         for route in api.routes.values() if api is not None else ():
             if route.body is not None:
-                role = min(route.rule.roles, key=lambda r: r.value) if route.rule.roles else None
-                found.append((name, route.method, route.path, role))
+                rule = route.rule
+                caller: Role | Service | None = None
+                if rule.roles:
+                    caller = min(rule.roles, key=lambda r: r.value)
+                elif rule.services:
+                    caller = min(rule.services, key=lambda s: s.value)
+                found.append((name, route.method, route.path, caller))
     return found
 
 
 def test_deeply_nested_json_is_refused_on_every_route_that_takes_a_body(stack):
     routes = _routes_with_a_body()
     assert any(role is None for *_, role in routes)  # public ones too: POST /session, webhook
-    callers = {role: bearer(stack, create_user(stack, role)) for *_, role in routes if role}
+    assert any(isinstance(c, Service) for *_, c in routes)  # Cloud Tasks' worker too
+    people = {c: bearer(stack, create_user(stack, c)) for *_, c in routes if isinstance(c, Role)}
     deep = b"[" * 50_000
-    for name, method, path, role in routes:
-        api = callers[role] if role else bearer(stack, create_user(stack, Role.PATIENT))
-        if role is None:
-            api.bearer = None
+    for name, method, path, caller in routes:
+        if isinstance(caller, Service):
+            api = service_api(stack, caller, name)
+        elif isinstance(caller, Role):
+            api = people[caller]
+        else:
+            api = Api(stack.gateway_url)
         url = f"/{name}" + re.sub(r"<[^>]+>", "x1", path).rstrip("/")
         answer = api.request(
             method, url or "/", data=deep, headers={"Content-Type": "application/json"}

@@ -466,9 +466,13 @@ def test_the_payer_is_told_of_the_payment_and_of_the_refund(stack, sim, admin):
         .where(filter=FieldFilter("uid", "==", visit.patient_user.uid))
         .get()
     )
-    notices = sorted((n.get("kind"), n.get("data")["amount"]) for n in queued)
+    money = [n for n in queued if n.get("kind") in ("payment_received", "refund_completed")]
+    notices = sorted((n.get("kind"), n.get("data")["amount"]) for n in money)
     assert notices == [("payment_received", "20.00"), ("refund_completed", "20.00")]
-    assert {n.get("to") for n in queued} == {visit.patient_user.email}
+    assert {n.get("to") for n in money} == {visit.patient_user.email}
+    # The visit's reminder, queued with the confirmation, went with the cancellation.
+    reminders = [n for n in queued if n.get("kind") == "appointment_reminder"]
+    assert all((n.to_dict() or {}).get("cancelled") is True for n in reminders), reminders
 
 
 def test_an_order_paypal_let_lapse_is_replaced_by_a_new_one(stack, sim, admin):

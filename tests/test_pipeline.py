@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -72,7 +73,7 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[Function]:
 
     @fn.route("GET", "/down")
     def down(call: Call) -> Any:
-        raise google_exceptions.ServiceUnavailable("firestore is down")
+        raise DOWN[0]("firestore is down")
 
     @fn.route("POST", "/greet", body=Greeting)
     def greet(call: Call) -> Any:
@@ -150,7 +151,22 @@ def test_an_unexpected_error_is_a_bare_500_and_one_error_report(api, log_lines):
     assert error["serviceContext"] == {"service": NAME}
 
 
-def test_a_failing_dependency_answers_503(api, log_lines):
+# What the /down route raises (a test may set another).
+DOWN: list[type[Exception]] = [google_exceptions.ServiceUnavailable]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        google_exceptions.ServiceUnavailable,
+        google_exceptions.DeadlineExceeded,
+        google_exceptions.Unknown,  # a dropped stream, an overloaded emulator or backend
+        google_exceptions.Aborted,  # contention that outlasted the client's retries
+        google_exceptions.ResourceExhausted,
+    ],
+)
+def test_a_failing_dependency_answers_503(api, log_lines, monkeypatch, failure):
+    monkeypatch.setattr(sys.modules[__name__], "DOWN", [failure])
     response = send(api, "/down")
 
     problem(response, 503, "dependency_unavailable")

@@ -1,9 +1,11 @@
-"""The `audit-trigger` event function: one hash-chained audit entry per Firestore document write.
+"""The `audit-trigger` event function: one audit entry per Firestore document write.
 
 Eventarc delivers `google.cloud.firestore.document.v1.written` CloudEvents (binary mode, body a
-protobuf DocumentEventData); locally dev/relay.py posts the very same events. Delivery is at
-least once: the entry id derives from the event id, so a redelivery writes nothing. An exception
-answers 500, and the event is delivered again.
+protobuf DocumentEventData); locally dev/relay.py posts the very same events. Each entry is one
+document created on its own (no chain head, nothing shared with other entries), later sealed
+into a checkpoint by the audit function. Delivery is at least once: the entry id derives from
+the event id, so a redelivery writes nothing. An exception answers 500, and the event is
+delivered again.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ def audit_trigger(event: CloudEvent) -> None:
     entry = audit.record_change(change)
     if entry is not None:
         log.info(
-            "audit %s %s by %s (seq %s)",
+            "audit %s %s by %s (%s)",
             entry["action"],
             entry["resource"],
             entry["actor"],
-            entry["seq"],
+            entry["id"],
         )

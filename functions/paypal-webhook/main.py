@@ -13,11 +13,9 @@ from typing import Any
 
 import flask
 import functions_framework
-from pydantic import BaseModel, ConfigDict, Field
 
 from shared.payments import webhooks as paypal_events
-from shared.platform.fields import DocId
-from shared.platform.models import View
+from shared.payments.webhook_envelope import PayPalEvent, Receipt
 from shared.web.http import Call, Function
 from shared.workflows.payment_subjects import SUBJECTS
 
@@ -28,27 +26,11 @@ api = Function(
 )
 
 
-class PayPalEvent(BaseModel):
-    """PayPal's event envelope: its own snake_case fields, and more than we read."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    id: DocId
-    event_type: str = Field(min_length=1, max_length=128)
-    resource: dict[str, Any]
-
-
-class Receipt(View):
-    event_id: str
-    outcome: str
-    replayed: bool
-
-
 @api.route("POST", "/", body=PayPalEvent, response=Receipt, problems=(400, 503))
 def receive(call: Call) -> Receipt:
     """Verify, deduplicate and apply one PayPal event."""
     # As PayPal sent it, unknown fields too: that is what its signature covers.
-    event: dict[str, Any] = call.request.get_json(silent=True) or {}
+    event: dict[str, Any] = call.sent
     headers = dict(call.request.headers.items())
     return Receipt.model_validate(paypal_events.receive(headers, event, subjects=SUBJECTS))
 

@@ -17,7 +17,17 @@ from shared.appointments import rules
 from shared.appointments.rules import Status
 from shared.appointments.schedule import DayException, Interval, Schedule, is_slot, slots_between
 from shared.identity import profiles
-from shared.platform import clients, idempotency, pagination, settings, store, stored
+from shared.platform import (
+    clients,
+    context,
+    eventlog,
+    idempotency,
+    outbox,
+    pagination,
+    settings,
+    store,
+    stored,
+)
 from shared.platform.context import Principal, Role
 from shared.platform.errors import BadRequest, Conflict, NotFound
 
@@ -185,6 +195,15 @@ def book(
     # so racing patients never wait on each other's locks; exactly one create succeeds.
     batch = _db().batch()
     store.create(appointment, record, tx=batch)
+    eventlog.record(
+        batch,
+        "appointment_booked",
+        f"{APPOINTMENTS}/{appointment.id}",
+        actor=patient.uid,
+        at=now,
+        uid=patient.uid,
+        data={"doctorUid": booking.doctor_uid},
+    )
     idempotency.remember(key, batch, appointment.id)
     held = slot.get()
     if not held.exists:
@@ -333,7 +352,29 @@ def confirm_in(
         tx=tx,
         by="system",
     )
+    _queue_reminder(tx, doc, doc["start"])
     return {**doc, **update}
+
+
+def _queue_reminder(tx: Any, doc: dict[str, Any], start: datetime) -> None:
+    """The patient's reminder of a confirmed appointment, at the configured lead time (at once
+    when it starts sooner), in the same commit: cancelled with it, moved with it."""
+    lead = timedelta(minutes=settings.get().reminder_lead_minutes)
+    outbox.queue(
+        tx,
+        doc["patientUid"],
+        "",  # notify finds the address in the profile when it sends
+        "appointment_reminder",
+        {"appointmentId": doc["id"], "start": start},
+        "system",
+        notice_id=outbox.reminder_id(doc["id"], start),
+        not_before=start - lead,
+        replace=True,
+    )
+
+
+def _cancel_reminder(tx: Any, doc: dict[str, Any], actor: str) -> None:
+    outbox.cancel(tx, outbox.reminder_id(doc["id"], doc["start"]), actor)
 
 
 def revoke_payment_in(
@@ -344,6 +385,7 @@ def revoke_payment_in(
     payment = {**(doc.get("payment") or {}), "status": "reversed"}
     update: dict[str, Any] = {"payment": payment, "updatedAt": now}
     if doc["status"] == Status.CONFIRMED.value:
+        _cancel_reminder(tx, doc, "system")
         update["status"] = Status.CANCELLED.value
         update["cancellation"] = {
             "by": "system",
@@ -391,6 +433,17 @@ def cancel(
         }
 
     def end(tx: Any, doc: dict[str, Any], now: datetime, update: dict[str, Any]) -> dict[str, Any]:
+        if doc["status"] == Status.CONFIRMED.value:
+            _cancel_reminder(tx, doc, principal.uid)
+        eventlog.record(
+            tx,
+            "appointment_cancelled",
+            f"{APPOINTMENTS}/{doc['id']}",
+            actor=principal.uid,
+            at=now,
+            uid=doc["patientUid"],
+            data={"by": principal.role.value, "wasConfirmed": doc["status"] == "confirmed"},
+        )
         refund = ending.in_transaction(tx, doc, principal.role, doc["start"] - now)
         return {**update, "cancellation": {**update["cancellation"], "refund": refund}}
 
@@ -408,7 +461,21 @@ def record_outcome(
     def changes(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
         return {"status": target.value, "outcomeAt": now}
 
-    return _change(appointment_id, authorize, check, changes, release_slot=False)
+    def logged(tx: Any, doc: dict[str, Any], now: datetime, update: dict[str, Any]) -> Any:
+        kind = "appointment_no_show" if target is Status.NO_SHOW else "appointment_completed"
+        ctx = context.current()
+        eventlog.record(
+            tx,
+            kind,
+            f"{APPOINTMENTS}/{doc['id']}",
+            actor=ctx.actor if ctx else "system",
+            at=now,
+            uid=doc["patientUid"],
+            data={"doctorUid": doc["doctorUid"]},
+        )
+        return update
+
+    return _change(appointment_id, authorize, check, changes, release_slot=False, also=logged)
 
 
 def reschedule(
@@ -447,6 +514,9 @@ def reschedule(
             tx=tx,
         )
         _release(tx, doc)  # the old slot is freed only together with the new one being taken
+        if outbox.reminder_id(doc["id"], doc["start"]) != outbox.reminder_id(doc["id"], new_start):
+            _cancel_reminder(tx, doc, doc["patientUid"])
+            _queue_reminder(tx, doc, new_start)
         update = {
             "start": new_start,
             "end": new_start + (doc["end"] - doc["start"]),

@@ -1,3 +1,7 @@
-"""The audit log: canonical form, diff and verification (`rules`, pure), appending and
-querying (`service`), and Firestore CloudEvents to plain changes (`events`). Served by
-functions/audit and functions/audit-trigger; every feature may record reads of health data."""
+"""The audit log: entries written on their own and sealed into signed Merkle checkpoints.
+
+`rules`, `merkle`, `checkpoints`, `fhir` (pure), `signing` (the checkpoints' keys), `service`
+(writing and reading entries, `record_read`), `sealing`, `proofs` (bounded verification,
+inclusion proofs, the scheduled check), `export`, `alerts`, `events` (Firestore CloudEvents
+to plain changes). Served by functions/audit and functions/audit-trigger; every feature may
+record reads of health data."""

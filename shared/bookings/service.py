@@ -34,7 +34,17 @@ from typing import TYPE_CHECKING, Any
 from shared.bookings import rules
 from shared.bookings.rules import Action, Refusal, Schedule, Status
 from shared.identity import profiles
-from shared.platform import clients, idempotency, logs, outbox, pagination, settings, store, stored
+from shared.platform import (
+    clients,
+    eventlog,
+    idempotency,
+    logs,
+    outbox,
+    pagination,
+    settings,
+    store,
+    stored,
+)
 from shared.platform.context import Role
 from shared.platform.errors import BadRequest, Conflict, NotFound
 
@@ -225,6 +235,15 @@ def request(
             entries[f"open.{booking_id}"] = window.end
             batch = _db().batch()
             store.create(booking_ref(booking_id), booking, tx=batch)
+            eventlog.record(
+                batch,
+                "booking_requested",
+                f"{BOOKINGS}/{booking_id}",
+                actor=new.patient_uid,
+                at=at,
+                uid=new.patient_uid,
+                data={"clinicUid": new.clinic_uid},
+            )
             _count(batch, booking, rules.moved_counts(None, Status.REQUESTED))
             store.update(mine, entries, tx=batch, unchanged_since=snap.update_time)
             idempotency.remember(key, batch, booking_id, now=at)
@@ -414,6 +433,16 @@ def _move(
             starts_in = booking["windowStart"] - at
             changes["refund"] = ending.in_transaction(tx, booking, ender, starts_in)
         store.update(booking_ref(booking_id), changes, tx=tx, by=actor)
+        if action in LOGGED:
+            eventlog.record(
+                tx,
+                LOGGED[action],
+                f"{BOOKINGS}/{booking_id}",
+                actor=actor,
+                at=at,
+                uid=booking["patientUid"],
+                data={"clinicUid": booking["clinicUid"], "status": target.value},
+            )
         _count(tx, booking, rules.moved_counts(current, target))
         if rules.leaves_open(current, target):
             _release(tx, {**booking, "id": booking_id}, by=actor)
@@ -434,6 +463,14 @@ def _move(
 
 
 ENDED_BY: dict[Action, Role | str] = {Action.CANCEL: Role.PATIENT, Action.DECLINE: Role.CLINIC}
+# The moves the domain event log records (shared/platform/eventlog.py): one answer per request.
+LOGGED: dict[Action, str] = {
+    Action.ACCEPT: "booking_answered",
+    Action.DECLINE: "booking_answered",
+    Action.EXPIRE: "booking_answered",
+    Action.CANCEL: "booking_cancelled",
+    Action.NO_SHOW: "booking_no_show",
+}
 
 
 def record_payment_in(

@@ -103,6 +103,7 @@ def create(new: NewAccount, *, actor: str) -> Created:
         batch = clients.db().batch()
         store.create(profiles.ref(user.uid), profile, tx=batch, by=actor)
         profiles.write_listing(profile, tx=batch)
+        profiles.record_sign_up(batch, user.uid, new.role, actor=actor, at=now)
         account = access.with_claims(access.from_user_record(user), new.role, approved)
         access.write(account, tx=batch, by=actor)
         if link:

@@ -8,7 +8,7 @@ from typing import Any
 
 from shared.identity import access
 from shared.identity.access import AccessState
-from shared.platform import clients, store
+from shared.platform import clients, eventlog, store
 from shared.platform.context import ROLES_NEEDING_APPROVAL, Role
 
 COLLECTION = "users"
@@ -38,22 +38,42 @@ def ensure_on_sign_in(account: AccessState, display_name: str | None) -> AccessS
     assert account.role is not None
     approved = account.approved or account.role not in ROLES_NEEDING_APPROVAL
     if not ref(account.uid).get().exists:
+        now = datetime.now(UTC)
+        batch = clients.db().batch()
+        store.create(
+            ref(account.uid),
+            {
+                "uid": account.uid,
+                "email": account.email,
+                "emailLower": (account.email or "").lower() or None,
+                "displayName": display_name,
+                "role": account.role.value,
+                "approved": approved,
+                "disabled": False,
+                "createdAt": now,
+            },
+            tx=batch,
+            by=account.uid,
+        )
+        record_sign_up(batch, account.uid, account.role, actor=account.uid, at=now)
         with contextlib.suppress(Conflict):  # a concurrent first sign-in made the same one
-            store.create(
-                ref(account.uid),
-                {
-                    "uid": account.uid,
-                    "email": account.email,
-                    "emailLower": (account.email or "").lower() or None,
-                    "displayName": display_name,
-                    "role": account.role.value,
-                    "approved": approved,
-                    "disabled": False,
-                    "createdAt": datetime.now(UTC),
-                },
-                by=account.uid,
-            )
+            batch.commit()
     return account
+
+
+def record_sign_up(batch: Any, uid: str, role: Role, *, actor: str, at: datetime) -> None:
+    """The `user_signed_up` event, in the commit that creates the profile: once per profile
+    (its creation time tells apart an id reused after the account was deleted)."""
+    eventlog.record(
+        batch,
+        "user_signed_up",
+        f"users/{uid}",
+        actor=actor,
+        at=at,
+        uid=uid,
+        data={"role": role.value},
+        occurrence=str(int(at.timestamp() * 1_000_000)),
+    )
 
 
 DIRECTORY = "directory"

@@ -302,8 +302,12 @@ class PayPal:
 
     # -- webhooks -------------------------------------------------------------------------
 
-    def verify_webhook(self, headers: dict[str, str], event: dict[str, Any]) -> bool:
-        """Ask PayPal whether this webhook delivery is genuine (and meant for our webhook)."""
+    def verify_webhook(
+        self, headers: dict[str, str], event: dict[str, Any], *, webhook_id: str | None = None
+    ) -> bool:
+        """Ask PayPal whether this webhook delivery is genuine (and meant for our webhook:
+        `webhook_id`, else the client's own)."""
+        webhook_id = self.webhook_id if webhook_id is None else webhook_id
         lowered = {k.lower(): v for k, v in headers.items()}
         wanted = {
             "auth_algo": "paypal-auth-algo",
@@ -312,10 +316,10 @@ class PayPal:
             "transmission_sig": "paypal-transmission-sig",
             "transmission_time": "paypal-transmission-time",
         }
-        if not self.webhook_id or any(not lowered.get(h) for h in wanted.values()):
+        if not webhook_id or any(not lowered.get(h) for h in wanted.values()):
             return False
         body: dict[str, Any] = {key: lowered[h] for key, h in wanted.items()}
-        body["webhook_id"] = self.webhook_id
+        body["webhook_id"] = webhook_id
         body["webhook_event"] = event
         answer = self._call(
             "verify webhook",
@@ -324,6 +328,88 @@ class PayPal:
             json=body,
         )
         return answer.get("verification_status") == "SUCCESS"
+
+    # -- Payouts v1 (issue 15) ------------------------------------------------------------
+    # Payouts' money is `{currency, value}` (`payout_amount`), not Orders' `currency_code`.
+
+    def create_payout(
+        self,
+        *,
+        sender_batch_id: str,
+        items: list[dict[str, Any]],
+        request_id: str,
+        email_subject: str | None = None,
+    ) -> dict[str, Any]:
+        """Send a batch. PayPal pays a `sender_batch_id` once in 30 days: a second batch with
+        it is refused (`DuplicateBatch`, naming the first), whatever its PayPal-Request-Id."""
+        header: dict[str, Any] = {"sender_batch_id": sender_batch_id}
+        if email_subject:
+            header["email_subject"] = email_subject[:255]
+        try:
+            return self._call(
+                "create payout",
+                "POST",
+                "/v1/payments/payouts",
+                json={"sender_batch_header": header, "items": items},
+                request_id=request_id,
+            )
+        except PayPalError as exc:
+            if not _is_duplicate_batch(exc):
+                raise
+            batch_id = _linked_batch_id(exc)
+            raise DuplicateBatch(exc.status, exc.body, "create payout", batch_id) from None
+
+    def get_payout_batch(self, batch_id: str) -> dict[str, Any]:
+        return self._call("get payout", "GET", f"/v1/payments/payouts/{_segment(batch_id)}")
+
+    def get_payout_item(self, item_id: str) -> dict[str, Any]:
+        return self._call(
+            "get payout item", "GET", f"/v1/payments/payouts-item/{_segment(item_id)}"
+        )
+
+    def cancel_payout_item(self, item_id: str) -> dict[str, Any]:
+        """Cancel an UNCLAIMED item: its money returns to our balance (status RETURNED)."""
+        return self._call(
+            "cancel payout item",
+            "POST",
+            f"/v1/payments/payouts-item/{_segment(item_id)}/cancel",
+        )
+
+
+class DuplicateBatch(PayPalError):
+    """PayPal has a batch with this `sender_batch_id` already (an earlier attempt whose answer
+    was lost made it): `batch_id` is that batch, from the error's HATEOAS link (None if the
+    error carried none)."""
+
+    def __init__(
+        self, status: int, body: dict[str, Any], operation: str, batch_id: str | None
+    ) -> None:
+        super().__init__(status, body, operation)
+        self.batch_id = batch_id
+
+
+def payout_amount(money: Money) -> dict[str, str]:
+    """Payouts' money shape (`currency`, not Orders' `currency_code`): never a float."""
+    return {"currency": money.currency, "value": money.value}
+
+
+def _is_duplicate_batch(exc: PayPalError) -> bool:
+    """A refusal of a `sender_batch_id` used before (a detail names that field)."""
+    details = exc.body.get("details") or []
+    return exc.status < 500 and any(
+        isinstance(d, dict) and str(d.get("field", "")).upper() == "SENDER_BATCH_ID"
+        for d in details
+    )
+
+
+def _linked_batch_id(exc: PayPalError) -> str | None:
+    """The batch a refusal links to (`.../v1/payments/payouts/{id}`), if it links one."""
+    for link in exc.body.get("links") or []:
+        href = str(link.get("href", "")) if isinstance(link, dict) else ""
+        if "/v1/payments/payouts/" in href:
+            found = href.rsplit("/v1/payments/payouts/", 1)[1].split("?")[0].split("/")[0]
+            return found or None
+    return None
 
 
 def _segment(value: str) -> str:

@@ -187,3 +187,70 @@ def balances(transactions: Iterable[Transaction]) -> Mapping[tuple[str, str], in
 def owed(transactions: Iterable[Transaction], provider: str, currency: str) -> int:
     """What the platform owes a provider (the credit balance of their earnings)."""
     return -balances(transactions).get((provider, currency), 0)
+
+
+# -- payouts (issue 15): earnings leave through an in-transit account ---------------------
+# A payout is booked in two steps. When it is recorded (before PayPal is asked) the money
+# moves from the provider's earnings to `payouts_in_transit`, so nothing else can spend it;
+# when PayPal says what became of it, it leaves the platform (`payout_paid`) or comes back to
+# the provider's earnings (`payout_returned`; `payout_reversed` once it had been paid).
+
+IN_TRANSIT = "payouts_in_transit"
+PAYOUT_FEES = "payout_fees"
+
+
+def payout_reserved(
+    provider: str, amount_minor: int, currency: str, owed_minor: int
+) -> Transaction:
+    """Earnings set aside for a payout: never more than the provider is owed."""
+    if amount_minor <= 0:
+        raise LedgerError("invalid_amount", "a payout is positive")
+    if amount_minor > owed_minor:
+        raise LedgerError("payout_exceeds_balance", f"only {owed_minor} minor units are owed")
+    return Transaction(
+        "payout_reserved",
+        (Posting(provider, amount_minor, currency), Posting(IN_TRANSIT, -amount_minor, currency)),
+    )
+
+
+def payout_paid(amount_minor: int, currency: str, fee_minor: int = 0) -> Transaction:
+    """PayPal paid the provider: the money leaves PayPal's balance (and PayPal's fee too)."""
+    if amount_minor <= 0 or fee_minor < 0:
+        raise LedgerError("invalid_amount", "a payout is positive, its fee not negative")
+    postings = [
+        Posting(IN_TRANSIT, amount_minor, currency),
+        Posting(PAYOUTS, amount_minor, currency),
+        Posting(PAYOUTS, -amount_minor, currency),
+        Posting(CLEARING, -amount_minor, currency),
+    ]
+    if fee_minor:
+        postings += [
+            Posting(PAYOUT_FEES, fee_minor, currency),
+            Posting(CLEARING, -fee_minor, currency),
+        ]
+    return Transaction("payout", tuple(postings))
+
+
+def payout_returned(provider: str, amount_minor: int, currency: str) -> Transaction:
+    """The payout never reached the provider (refused, failed, returned, cancelled): owed again."""
+    if amount_minor <= 0:
+        raise LedgerError("invalid_amount", "a payout is positive")
+    return Transaction(
+        "payout_returned",
+        (Posting(IN_TRANSIT, amount_minor, currency), Posting(provider, -amount_minor, currency)),
+    )
+
+
+def payout_reversed(provider: str, amount_minor: int, currency: str) -> Transaction:
+    """A paid payout came back to PayPal's balance (reversed or refunded): owed again."""
+    if amount_minor <= 0:
+        raise LedgerError("invalid_amount", "a payout is positive")
+    return Transaction(
+        "payout_reversed",
+        (
+            Posting(CLEARING, amount_minor, currency),
+            Posting(PAYOUTS, amount_minor, currency),
+            Posting(PAYOUTS, -amount_minor, currency),
+            Posting(provider, -amount_minor, currency),
+        ),
+    )

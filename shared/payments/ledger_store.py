@@ -131,3 +131,41 @@ def transactions_of(order_id: str) -> list[dict[str, Any]]:
     from shared.payments import records as order_records
 
     return order_records.of_order(LEDGER, order_id)
+
+
+# -- the per-provider guard (issue 15) ----------------------------------------------------
+# Balances are sums of entries, read without locks. Two movements that each take from one
+# provider's earnings (a payout being recorded, a refund or chargeback being booked) could
+# each read the same balance and together take more than it holds. So every such debit also
+# writes the provider's guard document, with a precondition on the version it read before
+# summing: of two racing debits only the first commits; the other reads again and sees it.
+# Credits (payments, returned payouts) need no guard: they can only make a debit safer.
+
+GUARDS = "ledgerGuards"
+
+
+def guard_ref(provider_account: str, currency: str) -> Any:
+    return _db().collection(GUARDS).document(f"{provider_account}_{currency}".replace(":", "_"))
+
+
+def owed_guarded(batch: Any, provider_account: str, currency: str) -> int:
+    """What the provider is owed now, for a debit committed in `batch` (a write batch run by
+    store.run_optimistic): the batch commits only if no other guarded debit of these earnings
+    committed since this read; if one did, the commit fails and the body runs again."""
+    from google.cloud import firestore
+
+    ref = guard_ref(provider_account, currency)
+    snap = ref.get()  # first, so that a debit committing after it fails our precondition
+    owed_now = owed(provider_account, currency)
+    if snap.exists:
+        store.update(
+            ref,
+            {"debits": firestore.Increment(1)},
+            tx=batch,
+            by="system",
+            unchanged_since=snap.update_time,
+        )
+    else:
+        made = {"account": provider_account, "currency": currency, "debits": 1}
+        store.create(ref, made, tx=batch, by="system")
+    return owed_now

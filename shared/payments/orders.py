@@ -20,7 +20,7 @@ from shared.payments import records as order_records
 from shared.payments import subjects as subject_store
 from shared.payments.rules import Kind, NotPayable, OrderStatus
 from shared.payments.subjects import Subjects
-from shared.platform import logs, settings, store
+from shared.platform import eventlog, logs, settings, store
 from shared.platform.errors import ApiError, Conflict, NotFound
 from shared.platform.money import Money
 
@@ -113,6 +113,8 @@ def create(
         "captureId": None,
         "refundedMinor": 0,
         "refundingMinor": 0,
+        # The payout that pays its earnings out (shared/payouts); None until one does.
+        "payoutId": None,
         "createdAt": at,
         "updatedAt": at,
     }
@@ -354,6 +356,17 @@ def settle(order_id: str, cap: dict[str, Any], *, subjects: Subjects) -> Settled
                 tx, kind, subject, payment, now, unchanged_since=subject_snap.update_time
             )
             notices.to_payer(tx, captured, "payment_received", {"amount": money.value})
+            eventlog.record(
+                tx,
+                "payment_captured",
+                f"orders/{order_id}",
+                actor="system",
+                at=now,
+                uid=captured.get("patientUid"),
+                data={"kind": kind.value, "subjectId": captured.get("subjectId")},
+                amount_minor=money.amount_minor,
+                currency=money.currency,
+            )
         else:
             refunds.queue_in(
                 tx,

@@ -90,7 +90,9 @@ def _fail(refund_id: str, error: str) -> dict[str, Any]:
                 capture,
                 amount,
                 int(order.get("refundedMinor", 0)) + reversed_before,
-                provider_owed_minor=ledger_store.owed(capture.provider, capture.currency),
+                provider_owed_minor=ledger_store.owed_guarded(
+                    batch, capture.provider, capture.currency
+                ),
                 kind="reversal",
             )
         except ledger.LedgerError:

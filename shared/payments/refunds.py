@@ -27,7 +27,7 @@ from shared.payments import ledger, ledger_store, notices, rules, subjects
 from shared.payments import records as order_records
 from shared.payments.records import order_ref
 from shared.payments.rules import Kind, OrderStatus
-from shared.platform import clients, context, logs, settings, store
+from shared.platform import clients, context, eventlog, logs, settings, store
 from shared.platform.context import Role
 from shared.platform.errors import Conflict
 from shared.platform.money import Money
@@ -243,7 +243,7 @@ def book(refund_id: str, paypal_refund: dict[str, Any]) -> dict[str, Any]:
         order = order_snap.to_dict()
         amount = int(refund["amountMinor"])
         capture = capture_of(order)
-        owed = ledger_store.owed(capture.provider, capture.currency)
+        owed = ledger_store.owed_guarded(tx, capture.provider, capture.currency)
         now = datetime.now(UTC)
         refunded = int(order.get("refundedMinor", 0))
         # A chargeback booked meanwhile returned its part already: count it as returned.
@@ -286,6 +286,17 @@ def book(refund_id: str, paypal_refund: dict[str, Any]) -> dict[str, Any]:
             subjects.mark_payment_in(
                 tx, subject, status.value, now, unchanged_since=subject.update_time
             )
+        eventlog.record(
+            tx,
+            "refund_completed",
+            f"refunds/{refund_id}",
+            actor="system",
+            at=now,
+            uid=order.get("patientUid"),
+            data={"orderId": order["id"]},
+            amount_minor=amount,
+            currency=order["currency"],
+        )
         notices.to_payer(
             tx,
             order,

@@ -211,7 +211,7 @@ def take_back(
         if amount_minor is not None:
             left = min(amount_minor, capture.amount_minor - refunded)
         if left > 0:
-            owed = ledger_store.owed(capture.provider, capture.currency)
+            owed = ledger_store.owed_guarded(tx, capture.provider, capture.currency)
             transaction = ledger.give_back(
                 capture, left, refunded, provider_owed_minor=owed, kind="reversal"
             )

@@ -110,10 +110,22 @@ def is_dependency_failure(exc: BaseException) -> bool:
             core.RetryError,
             core.InternalServerError,
             core.GatewayTimeout,
+            # gRPC UNKNOWN: the call failed and the server did not say why (a dropped
+            # stream, an overloaded backend); ABORTED that reaches here is contention that
+            # outlasted every retry; RESOURCE_EXHAUSTED a quota. Each is worth retrying.
+            core.Unknown,
+            core.Aborted,
+            core.ResourceExhausted,
         ]
     fb = sys.modules.get("firebase_admin.exceptions")
     if fb is not None:
-        classes += [fb.UnavailableError, fb.DeadlineExceededError, fb.InternalError]
+        classes += [
+            fb.UnavailableError,
+            fb.DeadlineExceededError,
+            fb.InternalError,
+            fb.UnknownError,
+            fb.ResourceExhaustedError,
+        ]
     rq = sys.modules.get("requests.exceptions")
     if rq is not None:
         classes += [rq.ConnectionError, rq.Timeout]

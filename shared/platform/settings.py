@@ -62,6 +62,60 @@ class Settings:
     scheduler_service_account: str = ""
     tasks_service_account: str = ""
     service_token_certs_url: str = GOOGLE_OIDC_CERTS
+    # -- notify (issue 16): e-mail, SMS and push delivery of the outbox --------------------
+    # The SMTP relay (empty host: e-mail waits, retried, until one is configured).
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_starttls: bool = True
+    smtp_username: str = ""
+    smtp_password: str = ""
+    mail_from: str = "Alo Doktor <no-reply@alodoktor.com>"
+    # Twilio's Messages API (the local stack points it at its simulator).
+    twilio_api_base: str = "https://api.twilio.com"
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_from: str = ""
+    # FCM HTTP v1 (empty: Google's; the local stack points it at its simulator).
+    fcm_api_base: str = ""
+    # The notifications function as the outside world reaches it: Twilio's status callbacks
+    # and the unsubscribe links in e-mails point here.
+    notifications_url: str = ""
+    # Signs unsubscribe links (empty: e-mails carry none and every link is refused).
+    notify_signing_key: str = ""
+    # How long a claimed notice is held before another worker may take it over.
+    notify_lease_seconds: int = 120
+    # Per-call timeout of SMTP, Twilio and FCM.
+    notify_timeout_seconds: float = 10.0
+    # How long before an appointment its reminder goes out.
+    reminder_lead_minutes: int = 24 * 60
+    # -- payouts (issue 15): providers paid through PayPal Payouts by Cloud Tasks jobs ------
+    # Earnings are paid out once what they paid for was delivered at least this long ago (and
+    # never sooner than a day after the full-refund notice: see shared/payouts/rules.py).
+    payout_hold_days: int = 14
+    # The least paid out at once, per currency, in minor units; a currency not listed: one
+    # major unit. Less than that waits for the next run.
+    payout_minimums: tuple[tuple[str, int], ...] = (("EUR", 1000), ("JPY", 1000), ("USD", 1000))
+    # A new or changed payout address holds payouts this long (account takeover defence).
+    payout_address_cooling_off_hours: int = 72
+    # An item nobody claimed is cancelled (the money returns to the provider) after this long.
+    payout_unclaimed_cancel_days: int = 20
+    # The PayPal webhook (its own registration) that PAYMENT.PAYOUTS* events come through.
+    paypal_payouts_webhook_id: str = ""
+    # The Cloud Tasks queue the payout worker's tasks go on, and where it is.
+    payouts_queue: str = "payouts"
+    cloud_tasks_location: str = "us-central1"
+    # Locally: the Cloud Tasks emulator's REST address (never set in production).
+    cloud_tasks_emulator_host: str | None = None
+    # -- audit (issue 17): keys, sealing and export of the audit log ---------------------
+    # HMAC keys of health values and entries, and the checkpoints' Ed25519 signing keys:
+    # comma-separated secrets, the current one first (Secret Manager in production).
+    audit_hash_key: str = ""
+    audit_signing_key: str = ""
+    # A seal takes entries written at least this long before its read (a write still in
+    # flight then cannot land inside a sealed range).
+    audit_seal_lag_seconds: int = 60
+    # Where sealed ranges are exported: gs://bucket/prefix, or a local directory (empty: none).
+    audit_export_url: str = ""
 
     @property
     def auth_emulated(self) -> bool:
@@ -142,7 +196,58 @@ def load() -> Settings:
         scheduler_service_account=os.environ.get("SCHEDULER_SERVICE_ACCOUNT", "").strip(),
         tasks_service_account=os.environ.get("TASKS_SERVICE_ACCOUNT", "").strip(),
         service_token_certs_url=os.environ.get("SERVICE_TOKEN_CERTS_URL") or GOOGLE_OIDC_CERTS,
+        # -- notify (issue 16) --
+        smtp_host=os.environ.get("SMTP_HOST", "").strip(),
+        smtp_port=_int("SMTP_PORT", 587),
+        smtp_starttls=os.environ.get("SMTP_STARTTLS", "true").strip().lower()
+        not in ("0", "false", "no"),
+        smtp_username=os.environ.get("SMTP_USERNAME", ""),
+        smtp_password=os.environ.get("SMTP_PASSWORD", ""),
+        mail_from=os.environ.get("MAIL_FROM") or "Alo Doktor <no-reply@alodoktor.com>",
+        twilio_api_base=(os.environ.get("TWILIO_API_BASE") or "https://api.twilio.com").rstrip("/"),
+        twilio_account_sid=os.environ.get("TWILIO_ACCOUNT_SID", "").strip(),
+        twilio_auth_token=os.environ.get("TWILIO_AUTH_TOKEN", "").strip(),
+        twilio_from=os.environ.get("TWILIO_FROM", "").strip(),
+        fcm_api_base=os.environ.get("FCM_API_BASE", "").strip().rstrip("/"),
+        notifications_url=os.environ.get("NOTIFICATIONS_URL", "").strip().rstrip("/"),
+        notify_signing_key=os.environ.get("NOTIFY_SIGNING_KEY", ""),
+        notify_lease_seconds=max(_int("NOTIFY_LEASE_SECONDS", 120), 10),
+        notify_timeout_seconds=float(max(_int("NOTIFY_TIMEOUT_SECONDS", 10), 1)),
+        reminder_lead_minutes=max(_int("REMINDER_LEAD_MINUTES", 24 * 60), 0),
+        # -- payouts (issue 15) --
+        payout_hold_days=max(_int("PAYOUT_HOLD_DAYS", 14), 0),
+        payout_minimums=_payout_minimums(),
+        payout_address_cooling_off_hours=max(_int("PAYOUT_ADDRESS_COOLING_OFF_HOURS", 72), 0),
+        payout_unclaimed_cancel_days=min(max(_int("PAYOUT_UNCLAIMED_CANCEL_DAYS", 20), 1), 29),
+        paypal_payouts_webhook_id=os.environ.get("PAYPAL_PAYOUTS_WEBHOOK_ID", "").strip(),
+        payouts_queue=os.environ.get("PAYOUTS_QUEUE", "").strip() or "payouts",
+        cloud_tasks_location=os.environ.get("CLOUD_TASKS_LOCATION", "").strip() or "us-central1",
+        cloud_tasks_emulator_host=os.environ.get("CLOUD_TASKS_EMULATOR_HOST", "").strip() or None,
+        # -- audit (issue 17) --
+        audit_hash_key=os.environ.get("AUDIT_HASH_KEY", ""),
+        audit_signing_key=os.environ.get("AUDIT_SIGNING_KEY", ""),
+        audit_seal_lag_seconds=max(_int("AUDIT_SEAL_LAG_SECONDS", 60), 1),
+        audit_export_url=os.environ.get("AUDIT_EXPORT_URL", "").strip(),
     )
+
+
+DEFAULT_PAYOUT_MINIMUMS = "USD:10.00,EUR:10.00,JPY:1000"
+
+
+def _payout_minimums() -> tuple[tuple[str, int], ...]:
+    """PAYOUT_MINIMUMS, e.g. `USD:10.00,JPY:1000`: each currency's least payout, in PayPal's
+    decimal form (so a zero-decimal currency is written without decimals)."""
+    from shared.platform.money import Money, MoneyError
+
+    raw = os.environ.get("PAYOUT_MINIMUMS", "").strip() or DEFAULT_PAYOUT_MINIMUMS
+    found: dict[str, int] = {}
+    for part in (p.strip() for p in raw.split(",") if p.strip()):
+        currency, _, value = part.partition(":")
+        try:
+            found[currency.strip()] = Money.parse(currency.strip(), value.strip()).amount_minor
+        except MoneyError as exc:
+            raise ValueError(f"PAYOUT_MINIMUMS: {part!r}: {exc}") from None
+    return tuple(sorted(found.items()))
 
 
 @functools.cache

@@ -31,6 +31,7 @@ def stamped(data: dict[str, Any], by: str | None = None) -> dict[str, Any]:
 
 def create(ref: Any, data: dict[str, Any], *, tx: Any = None, by: str | None = None) -> None:
     """Create the document; raises google.api_core.exceptions.Conflict if it exists."""
+    _refuse_append_only(ref)
     if tx is None:
         ref.create(stamped(data, by))
     else:
@@ -40,6 +41,7 @@ def create(ref: Any, data: dict[str, Any], *, tx: Any = None, by: str | None = N
 def set(  # mirrors the Firestore verb on purpose
     ref: Any, data: dict[str, Any], *, merge: bool = False, tx: Any = None, by: str | None = None
 ) -> None:
+    _refuse_append_only(ref)
     if tx is None:
         ref.set(stamped(data, by), merge=merge)
     else:
@@ -56,6 +58,7 @@ def update(
 ) -> None:
     """Update fields; with `unchanged_since` (an update_time read earlier), only if the
     document was not written since (else FailedPrecondition at commit)."""
+    _refuse_append_only(ref)
     kwargs: dict[str, Any] = {}
     if unchanged_since is not None:
         from shared.platform import clients
@@ -74,6 +77,7 @@ def delete(ref: Any, *, tx: Any = None, by: str | None = None) -> None:
     last state; inside a transaction both would collapse into one change, so there the caller
     is expected to have stamped earlier.
     """
+    _refuse_append_only(ref)
     if tx is None:
         snap = ref.get()
         if snap.exists:
@@ -81,6 +85,42 @@ def delete(ref: Any, *, tx: Any = None, by: str | None = None) -> None:
             ref.delete()
     else:
         tx.delete(ref)
+
+
+# -- append-only logs (issue 17) ---------------------------------------------------------
+# The audit log's entries and checkpoints are written once, by `append`, and never changed or
+# deleted by the application (audit records are kept at least HIPAA's six years; the export
+# bucket's retention policy keeps its copies; firestore.rules deny clients everything).
+APPEND_ONLY: frozenset[str] = frozenset({"audit", "auditCheckpoints"})
+
+
+class AppendOnly(RuntimeError):
+    """A change or deletion of an append-only record was asked for: refused."""
+
+
+def _collection_id(ref: Any) -> str:
+    parent = getattr(ref, "parent", None)
+    return str(getattr(parent, "id", ""))
+
+
+def _refuse_append_only(ref: Any) -> None:
+    if _collection_id(ref) in APPEND_ONLY:
+        raise AppendOnly(
+            f"{ref.path}: an append-only log's records are written by store.append alone, "
+            "and never changed or deleted"
+        )
+
+
+def append(ref: Any, data: dict[str, Any], *, tx: Any = None) -> None:
+    """Create a record of an append-only log exactly as given: no `_meta` (the record names
+    its own actor, and is hashed as stored). Raises google.api_core.exceptions.Conflict
+    (AlreadyExists) if it exists: a record is written once."""
+    if _collection_id(ref) not in APPEND_ONLY:
+        raise ValueError(f"{ref.path} is not in an append-only log")
+    if tx is None:
+        ref.create(data)
+    else:
+        tx.create(ref, data)
 
 
 class TransactionContended(Conflict):

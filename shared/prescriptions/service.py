@@ -9,7 +9,7 @@ from typing import Any
 
 from shared.audit import service as audit
 from shared.identity import profiles
-from shared.platform import clients, idempotency, pagination, store
+from shared.platform import clients, eventlog, idempotency, pagination, store
 from shared.platform.context import Principal, Role
 from shared.platform.errors import Conflict, NotFound
 from shared.prescriptions import rules
@@ -59,6 +59,16 @@ def write(
     }
     batch = clients.db().batch()
     store.create(doc_ref, record, tx=batch)
+    # The event names the prescription; what it prescribes stays in the prescription.
+    eventlog.record(
+        batch,
+        "prescription_written",
+        f"{COLLECTION}/{doc_ref.id}",
+        actor=doctor.uid,
+        at=now,
+        uid=appointment["patientUid"],
+        data={"appointmentId": appointment["id"], "doctorUid": doctor.uid},
+    )
     idempotency.remember(key, batch, doc_ref.id)
     batch.commit()
     return record, False
@@ -113,6 +123,16 @@ def move(
         if pharmacy_uid is not None:
             update["pharmacyUid"] = pharmacy_uid
         store.update(doc_ref, update, tx=tx)
+        if target is Status.DISPENSED:
+            eventlog.record(
+                tx,
+                "prescription_dispensed",
+                f"{COLLECTION}/{prescription_id}",
+                actor=principal.uid,
+                at=now,
+                uid=doc["patientUid"],
+                data={"pharmacyUid": doc.get("pharmacyUid")},
+            )
         return {**doc, **update}
 
     try:

@@ -46,6 +46,9 @@ class Call:
     rule: policy.Rule
     params: dict[str, Any]
     body: Any = None
+    # The body as sent, parsed (JSON, or a form's fields) but not validated: for a check over
+    # exactly what the sender signed (Twilio signs every field it posts).
+    sent: Any = None
     query: Any = None
     set_cookies: list[dict[str, Any]] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
@@ -112,6 +115,9 @@ class Route:
     # Other success statuses a `Reply` may give, with the same body (e.g. 200 for a replayed
     # create whose first answer was 201): documented too, and nothing else may be answered.
     also: tuple[int, ...] = ()
+    # It also takes its body as an HTML form (callers that cannot send JSON: Twilio's
+    # callbacks, RFC 8058's one-click POSTs), validated as the same model.
+    form: bool = False
 
 
 @dataclass
@@ -157,6 +163,7 @@ class Function:
         problems: tuple[int, ...] = (),
         headers: tuple[str, ...] = (),
         also: tuple[int, ...] = (),
+        form: bool = False,
     ) -> Callable[[Handler], Handler]:
         rule = policy.rule_for(self.name, method, path)  # raises PolicyMissing
 
@@ -177,6 +184,7 @@ class Function:
                 problems,
                 headers,
                 also,
+                form,
             )
             self._map.add(UrlRule(path, endpoint=endpoint, methods=[method]))
             return handler
@@ -256,7 +264,13 @@ class Function:
 
         call = Call(request=request, ctx=ctx, rule=route.rule, params=params)
         if route.body is not None:
-            call.body = models.parse(route.body, _json_body(request, raw))
+            parsed = (
+                _form_body(raw)
+                if route.form and request.mimetype == FORM_MIMETYPE
+                else _json_body(request, raw, form=route.form)
+            )
+            call.sent = parsed
+            call.body = models.parse(route.body, parsed)
         elif raw:
             raise errors.BadRequest("This route takes no body.", code="unexpected_body")
         if route.query is not None:
@@ -416,10 +430,11 @@ def nests_deeper_than(raw: bytes, limit: int) -> bool:
     return False
 
 
-def _json_body(request: flask.Request, raw: bytes) -> Any:
+def _json_body(request: flask.Request, raw: bytes, *, form: bool = False) -> Any:
     mimetype = request.mimetype or ""
     if mimetype != "application/json" and not mimetype.endswith("+json"):
-        raise errors.UnsupportedMediaType("Send the body as application/json.")
+        also = f" or {FORM_MIMETYPE}" if form else ""
+        raise errors.UnsupportedMediaType(f"Send the body as application/json{also}.")
     if not raw:
         raise errors.BadRequest("This route needs a JSON body.", code="body_missing")
     if nests_deeper_than(raw, MAX_JSON_DEPTH):
@@ -430,6 +445,26 @@ def _json_body(request: flask.Request, raw: bytes) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise errors.BadRequest("The body is not valid JSON.", code="malformed_json") from None
+
+
+FORM_MIMETYPE = "application/x-www-form-urlencoded"
+
+
+def _form_body(raw: bytes) -> dict[str, str]:
+    """A form's fields as the JSON object the route's model validates: each field once (a
+    repeated one is refused: which of its values counts would be a guess)."""
+    from urllib.parse import parse_qsl
+
+    try:
+        pairs = parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=bool(raw))
+    except (UnicodeDecodeError, ValueError):
+        raise errors.BadRequest("The body is not a valid form.", code="malformed_form") from None
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in fields:
+            raise errors.BadRequest(f"The form repeats field {name!r}.", code="malformed_form")
+        fields[name] = value
+    return fields
 
 
 def _dump(result: Any) -> Any:

@@ -144,10 +144,11 @@ def document(fn: Function) -> dict[str, Any]:
         if params:
             op["parameters"] = params
         if route.body is not None:
-            op["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": refs[(route.body, "validation")]}},
-            }
+            schema = {"schema": refs[(route.body, "validation")]}
+            content = {"application/json": schema}
+            if route.form:
+                content["application/x-www-form-urlencoded"] = schema
+            op["requestBody"] = {"required": True, "content": content}
         ok: dict[str, Any] = {"description": "Success"}
         if route.response is not None:
             ok["content"] = {

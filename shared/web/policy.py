@@ -87,6 +87,7 @@ BOOKING_PARTIES = Owner(("patientUid", "clinicUid"))
 BOOKING_PATIENT = Owner(("patientUid",))
 PAYER = Owner(("patientUid",))
 ORDER_PARTIES = Owner(("patientUid", "providerUid"))
+PAYOUT_PROVIDER = Owner(("providerUid",))  # issue 15
 
 # Every deployable HTTP function; each also serves GET /openapi.json publicly.
 FUNCTIONS: tuple[str, ...] = (
@@ -101,8 +102,10 @@ FUNCTIONS: tuple[str, ...] = (
     "paypal-capture",
     "paypal-webhook",
     "payments",
+    "payouts",  # issue 15
+    "notifications",
 )
-# Event functions (audit-trigger) take CloudEvents, not routes: they have no entries here.
+# Event functions (audit-trigger, notify) take CloudEvents, not routes: they have no entries here.
 
 RouteKey = tuple[str, str, str]  # (function, METHOD, path in werkzeug rule syntax)
 
@@ -170,6 +173,19 @@ POLICY: dict[RouteKey, Rule] = {
     # The audit log holds who did what to whom: admins only.
     ("audit", "GET", "/"): allow(Role.ADMIN),
     ("audit", "GET", "/verify"): allow(Role.ADMIN),
+    # -- audit at scale (issue 17) ---------------------------------------------------------
+    # Entries, their inclusion proofs and FHIR view, checkpoints and range verification:
+    # admins. Sealing, the consistency check and the export: Cloud Scheduler's jobs, and
+    # admins by hand.
+    ("audit", "GET", "/entries/<entry_id>"): allow(Role.ADMIN),
+    ("audit", "GET", "/entries/<entry_id>/proof"): allow(Role.ADMIN),
+    ("audit", "GET", "/entries/<entry_id>/fhir"): allow(Role.ADMIN),
+    ("audit", "GET", "/checkpoints"): allow(Role.ADMIN),
+    ("audit", "GET", "/checkpoints/<n>"): allow(Role.ADMIN),
+    ("audit", "GET", "/checkpoints/<n>/verify"): allow(Role.ADMIN),
+    ("audit", "POST", "/seal"): allow(Role.ADMIN, services=(Service.SCHEDULER,)),
+    ("audit", "POST", "/check"): allow(Role.ADMIN, services=(Service.SCHEDULER,)),
+    ("audit", "POST", "/export"): allow(Role.ADMIN, services=(Service.SCHEDULER,)),
     # Clinic bookings: approved clinics set up and work their own queue; patients book and
     # cancel their own; admins see every clinic's dashboards and run the auto-decline sweep.
     ("bookings", "GET", "/clinics/<clinic_uid>"): allow(Role.PATIENT, Role.CLINIC, Role.ADMIN),
@@ -217,6 +233,52 @@ POLICY: dict[RouteKey, Rule] = {
     ("payments", "GET", "/balance"): allow(Role.DOCTOR, Role.CLINIC, Role.ADMIN),
     ("payments", "POST", "/refunds"): allow(Role.ADMIN),
     ("payments", "POST", "/refunds/sweep"): allow(Role.ADMIN, services=(Service.SCHEDULER,)),
+    # -- payouts (issue 15) ----------------------------------------------------------------
+    # A doctor or clinic sees its own payouts and sets its own payout address; admins see all
+    # and hold, release, retry or cancel. The weekly run, the sweep and the daily check are
+    # Cloud Scheduler's jobs (and admins'); the worker only Cloud Tasks may call; PayPal's
+    # webhook carries no user (PayPal's API verifies it instead).
+    ("payouts", "GET", "/"): allow(Role.DOCTOR, Role.CLINIC, Role.ADMIN),
+    ("payouts", "GET", "/<payout_id>"): allow(
+        Role.DOCTOR, Role.CLINIC, Role.ADMIN, owner=PAYOUT_PROVIDER
+    ),
+    ("payouts", "GET", "/address"): allow(Role.DOCTOR, Role.CLINIC),
+    ("payouts", "PUT", "/address"): allow(Role.DOCTOR, Role.CLINIC),
+    ("payouts", "POST", "/address/verify"): allow(Role.DOCTOR, Role.CLINIC),
+    ("payouts", "GET", "/providers/<uid>"): allow(Role.ADMIN),
+    ("payouts", "POST", "/providers/<uid>/hold"): allow(Role.ADMIN),
+    ("payouts", "POST", "/providers/<uid>/release"): allow(Role.ADMIN),
+    ("payouts", "POST", "/<payout_id>/hold"): allow(Role.ADMIN),
+    ("payouts", "POST", "/<payout_id>/release"): allow(Role.ADMIN),
+    ("payouts", "POST", "/<payout_id>/retry"): allow(Role.ADMIN),
+    ("payouts", "POST", "/<payout_id>/cancel"): allow(Role.ADMIN),
+    ("payouts", "POST", "/run"): allow(Role.ADMIN, services=(Service.SCHEDULER,)),
+    ("payouts", "POST", "/sweep"): allow(Role.ADMIN, services=(Service.SCHEDULER,)),
+    ("payouts", "POST", "/check"): allow(Role.ADMIN, services=(Service.SCHEDULER,)),
+    ("payouts", "POST", "/tasks/send"): serve(Service.TASKS),
+    ("payouts", "POST", "/webhook"): PUBLIC,
+    # -- notifications (issue 16) ---------------------------------------------------------
+    # Each account manages its own push devices and preferences (admins too, their own).
+    ("notifications", "POST", "/devices"): signed_in(),
+    ("notifications", "GET", "/devices"): signed_in(),
+    ("notifications", "DELETE", "/devices/<device_id>"): signed_in(
+        owner=OWN_UID, admin_sees_all=False
+    ),
+    ("notifications", "GET", "/preferences"): signed_in(),
+    ("notifications", "PUT", "/preferences"): signed_in(),
+    # A mail client's one-click unsubscribe carries no session: the signed, expiring token in
+    # the link is the credential. Twilio's reports are verified by X-Twilio-Signature.
+    ("notifications", "GET", "/unsubscribe"): PUBLIC,
+    ("notifications", "POST", "/unsubscribe"): PUBLIC,
+    ("notifications", "POST", "/twilio/status"): PUBLIC,
+    # Delivery history, retries, the event log and dashboards: admins only.
+    ("notifications", "GET", "/notices"): allow(Role.ADMIN),
+    ("notifications", "GET", "/notices/<notice_id>"): allow(Role.ADMIN),
+    ("notifications", "POST", "/notices/<notice_id>/retry"): allow(Role.ADMIN),
+    ("notifications", "GET", "/events"): allow(Role.ADMIN),
+    ("notifications", "GET", "/analytics"): allow(Role.ADMIN),
+    # The sweep: Cloud Scheduler's job, and admins by hand.
+    ("notifications", "POST", "/sweep"): allow(Role.ADMIN, services=(Service.SCHEDULER,)),
 }
 POLICY.update({(fn, "GET", "/openapi.json"): PUBLIC for fn in FUNCTIONS})
 

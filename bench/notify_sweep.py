@@ -1,0 +1,122 @@
+"""The notify sweep draining a backlog of queued notices on the local stack.
+
+    python -m bench.notify_sweep [--notices 5000] [--users 100] [--limit 500] [--json]
+
+Starts its own stack on free ports without the gateway and the relay (so nothing but the sweep
+delivers), queues the notices as features do (the outbox, in batches), then calls
+`shared.notify.service.sweep` until nothing is due, as Cloud Scheduler's job would, counting
+every Firestore call of this process with bench/counting.py's gRPC interceptor. Each notice is a
+`payment_received` for one of `--users` recipients (e-mail to the stack's SMTP sink; push
+planned and skipped, no device). Reports messages per second and Firestore reads and writes
+per message, and checks the sink received every message exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from typing import Any
+
+import requests
+
+
+def run(notices: int, users: int, limit: int) -> dict[str, Any]:
+    from bench.counting import Counters, delta, install
+    from dev.stack import Ports, Stack
+
+    stack = Stack(ports=Ports.free())
+    stack.start(gateway=False)
+    saved = dict(os.environ)
+    os.environ.update(stack.env)
+    counters = Counters()
+    undo = install(counters)  # before the first Firestore client is made
+    try:
+        from shared.identity import profiles
+        from shared.notify import service
+        from shared.platform import clients, outbox, store
+
+        people = []
+        batch = clients.db().batch()
+        for i in range(users):
+            uid = f"bench-{i:04d}"
+            email = f"{uid}@bench.alodoktor.test"
+            store.set(profiles.ref(uid), {"uid": uid, "email": email, "displayName": uid}, tx=batch)
+            people.append((uid, email))
+        batch.commit()
+        for start in range(0, notices, 400):
+            batch = clients.db().batch()
+            for n in range(start, min(start + 400, notices)):
+                uid, email = people[n % users]
+                outbox.queue(
+                    batch,
+                    uid,
+                    email,
+                    "payment_received",
+                    {"orderId": f"o-{n}", "currency": "USD", "amount": "20.00"},
+                    "bench",
+                    notice_id=f"bench-{n:05d}-{uuid.uuid4().hex[:6]}",
+                )
+            batch.commit()
+
+        before = counters.snapshot()
+        started = time.perf_counter()
+        sent = calls = 0
+        while True:
+            result = service.sweep(limit=limit)
+            calls += 1
+            sent += result.sent
+            if result.examined == 0:
+                break
+        elapsed = time.perf_counter() - started
+        used = delta(before, counters.snapshot())
+        received = requests.get(stack.mail_url + "/_sim/messages", timeout=120).json()["messages"]
+        ids = [m["messageId"] for m in received]
+        reads, writes = used.get("firestore.reads", 0), used.get("firestore.writes", 0)
+        return {
+            "notices": notices,
+            "users": users,
+            "sweepCalls": calls,
+            "sent": sent,
+            "mailsReceived": len(received),
+            "duplicates": len(ids) - len(set(ids)),
+            "seconds": round(elapsed, 2),
+            "messagesPerSecond": round(sent / elapsed, 1) if elapsed else None,
+            "firestoreReadsPerMessage": round(reads / sent, 2) if sent else None,
+            "firestoreWritesPerMessage": round(writes / sent, 2) if sent else None,
+            "firestoreOpsPerMessage": round((reads + writes) / sent, 2) if sent else None,
+            "firestoreCalls": {
+                k.removeprefix("firestore.call."): v
+                for k, v in used.items()
+                if k.startswith("firestore.call.")
+            },
+        }
+    finally:
+        undo()
+        os.environ.clear()
+        os.environ.update(saved)
+        stack.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--notices", type=int, default=5000)
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--limit", type=int, default=500, help="notices per sweep call")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    report = run(args.notices, args.users, args.limit)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for key, value in report.items():
+            print(f"{key:>28}: {value}")
+    ok = report["mailsReceived"] == report["notices"] and report["duplicates"] == 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+# Cloud Build deploys with this account (cloudbuild.yaml), never the project's default one.
+# The first `terraform apply` is run by a person (README "Deploy"); every later one by it.
+resource "google_service_account" "build" {
+  account_id   = "deployer"
+  display_name = "Cloud Build: tests, then terraform apply"
+}
+
+locals {
+  # What applying this configuration takes, and nothing project-wide beyond it: no owner or
+  # editor, and acting as other accounts only on the accounts it deploys (below).
+  build_roles = toset([
+    "roles/cloudfunctions.developer",
+    "roles/run.admin",                       # invoker bindings on the functions' services
+    "roles/iam.serviceAccountAdmin",         # the functions' and invokers' accounts
+    "roles/resourcemanager.projectIamAdmin", # the project-level roles in this configuration
+    "roles/storage.admin",                   # the source bucket, and the state bucket
+    "roles/secretmanager.admin",             # secrets and who may read them
+    "roles/cloudtasks.admin",                # queues and their enqueuers
+    "roles/cloudscheduler.admin",
+    "roles/eventarc.admin",
+    "roles/datastore.owner", # the database, indexes and TTL policies
+    "roles/firebaserules.admin",
+    "roles/firebasehosting.admin",          # firebase deploy --only hosting
+    "roles/logging.configWriter",           # log-based metrics
+    "roles/logging.logWriter",              # the build's own logs
+    "roles/monitoring.editor",              # alert policies and channels
+    "roles/serviceusage.serviceUsageAdmin", # enabling the APIs
+    "roles/artifactregistry.writer",        # the CI image
+  ])
+
+  # Deploying a function, a scheduler job or an Eventarc trigger that runs as an account
+  # needs actAs on that account: granted on each of them, not on the project.
+  deployed_accounts = merge(
+    { for name, sa in google_service_account.fn : "fn-${name}" => sa.name },
+    { for name, sa in google_service_account.trigger : "events-${name}" => sa.name },
+    {
+      builder   = google_service_account.builder.name
+      scheduler = google_service_account.scheduler.name
+      tasks     = google_service_account.tasks.name
+    },
+  )
+}
+
+resource "google_project_iam_member" "build" {
+  #checkov:skip=CKV_GCP_49:The deployer creates and deletes the service accounts this configuration defines (iam.serviceAccountAdmin); it may act as only those, each granted on the account itself
+  for_each = local.build_roles
+  project  = var.project_id
+  role     = each.value
+  member   = "serviceAccount:${google_service_account.build.email}"
+}
+
+resource "google_service_account_iam_member" "build_act_as" {
+  for_each           = local.deployed_accounts
+  service_account_id = each.value
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${google_service_account.build.email}"
+}
+
+# Builds of the main branch only; the repository is connected to Cloud Build once by hand.
+resource "google_cloudbuild_trigger" "main" {
+  count           = var.github_owner == "" ? 0 : 1
+  name            = "alodoktor-main"
+  location        = "global"
+  filename        = "cloudbuild.yaml"
+  service_account = google_service_account.build.id
+
+  github {
+    owner = var.github_owner
+    name  = var.github_repo
+    push {
+      branch = "^main$"
+    }
+  }
+
+  substitutions = {
+    _TF_STATE_BUCKET  = "${var.project_id}-tfstate"
+    _REGION           = var.region
+    _FRONTEND_ORIGINS = jsonencode(var.frontend_origins)
+    _ALERT_EMAIL      = var.alert_email
+  }
+
+  depends_on = [google_project_iam_member.build]
+}

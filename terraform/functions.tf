@@ -1,0 +1,261 @@
+# Every function: one entry per folder under functions/ (tests/test_terraform.py fails, naming
+# the folder, when one has no entry or an entry has no folder). Adding a function is adding
+# its entry here; roles, secrets, triggers and alerts follow from it.
+#
+#   trigger        "http" (routes, shared.web.http) or "event" (Firestore CloudEvents)
+#   public         http: anyone may reach it (browser through Hosting, PayPal); the code
+#                  authenticates every route itself. Not public: only our service accounts.
+#   on, event      event: which documents (audited = the code's audited collections, outbox =
+#                  the notifications outbox) and which change (written, created)
+#   auth           Firebase Auth role the code needs: admin (it writes accounts, custom claims,
+#                  session cookies), viewer (it only reads users), null (none)
+#   secrets        Secret Manager secrets (secrets.tf) it reads, as environment variables
+#   queues         Cloud Tasks queues (tasks.tf) it creates tasks in
+#   tasks_worker   Cloud Tasks delivers to it (routes the policy opens to Service.TASKS)
+#   push           it sends FCM push notifications
+#   min_instances, max_instances, memory, timeout (seconds), env: sizing and extra environment
+#
+# auth, secrets, queues, push and tasks_worker are what `python -m tools.code_facts` reads in
+# the code; the test holds this table to it, so a grant the code no longer needs fails CI.
+locals {
+  functions = {
+    "session" = {
+      trigger = "http", public = true, auth = "admin", min_instances = 1, max_instances = 20
+    }
+    "admin-users" = {
+      trigger = "http", public = true, auth = "admin"
+    }
+    "users" = {
+      trigger = "http", public = true, auth = "admin"
+    }
+    "appointments" = {
+      trigger = "http", public = true, auth = "viewer", min_instances = 1, max_instances = 20
+      secrets = ["paypal-client-id", "paypal-client-secret", "paypal-webhook-id", "audit-hash-key"]
+    }
+    "prescriptions" = {
+      trigger = "http", public = true, auth = "viewer"
+      secrets = ["audit-hash-key"]
+    }
+    "bookings" = {
+      trigger = "http", public = true, auth = "viewer"
+      secrets = ["paypal-client-id", "paypal-client-secret", "paypal-webhook-id", "audit-hash-key"]
+    }
+    "audit" = {
+      trigger = "http", public = true, auth = "viewer", timeout = 300
+      secrets = ["audit-hash-key", "audit-signing-key"]
+      # Sealed ranges are exported here (storage.tf); the bucket's lock keeps them.
+      env = { AUDIT_EXPORT_URL = "gs://${google_storage_bucket.audit_export.name}/audit" }
+    }
+    "audit-trigger" = {
+      trigger = "event", on = "audited", event = "written", max_instances = 20
+      secrets = ["audit-hash-key"]
+    }
+    "payments" = {
+      trigger = "http", public = true, auth = "viewer", timeout = 120
+      secrets = ["paypal-client-id", "paypal-client-secret", "paypal-webhook-id"]
+    }
+    "paypal-create" = {
+      trigger = "http", public = true, auth = "viewer"
+      secrets = ["paypal-client-id", "paypal-client-secret", "paypal-webhook-id"]
+    }
+    "paypal-capture" = {
+      trigger = "http", public = true, auth = "viewer"
+      secrets = ["paypal-client-id", "paypal-client-secret", "paypal-webhook-id"]
+    }
+    "paypal-webhook" = {
+      trigger = "http", public = true, auth = "viewer"
+      secrets = ["paypal-client-id", "paypal-client-secret", "paypal-webhook-id"]
+    }
+    "payouts" = {
+      trigger = "http", public = true, auth = "viewer", queues = ["payouts"], tasks_worker = true
+      secrets = [
+        "paypal-client-id", "paypal-client-secret", "paypal-webhook-id", "paypal-payouts-webhook-id",
+      ]
+      env = { CLOUD_TASKS_LOCATION = var.region } # the queue's location (tasks.tf)
+    }
+    "notify" = {
+      trigger = "event", on = "outbox", event = "created", push = true, timeout = 120
+      secrets = local.notify_secrets
+      env     = local.notify_env
+    }
+    "notifications" = {
+      trigger = "http", public = true, auth = "viewer", push = true, timeout = 120
+      secrets = local.notify_secrets
+      env     = local.notify_env
+    }
+  }
+
+  # notify sends, notifications retries and sweeps: both hold the senders' credentials.
+  notify_secrets = [
+    "smtp-username", "smtp-password", "twilio-account-sid", "twilio-auth-token", "notify-signing-key",
+  ]
+  notify_env = {
+    # Unsubscribe links point at the notifications function through the front end's origin.
+    NOTIFICATIONS_URL = "${var.frontend_origins[0]}/api/notifications"
+    SMTP_HOST         = var.smtp_host
+    MAIL_FROM         = var.mail_from
+    TWILIO_FROM       = var.twilio_from
+  }
+
+  # The table with every attribute filled in, one type for all entries.
+  fn = {
+    for name, f in local.functions : name => {
+      trigger       = f.trigger
+      public        = try(f.public, false)
+      on            = try(f.on, null)
+      event         = try(f.event, null)
+      auth          = try(f.auth, null)
+      secrets       = toset(try(f.secrets, []))
+      queues        = toset(try(f.queues, []))
+      tasks_worker  = try(f.tasks_worker, false)
+      push          = try(f.push, false)
+      min_instances = try(f.min_instances, 0)
+      max_instances = try(f.max_instances, 10)
+      memory        = try(f.memory, "512Mi")
+      timeout       = try(f.timeout, 60)
+      env           = tomap(try(f.env, {}))
+    }
+  }
+
+  # Scheduler and Tasks sign their OIDC tokens for this URL plus the function's name, and the
+  # code checks that audience (FUNCTIONS_BASE_URL); Gen2 functions answer on it too.
+  functions_base_url = "https://${var.region}-${var.project_id}.cloudfunctions.net"
+
+  common_env = {
+    GOOGLE_CLOUD_PROJECT      = var.project_id
+    ALLOWED_ORIGINS           = join(",", var.frontend_origins)
+    FUNCTIONS_BASE_URL        = local.functions_base_url
+    SCHEDULER_SERVICE_ACCOUNT = google_service_account.scheduler.email
+    TASKS_SERVICE_ACCOUNT     = google_service_account.tasks.email
+    PAYPAL_API_BASE           = var.paypal_api_base
+  }
+
+  bundles_dir = startswith(var.bundles_dir, "/") ? var.bundles_dir : "${path.module}/${var.bundles_dir}"
+  bundles     = jsondecode(file("${local.bundles_dir}/manifest.json"))
+
+  auth_roles = {
+    admin  = "roles/firebaseauth.admin"
+    viewer = "roles/firebaseauth.viewer"
+  }
+
+  # Project-level roles per function: Firestore for all, and what its code calls.
+  function_roles = merge(
+    { for name, f in local.fn : "${name}/firestore" => { function = name, role = "roles/datastore.user" } },
+    { for name, f in local.fn : "${name}/auth" => { function = name, role = local.auth_roles[f.auth] } if f.auth != null },
+    { for name, f in local.fn : "${name}/push" => { function = name, role = "roles/firebasecloudmessaging.admin" } if f.push },
+  )
+}
+
+# One identity per function, so each holds only what its own code needs.
+resource "google_service_account" "fn" {
+  for_each     = local.fn
+  account_id   = "fn-${each.key}"
+  display_name = "Alo Doktor function ${each.key}"
+}
+
+resource "google_project_iam_member" "fn" {
+  for_each = local.function_roles
+  project  = var.project_id
+  role     = each.value.role
+  member   = "serviceAccount:${google_service_account.fn[each.value.function].email}"
+}
+
+# Cloud Functions builds each function's image with this identity, not the project's default
+# compute account (which new projects no longer grant anything).
+resource "google_service_account" "builder" {
+  account_id   = "functions-builder"
+  display_name = "Builds the functions' images"
+}
+
+# What a function build does: read its zip, push its image, write the build log.
+resource "google_storage_bucket_iam_member" "builder" {
+  bucket = google_storage_bucket.source.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${google_service_account.builder.email}"
+}
+
+resource "google_project_iam_member" "builder" {
+  for_each = toset(["roles/artifactregistry.writer", "roles/logging.logWriter"])
+  project  = var.project_id
+  role     = each.value
+  member   = "serviceAccount:${google_service_account.builder.email}"
+}
+
+resource "google_storage_bucket_object" "bundle" {
+  for_each = local.fn
+  # Content-hashed: new code is a new name (Cloud Functions rebuilds), the same code the same
+  # name (nothing to do). The zip is exactly tools/bundle.py's bundle (tools/deploy_bundles.py).
+  name         = "functions/${each.key}/${local.bundles[each.key].sha256}.zip"
+  bucket       = google_storage_bucket.source.name
+  source       = "${local.bundles_dir}/${local.bundles[each.key].file}"
+  content_type = "application/zip"
+}
+
+resource "google_cloudfunctions2_function" "fn" {
+  #checkov:skip=CKV_GCP_124:Public functions take ALLOW_ALL on purpose: Firebase Hosting's rewrites and PayPal's webhooks reach them from outside; event functions are ALLOW_INTERNAL_ONLY
+  for_each    = local.fn
+  name        = each.key
+  location    = var.region
+  description = "Alo Doktor: functions/${each.key}"
+
+  build_config {
+    runtime         = "python311" # the interpreter `make test` runs the bundles on
+    entry_point     = replace(each.key, "-", "_")
+    service_account = google_service_account.builder.id
+    source {
+      storage_source {
+        bucket = google_storage_bucket.source.name
+        object = google_storage_bucket_object.bundle[each.key].name
+      }
+    }
+  }
+
+  service_config {
+    service_account_email          = google_service_account.fn[each.key].email
+    min_instance_count             = each.value.min_instances
+    max_instance_count             = each.value.max_instances
+    available_memory               = each.value.memory
+    timeout_seconds                = each.value.timeout
+    all_traffic_on_latest_revision = true
+    # Event functions take Eventarc's pushes, which Cloud Run counts as internal traffic.
+    ingress_settings      = each.value.public ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY"
+    environment_variables = merge(local.common_env, var.settings, each.value.env)
+
+    dynamic "secret_environment_variables" {
+      for_each = each.value.secrets
+      content {
+        key        = local.secrets[secret_environment_variables.value]
+        project_id = var.project_id
+        secret     = google_secret_manager_secret.secret[secret_environment_variables.value].secret_id
+        version    = lookup(var.secret_versions, secret_environment_variables.value, "latest")
+      }
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = contains(keys(local.bundles), each.key)
+      error_message = "No bundle for ${each.key} in ${local.bundles_dir}: run python -m tools.deploy_bundles."
+    }
+  }
+
+  depends_on = [
+    google_project_service.api,
+    google_project_iam_member.builder,
+    google_storage_bucket_iam_member.builder,
+    google_secret_manager_secret_iam_member.fn,
+  ]
+}
+
+# Public HTTP functions: anyone may invoke; the code authenticates each route (session cookie,
+# Firebase ID token, OIDC token or PayPal's signature). The binding goes on the Cloud Run
+# service behind the function: the function resource itself refuses allUsers.
+resource "google_cloud_run_service_iam_member" "public" {
+  #checkov:skip=CKV_GCP_102:Public by design: browsers (through Firebase Hosting) and PayPal's webhooks call these; every route authenticates in code (shared/web/http.py)
+  for_each = { for name, f in local.fn : name => f if f.trigger == "http" && f.public }
+  project  = var.project_id
+  location = var.region
+  service  = google_cloudfunctions2_function.fn[each.key].name
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}

@@ -1,0 +1,163 @@
+resource "google_monitoring_notification_channel" "email" {
+  count        = var.alert_email == "" ? 0 : 1
+  display_name = "Alo Doktor alerts"
+  type         = "email"
+  labels = {
+    email_address = var.alert_email
+  }
+}
+
+locals {
+  notification_channels = google_monitoring_notification_channel.email[*].id
+
+  # Log lines an admin must hear about. Each is matched by its logger, its severity and the
+  # start of its message: the code's format string (module constants filled in) up to where
+  # it varies, each %s matching anything. tests/test_terraform.py finds each in the code
+  # (tools/code_facts.log_lines) or, for a `pending` one, checks the code does not write it
+  # yet: the line to write is named here, and neither side can drift.
+  log_alerts = {
+    unhandled_errors = {
+      logger = "alodoktor.http", severity = "ERROR", message = "unhandled error in "
+      doc    = "A request ended in an unexpected exception (a 500). The entry carries the stack trace; Error Reporting groups them."
+    }
+    audit_event_ignored = {
+      logger = "alodoktor.audit-trigger", severity = "ERROR", message = "ignored event "
+      doc    = "Eventarc delivered an event the audit trigger could not read: a change went unaudited. Compare the document with the audit log (GET /audit/verify)."
+    }
+    audit_chain_broken = {
+      logger = "alodoktor.audit", severity = "ERROR", message = "audit chain broken at "
+      doc    = "The scheduled audit check found an entry or checkpoint that does not verify: the log was edited, deleted or inserted into. Run python -m tools.audit_verify."
+    }
+    payout_alerts = {
+      logger = "alodoktor.payouts", severity = "ERROR", message = "PAYOUT_ALERT "
+      doc    = "A payout needs an admin (jsonPayload.alert says which): payout_refused (PayPal refused it), payout_reversed (a paid payout was taken back), payout_batch_unknown, or payouts_in_transit_mismatch (the daily reconciliation found money in transit that does not equal the open payouts). Each also sent the admins a notice."
+    }
+    payout_not_enqueued = {
+      logger = "alodoktor.payouts", severity = "ERROR", message = "payout %s recorded but not enqueued"
+      doc    = "A payout was recorded but its Cloud Task could not be created; the next weekly run enqueues it. Repeated: Cloud Tasks or the payouts queue is failing."
+    }
+    notification_failed = {
+      logger = "alodoktor.notify", severity = "ERROR", message = "notice %s failed for good on "
+      doc    = "A notice (e-mail, SMS or push) failed for good on a channel after its retries."
+    }
+    auth_drift = {
+      logger = "alodoktor.reconciliation", severity = "WARNING", message = "auth drift repaired for "
+      doc    = "The reconciliation found an account changed outside the backend (e.g. disabled in the Firebase console) and repaired its access record. Now and then is expected; a stream of them means something writes Auth behind the backend's back."
+    }
+    refund_refused = {
+      logger = "alodoktor.refunds", severity = "ERROR", message = "PayPal refused refund "
+      doc    = "PayPal refused a refund for good: the patient is owed money the platform has not returned."
+    }
+  }
+}
+
+resource "google_logging_metric" "log_alert" {
+  for_each = local.log_alerts
+  name     = "alodoktor/${each.key}"
+  filter = join(" AND ", [
+    "resource.type=\"cloud_run_revision\"",
+    "severity>=${each.value.severity}",
+    "jsonPayload.logger=\"${each.value.logger}\"",
+    "jsonPayload.message=~\"^${replace(each.value.message, "%s", ".*")}\"",
+  ])
+  description = each.value.doc
+
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "INT64"
+    unit        = "1"
+    labels {
+      key         = "function"
+      value_type  = "STRING"
+      description = "The function (Cloud Run service) that logged it"
+    }
+    labels {
+      key         = "alert"
+      value_type  = "STRING"
+      description = "jsonPayload.alert, where the line names its kind (payout alerts)"
+    }
+  }
+
+  label_extractors = {
+    function = "EXTRACT(resource.labels.service_name)"
+    alert    = "EXTRACT(jsonPayload.alert)"
+  }
+}
+
+resource "google_monitoring_alert_policy" "log_alert" {
+  for_each              = local.log_alerts
+  display_name          = "Alo Doktor: ${replace(each.key, "_", " ")}"
+  combiner              = "OR"
+  severity              = each.value.severity == "ERROR" ? "ERROR" : "WARNING"
+  notification_channels = local.notification_channels
+
+  conditions {
+    display_name = "${each.key} logged"
+    condition_threshold {
+      filter          = "resource.type=\"cloud_run_revision\" AND metric.type=\"logging.googleapis.com/user/${google_logging_metric.log_alert[each.key].name}\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+        group_by_fields      = ["metric.label.function"]
+      }
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  documentation {
+    content   = each.value.doc
+    mime_type = "text/markdown"
+  }
+}
+
+# 5xx rate per function, from Cloud Run's own request count rather than a log line: it also
+# counts what no code can log (a crash, an instance out of memory, a timeout).
+resource "google_monitoring_alert_policy" "http_5xx" {
+  for_each              = local.fn
+  display_name          = "Alo Doktor: ${each.key} 5xx above 2%"
+  combiner              = "OR"
+  severity              = "ERROR"
+  notification_channels = local.notification_channels
+
+  conditions {
+    display_name = "${each.key}: share of 5xx answers over 5 minutes"
+    condition_threshold {
+      filter             = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${each.key}\" AND metric.type=\"run.googleapis.com/request_count\" AND metric.labels.response_code_class=\"5xx\""
+      denominator_filter = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${each.key}\" AND metric.type=\"run.googleapis.com/request_count\""
+      comparison         = "COMPARISON_GT"
+      threshold_value    = 0.02
+      duration           = "300s"
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_RATE"
+        cross_series_reducer = "REDUCE_SUM"
+        group_by_fields      = ["resource.labels.service_name"]
+      }
+      denominator_aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_RATE"
+        cross_series_reducer = "REDUCE_SUM"
+        group_by_fields      = ["resource.labels.service_name"]
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  documentation {
+    content   = "More than 2% of ${each.key}'s answers were 5xx for 5 minutes. Its logs: resource.type=\"cloud_run_revision\" resource.labels.service_name=\"${each.key}\" severity>=ERROR."
+    mime_type = "text/markdown"
+  }
+}

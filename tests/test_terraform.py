@@ -1,0 +1,719 @@
+"""terraform/, firebase.json and cloudbuild.yaml, held to the code they deploy.
+
+The Google provider cannot be downloaded here, so `terraform validate` and `plan` cannot run
+(Makefile `deploy-check` runs what can: fmt, checkov, the Cloud Build schema). These tests
+parse the HCL with python-hcl2 (tools/hcl_json.py, run by .venv-iac's interpreter: checkov's
+own `hcl2` module would shadow it in one environment) and check what a wrong deploy would get
+wrong: a function folder without Terraform, a role the code does not need or lacks, a secret
+granted to the wrong function, an audited collection without its trigger, an index or a TTL
+policy not provisioned, a scheduled route without its job, a rewrite missing from Hosting, an
+alert matching a log line the code never writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml  # type: ignore[import-untyped]  # PyYAML, through schemathesis
+
+from shared.audit import events as audit_events
+from shared.audit.rules import AUDITED_COLLECTIONS
+from shared.platform.outbox import NOTIFICATIONS
+from shared.web import policy
+from tools import bundle, code_facts, terraform_inputs
+
+ROOT = Path(__file__).resolve().parent.parent
+TERRAFORM = ROOT / "terraform"
+IAC_PYTHON = ROOT / ".venv-iac" / "bin" / "python"
+
+# Roles no deploy needs: basic roles, and acting as or minting tokens for every account.
+FORBIDDEN_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
+FORBIDDEN_PROJECT_ROLES = {
+    "roles/iam.serviceAccountUser",
+    "roles/iam.serviceAccountTokenCreator",
+    "roles/iam.workloadIdentityUser",
+}
+AUTH_ROLES = {"admin": "roles/firebaseauth.admin", "viewer": "roles/firebaseauth.viewer"}
+
+
+def _x(expr: str) -> str:
+    """An expression without whitespace, to compare what python-hcl2 reconstructs."""
+    return re.sub(r"\s+", "", expr)
+
+
+@dataclass
+class Config:
+    files: dict[str, Any]
+    resources: dict[tuple[str, str], dict[str, Any]]
+    locals: dict[str, Any]
+    variables: dict[str, dict[str, Any]]
+
+    def resource(self, kind: str, name: str) -> dict[str, Any]:
+        assert (kind, name) in self.resources, f"terraform/ has no {kind}.{name}"
+        return self.resources[(kind, name)]
+
+    def of_type(self, kind: str) -> dict[str, dict[str, Any]]:
+        return {name: body for (k, name), body in self.resources.items() if k == kind}
+
+
+@cache
+def _config() -> Config:
+    if not IAC_PYTHON.exists():
+        pytest.fail(
+            "python-hcl2's venv is missing: run `make .venv-iac/.installed` (make test does)"
+        )
+    result = subprocess.run(
+        [str(IAC_PYTHON), str(ROOT / "tools" / "hcl_json.py"), str(TERRAFORM)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, f"python-hcl2 could not parse terraform/:\n{result.stderr}"
+    files: dict[str, Any] = json.loads(result.stdout)
+    resources: dict[tuple[str, str], dict[str, Any]] = {}
+    local_values: dict[str, Any] = {}
+    variables: dict[str, dict[str, Any]] = {}
+    for doc in files.values():
+        for block in doc.get("resource", []):
+            for kind, named in block.items():
+                for name, body in named.items():
+                    assert (kind, name) not in resources, f"{kind}.{name} defined twice"
+                    resources[(kind, name)] = body
+        for block in doc.get("locals", []):
+            local_values.update({k: v for k, v in block.items() if not k.startswith("__")})
+        for block in doc.get("variable", []):
+            variables.update(block)
+    return Config(files, resources, local_values, variables)
+
+
+@pytest.fixture(scope="module")
+def tf() -> Config:
+    return _config()
+
+
+def _defaults(tf: Config) -> dict[str, Any]:
+    """The defaults `local.fn` fills in (`x = try(f.x, <default>)`), read from the HCL."""
+    found = dict(re.findall(r"(\w+)=(?:to\w+\()?try\(f\.\1,([^()]*)\)", _x(tf.locals["fn"])))
+    assert found, "local.fn does not fill in defaults with try(f.<attr>, <default>)"
+    literal: dict[str, Any] = {"false": False, "true": True, "null": None, "[]": [], "{}": {}}
+    return {k: literal[v] if v in literal else json.loads(v) for k, v in found.items()}
+
+
+def _table(tf: Config) -> dict[str, dict[str, Any]]:
+    """locals.functions with every attribute filled in, as `local.fn` does."""
+    defaults = _defaults(tf)
+
+    def resolved(value: Any) -> Any:
+        # An attribute may name another local (`secrets = local.notify_secrets`).
+        match = re.fullmatch(r"\$\{local\.(\w+)\}", value) if isinstance(value, str) else None
+        return tf.locals[match.group(1)] if match else value
+
+    return {
+        name: {**defaults, **{k: resolved(v) for k, v in entry.items()}}
+        for name, entry in tf.locals["functions"].items()
+    }
+
+
+def _rules() -> dict[tuple[str, str, str], policy.Rule]:
+    return dict(policy.POLICY)
+
+
+def _services(rule: policy.Rule) -> set[str]:
+    return {str(s) for s in getattr(rule, "services", frozenset())}
+
+
+def _comments(body: Any) -> Iterator[str]:
+    if isinstance(body, dict):
+        for key, value in body.items():
+            if key in ("__comments__", "__inline_comments__"):
+                yield from (c["value"] for c in value)
+            else:
+                yield from _comments(value)
+    elif isinstance(body, list):
+        for item in body:
+            yield from _comments(item)
+
+
+def _strings(body: Any) -> Iterator[str]:
+    if isinstance(body, str):
+        yield body
+    elif isinstance(body, dict):
+        for key, value in body.items():
+            if not key.startswith("__"):
+                yield from _strings(value)
+    elif isinstance(body, list):
+        for item in body:
+            yield from _strings(item)
+
+
+# --- every function folder, and nothing else ---------------------------------------------
+
+
+def test_every_function_folder_has_exactly_one_table_entry(tf: Config) -> None:
+    folders = set(bundle.function_names())
+    table = set(tf.locals["functions"])
+    missing = sorted(folders - table)
+    assert not missing, (
+        f"functions/{missing[0]} has no entry in locals.functions (terraform/functions.tf): "
+        f"add one ({', '.join(missing)} missing); `python -m tools.code_facts` says what it needs"
+    )
+    orphans = sorted(table - folders)
+    assert not orphans, f"terraform/functions.tf deploys {orphans}, which have no functions/ folder"
+
+
+def test_each_entry_becomes_a_function_with_its_own_account(tf: Config) -> None:
+    fn = tf.resource("google_cloudfunctions2_function", "fn")
+    account = tf.resource("google_service_account", "fn")
+    assert _x(tf.locals["fn"]).startswith("${{forname,finlocal.functions:")
+    assert fn["for_each"] == account["for_each"] == "${local.fn}"
+    assert account["account_id"] == "fn-${each.key}"
+    service = fn["service_config"][0]
+    assert service["service_account_email"] == "${google_service_account.fn[each.key].email}"
+    build = fn["build_config"][0]
+    assert re.fullmatch(r"python3(1[1-9])", build["runtime"]), build["runtime"]
+    assert build["entry_point"] == '${replace(each.key, "-", "_")}'  # = tools.bundle.target_of
+    for name in tf.locals["functions"]:
+        # Service account ids: 6-30 characters, lowercase, digits and hyphens.
+        assert re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", f"fn-{name}"), name
+        assert bundle.target_of(name) == name.replace("-", "_")
+
+
+def test_table_entries_are_well_formed(tf: Config) -> None:
+    known = set(_defaults(tf)) | {"trigger"}
+    for name, entry in _table(tf).items():
+        unknown = set(tf.locals["functions"][name]) - known
+        assert not unknown, f"{name}: unknown attributes {unknown} (local.fn drops them)"
+        assert entry["trigger"] in ("http", "event"), name
+        if entry["trigger"] == "event":
+            assert entry["on"] in tf.locals["event_collections"], name
+            assert entry["event"] in ("written", "created", "updated", "deleted"), name
+            assert not entry["public"], f"{name}: an event function is never public"
+        assert set(entry["secrets"]) <= set(tf.locals["secrets"]), name
+        assert set(entry["queues"]) <= set(tf.locals["queues"]), name
+        assert 0 <= entry["min_instances"] <= entry["max_instances"], name
+
+
+# --- least privilege, derived from the code ------------------------------------------------
+
+
+@pytest.mark.parametrize("name", bundle.function_names())
+def test_grants_are_what_the_code_needs(tf: Config, name: str) -> None:
+    if name not in tf.locals["functions"]:
+        pytest.fail(f"functions/{name} has no entry in locals.functions (terraform/functions.tf)")
+    entry = _table(tf)[name]
+    needs = code_facts.needs(name)
+    where = f"terraform/functions.tf, {name!r}"
+
+    assert entry["trigger"] == ("http" if needs.is_http else "event"), where
+    assert entry["auth"] == needs.auth, (
+        f"{where}: auth = {entry['auth']!r}, the code needs {needs.auth!r} "
+        f"(its Auth calls: {needs.auth_calls or 'none'})"
+    )
+    secret_env = {env: secret for secret, env in tf.locals["secrets"].items()}
+    wanted = {secret_env[e] for e in needs.env if e in secret_env}
+    assert set(entry["secrets"]) == wanted, (
+        f"{where}: secrets = {sorted(entry['secrets'])}, the code reads {sorted(wanted)}"
+    )
+    assert bool(entry["queues"]) == needs.creates_tasks, (
+        f"{where}: queues = {sorted(entry['queues'])}, but the code "
+        f"{'creates' if needs.creates_tasks else 'creates no'} Cloud Tasks"
+    )
+    assert entry["push"] == needs.sends_push, f"{where}: push = {entry['push']}"
+
+    routes = {key: rule for key, rule in _rules().items() if key[0] == name}
+    by_tasks = any("tasks" in _services(rule) for rule in routes.values())
+    assert entry["tasks_worker"] == by_tasks, (
+        f"{where}: tasks_worker = {entry['tasks_worker']}, the policy "
+        f"{'opens' if by_tasks else 'opens no'} route to Service.TASKS"
+    )
+    if needs.is_http:
+        # Public when a person (any role) or anyone (PUBLIC) may call a route besides the
+        # OpenAPI document; a function only services call stays private.
+        people = any(
+            rule.roles or rule.public
+            for (fn, _, path), rule in routes.items()
+            if path != "/openapi.json"
+        )
+        assert entry["public"] == people, f"{where}: public = {entry['public']}"
+
+
+def test_each_function_holds_only_its_roles(tf: Config) -> None:
+    roles = _x(tf.locals["function_roles"])
+    assert '"${name}/firestore"=>{function=name,role="roles/datastore.user"}' in roles
+    assert '"${name}/auth"=>{function=name,role=local.auth_roles[f.auth]}iff.auth!=null' in roles
+    assert 'role="roles/firebasecloudmessaging.admin"}iff.push' in roles
+    assert tf.locals["auth_roles"] == AUTH_ROLES
+    binding = tf.resource("google_project_iam_member", "fn")
+    assert binding["for_each"] == "${local.function_roles}"
+    assert (
+        binding["member"]
+        == "serviceAccount:${google_service_account.fn[each.value.function].email}"
+    )
+
+    # Secrets: accessor on one secret for one function, for each secret in its entry.
+    access = _x(tf.locals["secret_access"])
+    assert access == _x(
+        '${merge([for name, f in local.fn : {for s in f.secrets : "${name}/${s}" => '
+        "{function = name, secret = s}}]...)}"
+    )
+    grant = tf.resource("google_secret_manager_secret_iam_member", "fn")
+    assert grant["role"] == "roles/secretmanager.secretAccessor"
+    assert grant["secret_id"].startswith("${google_secret_manager_secret.secret[each.value.secret]")
+    assert grant["member"].endswith("google_service_account.fn[each.value.function].email}")
+
+    # Cloud Tasks: enqueuer on its queue, actAs on the tasks account only.
+    enqueuer = tf.resource("google_cloud_tasks_queue_iam_member", "enqueuer")
+    assert enqueuer["role"] == "roles/cloudtasks.enqueuer"
+    assert enqueuer["for_each"] == "${local.queue_access}"
+    act_as = tf.resource("google_service_account_iam_member", "tasks_act_as")
+    assert act_as["service_account_id"] == "${google_service_account.tasks.name}"
+    assert act_as["for_each"] == "${local.task_creators}"
+
+
+def test_no_role_is_broader_than_needed(tf: Config) -> None:
+    everything = list(_strings(tf.files))
+    roles = {r for s in everything for r in re.findall(r"roles/[A-Za-z0-9_.]+", s)}
+    assert roles, "no roles found: the parse is wrong"
+    assert not roles & FORBIDDEN_ROLES, roles & FORBIDDEN_ROLES
+    project_level = [
+        body
+        for kind in ("google_project_iam_member", "google_project_iam_binding")
+        for body in tf.of_type(kind).values()
+    ]
+    assert not tf.of_type("google_project_iam_policy"), "an authoritative project policy"
+    project_roles = {
+        r for body in project_level for s in _strings(body) for r in re.findall(r"roles/\S+", s)
+    }
+    # Roles given through a local (the deployer's list) are project-level too.
+    project_roles |= {
+        r for s in _strings(tf.locals["build_roles"]) for r in re.findall(r"roles/[\w.]+", s)
+    }
+    assert not project_roles & FORBIDDEN_PROJECT_ROLES, (
+        f"project-wide actAs or token minting: {project_roles & FORBIDDEN_PROJECT_ROLES}; "
+        "grant it on the one service account (google_service_account_iam_member)"
+    )
+    public = [
+        (kind, name)
+        for (kind, name), body in tf.resources.items()
+        if any(m in ("allUsers", "allAuthenticatedUsers") for m in _strings(body.get("member", "")))
+    ]
+    assert public == [("google_cloud_run_service_iam_member", "public")], public
+
+
+def test_public_and_private_bindings(tf: Config) -> None:
+    public = tf.resource("google_cloud_run_service_iam_member", "public")
+    assert _x(public["for_each"]) == _x(
+        '${{for name, f in local.fn : name => f if f.trigger == "http" && f.public}}'
+    )
+    assert (public["role"], public["member"]) == ("roles/run.invoker", "allUsers")
+    # On the Cloud Run service (the function resource refuses allUsers), with its reason.
+    assert public["service"] == "${google_cloudfunctions2_function.fn[each.key].name}"
+    assert any(c.startswith("checkov:skip=CKV_GCP_102:") for c in _comments(public))
+    fn = tf.resource("google_cloudfunctions2_function", "fn")["service_config"][0]
+    assert fn["ingress_settings"] == '${each.value.public ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY"}'
+    table = _table(tf)
+    private = [n for n, e in table.items() if not e["public"]]
+    assert "audit-trigger" in private
+    # Private functions are invoked only by the accounts made for that.
+    invokers = {
+        name: body["member"]
+        for (kind, name), body in tf.resources.items()
+        if kind == "google_cloud_run_service_iam_member" and name != "public"
+    }
+    assert invokers == {
+        "trigger_invoker": "serviceAccount:${google_service_account.trigger[each.key].email}",
+        "scheduler_invoker": "serviceAccount:${google_service_account.scheduler.email}",
+        "tasks_invoker": "serviceAccount:${google_service_account.tasks.email}",
+    }
+
+
+def test_every_checkov_skip_says_why() -> None:
+    skip = re.compile(r"checkov:skip=([A-Z0-9_]+)(?::(.*))?")
+    found: list[tuple[str, str]] = []
+    for path in [*TERRAFORM.glob("*.tf"), ROOT / "ci" / "Dockerfile"]:
+        for line in path.read_text().splitlines():
+            match = skip.search(line)
+            if match:
+                reason = (match.group(2) or "").strip()
+                assert len(reason.split()) >= 5, (
+                    f"{path.name}: skip {match.group(1)} needs a reason"
+                )
+                found.append((path.name, match.group(1)))
+    assert found, "no skips found: the pattern is wrong"
+
+
+# --- generated from the code, and current ----------------------------------------------------
+
+
+def test_generated_inputs_are_current() -> None:
+    assert terraform_inputs.OUTPUT.read_text() == terraform_inputs.render(), (
+        "terraform/generated/code.json is stale: run `python -m tools.terraform_inputs`"
+    )
+
+
+def test_every_index_and_ttl_policy_is_provisioned(tf: Config) -> None:
+    assert _x(tf.locals["code"]) == _x('${jsondecode(file("${path.module}/generated/code.json"))}')
+    spec = json.loads(terraform_inputs.INDEXES.read_text())
+    code = json.loads(terraform_inputs.OUTPUT.read_text())
+    provisioned = {
+        (
+            i["collection"],
+            i["query_scope"],
+            tuple((f["field_path"], f["order"], f["array_config"]) for f in i["fields"]),
+        )
+        for i in code["firestore_indexes"].values()
+    }
+    for index in spec["indexes"]:
+        key = (
+            index["collectionGroup"],
+            index.get("queryScope", "COLLECTION"),
+            tuple((f["fieldPath"], f.get("order"), f.get("arrayConfig")) for f in index["fields"]),
+        )
+        assert key in provisioned, f"firestore.indexes.json index not provisioned: {index}"
+    assert len(provisioned) == len(spec["indexes"])
+
+    index = tf.resource("google_firestore_index", "index")
+    assert index["for_each"] == "${local.code.firestore_indexes}"
+    assert (index["collection"], index["query_scope"]) == (
+        "${each.value.collection}",
+        "${each.value.query_scope}",
+    )
+    fields = index["dynamic"][0]["fields"]
+    assert fields["for_each"] == "${each.value.fields}"
+    assert fields["content"][0] == {
+        "field_path": "${fields.value.field_path}",
+        "order": "${fields.value.order}",
+        "array_config": "${fields.value.array_config}",
+    }
+
+    ttl = {(o["collectionGroup"], o["fieldPath"]) for o in spec["fieldOverrides"] if o.get("ttl")}
+    assert {("sessions", "expiresAt"), ("idempotency", "expiresAt")} <= ttl
+    generated = {
+        (f["collection"], f["field"]) for f in code["firestore_fields"].values() if f["ttl"]
+    }
+    assert generated == ttl
+    field = tf.resource("google_firestore_field", "field")
+    assert field["for_each"] == "${local.code.firestore_fields}"
+    assert field["dynamic"][0]["ttl_config"]["for_each"] == "${each.value.ttl ? [true] : []}"
+
+    database = tf.resource("google_firestore_database", "main")
+    assert database["type"] == "FIRESTORE_NATIVE"
+    assert database["point_in_time_recovery_enablement"] == "POINT_IN_TIME_RECOVERY_ENABLED"
+    assert database["delete_protection_state"] == "DELETE_PROTECTION_ENABLED"
+    assert database["lifecycle"][0]["prevent_destroy"] is True
+    rules = tf.resource("google_firebaserules_ruleset", "firestore")
+    assert (
+        rules["source"][0]["files"][0]["content"] == '${file("${path.module}/../firestore.rules")}'
+    )
+    release = tf.resource("google_firebaserules_release", "firestore")
+    assert release["name"] == "cloud.firestore"
+
+
+def test_every_audited_collection_has_its_trigger(tf: Config) -> None:
+    code = json.loads(terraform_inputs.OUTPUT.read_text())
+    assert code["audited_collections"] == sorted(AUDITED_COLLECTIONS)
+    assert code["outbox_collection"] == NOTIFICATIONS
+    table = _table(tf)
+    assert table["audit-trigger"]["on"] == "audited"
+    # The trigger's event type is the one the code accepts (shared/audit/events.py).
+    event = table["audit-trigger"]["event"]
+    assert audit_events.EVENT_TYPE.removeprefix("google.cloud.firestore.document.v1.") == event
+    assert _x(tf.locals["event_collections"]["audited"]) == "${local.code.audited_collections}"
+    assert tf.locals["event_collections"]["outbox"] == ["${local.code.outbox_collection}"]
+
+    triggers = _x(tf.locals["event_triggers"])
+    assert 'forcollectioninlocal.event_collections[f.on]:"${name}-${lower(collection)}"' in triggers
+    assert 'event_type="google.cloud.firestore.document.v1.${f.event}"' in triggers
+    names = [
+        f"{name}-{collection.lower()}"
+        for name, entry in table.items()
+        if entry["trigger"] == "event"
+        for collection in {"audited": code["audited_collections"], "outbox": [NOTIFICATIONS]}[
+            entry["on"]
+        ]
+    ]
+    assert {f"audit-trigger-{c.lower()}" for c in AUDITED_COLLECTIONS} <= set(names)
+    assert len(names) == len(set(names))
+    assert all(re.fullmatch(r"[a-z][a-z0-9-]{0,62}", n) for n in names), names
+
+    trigger = tf.resource("google_eventarc_trigger", "firestore")
+    assert trigger["for_each"] == "${local.event_triggers}"
+    assert trigger["event_data_content_type"] == "application/protobuf"
+    assert trigger["location"] == "${var.firestore_location}"
+    criteria = {c["attribute"]: c for c in trigger["matching_criteria"]}
+    assert criteria["type"]["value"] == "${each.value.event_type}"
+    assert criteria["document"] == {
+        "attribute": "document",
+        "operator": "match-path-pattern",
+        "value": "${each.value.collection}/{document}",
+    }
+    assert trigger["destination"][0]["cloud_run_service"][0]["service"] == (
+        "${google_cloudfunctions2_function.fn[each.value.function].name}"
+    )
+    assert (
+        trigger["service_account"] == "${google_service_account.trigger[each.value.function].email}"
+    )
+    receiver = tf.resource("google_project_iam_member", "trigger_receiver")
+    assert receiver["role"] == "roles/eventarc.eventReceiver"
+
+
+# --- schedules, queues, secrets -------------------------------------------------------------
+
+
+def test_every_scheduled_route_has_its_job(tf: Config) -> None:
+    scheduled = {
+        (fn, method, path)
+        for (fn, method, path), rule in _rules().items()
+        if "scheduler" in _services(rule)
+    }
+    assert scheduled, "the policy opens no route to Cloud Scheduler"
+    jobs = {(j["function"], "POST", j["path"]) for j in tf.locals["schedules"].values()}
+    missing = sorted(scheduled - jobs)
+    assert not missing, f"scheduled routes without a job in terraform/schedule.tf: {missing}"
+    extra = sorted(jobs - scheduled)
+    assert not extra, f"jobs for routes the policy does not open to Cloud Scheduler: {extra}"
+    for job in tf.locals["schedules"].values():
+        assert job["function"] in tf.locals["functions"], job
+        assert len(job["schedule"].split()) == 5, job
+
+    resource = tf.resource("google_cloud_scheduler_job", "job")
+    target = resource["http_target"][0]
+    assert target["http_method"] == "POST"
+    assert target["uri"] == "${local.functions_base_url}/${each.value.function}${each.value.path}"
+    # The audience the code checks: FUNCTIONS_BASE_URL + "/" + the function.
+    assert target["oidc_token"][0] == {
+        "service_account_email": "${google_service_account.scheduler.email}",
+        "audience": "${local.functions_base_url}/${each.value.function}",
+    }
+    assert (
+        tf.locals["functions_base_url"]
+        == "https://${var.region}-${var.project_id}.cloudfunctions.net"
+    )
+    env = tf.locals["common_env"]
+    assert env["FUNCTIONS_BASE_URL"] == "${local.functions_base_url}"
+    assert env["SCHEDULER_SERVICE_ACCOUNT"] == "${google_service_account.scheduler.email}"
+    assert env["TASKS_SERVICE_ACCOUNT"] == "${google_service_account.tasks.email}"
+
+
+def test_queues_are_protected_and_bounded(tf: Config) -> None:
+    queue = tf.resource("google_cloud_tasks_queue", "queue")
+    assert queue["lifecycle"][0]["prevent_destroy"] is True
+    assert queue["rate_limits"]
+    assert queue["retry_config"]
+    assert "payouts" in tf.locals["queues"]
+
+
+def test_secrets_carry_no_values(tf: Config) -> None:
+    kinds = {kind for kind, _ in tf.resources}
+    assert "google_secret_manager_secret_version" not in kinds
+    assert not [s for s in _strings(tf.files) if "secret_data" in s]
+    read = {e for name in bundle.function_names() for e in code_facts.needs(name).env}
+    for secret, env in tf.locals["secrets"].items():
+        assert re.fullmatch(r"[a-z][a-z0-9-]+", secret), secret
+        assert env not in tf.locals["common_env"], f"{env} must come from Secret Manager"
+    paypal = {"PAYPAL_CLIENT_ID", "PAYPAL_CLIENT_SECRET", "PAYPAL_WEBHOOK_ID"}
+    assert paypal <= read, "the PayPal credentials' variable names changed in the code"
+
+
+def test_audit_exports_are_kept_six_years_and_only_the_audit_function_writes_them(
+    tf: Config,
+) -> None:
+    bucket = tf.resource("google_storage_bucket", "audit_export")
+    retention = bucket["retention_policy"][0]
+    assert retention["retention_period"] == "${var.audit_retention_days * 86400}"
+    assert retention["is_locked"] == "${var.audit_retention_locked}"
+    days = tf.variables["audit_retention_days"]
+    assert days["default"] * 86400 >= 6 * 365.25 * 86400, "shorter than six years"
+    assert "var.audit_retention_days >= 2192" in days["validation"][0]["condition"]
+    assert tf.variables["audit_retention_locked"]["default"] is True
+    assert bucket["public_access_prevention"] == "enforced"
+    assert bucket["force_destroy"] is False
+
+    # Create and read back, never delete or replace (no objectAdmin, no objectUser).
+    grant = tf.resource("google_storage_bucket_iam_member", "audit_export")
+    assert _x(grant["for_each"]) == _x(
+        '${toset(["roles/storage.objectCreator", "roles/storage.objectViewer"])}'
+    )
+    assert grant["bucket"] == "${google_storage_bucket.audit_export.name}"
+    assert grant["member"] == 'serviceAccount:${google_service_account.fn["audit"].email}'
+
+    # The audit function exports there, and only it reads the export's location.
+    table = _table(tf)
+    assert table["audit"]["env"]["AUDIT_EXPORT_URL"] == (
+        "gs://${google_storage_bucket.audit_export.name}/audit"
+    )
+    readers = [n for n in bundle.function_names() if "AUDIT_EXPORT_URL" in code_facts.needs(n).env]
+    assert readers == ["audit"]
+
+
+def test_audit_keys_reach_every_function_that_writes_or_signs_entries(tf: Config) -> None:
+    table = _table(tf)
+    hashing = {n for n in bundle.function_names() if "AUDIT_HASH_KEY" in code_facts.needs(n).env}
+    assert {"audit", "audit-trigger"} <= hashing
+    assert {n for n, e in table.items() if "audit-hash-key" in e["secrets"]} == hashing
+    assert {n for n, e in table.items() if "audit-signing-key" in e["secrets"]} == {"audit"}
+
+
+def test_environment_names_are_read_by_the_code(tf: Config) -> None:
+    settings_source = code_facts.SETTINGS.read_text()
+    known = set(re.findall(r'"([A-Z][A-Z0-9_]+)"', settings_source))
+    known |= {e for name in bundle.function_names() for e in code_facts.needs(name).env}
+    typos = sorted(set(tf.locals["common_env"]) - known)
+    assert not typos, f"terraform sets environment no code reads (a typo?): {typos}"
+    for name, entry in _table(tf).items():
+        unread = sorted(set(entry["env"]) - set(code_facts.needs(name).env))
+        assert not unread, f"{name}: terraform sets {unread}, which its code does not read"
+
+
+# --- monitoring -----------------------------------------------------------------------------
+
+
+def test_alerts_match_log_lines_the_code_writes(tf: Config) -> None:
+    lines = code_facts.log_lines()
+    assert lines, "no log lines found: the scan is wrong"
+    for name, alert in tf.locals["log_alerts"].items():
+        message = alert["message"]
+        # The filter turns %s into .* and takes the rest as a regex: keep the rest plain.
+        assert re.fullmatch(r"[A-Za-z0-9 _:,'-]+", message.replace("%s", "")), (
+            f"{name}: {message!r} may hold only letters, digits, spaces, _ : , ' - and %s"
+        )
+        matching = [
+            line
+            for line in lines
+            if line.logger == alert["logger"]
+            and line.severity == alert["severity"]
+            and line.message.startswith(message)
+        ]
+        if alert.get("pending"):
+            assert not matching, (
+                f"log alert {name} is marked pending, but the code now logs it "
+                f"({matching[0].path}:{matching[0].line}): drop its `pending` in "
+                "terraform/monitoring.tf"
+            )
+        else:
+            assert matching, (
+                f"log alert {name} matches {alert['severity']} lines of {alert['logger']} starting "
+                f"{message!r}, which the code does not write"
+            )
+    metric = tf.resource("google_logging_metric", "log_alert")
+    assert _x(metric["filter"]) == _x(
+        '${join(" AND ", ["resource.type=\\"cloud_run_revision\\"", '
+        '"severity>=${each.value.severity}", '
+        '"jsonPayload.logger=\\"${each.value.logger}\\"", '
+        '"jsonPayload.message=~\\"^${replace(each.value.message, "%s", ".*")}\\""])}'
+    )
+    # The logger names the alerts match are the ones shared.platform.logs writes as `logger`.
+    assert '"logger": record.name' in (ROOT / "shared" / "platform" / "logs.py").read_text()
+    errors = tf.resource("google_monitoring_alert_policy", "http_5xx")
+    assert errors["for_each"] == "${local.fn}"
+
+
+# --- Hosting rewrites ----------------------------------------------------------------------
+
+
+def test_hosting_rewrites_cover_every_public_http_function(tf: Config) -> None:
+    hosting = json.loads((ROOT / "firebase.json").read_text())["hosting"]
+    region = tf.variables["region"]["default"]
+    rewrites = hosting["rewrites"]
+    public = sorted(n for n, e in _table(tf).items() if e["trigger"] == "http" and e["public"])
+    expected = [
+        {"source": source, "run": {"serviceId": name, "region": region}}
+        for name in public
+        for source in (f"/api/{name}", f"/api/{name}/**")
+    ]
+    missing = [r["source"] for r in expected if r not in rewrites]
+    assert not missing, f"firebase.json has no rewrite for {missing} (to {region})"
+    extra = [r for r in rewrites if r not in expected]
+    assert not extra, f"firebase.json rewrites to what is not a public HTTP function: {extra}"
+    assert (ROOT / hosting["public"]).is_dir()
+
+
+# --- pins, backend, CI ------------------------------------------------------------------------
+
+
+def test_provider_is_pinned_to_7x_with_a_gcs_backend(tf: Config) -> None:
+    (block,) = tf.files["versions.tf"]["terraform"]
+    google = block["required_providers"][0]["google"]
+    assert google == {"source": "hashicorp/google", "version": ">= 7.0.0, < 8.0.0"}
+    assert "gcs" in block["backend"][0]
+    kinds = {kind for kind, _ in tf.resources}
+    assert not [k for k in kinds if k.startswith("google_") and "beta" in k]
+    assert "google-beta" not in json.dumps(tf.files)
+    outputs = {name for doc in tf.files.values() for b in doc.get("output", []) for name in b}
+    assert "function_urls" in outputs
+
+
+def test_cloudbuild_tests_then_deploys_main_only() -> None:
+    build = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
+    steps = {s["id"]: s for s in build["steps"]}
+    assert list(steps) == [
+        "ci-image",
+        "test",
+        "bundles",
+        "terraform-init",
+        "terraform-plan",
+        "terraform-apply",
+        "hosting",
+    ]
+    image = steps["ci-image"]["args"]
+    assert image[image.index("--file") + 1] == "ci/Dockerfile"
+    tag = image[image.index("--tag") + 1]
+    assert all(s["name"] == tag for i, s in steps.items() if i != "ci-image")
+    assert (steps["test"]["entrypoint"], steps["test"]["args"]) == ("make", ["test"])
+    assert steps["bundles"]["args"] == ["-m", "tools.deploy_bundles", "build/bundles"]
+    assert steps["terraform-init"]["args"][0] == "init"
+    assert steps["terraform-plan"]["args"][:2] == ["plan", "-input=false"]
+    assert "TF_VAR_bundles_dir=../build/bundles" in steps["terraform-plan"]["env"]
+    for deploying in ("terraform-apply", "hosting"):
+        script = steps[deploying]["args"][-1]
+        assert '"$BRANCH_NAME" != "main"' in script, deploying
+    assert "terraform apply -input=false tfplan" in steps["terraform-apply"]["args"][-1]
+    # A build run as a chosen service account must set where its logs go.
+    assert build["options"]["logging"] in ("CLOUD_LOGGING_ONLY", "GCS_ONLY", "NONE")
+    trigger = _config().resource("google_cloudbuild_trigger", "main")
+    assert trigger["service_account"] == "${google_service_account.build.id}"
+    assert trigger["github"][0]["push"][0]["branch"] == "^main$"
+
+    dockerfile = (ROOT / "ci" / "Dockerfile").read_text()
+    for needed in (
+        "python:3.11",
+        "openjdk-17",
+        "google-cloud-cli-firestore-emulator",
+        "node",
+        "terraform",
+    ):
+        assert needed in dockerfile, f"ci/Dockerfile lacks {needed}, which make test needs"
+
+
+def test_terraform_uploads_the_bundles_tools_build(tf: Config, tmp_path: Path) -> None:
+    from tools import deploy_bundles
+
+    assert _x(tf.locals["bundles"]) == _x(
+        '${jsondecode(file("${local.bundles_dir}/manifest.json"))}'
+    )
+    obj = tf.resource("google_storage_bucket_object", "bundle")
+    assert obj["for_each"] == "${local.fn}"
+    assert obj["name"] == "functions/${each.key}/${local.bundles[each.key].sha256}.zip"
+    assert obj["source"] == "${local.bundles_dir}/${local.bundles[each.key].file}"
+    fn = tf.resource("google_cloudfunctions2_function", "fn")
+    storage = fn["build_config"][0]["source"][0]["storage_source"][0]
+    assert storage["object"] == "${google_storage_bucket_object.bundle[each.key].name}"
+    assert tf.variables["bundles_dir"]["default"] == "../build/bundles"
+    assert tf.resource("google_storage_bucket", "source")["public_access_prevention"] == "enforced"
+
+    # What the plan would read for each function: a zip in the manifest, named by its hash.
+    manifest = deploy_bundles.build_all(tmp_path / "bundles")
+    for name in tf.locals["functions"]:
+        entry = manifest[name]
+        data = (tmp_path / "bundles" / entry["file"]).read_bytes()
+        assert entry["sha256"] in f"functions/{name}/{entry['sha256']}.zip"
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
