@@ -4,15 +4,19 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: dev test lint typecheck deploy-check pytest bench clean
+.PHONY: dev test lint typecheck deploy-check pytest bench clean client web chromium
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
+# No install scripts: the only ones are re2's native build (an optional dependency of
+# firebase-tools' Hosting emulator, which falls back to JavaScript regexps without it: minutes
+# of C++ on 2 cores), esbuild's binary check (it finds its platform package without it),
+# protobufjs' version notice and @firebase/util's FIREBASE_WEBAPP_CONFIG hook (unset here).
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
 # The deploy configuration's checkers, each in a venv of its own (README "Deploy").
@@ -29,27 +33,51 @@ $(IAC_VENV)/.installed: requirements-iac.txt
 	$(IAC_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-iac.txt
 	@touch $@
 
-setup: $(VENV)/.installed node_modules/.installed
+# The browser tests drive Debian's Chromium (Playwright cannot download its own offline);
+# CI runs as root on a fresh machine, so setup installs it there when it is missing.
+chromium:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else echo "chromium is missing: sudo apt-get install -y chromium" >&2; exit 1; fi; }
 
-dev: setup
+setup: $(VENV)/.installed node_modules/.installed chromium
+
+# The typed web client (clients/web): its types, from the merged OpenAPI document that
+# tools/openapi_doc.py writes without a server. tests/test_web_client.py fails when the
+# committed types differ from what this makes.
+client: $(VENV)/.installed node_modules/.installed
+	$(PY) -m tools.openapi_doc build/openapi.json
+	node_modules/.bin/openapi-typescript build/openapi.json --default-non-nullable false \
+		-o clients/web/src/schema.d.ts
+
+# The reference web app's one ES module, bundled with the Firebase JS SDK (README "Front end").
+WEB_SOURCES := $(wildcard hosting/src/*.ts clients/web/src/*.ts)
+hosting/public/app.js: $(WEB_SOURCES) node_modules/.installed
+	node_modules/.bin/esbuild hosting/src/app.ts --bundle --format=esm --target=es2022 \
+		--minify --log-level=warning --outfile=$@
+
+web: hosting/public/app.js
+
+dev: setup web
 	$(PY) -m dev.stack
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-typecheck: $(VENV)/.installed
+typecheck: $(VENV)/.installed node_modules/.installed
 	$(VENV)/bin/mypy shared functions dev bench tools
 	@for f in functions/*-*/main.py; do echo "mypy $$f"; $(VENV)/bin/mypy $$f || exit 1; done
+	node_modules/.bin/tsc -p tsconfig.json
 
 # tests/test_terraform.py parses terraform/ with python-hcl2 from $(IAC_VENV).
 # PYTEST_WORKERS processes (pytest-xdist), each with a local stack of its own, take whole test
 # files; then the `after_all` tests read what every worker recorded (tests/conftest.py). With
 # PYTEST_ARGS (a subset) the whole-run checks are not run: they judge the whole run.
 PYTEST_WORKERS ?= 2
-pytest: setup $(IAC_VENV)/.installed
+pytest: setup web $(IAC_VENV)/.installed
 	@queries=$$(mktemp -d); status=0; \
-	ALODOKTOR_QUERY_DIR=$$queries $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile \
+	ALODOKTOR_QUERY_DIR=$$queries $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25 \
 		$(PYTEST_ARGS) || status=$$?; \
 	if [ -z "$(PYTEST_ARGS)" ]; then \
 		ALODOKTOR_QUERY_DIR=$$queries $(PY) -m pytest -m after_all tests || status=$$?; \
@@ -57,11 +85,11 @@ pytest: setup $(IAC_VENV)/.installed
 	rm -rf $$queries; exit $$status
 
 # Lint and type errors fail the run too, but pytest still runs so one report shows everything.
-# The four environments install side by side first: pip and npm mostly wait on disk and the
+# The environments install side by side first: pip and npm mostly wait on disk and the
 # package index, so on a fresh clone they overlap rather than queue.
 test:
-	@$(MAKE) --no-print-directory -j4 $(VENV)/.installed node_modules/.installed \
-		$(CHECKOV_VENV)/.installed $(IAC_VENV)/.installed
+	@$(MAKE) --no-print-directory -j5 $(VENV)/.installed node_modules/.installed \
+		$(CHECKOV_VENV)/.installed $(IAC_VENV)/.installed chromium
 	@status=0; \
 	$(MAKE) --no-print-directory lint || status=1; \
 	$(MAKE) --no-print-directory typecheck || status=1; \
@@ -109,4 +137,5 @@ bench-audit: setup
 	$(PY) -m bench.audit_seal $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) $(IAC_VENV) node_modules .stack .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) $(IAC_VENV) node_modules .stack .mypy_cache .ruff_cache .pytest_cache \
+		hosting/public/app.js

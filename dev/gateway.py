@@ -21,16 +21,19 @@ import argparse
 import copy
 import html
 import json
+import os
 import re
+import threading
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import flask
 import functions_framework
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
-from werkzeug.serving import WSGIRequestHandler, run_simple
+from werkzeug.serving import WSGIRequestHandler, make_server, run_simple
 
 from shared.platform import errors
 from shared.web import policy
@@ -53,7 +56,7 @@ def build() -> tuple[Any, dict[str, flask.Flask]]:
     def merged() -> dict[str, Any]:
         # The documents are fixed once the functions are loaded: merge them once.
         if not merged_doc:
-            merged_doc.update(merge({n: _document_of(n, apps[n]) for n in policy.FUNCTIONS}))
+            merged_doc.update(merged_document(apps))
         return merged_doc
 
     @root.errorhandler(HTTPException)
@@ -115,6 +118,11 @@ def build() -> tuple[Any, dict[str, flask.Flask]]:
     mounts = {f"/{n}": _as_deployed(a) for n, a in apps.items()}
     mounts.update({f"{HOSTING_PREFIX}/{n}": _as_rewritten(a) for n, a in apps.items()})
     return DispatcherMiddleware(root.wsgi_app, mounts), apps
+
+
+def merged_document(apps: Mapping[str, flask.Flask]) -> dict[str, Any]:
+    """The merged OpenAPI document of every HTTP function, as /openapi.json serves it."""
+    return merge({n: _document_of(n, apps[n]) for n in policy.FUNCTIONS})
 
 
 def _document_of(name: str, app: flask.Flask) -> dict[str, Any]:
@@ -231,6 +239,69 @@ def _as_rewritten(app: Any) -> Any:
     return wsgi
 
 
+ROOT = Path(__file__).resolve().parent.parent
+FIREBASE_JSON = ROOT / "firebase.json"
+# Firebase Hosting's reserved URL of the project's web configuration (the JS SDK's settings).
+FIREBASE_INIT = "/__/firebase/init.json"
+
+
+def hosting_rewrites(config: Mapping[str, Any]) -> list[str]:
+    """The functions firebase.json's Hosting rewrites forward to, each at `/api/<function>`."""
+    functions: list[str] = []
+    for rewrite in config["hosting"].get("rewrites", []):
+        service = rewrite["run"]["serviceId"]
+        if rewrite["source"] not in (
+            f"{HOSTING_PREFIX}/{service}",
+            f"{HOSTING_PREFIX}/{service}/**",
+        ):
+            raise ValueError(f"firebase.json: {rewrite['source']} is not /api/{service}[/**]")
+        if service not in functions:
+            functions.append(service)
+    return functions
+
+
+def hosting(apps: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> Any:
+    """The front end's origin as Firebase Hosting serves it in production: the files of
+    firebase.json's `public` folder, its rewrites of `/api/<function>/**` to the functions
+    (the whole path, only the `__session` cookie), and the reserved `/__/firebase/init.json`
+    (here also naming the Auth emulator the pages are to sign in with). Pages and API share
+    one origin, so the HttpOnly, SameSite=Strict session cookie goes with every call."""
+    config = config if config is not None else json.loads(FIREBASE_JSON.read_text())
+    public = (ROOT / config["hosting"]["public"]).resolve()
+    site = flask.Flask("hosting", static_folder=None)
+
+    @site.get(FIREBASE_INIT)
+    def firebase_init() -> Any:
+        project = os.environ.get("GOOGLE_CLOUD_PROJECT", "")
+        init: dict[str, Any] = {
+            "projectId": project,
+            "apiKey": "local-api-key",  # the Auth emulator takes any key
+            "authDomain": f"{project}.firebaseapp.com",
+        }
+        emulator = os.environ.get("FIREBASE_AUTH_EMULATOR_HOST")
+        if emulator:
+            init["authEmulatorUrl"] = f"http://{emulator}"
+        response = flask.jsonify(init)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @site.get("/", defaults={"path": ""})
+    @site.get("/<path:path>")
+    def page(path: str) -> Any:
+        # Hosting serves a folder's index.html and never a dotfile (firebase.json's ignore).
+        if any(part.startswith(".") for part in path.split("/")):
+            flask.abort(404)
+        target = path if path and not path.endswith("/") else path + "index.html"
+        if not (public / target).is_file() and (public / target / "index.html").is_file():
+            target += "/index.html"
+        response = flask.send_from_directory(public, target, max_age=0)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    mounts = {f"{HOSTING_PREFIX}/{n}": _as_rewritten(apps[n]) for n in hosting_rewrites(config)}
+    return DispatcherMiddleware(site.wsgi_app, mounts)
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         pass  # every function writes its own structured access log line
@@ -243,11 +314,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5001)
+    parser.add_argument(
+        "--hosting-port",
+        type=int,
+        help="also serve the front end's origin here, as Firebase Hosting will (hosting/public "
+        "and /api/<function>/**)",
+    )
     args = parser.parse_args()
     app, apps = build()
     print(
         json.dumps({"severity": "INFO", "message": f"gateway serving {sorted(apps)}"}), flush=True
     )
+    if args.hosting_port is not None:
+        site = make_server(
+            args.host,
+            args.hosting_port,
+            hosting(apps),
+            threaded=True,
+            request_handler=_QuietHandler,
+        )
+        threading.Thread(target=site.serve_forever, name="hosting", daemon=True).start()
     run_simple(
         args.host, args.port, app, threaded=True, use_reloader=False, request_handler=_QuietHandler
     )

@@ -71,6 +71,8 @@ class Ports:
     mail: int = 8025
     twilio: int = 8097
     fcm: int = 8098
+    # -- the front end's origin (issue 18): hosting/public and /api/<function>/**, as Hosting
+    hosting: int = 5000
 
     @classmethod
     def free(cls) -> Ports:
@@ -145,7 +147,8 @@ class Stack:
             "GCLOUD_PROJECT": self.project_id,
             "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{self.ports.firestore}",
             "FIREBASE_AUTH_EMULATOR_HOST": f"127.0.0.1:{self.ports.auth}",
-            "ALLOWED_ORIGINS": DEV_ORIGINS,
+            # The front end's own origin too: a same-origin POST still carries Origin.
+            "ALLOWED_ORIGINS": ",".join((DEV_ORIGINS, *self.hosting_origins)),
             "PAYPAL_API_BASE": self.paypal_url,
             "PAYPAL_CLIENT_ID": PAYPAL_SIM_CLIENT_ID,
             "PAYPAL_CLIENT_SECRET": PAYPAL_SIM_CLIENT_SECRET,
@@ -182,6 +185,15 @@ class Stack:
     @property
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.gateway}"
+
+    @property
+    def hosting_url(self) -> str:
+        """The front end's origin: its pages, and the API at /api/<function>/ beside them."""
+        return f"http://127.0.0.1:{self.ports.hosting}"
+
+    @property
+    def hosting_origins(self) -> tuple[str, str]:
+        return (self.hosting_url, f"http://localhost:{self.ports.hosting}")
 
     @property
     def auth_url(self) -> str:
@@ -251,10 +263,19 @@ class Stack:
     def start_gateway(self) -> None:
         self._spawn(
             "gateway",
-            [sys.executable, "-m", "dev.gateway", "--port", str(self.ports.gateway)],
+            [
+                sys.executable,
+                "-m",
+                "dev.gateway",
+                "--port",
+                str(self.ports.gateway),
+                "--hosting-port",
+                str(self.ports.hosting),
+            ],
             output=self.gateway_output,
         )
         self._wait("gateway", self.gateway_url + "/healthz", 60, "gateway")
+        self._wait("front end's origin", self.hosting_url + "/__/firebase/init.json", 30, "gateway")
 
     def start_relay(self) -> None:
         """Firestore changes to the event functions; live before anything is written, since the
@@ -546,6 +567,10 @@ def main() -> int:
                 f"Mail: SMTP 127.0.0.1:{stack.ports.smtp}, received mail at "
                 f"{stack.mail_url}/_sim/messages; SMS (Twilio) {stack.twilio_url}/_sim/messages; "
                 f"push (FCM) {stack.fcm_url}/_sim/messages",
+                flush=True,
+            )
+            print(
+                f"Front end on {stack.hosting_url} (hosting/public; the API at /api/<function>/)",
                 flush=True,
             )
             print(f"Gateway on {stack.gateway_url}  (Ctrl-C stops everything)", flush=True)

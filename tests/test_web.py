@@ -1,0 +1,441 @@
+"""The reference web app (hosting/public) in Debian's Chromium, on the front end's origin the
+local stack serves as Firebase Hosting will (pages and /api/<function>/ on one origin), against
+the real emulators, gateway and PayPal simulator.
+
+Each test is what a person does on the page; what needs no page (a doctor's availability, a
+paid appointment for the doctor's day) is set up through the API as the other tests do.
+Screenshots of every step go to build/web-screenshots/ (a test artifact, not committed).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from shared.platform.context import Role
+from tests.paypal_support import Sim
+from tests.support import (
+    PRESCRIPTION_ITEM,
+    Api,
+    User,
+    approved_doctor,
+    bearer,
+    create_user,
+    slot_in,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+SHOTS = ROOT / "build" / "web-screenshots"
+TIMEOUT_MS = 45_000  # a busy 2-core machine: what a person would wait at most, then a failure
+
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make setup` installs Debian's chromium")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM)
+        yield chromium
+        chromium.close()
+
+
+class Web:
+    """One person's browser (a context of its own: its own cookies) on the front end."""
+
+    def __init__(self, context: BrowserContext, base: str, name: str) -> None:
+        self.context = context
+        self.base = base
+        self.name = name
+        self.page = self.open()
+        self.shots = 0
+
+    def open(self) -> Page:
+        page = self.context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(self.base + "/")
+        expect(page.locator("body[data-ready=true]")).to_have_count(1)
+        return page
+
+    def shot(self, step: str, page: Page | None = None) -> None:
+        self.shots += 1
+        (page or self.page).screenshot(path=str(SHOTS / f"{self.name}-{self.shots:02d}-{step}.png"))
+
+    def sign_in(self, user: User, *, keyboard: bool = False) -> None:
+        page = self.page
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        form = page.locator("#sign-in")
+        if keyboard:  # as someone without a mouse: type, Tab to the next field, Enter
+            form.get_by_label("E-mail").focus()
+            page.keyboard.type(user.email)
+            page.keyboard.press("Tab")
+            page.keyboard.type(user.password)
+            page.keyboard.press("Enter")
+        else:
+            form.get_by_label("E-mail").fill(user.email)
+            form.get_by_label("Password").fill(user.password)
+            page.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#who-text")).to_contain_text(user.email)
+        self.shot(f"signed-in-{user.role.value if user.role else 'new'}")
+
+    def sign_out(self) -> None:
+        self.page.get_by_role("button", name="Sign out", exact=True).click()
+        expect(self.page.get_by_role("heading", name="Sign in")).to_be_visible()
+        expect(self.page.locator("#status")).to_have_text("Signed out.")
+        self.shot("signed-out")
+
+    def session_cookie(self) -> dict[str, Any] | None:
+        found = [c for c in self.context.cookies(self.base) if c["name"] == "__session"]
+        return dict(found[0]) if found else None
+
+
+@pytest.fixture
+def web(stack: Any, browser: Browser, request: pytest.FixtureRequest) -> Iterator[Web]:
+    context = browser.new_context(timezone_id="UTC", viewport={"width": 960, "height": 720})
+    try:
+        yield Web(context, stack.hosting_url, request.node.name.removeprefix("test_")[:40])
+    finally:
+        context.close()
+
+
+def _paid_visit(stack: Any, admin: Api, sim: Sim) -> tuple[User, User, str]:
+    """A doctor, and a patient's paid appointment with them about three hours from now."""
+    doctor, _ = approved_doctor(stack, admin)
+    patient = create_user(stack, Role.PATIENT)
+    api = bearer(stack, patient)
+    start = slot_in(3)
+    booked = api.post("/appointments", json={"doctorUid": doctor.uid, "start": start})
+    assert booked.status_code == 201, booked.text
+    made = api.post("/paypal-create", json={"appointmentId": booked.json()["id"]})
+    assert made.status_code == 201, made.text
+    sim.approve({"links": [{"rel": "approve", "href": made.json()["approveLink"]}]})
+    captured = api.post("/paypal-capture", json={"orderId": made.json()["id"]})
+    assert captured.status_code == 200, captured.text
+    return doctor, patient, start
+
+
+# -- the flows ----------------------------------------------------------------------------
+
+
+def test_a_patient_books_pays_sees_the_receipt_and_cancels(
+    stack: Any, admin: Api, sim: Sim, web: Web
+) -> None:
+    name = f"Dr Web {uuid.uuid4().hex[:6]}"
+    doctor, _ = approved_doctor(stack, admin, "20.00", displayName=name)
+    web.sign_in(create_user(stack, Role.PATIENT))
+    page = web.page
+    day = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()  # full refund notice
+
+    view = page.locator("#patient")
+    view.get_by_label("Doctor").select_option(doctor.uid)
+    view.get_by_label("Day", exact=True).fill(day)
+    page.get_by_role("button", name="Show free times").click()
+    expect(page.get_by_role("button", name="Book 10:00")).to_be_visible()
+    web.shot("free-times")
+    page.get_by_role("button", name="Book 10:00").click()
+    details = page.locator("#appointment-details")
+    expect(details).to_contain_text("pending payment")
+    expect(details).to_contain_text("20.00 USD")
+    web.shot("booked")
+
+    with web.context.expect_page() as opened:
+        page.get_by_role("button", name="Pay with PayPal").click()
+    paypal = opened.value
+    expect(paypal.locator("body")).to_contain_text("APPROVED")  # the buyer consented
+    web.shot("paypal-approved", paypal)
+    paypal.close()
+    page.get_by_role("button", name="I have approved the payment").click()
+    expect(page.locator("#status")).to_have_text("Payment received: your appointment is confirmed.")
+    expect(details).to_contain_text("confirmed")
+    receipt = page.locator("#receipt-details")
+    expect(receipt).to_contain_text("captured")
+    expect(receipt).to_contain_text("20.00 USD")
+    web.shot("confirmed-receipt")
+
+    page.get_by_role("button", name="Cancel appointment").click()
+    expect(details).to_contain_text("cancelled")
+    expect(page.locator("#status")).to_have_text("Appointment cancelled; refund: full.")
+    expect(receipt).to_contain_text("Refund (cancellation)")
+    web.shot("cancelled-refund")
+    web.sign_out()
+
+
+def test_a_doctor_writes_a_prescription_for_the_day_and_a_pharmacy_fills_it(
+    stack: Any, admin: Api, sim: Sim, web: Web
+) -> None:
+    doctor, patient, start = _paid_visit(stack, admin, sim)
+    pharmacy = create_user(stack, Role.PHARMACY)
+    at = start[11:16]
+    web.sign_in(doctor)
+    page = web.page
+    view = page.locator("#doctor")
+    view.get_by_label("Day", exact=True).fill(start[:10])
+    page.get_by_role("button", name="Show the day").click()
+    expect(page.locator("#day-list")).to_contain_text(f"{at}: confirmed")
+    web.shot("day")
+    page.get_by_role("button", name=f"Write prescription for {at}").click()
+    for label, key in (
+        ("Medication", "medication"),
+        ("Strength", "strength"),
+        ("Dose", "dose"),
+        ("How often", "frequency"),
+        ("For how many days", "durationDays"),
+        ("Quantity", "quantity"),
+    ):
+        view.get_by_label(label, exact=True).fill(str(PRESCRIPTION_ITEM[key]))
+    view.get_by_label("Form", exact=True).select_option(str(PRESCRIPTION_ITEM["form"]))
+    web.shot("prescription-form")
+    page.get_by_role("button", name="Write prescription", exact=True).click()
+    expect(page.locator("#status")).to_have_text(re.compile(r"Prescription \S+ written \(issued\)"))
+    web.shot("prescribed")
+    web.sign_out()
+
+    # The patient chooses the pharmacy (from their own app).
+    api = bearer(stack, patient)
+    written = api.get("/prescriptions").json()["items"]
+    assert len(written) == 1, written
+    sent = api.post(f"/prescriptions/{written[0]['id']}/send", json={"pharmacyUid": pharmacy.uid})
+    assert sent.status_code == 200, sent.text
+
+    web.sign_in(pharmacy)
+    what = f"{PRESCRIPTION_ITEM['medication']} {PRESCRIPTION_ITEM['strength']}"
+    listing = page.locator("#prescriptions")
+    expect(listing).to_contain_text(f"{what}: sent")
+    for step, after in (
+        ("Receive", "received"),
+        ("Mark ready", "ready"),
+        ("Dispense", "dispensed"),
+    ):
+        page.get_by_role("button", name=f"{step} {what}").click()
+        expect(listing).to_contain_text(f"{what}: {after}")
+        web.shot(after)
+    web.sign_out()
+
+
+def test_a_clinic_accepts_a_booking_request(stack: Any, web: Web) -> None:
+    clinic = create_user(stack, Role.CLINIC)
+    setup = {
+        "timeZone": "UTC",
+        "windowMinutes": 30,
+        "weekly": [
+            {"day": d, "opens": "08:00", "closes": "10:00", "capacity": 4}
+            for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+        ],
+        "services": [
+            {
+                "id": "checkup",
+                "name": "General check-up",
+                "durationMinutes": 20,
+                "price": {"currency": "USD", "value": "12.50"},
+            }
+        ],
+    }
+    made = bearer(stack, clinic).request("PUT", "/bookings/clinics/me", json=setup)
+    assert made.status_code == 200, made.text
+    day = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
+    patient = bearer(stack, create_user(stack, Role.PATIENT))
+    asked = patient.post(
+        "/bookings",
+        json={"clinicUid": clinic.uid, "serviceId": "checkup", "windowStart": f"{day}T08:00:00Z"},
+    )
+    assert asked.status_code == 201, asked.text
+
+    web.sign_in(clinic)
+    page = web.page
+    expect(page.locator("#requests")).to_contain_text("General check-up")
+    expect(page.locator("#requests")).to_contain_text("requested")
+    web.shot("requests")
+    page.get_by_role("button", name=re.compile(r"^Accept General check-up")).click()
+    expect(page.locator("#status")).to_have_text("Booking accepted.")
+    web.shot("accepted")
+    assert patient.get(f"/bookings/{asked.json()['id']}").json()["status"] == "accepted"
+    web.sign_out()
+
+
+def test_an_admin_approves_a_doctor_and_verifies_the_audit_log(
+    stack: Any, admin: Api, web: Web
+) -> None:
+    # A doctor who signed up and filled in their licence, awaiting approval.
+    email = f"doctor-{uuid.uuid4().hex[:10]}@test.alodoktor.test"
+    made = admin.post(
+        "/admin-users",
+        json={
+            "email": email,
+            "role": "doctor",
+            "password": "pw-" + uuid.uuid4().hex,
+            "approved": False,
+            "profile": {"licenseNumber": "SIP-" + uuid.uuid4().hex[:6], "specialty": "general"},
+        },
+    )
+    assert made.status_code == 201, made.text
+    doctor = User(made.json()["profile"]["uid"], email, "", Role.DOCTOR)
+    web.sign_in(create_user(stack, Role.ADMIN))
+    page = web.page
+    page.get_by_label("E-mail starts with").fill(doctor.email)
+    page.get_by_role("button", name="Find doctors awaiting approval").click()
+    expect(page.locator("#pending-doctors")).to_contain_text(doctor.email)
+    web.shot("pending")
+    page.get_by_role("button", name=f"Approve {doctor.email}").click()
+    expect(page.locator("#status")).to_have_text(f"{doctor.email} approved.")
+    expect(page.locator("#pending-doctors")).not_to_contain_text(doctor.email)
+
+    # The audit entry is written by the event relay shortly after the change.
+    entries = page.locator("#audit-entries")
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while True:
+        page.get_by_role("button", name="Show entries").click()
+        expect(page.locator("#status")).to_contain_text("Audit entries:")
+        if f"update users/{doctor.uid}" in (entries.text_content() or ""):
+            break
+        assert time.monotonic() < deadline, entries.text_content()
+        page.wait_for_timeout(500)
+    web.shot("audit-entries")
+    # Entries are sealed into checkpoints a few seconds after they are written (the sealing lag).
+    verdict = page.locator("#audit-verdict")
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    sealed = re.compile(r"Audit log verified: [1-9]\d* checkpoints sealing [1-9]\d* entries")
+    while True:
+        page.get_by_role("button", name="Seal and verify the audit log").click()
+        expect(verdict).to_contain_text("Audit log verified")
+        if sealed.search(verdict.text_content() or ""):
+            break
+        assert time.monotonic() < deadline, verdict.text_content()
+        verdict.evaluate("node => { node.textContent = '' }")
+        page.wait_for_timeout(1000)
+    web.shot("audit-verified")
+    web.sign_out()
+
+
+# -- the session in the browser -------------------------------------------------------------
+
+
+def test_the_session_cookie_is_httponly_survives_a_reload_and_sign_out_removes_it(
+    stack: Any, web: Web
+) -> None:
+    patient = create_user(stack, Role.PATIENT)
+    web.sign_in(patient, keyboard=True)
+    page = web.page
+    cookie = web.session_cookie()
+    assert cookie is not None
+    assert cookie["httpOnly"], cookie
+    assert cookie["sameSite"] == "Strict", cookie
+    assert page.evaluate("document.cookie") == ""  # scripts cannot read it
+    page.reload()
+    expect(page.locator("#who-text")).to_contain_text(patient.email)
+    expect(page.get_by_role("heading", name="Book a doctor")).to_be_visible()
+    web.shot("after-reload")
+    web.sign_out()
+    assert web.session_cookie() is None
+    page.reload()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+class _OtherSite(BaseHTTPRequestHandler):
+    """A page of another origin: a plain form posting to the API."""
+
+    target = ""
+
+    def do_GET(self) -> None:
+        page = (
+            "<!doctype html><title>Other site</title>"
+            f'<form method="post" action="{self.target}/api/session/revoke-all">'
+            '<input type="hidden" name="x" value="1"><button>Win a prize</button></form>'
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def other_site(stack: Any) -> Iterator[str]:
+    handler = type("Handler", (_OtherSite,), {"target": stack.hosting_url})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+READ = """async (url) => {
+  try { const r = await fetch(url, { credentials: "include" }); return "read " + (await r.text()); }
+  catch (e) { return "blocked"; }
+}"""
+CHANGE = """async (url) => {
+  try {
+    const r = await fetch(url, { method: "POST", credentials: "include",
+      headers: { "Content-Type": "application/json" }, body: "{}" });
+    return "answered " + r.status;
+  } catch (e) { return "blocked"; }
+}"""
+BLIND_CHANGE = """async (url) => {
+  await fetch(url, { method: "POST", mode: "no-cors", credentials: "include", body: "{}" });
+  return "sent";
+}"""
+
+
+def test_a_page_of_another_origin_can_neither_change_nor_read_anything(
+    stack: Any, web: Web, other_site: str
+) -> None:
+    patient = create_user(stack, Role.PATIENT)
+    web.sign_in(patient)
+    other = web.context.new_page()
+    other.goto(other_site + "/")
+    api = stack.hosting_url + "/api"
+    # Same site (another port of 127.0.0.1), so even SameSite=Strict sends the cookie: the
+    # Origin check, the CSRF token and CORS are what stand in the way.
+    assert other.evaluate(READ, api + "/session") == "blocked"
+    assert other.evaluate(CHANGE, api + "/session/revoke-all") == "blocked"
+    assert other.evaluate(BLIND_CHANGE, api + "/session/revoke-all") == "sent"
+    other.get_by_role("button", name="Win a prize").click()
+    expect(other.locator("body")).to_contain_text("origin_not_allowed")
+    web.shot("other-origin-refused", other)
+    other.close()
+
+    page = web.page
+    # Even on the front end's own origin, a change without the session's CSRF token is refused.
+    assert page.evaluate(CHANGE, "/api/session/revoke-all") == "answered 403"
+    page.reload()  # still signed in: nothing above ended the session
+    expect(page.locator("#who-text")).to_contain_text(patient.email)
+    web.sign_out()
+
+
+def test_sessions_revoked_in_another_tab_send_this_tab_to_sign_in(
+    stack: Any, admin: Api, web: Web
+) -> None:
+    approved_doctor(stack, admin)  # someone to look for
+    patient = create_user(stack, Role.PATIENT)
+    web.sign_in(patient)
+    second = web.open()  # the same browser's other tab: already signed in
+    expect(second.locator("#who-text")).to_contain_text(patient.email)
+    second.get_by_role("button", name="Sign out everywhere").click()
+    expect(second.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(second.locator("#status")).to_contain_text("on every device")
+    web.shot("signed-out-everywhere", second)
+    second.close()
+
+    page = web.page
+    page.get_by_role("button", name="Show free times").click()  # the session is gone: 401
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.locator("#error")).to_have_text("Your session has ended. Please sign in again.")
+    web.shot("session-ended")
