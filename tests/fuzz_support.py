@@ -9,7 +9,6 @@ operation that changes or deletes an account. Nothing another test made is ever 
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -173,7 +172,6 @@ class World:
     own_account: dict[RouteKey, Actor] = field(default_factory=dict)
     victims: dict[RouteKey, str] = field(default_factory=dict)
     ids: dict[str, list[str]] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
     stack: Any = field(default=None, repr=False)  # mints service callers' tokens
 
     @classmethod
@@ -206,7 +204,6 @@ class World:
         assert doctor_api.bearer is not None
         world.actors[Role.DOCTOR] = Actor(doctor_user, doctor_api.bearer)
         world._seed(stack, doctor_api)
-        world.started = time.monotonic()
         return world
 
     def _seed(self, stack: Any, doctor: Api) -> None:
@@ -297,9 +294,6 @@ class World:
             "session": "session",
         }
         return list(self.ids.get(by_function.get(fn, ""), []))
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
 
 
 def roles_used(targets: Iterable[Target]) -> set[Role]:
