@@ -34,13 +34,14 @@ $(IAC_VENV)/.installed: requirements-iac.txt
 	@touch $@
 
 # The browser tests drive Debian's Chromium (Playwright cannot download its own offline);
-# CI runs as root on a fresh machine, so setup installs it there when it is missing.
+# CI runs as root on a fresh machine, so the test run installs it there when it is missing
+# (`make dev` does not need it).
 chromium:
 	@command -v chromium >/dev/null || { \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 		else echo "chromium is missing: sudo apt-get install -y chromium" >&2; exit 1; fi; }
 
-setup: $(VENV)/.installed node_modules/.installed chromium
+setup: $(VENV)/.installed node_modules/.installed
 
 # The typed web client (clients/web): its types, from the merged OpenAPI document that
 # tools/openapi_doc.py writes without a server. tests/test_web_client.py fails when the
@@ -75,7 +76,7 @@ typecheck: $(VENV)/.installed node_modules/.installed
 # files; then the `after_all` tests read what every worker recorded (tests/conftest.py). With
 # PYTEST_ARGS (a subset) the whole-run checks are not run: they judge the whole run.
 PYTEST_WORKERS ?= 2
-pytest: setup web $(IAC_VENV)/.installed
+pytest: setup web chromium $(IAC_VENV)/.installed
 	@queries=$$(mktemp -d); status=0; \
 	ALODOKTOR_QUERY_DIR=$$queries $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25 \
 		$(PYTEST_ARGS) || status=$$?; \
