@@ -73,12 +73,13 @@ typecheck: $(VENV)/.installed node_modules/.installed
 
 # tests/test_terraform.py parses terraform/ with python-hcl2 from $(IAC_VENV).
 # PYTEST_WORKERS processes (pytest-xdist), each with a local stack of its own, take whole test
-# files; then the `after_all` tests read what every worker recorded (tests/conftest.py). With
-# PYTEST_ARGS (a subset) the whole-run checks are not run: they judge the whole run.
+# files (all but SHARED_OUT in tests/conftest.py, shared test by test); then the `after_all`
+# tests read what every worker recorded. With PYTEST_ARGS (a subset) the whole-run checks are
+# not run: they judge the whole run.
 PYTEST_WORKERS ?= 2
 pytest: setup web chromium $(IAC_VENV)/.installed
 	@queries=$$(mktemp -d); status=0; \
-	ALODOKTOR_QUERY_DIR=$$queries $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25 \
+	ALODOKTOR_QUERY_DIR=$$queries $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=25 \
 		$(PYTEST_ARGS) || status=$$?; \
 	if [ -z "$(PYTEST_ARGS)" ]; then \
 		ALODOKTOR_QUERY_DIR=$$queries $(PY) -m pytest -m after_all tests || status=$$?; \

@@ -27,10 +27,19 @@ settings.load_profile("alodoktor")
 QUERY_DIR_ENV = "ALODOKTOR_QUERY_DIR"
 
 
+# Files whose tests are each long and need nothing from one another (no module fixtures):
+# parallel workers share them test by test. Every other file stays whole on one worker
+# (`make pytest` runs `--dist loadgroup`), so its module fixtures are set up once.
+SHARED_OUT = frozenset({"test_bundle.py", "test_hostile_input.py"})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `after_all` look at what the rest of the run did, so they go last. Among
     parallel workers nothing runs last: there they are left to the run `make pytest` starts
     once the workers are done (every worker leaves them out alike, as xdist requires)."""
+    for item in items:
+        if item.path.name not in SHARED_OUT:
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
     after_all = [item for item in items if item.get_closest_marker("after_all") is not None]
     if after_all and _worker(config) is not None:
         config.hook.pytest_deselected(items=after_all)

@@ -470,14 +470,16 @@ def _finish(lease: Lease, channel: Channel, result: Result | None) -> str:
         "providerId": result.provider_id if result else None,
         "leaseId": lease.id,
     }
-    _commit(lease, change)
+    # What the answer means beyond this notice is written in the same commit as the attempt:
+    # whoever sees the attempt recorded also sees the address suppressed or the token gone,
+    # and a crash cannot keep one without the other.
+    effects = (lambda batch: _after_effects(batch, lease, channel, result)) if result else None
+    _commit(lease, change, effects)
     final = lease.doc["channels"][name]["state"]
     _log_attempt(lease, channel, attempt, final)
     if final == State.FAILED:
         # An admin should hear of it (a log-based alert in terraform/monitoring.tf).
         log.error("notice %s failed for good on %s: %s", lease.ref.id, name, attempt["detail"])
-    if result is not None:
-        _after_effects(lease, channel, result)
     return str(final)
 
 
@@ -506,9 +508,9 @@ def _log_attempt(lease: Lease, channel: Channel, attempt: dict[str, Any], state:
     )
 
 
-def _after_effects(lease: Lease, channel: Channel, result: Result) -> None:
-    """What an answer means beyond this notice: a hard bounce or a STOP suppresses the
-    address; FCM's UNREGISTERED deletes the device token."""
+def _after_effects(batch: Any, lease: Lease, channel: Channel, result: Result) -> None:
+    """What an answer means beyond this notice, written in `batch`: a hard bounce or a STOP
+    suppresses the address; FCM's UNREGISTERED deletes the device token."""
     recipient = lease.doc.get("recipient") or {}
     if result.suppress:
         address = (
@@ -526,11 +528,12 @@ def _after_effects(lease: Lease, channel: Channel, result: Result) -> None:
                     "noticeId": lease.ref.id,
                     "at": datetime.now(UTC),
                 },
+                tx=batch,
                 by="system",
             )
     for token in result.dead_tokens:
         ref = _db().collection(DEVICES).document(rules.token_id(token))
-        store.delete(ref, by="system")
+        store.delete(ref, tx=batch, by="system")
 
 
 # -- the channels ------------------------------------------------------------------------
