@@ -120,6 +120,9 @@ class Fault:
     status: int | None = None
     count: int = 1
     path_contains: str = ""
+    # Only requests whose body contains this (a payout's sender_batch_id): a fault meant for
+    # one payout is not taken by another caller's request to the same path.
+    body_contains: str = ""
     # A negative-testing code (as PayPal-Mock-Response would ask) answered before any work:
     # for a caller that cannot send the header itself, such as a function under test.
     mock: str = ""
@@ -383,7 +386,12 @@ def create_app(
     def take_fault(path: str, *, mock: bool = False) -> Fault | None:
         with state.lock:
             for fault in state.faults:
-                if fault.path_contains in path and fault.count > 0 and bool(fault.mock) == mock:
+                if (
+                    fault.path_contains in path
+                    and fault.count > 0
+                    and bool(fault.mock) == mock
+                    and fault.body_contains in flask.request.get_data(as_text=True)
+                ):
                     fault.count -= 1
                     if fault.count == 0:
                         state.faults.remove(fault)
@@ -796,6 +804,7 @@ def create_app(
             status=int(body["status"]) if body.get("status") else None,
             count=int(body.get("count", 1)),
             path_contains=str(body.get("pathContains", "")),
+            body_contains=str(body.get("bodyContains", "")),
             mock=str(body.get("mock", "")),
         )
         with state.lock:

@@ -163,7 +163,12 @@ def test_paypal_down_is_retried_by_cloud_tasks_with_the_same_request(
     pid = doctor.payout_id()
     # PayPal fails every try of the first delivery (500, nothing done): the worker answers
     # 503 and Cloud Tasks delivers again, after its backoff.
-    payouts_sim.fault(mock="INTERNAL_SERVER_ERROR", count=3, pathContains="/v1/payments/payouts")
+    payouts_sim.fault(
+        mock="INTERNAL_SERVER_ERROR",
+        count=3,
+        pathContains="/v1/payments/payouts",
+        bodyContains=pid,  # this payout's tries only, not an earlier test's retried task
+    )
     assert admin.post("/payouts/run").status_code == 200
     paid = wait_for_status(pid, "paid")
     sent = batches_sent(payouts_sim, pid)
@@ -183,7 +188,7 @@ def test_a_crash_after_paypals_answer_is_recovered_by_the_retry_which_pays_once(
     # has no batch id to save when it stops, exactly as if it had died after the 201. (PayPal
     # holds the batch meanwhile, so no webhook reaches us first.)
     payouts_sim.control("POST", "/payouts/processing", json={"atOnce": False})
-    payouts_sim.fault(delay=5, count=3, pathContains="/v1/payments/payouts")
+    payouts_sim.fault(delay=5, count=3, pathContains="/v1/payments/payouts", bodyContains=pid)
     lost = send(stack, pid)
     problem(lost, 503, "paypal_unavailable")
     stuck = records.get(pid)
@@ -209,7 +214,7 @@ def test_a_duplicate_batch_refusal_leads_back_to_the_batch_paypal_made(
     doctor = provider_with_earnings(stack, admin, payouts_sim)
     pid = record(doctor)["id"]
     payouts_sim.control("POST", "/payouts/processing", json={"atOnce": False})
-    payouts_sim.fault(delay=5, count=3, pathContains="/v1/payments/payouts")
+    payouts_sim.fault(delay=5, count=3, pathContains="/v1/payments/payouts", bodyContains=pid)
     problem(send(stack, pid), 503, "paypal_unavailable")
     # PayPal no longer recognises our PayPal-Request-Id: the retry meets the sender_batch_id
     # check, whose refusal links the batch it made.
