@@ -79,17 +79,39 @@ class Ports:
         return cls(*_free_ports(len(fields(cls))))
 
 
+# Stacks take their ports below the kernel's ephemeral range (Linux: 32768-60999), which
+# outgoing connections draw from: a port the kernel handed out as free (bind to 0) can be taken
+# by any process's next connection before the emulator that was to listen on it starts, and
+# with parallel test workers that happened. Each worker of a test run (PYTEST_XDIST_WORKER,
+# gw0, gw1, ...) draws from a block of its own, at random within it, so that neither another
+# worker nor a second run on the same machine is likely to pick the same ones.
+PORT_FLOOR = 10000
+PORT_BLOCK = 4000
+
+
+def _port_block() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) if worker.isdigit() else 0
+    start = PORT_FLOOR + (index % 5) * PORT_BLOCK
+    return range(start, start + PORT_BLOCK)
+
+
 def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    import random
+
+    chosen: list[int] = []
+    block = list(_port_block())
+    random.SystemRandom().shuffle(block)
+    for port in block:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use
+        chosen.append(port)
+        if len(chosen) == n:
+            return chosen
+    raise StackError(f"no {n} free ports in {_port_block()}")
 
 
 def port_in_use(port: int) -> bool:
