@@ -1,27 +1,33 @@
-"""Local Eventarc: Firestore changes on the emulator, posted to event functions as CloudEvents.
+"""Local Eventarc: the Firestore emulator's document events, delivered to the event functions.
 
-    python -m dev.relay --gateway http://127.0.0.1:5001 [--ready-file PATH]
+    python -m dev.relay --gateway http://127.0.0.1:5001 --port 8099 [--ready-file PATH]
 
-It listens (the emulator's listen stream, through `on_snapshot`) to every audited collection
-group and remembers the last state it saw of each document, which is the `old_value` of the
-next change. Each create, update and delete is posted to each event function through the
-gateway exactly as Eventarc sends `google.cloud.firestore.document.v1.written`: binary content
-mode, `Content-Type: application/protobuf`, a serialized DocumentEventData, and `ce-*` headers.
+The Firestore emulator knows each write as it commits it; started with
+`--functions_emulator=127.0.0.1:<port>` it posts a `document.v1.*` CloudEvent for every write
+that matches a registered trigger (the API firebase-tools' functions emulator uses:
+`POST /emulator/v1/projects/{project}/eventarcTrigger?eventarcTriggerId=...`). The relay
+registers the same triggers Terraform creates (terraform/events.tf: one per function and
+collection, `{collection}/{document}`, `written` for the audit trigger and `created` for notify),
+takes each event the emulator posts, and delivers it to its function through the gateway exactly
+as Eventarc does: binary content mode, `Content-Type: application/protobuf`, the serialized
+DocumentEventData as raw bytes, `ce-*` headers.
 
-Like Eventarc it delivers at least once, retrying a failed post; unlike Eventarc it cannot see
-writes that the listen stream coalesces (several writes to one document faster than the stream
-reports them arrive as one change). The documents present when it starts are its baseline and
-produce no events, so the stack starts it before anything writes.
+Between the two it does what Eventarc does and the emulator does not: the emulator posts once
+and forgets (its body base64 text, its `ce-time` in whole seconds, its `ce-source` naming the
+project twice), while the relay answers the emulator at once and delivers at least once, with
+retries, concurrently, on one lane per function (a function failing never holds back
+another's events).
 
-Functions in CREATED_ONLY (notify) get only creations, as `document.v1.created` events, which is
-what their Eventarc trigger filters for. A notice queued while the relay was not listening is
-in its baseline and never announced: notify's sweep delivers it, as in production it delivers
-what a lost event missed.
+Listening to the collections instead (Watch streams, as this relay once did) cannot keep up:
+after each write the emulator sends a listener every document of the collection again, so the
+cost of a write grows with the collection, and a test run's relay fell five minutes behind.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import contextlib
 import json
 import logging
@@ -35,6 +41,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -42,21 +49,45 @@ import requests
 
 from shared.audit import rules as audit_log
 from shared.audit.events import DATA_SCHEMA, EVENT_TYPE
+from shared.platform.outbox import NOTIFICATIONS
 
-# Which event function gets the changes of which collection groups (one Eventarc trigger each).
-TARGETS: Mapping[str, frozenset[str]] = {
-    "audit-trigger": audit_log.AUDITED_COLLECTIONS,
-    "notify": frozenset({"notifications"}),
-}
-# Functions whose trigger takes document creations only (`document.v1.created`).
-CREATED_ONLY: frozenset[str] = frozenset({"notify"})
 CREATED_TYPE = "google.cloud.firestore.document.v1.created"
 LOCATION = "nam5"
 DATABASE = "(default)"
 RETRY_DELAYS = (0.2, 0.5, 1, 2, 4, 8, 15, 30)  # then the event is given up, loudly
 WORKERS = 4  # Eventarc delivers concurrently; so does the relay, to exercise the same races
+TRIGGER_PATH = "/functions/projects/{project}/triggers/"
 
 log = logging.getLogger("alodoktor.relay")
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """One Eventarc trigger: a function, the top-level collection it follows, which changes."""
+
+    function: str
+    collection: str
+    event_type: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.function}-{self.collection.lower()}"  # as terraform/events.tf names it
+
+    def registration(self) -> dict[str, Any]:
+        """The body of the emulator's eventarcTrigger registration."""
+        return {
+            "eventType": self.event_type,
+            "database": DATABASE,
+            "namespace": "(default)",
+            "document": {"value": f"{self.collection}/{{document}}", "matchType": "PATH_PATTERN"},
+        }
+
+
+# The triggers terraform/events.tf creates, from the same lists (tools/terraform_inputs.py).
+TRIGGERS: tuple[Trigger, ...] = (
+    *(Trigger("audit-trigger", c, EVENT_TYPE) for c in sorted(audit_log.AUDITED_COLLECTIONS)),
+    Trigger("notify", NOTIFICATIONS, CREATED_TYPE),
+)
 
 
 @dataclass(frozen=True)
@@ -71,8 +102,59 @@ class Event:
         return self.headers["ce-id"]
 
 
+class NotAnEmulatorEvent(ValueError):
+    pass
+
+
 def _rfc3339(moment: datetime) -> str:
     return audit_log.format_time(moment)
+
+
+def _headers(
+    project: str, path: str, event_id: str, at: datetime, event_type: str
+) -> dict[str, str]:
+    return {
+        "Content-Type": "application/protobuf",
+        "ce-id": event_id,
+        "ce-source": f"//firestore.googleapis.com/projects/{project}/databases/{DATABASE}",
+        "ce-specversion": "1.0",
+        "ce-type": event_type,
+        "ce-dataschema": DATA_SCHEMA,
+        "ce-subject": f"documents/{path}",
+        "ce-time": _rfc3339(at),
+        "ce-document": path,
+        "ce-database": DATABASE,
+        "ce-namespace": "(default)",
+        "ce-project": project,
+        "ce-location": LOCATION,
+    }
+
+
+def from_emulator(project: str, headers: Mapping[str, str], body: bytes) -> Event:
+    """The event Eventarc would send for what the emulator posted (headers case-insensitive).
+
+    Its `ce-time` becomes the document's update time (the commit time, to the microsecond, as
+    Eventarc's is; the emulator's has whole seconds), or for a delete the time it arrived.
+    """
+    from google.events.cloud.firestore_v1.types import DocumentEventData
+    from google.protobuf.message import DecodeError
+
+    attributes = {k.lower(): v for k, v in headers.items()}
+    path = attributes.get("ce-document", "")
+    event_type = attributes.get("ce-type", "")
+    event_id = attributes.get("ce-id", "")
+    if not path or not event_type or not event_id:
+        raise NotAnEmulatorEvent("an event without ce-document, ce-type or ce-id")
+    try:
+        raw = base64.b64decode(body, validate=True)
+        data = DocumentEventData.pb().FromString(raw)
+    except (binascii.Error, DecodeError) as exc:
+        raise NotAnEmulatorEvent("the body is not a base64 DocumentEventData") from exc
+    if data.HasField("value"):
+        at = data.value.update_time.ToDatetime(tzinfo=UTC)
+    else:
+        at = datetime.now(UTC)
+    return Event(_headers(project, path, event_id, at, event_type), raw)
 
 
 def document(project: str, snapshot: Any) -> Any:
@@ -98,7 +180,8 @@ def cloud_event(
     at: datetime,
     event_type: str = EVENT_TYPE,
 ) -> Event:
-    """The CloudEvent Eventarc sends for a write of document `path` (snapshots old -> new)."""
+    """The CloudEvent Eventarc sends for a write of document `path` (snapshots old -> new): for
+    tests that deliver an event of their own making."""
     from google.events.cloud.firestore_v1.types import DocumentEventData, DocumentMask
 
     data = DocumentEventData()
@@ -110,21 +193,7 @@ def cloud_event(
         before, after = old.to_dict() or {}, new.to_dict() or {}
         changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
         data.update_mask = DocumentMask(field_paths=changed)
-    headers = {
-        "Content-Type": "application/protobuf",
-        "ce-id": str(uuid.uuid4()),
-        "ce-source": f"//firestore.googleapis.com/projects/{project}/databases/{DATABASE}",
-        "ce-specversion": "1.0",
-        "ce-type": event_type,
-        "ce-dataschema": DATA_SCHEMA,
-        "ce-subject": f"documents/{path}",
-        "ce-time": _rfc3339(at),
-        "ce-document": path,
-        "ce-database": DATABASE,
-        "ce-namespace": "(default)",
-        "ce-project": project,
-        "ce-location": LOCATION,
-    }
+    headers = _headers(project, path, str(uuid.uuid4()), at, event_type)
     return Event(headers, DocumentEventData.serialize(data))
 
 
@@ -133,107 +202,121 @@ class Relay:
         self,
         project: str,
         gateway: str,
-        targets: Mapping[str, frozenset[str]] = TARGETS,
+        triggers: tuple[Trigger, ...] = TRIGGERS,
         *,
         workers: int = WORKERS,
         post: Callable[[str, Event], bool] | None = None,
     ) -> None:
         self.project = project
         self.gateway = gateway.rstrip("/")
-        self.targets = targets
+        self.triggers = {t.id: t for t in triggers}
         self.workers = workers
         self._post = post or self._http_post
-        self._last: dict[str, Any] = {}  # document path -> last snapshot seen
-        self._lock = threading.Lock()
-        self._queue: queue.Queue[tuple[str, Event] | None] = queue.Queue()
-        self._watches: list[Any] = []
-        self._baselines: dict[str, threading.Event] = {}
+        self._lanes: dict[str, queue.Queue[Event | None]] = {
+            t.function: queue.Queue() for t in triggers
+        }
         self._threads: list[threading.Thread] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._http = threading.local()  # one requests.Session per delivering thread
         self.delivered = 0
         self.failed = 0
 
-    def start(self, timeout: float = 60) -> None:
-        from google.cloud import firestore
+    @property
+    def functions(self) -> list[str]:
+        return sorted(self._lanes)
 
-        db = firestore.Client(project=self.project)
-        # One lane of workers per function, as each Eventarc trigger delivers on its own: a
-        # function failing (and being retried) never holds back another's events.
-        lanes: dict[str, queue.Queue[tuple[str, Event] | None]] = {}
-        for function in self.targets:
-            lanes[function] = queue.Queue()
+    def start(self, port: int, emulator: str) -> None:
+        """Deliver on every lane, take events on `port`, then register the triggers with the
+        emulator at `emulator` (host:port): nothing can be posted before it is taken."""
+        for function, lane in self._lanes.items():
             for _ in range(self.workers):
                 thread = threading.Thread(
-                    target=self._deliver_loop, args=(lanes[function],), daemon=True
+                    target=self._deliver_loop, args=(function, lane), daemon=True
                 )
                 thread.start()
                 self._threads.append(thread)
-        dispatcher = threading.Thread(target=self._dispatch_loop, args=(lanes,), daemon=True)
-        dispatcher.start()
-        self._threads.append(dispatcher)
-        for group in sorted(set().union(*self.targets.values())):
-            self._baselines[group] = threading.Event()
-            self._watches.append(db.collection_group(group).on_snapshot(self._listener(group)))
-        deadline = time.monotonic() + timeout
-        for group, seen in self._baselines.items():
-            if not seen.wait(max(0.0, deadline - time.monotonic())):
-                raise RuntimeError(f"no snapshot of {group} within {timeout:.0f}s")
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._server.daemon_threads = True
+        server = threading.Thread(target=self._server.serve_forever, daemon=True)
+        server.start()
+        self._threads.append(server)
+        for trigger in self.triggers.values():
+            answer = requests.post(
+                f"http://{emulator}/emulator/v1/projects/{self.project}/eventarcTrigger",
+                params={"eventarcTriggerId": trigger.id},
+                data=json.dumps(trigger.registration()),
+                timeout=30,
+            )
+            answer.raise_for_status()
 
     def stop(self) -> None:
-        for watch in self._watches:
-            watch.unsubscribe()
-        self._queue.put(None)  # the dispatcher passes it on to every worker
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        for lane in self._lanes.values():
+            for _ in range(self.workers):
+                lane.put(None)
         # Within the stack's grace period: a worker still retrying an event is abandoned (the
         # threads are daemons), as Eventarc's pending deliveries die with a local stack.
         deadline = time.monotonic() + 3
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
-    def _listener(self, group: str) -> Callable[[Any, Any, Any], None]:
-        baseline = self._baselines[group]
+    def accept(self, trigger_id: str, headers: Mapping[str, str], body: bytes) -> Event:
+        """Queue for delivery what the emulator posted for `trigger_id`."""
+        trigger = self.triggers.get(trigger_id)
+        if trigger is None:
+            raise KeyError(trigger_id)
+        event = from_emulator(self.project, headers, body)
+        if event.headers["ce-type"] != trigger.event_type:
+            raise NotAnEmulatorEvent(f"a {event.headers['ce-type']} event for {trigger_id}")
+        self._lanes[trigger.function].put(event)
+        return event
 
-        def on_snapshot(docs: Any, changes: Any, read_time: Any) -> None:
-            if not baseline.is_set():
-                with self._lock:
-                    for snap in docs:
-                        self._last[snap.reference.path] = snap
-                baseline.set()
-                return
-            for change in changes:
-                self._on_change(group, change, read_time)
+    def queued(self, function: str) -> list[Event]:
+        """What waits on `function`'s lane, taken off it (for tests without workers)."""
+        lane, taken = self._lanes[function], []
+        while not lane.empty():
+            item = lane.get_nowait()
+            if item is not None:
+                taken.append(item)
+        return taken
 
-        return on_snapshot
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        relay = self
+        prefix = TRIGGER_PATH.format(project=self.project)
 
-    def _on_change(self, group: str, change: Any, read_time: Any) -> None:
-        snap = change.document
-        path = snap.reference.path
-        with self._lock:
-            if change.type.name == "REMOVED":
-                old, new = self._last.pop(path, snap), None
-            else:
-                old, new = self._last.get(path), snap
-                self._last[path] = snap
-        at = new.update_time if new is not None else (read_time or datetime.now(UTC))
-        event = cloud_event(self.project, path, old, new, at)
-        created: Event | None = None
-        for function, groups in self.targets.items():
-            if group not in groups:
-                continue
-            if function not in CREATED_ONLY:
-                self._queue.put((function, event))
-            elif old is None and new is not None:
-                created = created or cloud_event(self.project, path, None, new, at, CREATED_TYPE)
-                self._queue.put((function, created))
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if not self.path.startswith(prefix):
+                    self._answer(404, f"not a trigger of {relay.project}: {self.path}")
+                    return
+                try:
+                    relay.accept(self.path.removeprefix(prefix), dict(self.headers), body)
+                except KeyError:
+                    self._answer(404, f"no trigger {self.path.removeprefix(prefix)}")
+                except NotAnEmulatorEvent as exc:
+                    log.error("refused an event for %s: %s", self.path, exc)
+                    self._answer(400, str(exc))
+                else:
+                    self._answer(200, "queued")
 
-    def _dispatch_loop(self, lanes: Mapping[str, queue.Queue[tuple[str, Event] | None]]) -> None:
-        while (item := self._queue.get()) is not None:
-            lanes[item[0]].put(item)
-        for lane in lanes.values():
-            for _ in range(self.workers):
-                lane.put(None)
+            def _answer(self, status: int, text: str) -> None:
+                payload = text.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
 
-    def _deliver_loop(self, lane: queue.Queue[tuple[str, Event] | None]) -> None:
-        while (item := lane.get()) is not None:
-            function, event = item
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # each delivery is logged by the function that takes it
+
+        return Handler
+
+    def _deliver_loop(self, function: str, lane: queue.Queue[Event | None]) -> None:
+        while (event := lane.get()) is not None:
             if self.deliver(function, event):
                 self.delivered += 1
             else:
@@ -250,8 +333,11 @@ class Relay:
         return False
 
     def _http_post(self, function: str, event: Event) -> bool:
+        session = getattr(self._http, "session", None)
+        if session is None:
+            session = self._http.session = requests.Session()
         try:
-            response = requests.post(
+            response = session.post(
                 f"{self.gateway}/{function}", data=event.body, headers=event.headers, timeout=60
             )
         except requests.RequestException as exc:
@@ -263,62 +349,25 @@ class Relay:
         return False
 
 
-def watch_changes_only() -> None:
-    """Make the client's listen bookkeeping cost what a change costs, not what the collection
-    holds. google-cloud-firestore's Watch copies its whole document set on every added or
-    removed document and sorts all of it for every snapshot it hands over: per change, work in
-    proportion to every document of the collection group, which in a test run is every document
-    the run wrote (the relay was measured at two thirds of a core by the end of one). The relay
-    reads the whole set once, for its baseline, and only the changes after that; so the set is
-    updated in place and later snapshots carry their changes without the sorted set. For this
-    process only: the relay is its sole listener."""
-    from google.cloud.firestore_v1 import watch
-
-    def insert(tree: Any, key: Any, value: Any) -> Any:
-        tree._dict[key] = watch.DocTreeEntry(value, tree._index)
-        tree._index += 1
-        return tree
-
-    def remove(tree: Any, key: Any) -> Any:
-        del tree._dict[key]
-        return tree
-
-    first_push: Any = watch.Watch.push
-
-    def push(w: Any, read_time: Any, next_resume_token: Any) -> None:
-        if not w.has_pushed:
-            first_push(w, read_time, next_resume_token)  # the baseline: the whole, sorted set
-            return
-        deletes, adds, updates = w._extract_changes(w.doc_map, w.change_map, read_time)
-        tree, doc_map, applied = w._compute_snapshot(w.doc_tree, w.doc_map, deletes, adds, updates)
-        if applied:
-            w._snapshot_callback([], applied, read_time)
-        w.doc_tree, w.doc_map = tree, doc_map
-        w.change_map.clear()
-        w.resume_token = next_resume_token
-
-    watch.WatchDocTree.insert = insert  # type: ignore[method-assign]
-    watch.WatchDocTree.remove = remove  # type: ignore[method-assign]
-    watch.Watch.push = push  # type: ignore[method-assign]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gateway", default="http://127.0.0.1:5001")
-    parser.add_argument("--ready-file", type=Path, help="created once every listener is live")
+    parser.add_argument("--port", type=int, default=8099, help="where the emulator posts events")
+    parser.add_argument("--ready-file", type=Path, help="created once every trigger is registered")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     project = os.environ.get("GOOGLE_CLOUD_PROJECT") or os.environ["GCLOUD_PROJECT"]
-    if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
+    emulator = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    if not emulator:
         print("relay: FIRESTORE_EMULATOR_HOST is not set; Eventarc does this in production")
         return 2
-    watch_changes_only()
     relay = Relay(project, args.gateway)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    relay.start()
-    functions = ", ".join(sorted(relay.targets))
-    print(json.dumps({"severity": "INFO", "message": f"relay delivering to {functions}"}))
+    relay.start(args.port, emulator)
+    functions = ", ".join(relay.functions)
+    message = f"relay delivering to {functions} ({len(relay.triggers)} triggers)"
+    print(json.dumps({"severity": "INFO", "message": message}))
     sys.stdout.flush()
     if args.ready_file:
         args.ready_file.write_text("ready\n")

@@ -73,6 +73,8 @@ class Ports:
     fcm: int = 8098
     # -- the front end's origin (issue 18): hosting/public and /api/<function>/**, as Hosting
     hosting: int = 5000
+    # -- where the Firestore emulator posts document events (dev/relay.py, local Eventarc)
+    relay: int = 8099
 
     @classmethod
     def free(cls) -> Ports:
@@ -124,6 +126,14 @@ def port_in_use(port: int) -> bool:
     return False
 
 
+def firestore_emulator() -> Path:
+    """The emulator's launcher inside the Cloud SDK that holds `gcloud`."""
+    gcloud = Path(shutil.which("gcloud") or "gcloud").resolve()
+    return (
+        gcloud.parent.parent / "platform" / "cloud-firestore-emulator" / "cloud_firestore_emulator"
+    )
+
+
 def check_prerequisites() -> None:
     missing = []
     if shutil.which("java") is None:
@@ -135,6 +145,12 @@ def check_prerequisites() -> None:
         missing.append(
             "gcloud is not installed: install the Google Cloud SDK "
             "with its cloud-firestore-emulator component"
+        )
+    elif not firestore_emulator().exists():
+        missing.append(
+            f"the Firestore emulator is not installed ({firestore_emulator()}): "
+            "apt install google-cloud-cli-firestore-emulator, "
+            "or gcloud components install cloud-firestore-emulator"
         )
     if shutil.which("node") is None:
         missing.append("node is not installed: the Firebase Auth emulator needs Node.js 20+")
@@ -264,7 +280,7 @@ class Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._start_reaper()
         try:
-            self._start_firestore()
+            self._start_firestore(events=gateway)
             self._start_auth()
             self._start_paypal()
             self._start_google()
@@ -300,8 +316,8 @@ class Stack:
         self._wait("front end's origin", self.hosting_url + "/__/firebase/init.json", 30, "gateway")
 
     def start_relay(self) -> None:
-        """Firestore changes to the event functions; live before anything is written, since the
-        documents it finds at start are its baseline."""
+        """The emulator's document events to the event functions; live before anything is
+        written, since the emulator posts each event once, when its write commits."""
         ready = self.workdir / "relay.ready"
         ready.unlink(missing_ok=True)
         self._spawn(
@@ -312,6 +328,8 @@ class Stack:
                 "dev.relay",
                 "--gateway",
                 self.gateway_url,
+                "--port",
+                str(self.ports.relay),
                 "--ready-file",
                 str(ready),
             ],
@@ -333,20 +351,20 @@ class Stack:
             _terminate(child.process)
             self.children.remove(child)
 
-    def _start_firestore(self) -> None:
-        self._spawn(
-            "firestore",
-            [
-                "gcloud",
-                "emulators",
-                "firestore",
-                "start",
-                f"--host-port=127.0.0.1:{self.ports.firestore}",
-                f"--project={self.project_id}",
-                f"--rules={ROOT / 'firestore.rules'}",
-                "--quiet",
-            ],
-        )
+    def _start_firestore(self, *, events: bool) -> None:
+        """Google's emulator, run as `gcloud emulators firestore start` runs it, plus what gcloud
+        cannot pass: where to post document events (the relay), when they are wanted."""
+        argv = [
+            str(firestore_emulator()),
+            "start",
+            "--host=127.0.0.1",
+            f"--port={self.ports.firestore}",
+            f"--rules={ROOT / 'firestore.rules'}",
+            "--database-mode=firestore-native",
+        ]
+        if events:
+            argv.append(f"--functions_emulator=127.0.0.1:{self.ports.relay}")
+        self._spawn("firestore", argv)
 
     def _start_paypal(self) -> None:
         self._spawn(

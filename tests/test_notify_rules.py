@@ -324,3 +324,15 @@ def test_a_days_dashboard_sums_its_shards():
     empty = rules.daily_summary("2031-06-02", [])
     assert empty["conversion"] is None
     assert (empty["signUps"], empty["payoutsSent"], empty["paidOutMinor"]) == (0, 0, {})
+
+
+def test_the_notify_function_reads_the_notice_id_from_the_event_and_nothing_else():
+    from tests.functions_index import load
+
+    notice_of = load("notify").notice_of
+    created = "google.cloud.firestore.document.v1.created"
+    assert notice_of({"type": created, "document": "notifications/n1"}) == "n1"
+    assert notice_of({"type": created, "document": "users/u1"}) is None
+    assert notice_of({"type": created, "document": "notifications/n1/attempts/a"}) is None
+    assert notice_of({"type": created, "document": "notifications/__x__"}) is None
+    assert notice_of({"type": "google.cloud.storage.object.v1.finalized"}) is None

@@ -1,16 +1,24 @@
-"""The relay without emulators: old values from its memory of each document, and retries."""
+"""The relay without emulators: what the Firestore emulator posts becomes the event Eventarc
+sends, on the lane of the trigger's function; the triggers are Terraform's; failed posts are
+retried."""
 
 from __future__ import annotations
 
-import threading
+import base64
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from dev import relay
 from shared.audit import events as firestore_events
+from shared.audit.rules import AUDITED_COLLECTIONS
 
-T0 = datetime(2026, 5, 1, tzinfo=UTC)
+T0 = datetime(2026, 5, 1, 9, 30, 15, 123456, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Snap:
@@ -22,10 +30,6 @@ class Snap:
 
     def to_dict(self) -> dict[str, Any]:
         return self.data
-
-
-def _change(kind: str, snap: Snap) -> Any:
-    return SimpleNamespace(type=SimpleNamespace(name=kind), document=snap)
 
 
 def _relay(posted: list[tuple[str, relay.Event]], results: list[bool] | None = None) -> Any:
@@ -41,26 +45,111 @@ def _parsed(event: relay.Event) -> Any:
     return firestore_events.parse(attributes, event.body)
 
 
-def test_old_values_come_from_the_last_state_seen_and_the_baseline_makes_no_event():
+def _emulator_post(
+    path: str, old: Snap | None, new: Snap | None, event_type: str = relay.EVENT_TYPE
+) -> tuple[dict[str, str], bytes]:
+    """What the Firestore emulator posts: its own headers (whole-second time, the project named
+    twice in the source) and the DocumentEventData as base64 text."""
+    made = relay.cloud_event("demo-alodoktor", path, old, new, T0, event_type)
+    headers = {
+        "Content-Type": "application/protobuf",
+        "ce-specversion": "1.0",
+        "ce-type": event_type,
+        "ce-source": "//firestore.googleapis.com/projects/projects/demo-alodoktor/databases/"
+        "(default)",
+        "ce-id": "53257576-eefc-4d75-b813-5fd6f582d195",
+        "ce-subject": f"documents/{path}",
+        "ce-time": "2026-05-01T09:30:15Z",
+        "ce-location": "us-central1",
+        "ce-project": "demo-alodoktor",
+        "ce-database": "(default)",
+        "ce-namespace": "(default)",
+        "ce-document": path,
+    }
+    return headers, base64.b64encode(made.body)
+
+
+def test_an_emulator_post_becomes_the_event_eventarc_sends():
+    headers, body = _emulator_post(
+        "users/a", Snap("users/a", {"n": 0}, 0), Snap("users/a", {"n": 1}, 1)
+    )
+    event = relay.from_emulator("demo-alodoktor", headers, body)
+
+    assert event.body == base64.b64decode(body)  # raw protobuf, as Eventarc sends it
+    assert event.id == headers["ce-id"]  # a redelivery keeps its id
+    assert event.headers["ce-source"] == (
+        "//firestore.googleapis.com/projects/demo-alodoktor/databases/(default)"
+    )
+    change = _parsed(event)
+    assert (change.path, change.action, change.before, change.after) == (
+        "users/a",
+        "update",
+        {"n": 0},
+        {"n": 1},
+    )
+    # The commit time to the microsecond (the emulator's own ce-time has whole seconds).
+    assert change.at == T0 + timedelta(minutes=1)
+
+
+def test_a_delete_happens_when_it_arrives_and_a_malformed_post_is_refused():
+    headers, body = _emulator_post("users/a", Snap("users/a", {"n": 1}, 1), None)
+    before = datetime.now(UTC)
+    change = _parsed(relay.from_emulator("demo-alodoktor", headers, body))
+    assert change.action == "delete"
+    assert change.before == {"n": 1}
+    assert before <= change.at <= datetime.now(UTC)
+
+    with pytest.raises(relay.NotAnEmulatorEvent):
+        relay.from_emulator("demo-alodoktor", headers, b"not base64 at all!")
+    with pytest.raises(relay.NotAnEmulatorEvent):
+        relay.from_emulator("demo-alodoktor", {**headers, "ce-document": ""}, body)
+
+
+def test_each_post_goes_to_its_triggers_function_and_nothing_else():
     r = _relay([])
-    r._baselines["users"] = baseline = threading.Event()
-    listener = r._listener("users")
-    listener([Snap("users/a", {"n": 0}, 0)], [], T0)  # the initial snapshot
-    assert baseline.is_set()
-    assert r._queue.empty()
+    headers, body = _emulator_post("users/a", None, Snap("users/a", {"n": 1}, 0))
+    r.accept("audit-trigger-users", headers, body)
+    created, created_body = _emulator_post(
+        "notifications/n1",
+        None,
+        Snap("notifications/n1", {"status": "queued"}, 0),
+        relay.CREATED_TYPE,
+    )
+    r.accept("notify-notifications", created, created_body)
 
-    listener([], [_change("MODIFIED", Snap("users/a", {"n": 1}, 1))], T0)
-    listener([], [_change("ADDED", Snap("users/b", {"n": 5}, 2))], T0)
-    listener([], [_change("REMOVED", Snap("users/a", {"n": 1}, 1))], T0 + timedelta(minutes=3))
+    assert [e.headers["ce-document"] for e in r.queued("audit-trigger")] == ["users/a"]
+    (notice,) = r.queued("notify")
+    assert notice.headers["ce-type"] == relay.CREATED_TYPE
+    with pytest.raises(KeyError):
+        r.accept("audit-trigger-nowhere", headers, body)
+    # A `written` event on notify's `created` trigger is not what its trigger filters for.
+    with pytest.raises(relay.NotAnEmulatorEvent):
+        r.accept("notify-notifications", headers, body)
+    assert r.queued("notify") == []
 
-    changes = [_parsed(r._queue.get_nowait()[1]) for _ in range(3)]
-    assert [(c.path, c.action, c.before, c.after) for c in changes] == [
-        ("users/a", "update", {"n": 0}, {"n": 1}),
-        ("users/b", "create", None, {"n": 5}),
-        ("users/a", "delete", {"n": 1}, None),
-    ]
-    assert changes[2].at == T0 + timedelta(minutes=3)  # a delete happens at the read time
-    assert len({c.event_id for c in changes}) == 3
+
+def test_the_relays_triggers_are_the_ones_terraform_creates():
+    code = json.loads((ROOT / "terraform" / "generated" / "code.json").read_text())
+    # terraform/events.tf: "${name}-${lower(collection)}" per event function and collection,
+    # matching "${collection}/{document}"; audit-trigger on `written`, notify on `created`.
+    expected = {
+        f"audit-trigger-{c.lower()}": (c, relay.EVENT_TYPE) for c in code["audited_collections"]
+    } | {
+        f"notify-{code['outbox_collection'].lower()}": (
+            code["outbox_collection"],
+            relay.CREATED_TYPE,
+        )
+    }
+    made = {t.id: (t.collection, t.event_type) for t in relay.TRIGGERS}
+    assert made == expected
+    assert {t.collection for t in relay.TRIGGERS if t.function == "audit-trigger"} == set(
+        AUDITED_COLLECTIONS
+    )
+    for trigger in relay.TRIGGERS:
+        assert trigger.registration()["document"] == {
+            "value": f"{trigger.collection}/{{document}}",
+            "matchType": "PATH_PATTERN",
+        }
 
 
 def test_a_failed_post_is_retried_until_it_is_taken(monkeypatch):
