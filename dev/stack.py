@@ -52,6 +52,9 @@ LOCAL_AUDIT_SIGNING_KEY = "local-audit-signing-key"
 LOCAL_AUDIT_SEAL_LAG_SECONDS = "3"
 
 
+TEMP_PREFIX = "alodoktor-stack-"
+
+
 class StackError(RuntimeError):
     """A problem the user can fix, told in one line."""
 
@@ -171,7 +174,8 @@ class Child:
 class Stack:
     ports: Ports = field(default_factory=Ports)
     project_id: str = PROJECT_ID
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="alodoktor-stack-")))
+    # By default a temporary directory of its own, which stop() removes unless told to keep it.
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix=TEMP_PREFIX)))
     gateway_output: IO[bytes] | None = None  # None: to a log file in workdir
     extra_env: dict[str, str] = field(default_factory=dict)
     children: list[Child] = field(default_factory=list)
@@ -295,7 +299,7 @@ class Stack:
                 self.start_gateway()
                 self.start_relay()
         except BaseException:
-            self.stop()
+            self.stop(keep_files=True)  # the error names a log in the workdir
             raise
 
     def start_gateway(self) -> None:
@@ -525,7 +529,9 @@ class Stack:
         lines = child.log_path.read_text(errors="replace").splitlines()[-15:]
         return f" (log {child.log_path}):\n  " + "\n  ".join(lines)
 
-    def stop(self) -> None:
+    def stop(self, *, keep_files: bool = False) -> None:
+        """Stop every child; and remove the workdir (logs, exports) if it is a temporary one
+        and `keep_files` is not asked for (a failed test run keeps its logs to read)."""
         for child in reversed(self.children):
             _terminate(child.process)
         self.children.clear()
@@ -534,6 +540,9 @@ class Stack:
             self.reaper.kill()
             self.reaper.wait()
             self.reaper = None
+        temporary = self.workdir.parent == Path(tempfile.gettempdir())
+        if temporary and self.workdir.name.startswith(TEMP_PREFIX) and not keep_files:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Stack:
         self.start()

@@ -69,7 +69,7 @@ def query_log(query_dir: Path, request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture(scope="session")
-def stack(query_log: Path) -> Iterator[Stack]:
+def stack(query_log: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
     # PayPal's timeout is short here so that a test of a lost answer does not wait long.
     s = Stack(
         ports=Ports.free(),
@@ -82,7 +82,11 @@ def stack(query_log: Path) -> Iterator[Stack]:
     try:
         yield s
     finally:
-        s.stop()
+        # A run with failures keeps the stack's logs (emulators, gateway, relay) to read.
+        failed = request.session.testsfailed > 0
+        s.stop(keep_files=failed)
+        if failed:
+            print(f"\nthe local stack's logs are kept in {s.workdir}")
         os.environ.clear()
         os.environ.update(saved)
 
