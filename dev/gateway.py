@@ -260,6 +260,30 @@ def hosting_rewrites(config: Mapping[str, Any]) -> list[str]:
     return functions
 
 
+def _glob(pattern: str) -> re.Pattern[str]:
+    """A Hosting `source` glob: `**` any run of path segments, `*` within one segment."""
+    parts = re.split(r"(\*\*|\*)", pattern.lstrip("/"))
+    body = "".join({"**": ".*", "*": "[^/]*"}.get(part, re.escape(part)) for part in parts)
+    return re.compile(f"/?{body}")
+
+
+def hosting_headers(config: Mapping[str, Any], path: str) -> dict[str, str]:
+    """The headers firebase.json's `hosting.headers` give the page at `path` (later blocks win,
+    as in Hosting). Locally the CSP's connect-src also names the Auth emulator the pages sign
+    in with (in production the SDK calls Google's identity endpoints, which it lists)."""
+    headers: dict[str, str] = {}
+    for block in config["hosting"].get("headers", []):
+        if _glob(block["source"]).fullmatch(path):
+            headers.update({h["key"]: h["value"] for h in block["headers"]})
+    emulator = os.environ.get("FIREBASE_AUTH_EMULATOR_HOST")
+    csp = headers.get("Content-Security-Policy")
+    if emulator and csp:
+        headers["Content-Security-Policy"] = csp.replace(
+            "connect-src 'self'", f"connect-src 'self' http://{emulator}", 1
+        )
+    return headers
+
+
 def hosting(apps: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> Any:
     """The front end's origin as Firebase Hosting serves it in production: the files of
     firebase.json's `public` folder, its rewrites of `/api/<function>/**` to the functions
@@ -295,7 +319,7 @@ def hosting(apps: Mapping[str, Any], config: Mapping[str, Any] | None = None) ->
         if not (public / target).is_file() and (public / target / "index.html").is_file():
             target += "/index.html"
         response = flask.send_from_directory(public, target, max_age=0)
-        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers.update(hosting_headers(config, "/" + path))
         return response
 
     mounts = {f"{HOSTING_PREFIX}/{n}": _as_rewritten(apps[n]) for n in hosting_rewrites(config)}

@@ -637,6 +637,39 @@ def test_hosting_rewrites_cover_every_public_http_function(tf: Config) -> None:
     assert (ROOT / hosting["public"]).is_dir()
 
 
+def test_hosting_headers_apply_by_source_glob_and_name_the_auth_emulator_locally(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dev.gateway import hosting_headers
+
+    config = {
+        "hosting": {
+            "headers": [
+                {"source": "**", "headers": [{"key": "X-A", "value": "all"}]},
+                {"source": "/*.js", "headers": [{"key": "X-A", "value": "scripts"}]},
+                {
+                    "source": "/admin/**",
+                    "headers": [{"key": "Content-Security-Policy", "value": "connect-src 'self'"}],
+                },
+            ]
+        }
+    }
+    monkeypatch.delenv("FIREBASE_AUTH_EMULATOR_HOST", raising=False)
+    assert hosting_headers(config, "/") == {"X-A": "all"}
+    assert hosting_headers(config, "/app.js") == {"X-A": "scripts"}  # the later block wins
+    assert hosting_headers(config, "/lib/app.js") == {"X-A": "all"}  # `*` stays in a segment
+    assert hosting_headers(config, "/admin/a/b")["Content-Security-Policy"] == "connect-src 'self'"
+    monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9099")
+    assert hosting_headers(config, "/admin/x")["Content-Security-Policy"] == (
+        "connect-src 'self' http://127.0.0.1:9099"
+    )
+    production = json.loads((ROOT / "firebase.json").read_text())
+    monkeypatch.delenv("FIREBASE_AUTH_EMULATOR_HOST")
+    served = hosting_headers(production, "/index.html")
+    assert "script-src 'self'" in served["Content-Security-Policy"]
+    assert "127.0.0.1" not in served["Content-Security-Policy"]  # production names no emulator
+
+
 # --- pins, backend, CI ------------------------------------------------------------------------
 
 

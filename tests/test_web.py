@@ -346,6 +346,36 @@ def test_the_session_cookie_is_httponly_survives_a_reload_and_sign_out_removes_i
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
 
 
+INJECT = """() => {
+  const script = document.createElement("script");
+  script.textContent = "window.injected = true";
+  document.body.appendChild(script);
+  return window.injected === true ? "ran" : "blocked";
+}"""
+
+
+def test_the_pages_content_security_policy_stops_injected_script_and_framing(
+    stack: Any, web: Web
+) -> None:
+    # The headers are firebase.json's (`hosting.headers`), which production Hosting serves too.
+    answer = web.page.request.get(stack.hosting_url + "/")
+    policy = answer.headers["content-security-policy"]
+    assert "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    # An inline script (what an injected <script> would be) does not run, while the app's own
+    # module did: the page is ready and signs in (every other test here works under it too).
+    assert web.page.evaluate(INJECT) == "blocked"
+    web.sign_in(create_user(stack, Role.PATIENT))
+    # Another site cannot frame the app (clickjacking).
+    framed = web.context.new_page()
+    framed.set_content(f'<iframe src="{stack.hosting_url}/"></iframe>')  # waits for its load
+    (_, child) = framed.frames
+    assert child.url.startswith("chrome-error://"), child.url  # refused, not the app
+    framed.close()
+    web.sign_out()
+
+
 class _OtherSite(BaseHTTPRequestHandler):
     """A page of another origin: a plain form posting to the API."""
 
