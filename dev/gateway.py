@@ -313,12 +313,20 @@ def hosting(apps: Mapping[str, Any], config: Mapping[str, Any] | None = None) ->
     @site.get("/<path:path>")
     def page(path: str) -> Any:
         # Hosting serves a folder's index.html and never a dotfile (firebase.json's ignore).
-        if any(part.startswith(".") for part in path.split("/")):
-            flask.abort(404)
         target = path if path and not path.endswith("/") else path + "index.html"
         if not (public / target).is_file() and (public / target / "index.html").is_file():
             target += "/index.html"
-        response = flask.send_from_directory(public, target, max_age=0)
+        hidden = any(part.startswith(".") for part in path.split("/"))
+        if (
+            hidden
+            or not (public / target).resolve().is_relative_to(public)
+            or not ((public / target).is_file())
+        ):
+            # Hosting answers a missing page with the site's 404.html, status 404.
+            response = flask.send_from_directory(public, "404.html", max_age=0)
+            response.status_code = 404
+        else:
+            response = flask.send_from_directory(public, target, max_age=0)
         response.headers.update(hosting_headers(config, "/" + path))
         return response
 

@@ -38,3 +38,23 @@ def test_a_missing_firestore_emulator_is_named_with_how_to_install_it(
     monkeypatch.setattr(local, "firestore_emulator", lambda: tmp_path / "cloud_firestore_emulator")
     with pytest.raises(local.StackError, match="apt install google-cloud-cli-firestore-emulator"):
         local.check_prerequisites()
+
+
+def test_the_local_origin_answers_a_missing_page_or_a_dotfile_with_the_sites_404_page():
+    import json
+
+    from werkzeug.test import Client
+
+    from dev.gateway import FIREBASE_JSON, hosting
+
+    config = json.loads(FIREBASE_JSON.read_text())
+    config["hosting"]["rewrites"] = []  # pages only: no function is loaded
+    site = Client(hosting({}, config))
+    page = site.get("/")
+    assert page.status_code == 200
+    assert b'<script type="module" src="/app.js">' in page.data
+    for missing in ("/no-such-page", "/.gitignore", "/a/../../README.md"):
+        answer = site.get(missing)
+        assert answer.status_code == 404, missing
+        assert b"Page not found" in answer.data
+        assert "frame-ancestors 'none'" in answer.headers["Content-Security-Policy"]
