@@ -17,11 +17,12 @@ editing them:
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from dev import openapi_files
 
 ROOT = Path(__file__).resolve().parent.parent
 DIR_ENV = "PAYPAL_OPENAPI_DIR"
@@ -32,7 +33,6 @@ FILES = (
     "notifications_webhooks_v1.json",
     "payments_payouts_batch_v1.json",  # issue 15: payouts
 )
-_METHODS = ("get", "post", "put", "patch", "delete")
 
 
 class ContractUnavailable(RuntimeError):
@@ -40,8 +40,7 @@ class ContractUnavailable(RuntimeError):
 
 
 def spec_dir() -> Path:
-    configured = os.environ.get(DIR_ENV, "").strip()
-    return Path(configured) if configured else DEFAULT_DIR
+    return openapi_files.spec_dir(DIR_ENV, DEFAULT_DIR)
 
 
 @dataclass(frozen=True)
@@ -52,10 +51,6 @@ class Operation:
     template: str
     pattern: re.Pattern[str]
     pointer: str  # JSON pointer of the operation object in its document
-
-
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
 
 
 class Contract:
@@ -78,25 +73,17 @@ class Contract:
             self.documents[name] = document
             # OpenAPI 3.0 schemas are a dialect of draft 4, which is how refs resolve.
             registry = registry.with_resource(name, DRAFT4.create_resource(document))
-            for template, item in document.get("paths", {}).items():
-                regex = "/".join(
-                    f"(?P<{seg[1:-1]}>[^/]+)" if seg.startswith("{") else re.escape(seg)
-                    for seg in template.split("/")
-                )
-                for method in _METHODS:
-                    op = item.get(method)
-                    if op is None:
-                        continue
-                    self.operations.append(
-                        Operation(
-                            name,
-                            op.get("operationId", f"{method} {template}"),
-                            method.upper(),
-                            template,
-                            re.compile(f"^{regex}$"),
-                            f"/paths/{_escape(template)}/{method}",
-                        )
+            for method, template, op, pointer in openapi_files.operations(document):
+                self.operations.append(
+                    Operation(
+                        name,
+                        op.get("operationId", f"{method} {template}"),
+                        method.upper(),
+                        template,
+                        openapi_files.path_pattern(template),
+                        pointer,
                     )
+                )
         self.registry = registry.crawl()
         self._validators: dict[tuple[str, str, bool], Any] = {}
 

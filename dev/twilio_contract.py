@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from dev import openapi_files
 
 ROOT = Path(__file__).resolve().parent.parent
 DIR_ENV = "TWILIO_OPENAPI_DIR"
@@ -29,7 +30,6 @@ DEFAULT_DIR = ROOT.parent / "shared" / "twilio-openapi"
 FILE = "twilio_api_v2010.json"
 SHA256 = "99cae87a6bb1725f71363364cbd30282a13140374b2d5f9bdd5bdfa5d4c8a6d7"
 FORM = "application/x-www-form-urlencoded"
-_METHODS = ("get", "post", "put", "patch", "delete")
 
 
 class ContractUnavailable(RuntimeError):
@@ -37,8 +37,7 @@ class ContractUnavailable(RuntimeError):
 
 
 def spec_dir() -> Path:
-    configured = os.environ.get(DIR_ENV, "").strip()
-    return Path(configured) if configured else DEFAULT_DIR
+    return openapi_files.spec_dir(DIR_ENV, DEFAULT_DIR)
 
 
 @dataclass(frozen=True)
@@ -49,19 +48,6 @@ class Operation:
     pattern: re.Pattern[str]
     node: dict[str, Any]
     pointer: str
-
-
-def _pattern(template: str) -> re.Pattern[str]:
-    """`/Accounts/{AccountSid}/Messages/{Sid}.json` as a regex with a group per parameter."""
-    regex, pos = "", 0
-    for match in re.finditer(r"\{(\w+)\}", template):
-        regex += re.escape(template[pos : match.start()]) + f"(?P<{match.group(1)}>[^/]+?)"
-        pos = match.end()
-    return re.compile(f"^{regex}{re.escape(template[pos:])}$")
-
-
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
 
 
 class Contract:
@@ -82,19 +68,17 @@ class Contract:
             Registry().with_resource(FILE, DRAFT4.create_resource(self.document)).crawl()
         )
         self.operations: list[Operation] = []
-        for template, item in self.document.get("paths", {}).items():
-            for method in _METHODS:
-                if method in item:
-                    self.operations.append(
-                        Operation(
-                            item[method].get("operationId", f"{method} {template}"),
-                            method.upper(),
-                            template,
-                            _pattern(template),
-                            item[method],
-                            f"/paths/{_escape(template)}/{method}",
-                        )
-                    )
+        for method, template, node, pointer in openapi_files.operations(self.document):
+            self.operations.append(
+                Operation(
+                    node.get("operationId", f"{method} {template}"),
+                    method.upper(),
+                    template,
+                    openapi_files.path_pattern(template),
+                    node,
+                    pointer,
+                )
+            )
         self._validators: dict[tuple[str, bool], Any] = {}
 
     def find(self, method: str, path: str) -> tuple[Operation, dict[str, str]] | None:
@@ -183,7 +167,7 @@ class Contract:
             for name, values in form.items()
             if name in properties
         }
-        pointer = f"{op.pointer}/requestBody/content/{_escape(FORM)}/schema"
+        pointer = f"{op.pointer}/requestBody/content/{openapi_files.pointer_token(FORM)}/schema"
         return problems + self._errors(pointer, instance, "body", response=False)
 
     def check_response(self, op: Operation, status: int, body: bytes) -> list[str]:
