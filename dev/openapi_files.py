@@ -4,13 +4,17 @@ regex of its path template, and JSON pointers into the document."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 METHODS = ("get", "post", "put", "patch", "delete")
+
+log = logging.getLogger("alodoktor.sim")
+C = TypeVar("C")
 
 
 def spec_dir(env: str, default: Path) -> Path:
@@ -40,3 +44,19 @@ def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, A
         for method in METHODS:
             if method in item:
                 yield method, template, item[method], f"/paths/{pointer_token(template)}/{method}"
+
+
+def contract_or_reason(
+    make: Callable[[], C], given: C | None, *, validate: bool, unavailable: type[Exception]
+) -> tuple[C | None, str]:
+    """A simulator's contract: `given`, else made now; with validation off (asked for, or the
+    files cannot be read here) None and the reason, which the simulator reports and logs."""
+    if not validate:
+        return None, "contract validation turned off"
+    if given is not None:
+        return given, ""
+    try:
+        return make(), ""
+    except unavailable as exc:
+        log.warning("contract validation is off: %s", exc)
+        return None, str(exc)

@@ -42,7 +42,7 @@ from typing import Any
 import flask
 import requests
 
-from dev import sim_controls
+from dev import openapi_files, sim_controls
 from dev.paypal_contract import Contract, ContractUnavailable, Operation, issue_descriptions
 
 log = logging.getLogger("alodoktor.paypal_sim")
@@ -205,15 +205,9 @@ def create_app(
     payouts_webhook_id: str | None = None,
     payouts_webhook_url: str | None = None,
 ) -> flask.Flask:
-    reason = ""
-    if contract is None and validate:
-        try:
-            contract = Contract()
-        except ContractUnavailable as exc:
-            reason = str(exc)
-            log.warning("contract validation is off: %s", reason)
-    elif not validate:
-        reason = "contract validation turned off"
+    contract, reason = openapi_files.contract_or_reason(
+        Contract, contract, validate=validate, unavailable=ContractUnavailable
+    )
     state = State(client_id, client_secret, webhook_id, webhook_url, contract, reason)
     app = flask.Flask("paypal_sim")
     app.config["state"] = state

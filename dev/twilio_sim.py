@@ -48,7 +48,7 @@ from typing import Any
 import flask
 import requests
 
-from dev import sim_controls
+from dev import openapi_files, sim_controls
 from dev.twilio_contract import Contract, ContractUnavailable
 
 log = logging.getLogger("alodoktor.twilio_sim")
@@ -130,15 +130,9 @@ def create_app(
     validate: bool = True,
     step_seconds: float = 0.2,
 ) -> flask.Flask:
-    reason = ""
-    if contract is None and validate:
-        try:
-            contract = Contract()
-        except ContractUnavailable as exc:
-            reason = str(exc)
-            log.warning("contract validation is off: %s", reason)
-    elif not validate:
-        reason = "contract validation turned off"
+    contract, reason = openapi_files.contract_or_reason(
+        Contract, contract, validate=validate, unavailable=ContractUnavailable
+    )
     state = State(account_sid, auth_token, contract, reason)
     app = flask.Flask("twilio_sim")
     app.config["state"] = state
