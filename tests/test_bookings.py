@@ -125,6 +125,44 @@ def test_a_clinic_sets_up_services_and_capacity_that_patients_read(stack, clinic
     assert stored["services"][0]["price"] == {"currency": "USD", "amountMinor": 1250}
 
 
+def test_a_patient_picks_from_the_windows_a_day_still_has_with_their_places_left(
+    stack, clinic, patient
+):
+    day = _day(2).isoformat()
+    seen = patient.get(f"/bookings/clinics/{clinic.uid}/windows", params={"day": day}).json()
+    assert seen["date"] == day
+    # 08:00 to 10:00 in 30-minute windows, in the clinic's zone, each with its 4 places.
+    starts = [w["start"] for w in seen["windows"]]
+    local = [datetime.fromisoformat(s).astimezone(ZoneInfo(ZONE)) for s in starts]
+    assert [t.strftime("%H:%M") for t in local] == ["08:00", "08:30", "09:00", "09:30"]
+    assert {w["free"] for w in seen["windows"]} == {4}
+
+    # Each window's start is what a request takes; a place is taken once the clinic accepts.
+    first = starts[0]
+    asked = [_book(patient, clinic, first), _book(_patient(stack), clinic, first)]
+    again = patient.get(f"/bookings/clinics/{clinic.uid}/windows", params={"day": day}).json()
+    assert [w["free"] for w in again["windows"]] == [4, 4, 4, 4]
+    for booking in asked:
+        clinic.act(booking["id"], "accept")
+    again = patient.get(f"/bookings/clinics/{clinic.uid}/windows", params={"day": day}).json()
+    assert [w["free"] for w in again["windows"]] == [2, 4, 4, 4]
+
+
+def test_windows_already_started_and_clinics_not_taking_bookings_are_not_offered(
+    stack, clinic, patient
+):
+    yesterday = _day(-1).isoformat()
+    seen = patient.get(f"/bookings/clinics/{clinic.uid}/windows", params={"day": yesterday})
+    assert seen.json()["windows"] == []
+    pending = create_user(stack, Role.CLINIC, approved=False)
+    problem(patient.get(f"/bookings/clinics/{pending.uid}/windows"), 404, "clinic_not_found")
+    pharmacy = bearer(stack, create_user(stack, Role.PHARMACY))
+    problem(pharmacy.get(f"/bookings/clinics/{clinic.uid}/windows"), 403)
+    problem(
+        patient.get(f"/bookings/clinics/{clinic.uid}/windows", params={"day": "2026-13-01"}), 400
+    )
+
+
 def test_a_clinic_cannot_change_another_clinics_setup(stack, clinic):
     other = Clinic(stack)
     response = other.api.request("PUT", f"/bookings/clinics/{clinic.uid}", json=_setup(9))

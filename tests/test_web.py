@@ -113,6 +113,19 @@ def web(stack: Any, browser: Browser, request: pytest.FixtureRequest) -> Iterato
         context.close()
 
 
+def _listed(stack: Any, admin: Api, role: Role, name: str) -> User:
+    """A pharmacy or clinic with a name and an address, approved by `admin`: in the directory
+    the patient's page lists (newest first)."""
+    user = create_user(stack, role, approved=False)
+    profile = {
+        "name": name,
+        "address": {"line1": "Jl. Sudirman 1", "city": "Jakarta", "country": "ID"},
+    }
+    bearer(stack, user).request("PATCH", "/users/me", json=profile).raise_for_status()
+    admin.post(f"/admin-users/{user.uid}/approval", json={"decision": "approve"}).raise_for_status()
+    return user
+
+
 def _paid_visit(stack: Any, admin: Api, sim: Sim) -> tuple[User, User, str]:
     """A doctor, and a patient's paid appointment with them about three hours from now."""
     doctor, _ = approved_doctor(stack, admin)
@@ -179,7 +192,8 @@ def test_a_doctor_writes_a_prescription_for_the_day_and_a_pharmacy_fills_it(
     stack: Any, admin: Api, sim: Sim, web: Web
 ) -> None:
     doctor, patient, start = _paid_visit(stack, admin, sim)
-    pharmacy = create_user(stack, Role.PHARMACY)
+    pharmacy_name = f"Apotek {uuid.uuid4().hex[:6]}"
+    pharmacy = _listed(stack, admin, Role.PHARMACY, pharmacy_name)
     at = start[11:16]
     web.sign_in(doctor)
     page = web.page
@@ -205,15 +219,19 @@ def test_a_doctor_writes_a_prescription_for_the_day_and_a_pharmacy_fills_it(
     web.shot("prescribed")
     web.sign_out()
 
-    # The patient chooses the pharmacy (from their own app).
-    api = bearer(stack, patient)
-    written = api.get("/prescriptions").json()["items"]
-    assert len(written) == 1, written
-    sent = api.post(f"/prescriptions/{written[0]['id']}/send", json={"pharmacyUid": pharmacy.uid})
-    assert sent.status_code == 200, sent.text
+    # The patient chooses the pharmacy and sends the prescription there.
+    what = f"{PRESCRIPTION_ITEM['medication']} {PRESCRIPTION_ITEM['strength']}"
+    web.sign_in(patient)
+    mine = page.locator("#my-prescriptions")
+    expect(mine).to_contain_text(f"{what}: issued")
+    page.locator("#patient").get_by_label("Pharmacy", exact=True).select_option(pharmacy.uid)
+    web.shot("choose-pharmacy")
+    page.get_by_role("button", name=f"Send {what} to the pharmacy").click()
+    expect(page.locator("#status")).to_have_text(f"Prescription sent to {pharmacy_name}, Jakarta.")
+    expect(mine).to_contain_text(f"{what}: sent")
+    web.sign_out()
 
     web.sign_in(pharmacy)
-    what = f"{PRESCRIPTION_ITEM['medication']} {PRESCRIPTION_ITEM['strength']}"
     listing = page.locator("#prescriptions")
     expect(listing).to_contain_text(f"{what}: sent")
     for step, after in (
@@ -227,8 +245,11 @@ def test_a_doctor_writes_a_prescription_for_the_day_and_a_pharmacy_fills_it(
     web.sign_out()
 
 
-def test_a_clinic_accepts_a_booking_request(stack: Any, web: Web) -> None:
-    clinic = create_user(stack, Role.CLINIC)
+def test_a_patient_asks_a_clinic_for_a_booking_and_the_clinic_accepts(
+    stack: Any, admin: Api, web: Web
+) -> None:
+    clinic_name = f"Klinik {uuid.uuid4().hex[:6]}"
+    clinic = _listed(stack, admin, Role.CLINIC, clinic_name)
     setup = {
         "timeZone": "UTC",
         "windowMinutes": 30,
@@ -248,23 +269,35 @@ def test_a_clinic_accepts_a_booking_request(stack: Any, web: Web) -> None:
     made = bearer(stack, clinic).request("PUT", "/bookings/clinics/me", json=setup)
     assert made.status_code == 200, made.text
     day = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
-    patient = bearer(stack, create_user(stack, Role.PATIENT))
-    asked = patient.post(
-        "/bookings",
-        json={"clinicUid": clinic.uid, "serviceId": "checkup", "windowStart": f"{day}T08:00:00Z"},
+
+    web.sign_in(create_user(stack, Role.PATIENT))
+    page = web.page
+    view = page.locator("#patient")
+    view.get_by_label("Clinic", exact=True).select_option(clinic.uid)
+    expect(view.get_by_label("Service")).to_contain_text("General check-up (12.50 USD)")
+    view.get_by_label("Clinic day").fill(day)
+    page.get_by_role("button", name="Show clinic times").click()
+    expect(page.locator("#clinic-windows")).to_contain_text("08:00 (4 places left)")
+    web.shot("clinic-times")
+    page.get_by_role("button", name="Ask for 08:00").click()
+    expect(page.locator("#status")).to_have_text(
+        re.compile(r"Asked the clinic for .*: requested, number 1 in the queue\.")
     )
-    assert asked.status_code == 201, asked.text
+    web.shot("asked")
+    web.sign_out()
 
     web.sign_in(clinic)
-    page = web.page
     expect(page.locator("#requests")).to_contain_text("General check-up")
     expect(page.locator("#requests")).to_contain_text("requested")
     web.shot("requests")
     page.get_by_role("button", name=re.compile(r"^Accept General check-up")).click()
     expect(page.locator("#status")).to_have_text("Booking accepted.")
     web.shot("accepted")
-    assert patient.get(f"/bookings/{asked.json()['id']}").json()["status"] == "accepted"
     web.sign_out()
+
+    # The accepted request holds one of the window's four places.
+    seen = bearer(stack, clinic).get(f"/bookings/clinics/{clinic.uid}/windows", params={"day": day})
+    assert seen.json()["windows"][0]["free"] == 3
 
 
 def test_an_admin_approves_a_doctor_and_verifies_the_audit_log(

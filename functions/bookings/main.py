@@ -245,6 +245,21 @@ class WindowView(View):
         )
 
 
+class OpenWindow(View):
+    start: datetime
+    end: datetime
+    free: int = Field(
+        description="places not yet taken by accepted bookings (0: full; a request may still "
+        "queue for a place that frees)"
+    )
+
+
+class OpenWindows(View):
+    clinic_uid: str
+    date: str
+    windows: list[OpenWindow]
+
+
 class DayQuery(Body):
     day: Day | None = Field(default=None, description="local date; default today")
 
@@ -318,6 +333,18 @@ def get_clinic(call: Call) -> ClinicView:
     if clinic is None:
         raise NotFound("This clinic has not set up bookings.", code="clinic_not_set_up")
     return ClinicView.of(clinic)
+
+
+@api.route("GET", "/clinics/<clinic_uid>/windows", query=DayQuery, response=OpenWindows)
+def open_windows(call: Call) -> OpenWindows:
+    """A clinic's windows on one local day (default today) that can still be asked for, each
+    with its places left: what a patient picks `windowStart` from."""
+    clinic, day, rows = service.open_windows(_clinic_uid(call), call.query.day)
+    return OpenWindows(
+        clinic_uid=clinic["clinicUid"],
+        date=day.isoformat(),
+        windows=[OpenWindow(start=r.window.start, end=r.window.end, free=r.free) for r in rows],
+    )
 
 
 @api.route("PUT", "/clinics/<clinic_uid>", body=ClinicSetup, response=ClinicView)

@@ -23,6 +23,7 @@ type Order = Schemas["Payments_OrderView"];
 type Prescription = Schemas["Prescriptions_PrescriptionOut"];
 type Booking = Schemas["Bookings_BookingView"];
 type Account = Schemas["AdminUsers_ProfileView"];
+type Listing = Schemas["Users_PublicListing"];
 type DoseForm = Schemas["Prescriptions_Item"]["form"];
 
 const VIEWS = ["sign-in", "patient", "doctor", "pharmacy", "clinic", "admin"] as const;
@@ -127,7 +128,7 @@ async function enter(session: Session): Promise<void> {
   show(session.role as View, session);
   say(`Signed in as ${session.email ?? session.uid}.`);
   const loaders: Partial<Record<View, () => Promise<void>>> = {
-    patient: loadDoctors,
+    patient: loadPatientView,
     pharmacy: loadPrescriptions,
     clinic: () => loadRequests(session.uid),
     admin: loadPendingDoctors,
@@ -315,6 +316,120 @@ async function writePrescription(): Promise<void> {
   say(`Prescription ${written.id} written (${written.status}).`);
 }
 
+// -- patient: prescriptions to a pharmacy, requests to a clinic ----------------------------
+
+const placeName = (p: Listing): string => {
+  const city = (p.address as { city?: string } | null | undefined)?.city;
+  return `${p.name ?? p.displayName ?? p.uid}${city ? `, ${city}` : ""}`;
+};
+
+async function loadPatientView(): Promise<void> {
+  await loadDoctors();
+  const [pharmacies, clinics] = await Promise.all([
+    api.call(api.client.GET("/users/directory/pharmacies", {})),
+    api.call(api.client.GET("/users/directory/clinics", {})),
+  ]);
+  $("pick-pharmacy").replaceChildren(
+    ...pharmacies.items.map((p) => el("option", placeName(p), { value: p.uid })),
+  );
+  $("pick-clinic").replaceChildren(
+    ...clinics.items.map((c) => el("option", placeName(c), { value: c.uid })),
+  );
+  const day = $<HTMLInputElement>("clinic-day");
+  if (!day.value) day.value = today();
+  await Promise.all([loadMyPrescriptions(), loadServices()]);
+}
+
+const SENDABLE: Prescription["status"][] = ["issued", "rejected"];
+
+/** The caller's prescriptions as "<medicines>: <status>", each with what `action` adds. */
+async function listPrescriptions(
+  listId: string,
+  action: (p: Prescription, what: string) => HTMLElement | null,
+): Promise<void> {
+  const page = await api.call(api.client.GET("/prescriptions", {}));
+  $(listId).replaceChildren(
+    ...page.items.map((p) => {
+      const what = p.items.map((i) => `${i.medication} ${i.strength}`).join(", ");
+      const item = el("li", `${what}: ${p.status} `);
+      const extra = action(p, what);
+      if (extra) item.appendChild(extra);
+      return item;
+    }),
+  );
+}
+
+async function loadMyPrescriptions(): Promise<void> {
+  await listPrescriptions("my-prescriptions", (p, what) =>
+    SENDABLE.includes(p.status)
+      ? button("Send to the pharmacy", () => sendPrescription(p.id), {
+          "aria-label": `Send ${what} to the pharmacy`,
+        })
+      : null,
+  );
+}
+
+async function sendPrescription(id: string): Promise<void> {
+  const select = $<HTMLSelectElement>("pick-pharmacy");
+  const sent = await api.call(
+    api.client.POST("/prescriptions/{id}/send", {
+      params: { path: { id } },
+      body: { pharmacyUid: select.value },
+    }),
+  );
+  say(`Prescription ${sent.status} to ${select.selectedOptions[0]?.textContent ?? "the pharmacy"}.`);
+  await loadMyPrescriptions();
+}
+
+async function loadServices(): Promise<void> {
+  const uid = $<HTMLSelectElement>("pick-clinic").value;
+  $("clinic-windows").replaceChildren();
+  if (!uid) {
+    $("pick-service").replaceChildren();
+    return;
+  }
+  const clinic = await api.call(
+    api.client.GET("/bookings/clinics/{clinic_uid}", { params: { path: { clinic_uid: uid } } }),
+  );
+  $("pick-service").replaceChildren(
+    ...clinic.services
+      .filter((s) => s.active !== false)
+      .map((s) => el("option", `${s.name} (${money(s.price)})`, { value: s.id })),
+  );
+}
+
+async function showClinicWindows(): Promise<void> {
+  const uid = $<HTMLSelectElement>("pick-clinic").value;
+  const day = $<HTMLInputElement>("clinic-day").value;
+  const open = await api.call(
+    api.client.GET("/bookings/clinics/{clinic_uid}/windows", {
+      params: { path: { clinic_uid: uid }, query: { day } },
+    }),
+  );
+  $("clinic-windows").replaceChildren(
+    ...open.windows.map((w) => {
+      const places = w.free > 0 ? `${w.free} places left` : "full: you would wait for a place";
+      return li(
+        "",
+        button(`Ask for ${time(w.start)} (${places})`, () => askClinic(uid, w.start), {
+          "aria-label": `Ask for ${time(w.start)}`,
+        }),
+      );
+    }),
+  );
+  say(open.windows.length ? `${open.windows.length} clinic times.` : "No clinic times that day.");
+}
+
+async function askClinic(uid: string, windowStart: string): Promise<void> {
+  const serviceId = $<HTMLSelectElement>("pick-service").value;
+  const asked = await api.call(
+    api.client.POST("/bookings", { body: { clinicUid: uid, serviceId, windowStart } }),
+  );
+  $("clinic-windows").replaceChildren();
+  const place = asked.queuePosition ? `, number ${asked.queuePosition} in the queue` : "";
+  say(`Asked the clinic for ${when(asked.windowStart)}: ${asked.status}${place}.`);
+}
+
 // -- pharmacy -----------------------------------------------------------------------------
 
 const NEXT_STEP: Partial<Record<Prescription["status"], ["receive" | "ready" | "dispense", string]>> = {
@@ -324,20 +439,12 @@ const NEXT_STEP: Partial<Record<Prescription["status"], ["receive" | "ready" | "
 };
 
 async function loadPrescriptions(): Promise<void> {
-  const page = await api.call(api.client.GET("/prescriptions", {}));
-  $("prescriptions").replaceChildren(
-    ...page.items.map((p) => {
-      const what = p.items.map((i) => `${i.medication} ${i.strength}`).join(", ");
-      const item = el("li", `${what}: ${p.status} `);
-      const next = NEXT_STEP[p.status];
-      if (next) {
-        item.appendChild(
-          button(next[1], () => step(p.id, next[0]), { "aria-label": `${next[1]} ${what}` }),
-        );
-      }
-      return item;
-    }),
-  );
+  await listPrescriptions("prescriptions", (p, what) => {
+    const next = NEXT_STEP[p.status];
+    return next
+      ? button(next[1], () => step(p.id, next[0]), { "aria-label": `${next[1]} ${what}` })
+      : null;
+  });
 }
 
 async function step(id: string, move: "receive" | "ready" | "dispense"): Promise<void> {
@@ -485,6 +592,9 @@ async function start(): Promise<void> {
   onClick("sign-out", () => signOut());
   onClick("sign-out-all", signOutEverywhere);
   onSubmit("slots-form", showSlots);
+  onSubmit("my-prescriptions-form", loadMyPrescriptions);
+  onSubmit("clinic-form", showClinicWindows);
+  $("pick-clinic").addEventListener("change", () => void run(loadServices));
   onClick("pay", pay);
   onClick("complete-payment", completePayment);
   onClick("cancel-appointment", cancelAppointment);

@@ -276,6 +276,12 @@ def load(
     return [WindowLoad(w, clean_counts(counters.get(w.start))) for w in windows]
 
 
+def open_to_request(rows: Iterable[WindowLoad], now: datetime) -> list[WindowLoad]:
+    """The windows a patient may still ask for: not started yet (a request for a started
+    window is refused), whatever their free places (a full window still shows, as full)."""
+    return [row for row in rows if now < row.window.start]
+
+
 @dataclass(frozen=True)
 class RangeStats:
     totals: dict[str, int]

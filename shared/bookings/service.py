@@ -649,6 +649,17 @@ def day_queue(clinic: dict[str, Any], day: date) -> list[rules.WindowLoad]:
     return rules.load(rules.windows_on(schedule, day), _window_counters(query))
 
 
+def open_windows(
+    clinic_uid: str, day: date | None, now: datetime | None = None
+) -> tuple[dict[str, Any], date, list[rules.WindowLoad]]:
+    """A bookable clinic's windows on one local day (default its today) that a patient may
+    still ask for, with their free places: (the clinic, the day, the windows)."""
+    clinic = bookable_clinic(clinic_uid)
+    at = now or datetime.now(UTC)
+    day = day or today(clinic, at)
+    return clinic, day, rules.open_to_request(day_queue(clinic, day), at)
+
+
 def load(clinic: dict[str, Any], first: date, days: int) -> list[rules.WindowLoad]:
     """Every window of `days` local days from `first`, with held places against capacity."""
     from google.cloud.firestore import FieldFilter, Query

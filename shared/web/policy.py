@@ -189,6 +189,9 @@ POLICY: dict[RouteKey, Rule] = {
     # Clinic bookings: approved clinics set up and work their own queue; patients book and
     # cancel their own; admins see every clinic's dashboards and run the auto-decline sweep.
     ("bookings", "GET", "/clinics/<clinic_uid>"): allow(Role.PATIENT, Role.CLINIC, Role.ADMIN),
+    ("bookings", "GET", "/clinics/<clinic_uid>/windows"): allow(
+        Role.PATIENT, Role.CLINIC, Role.ADMIN
+    ),
     ("bookings", "PUT", "/clinics/<clinic_uid>"): allow(Role.CLINIC, Role.ADMIN, owner=OWN_CLINIC),
     ("bookings", "GET", "/clinics/<clinic_uid>/requests"): allow(
         Role.CLINIC, Role.ADMIN, owner=OWN_CLINIC
