@@ -33,6 +33,18 @@ COLLECTIONS = [
     "events",
     "audit",
     "auditHead",
+    "auditCheckpoints",
+    "access",
+    "directory",
+    "slots",
+    "idempotency",
+    "reconciliation",
+    "settings",
+    "deviceTokens",
+    "suppressions",
+    "notificationPreferences",
+    "analytics",
+    "bookingWindows/w1/places",  # a subcollection: the rule matches every depth
 ]
 
 
