@@ -666,8 +666,9 @@ def passed(results: dict[str, Any]) -> bool:
 
 def _verified(chain: dict[str, Any]) -> str:
     return (
-        f"{chain['count']} checkpoints sealing {chain['entries']} of the {chain['written']} "
-        f"entries written verified; {chain['seals']} seals; consistency check "
+        f"{chain['count']} checkpoints sealing {chain['entries']} entries verified (the run "
+        f"wrote {chain['written']}, the checks' admin the rest); {chain['seals']} seals; "
+        "consistency check "
         f"{'clean' if (chain.get('check') or {}).get('ok') else 'FOUND PROBLEMS'}"
     )
 

@@ -56,6 +56,7 @@ LOCATION = "nam5"
 DATABASE = "(default)"
 RETRY_DELAYS = (0.2, 0.5, 1, 2, 4, 8, 15, 30)  # then the event is given up, loudly
 WORKERS = 4  # Eventarc delivers concurrently; so does the relay, to exercise the same races
+BACKLOG_WARNING = 200  # events waiting on one lane: said once per crossing, with the count
 TRIGGER_PATH = "/functions/projects/{project}/triggers/"
 
 log = logging.getLogger("alodoktor.relay")
@@ -270,7 +271,11 @@ class Relay:
         event = from_emulator(self.project, headers, body)
         if event.headers["ce-type"] != trigger.event_type:
             raise NotAnEmulatorEvent(f"a {event.headers['ce-type']} event for {trigger_id}")
-        self._lanes[trigger.function].put(event)
+        lane = self._lanes[trigger.function]
+        lane.put(event)
+        waiting = lane.qsize()
+        if waiting == BACKLOG_WARNING:  # once per crossing: the lane fills faster than it drains
+            log.warning("%d events waiting for %s", waiting, trigger.function)
         return event
 
     def queued(self, function: str) -> list[Event]:
