@@ -198,6 +198,13 @@ def cloud_event(
     return Event(headers, DocumentEventData.serialize(data))
 
 
+class _Server(ThreadingHTTPServer):
+    # The emulator posts once and does not retry: a burst of writes must find room to
+    # connect (socketserver's default listen backlog is 5).
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class Relay:
     def __init__(
         self,
@@ -236,8 +243,7 @@ class Relay:
                 )
                 thread.start()
                 self._threads.append(thread)
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", port), self._handler())
         server = threading.Thread(target=self._server.serve_forever, daemon=True)
         server.start()
         self._threads.append(server)
