@@ -31,7 +31,7 @@ from shared.audit import events as firestore_events
 from shared.audit import rules as audit_log
 from shared.audit import service as audit
 from shared.identity import sessions
-from shared.platform import clients, context
+from shared.platform import clients, context, store
 from shared.platform.context import Principal, RequestContext, Role, Service
 from tests.support import (
     Api,
@@ -196,6 +196,38 @@ def test_a_profile_update_is_audited_as_its_owner(stack):
     assert updated["function"] == "users"
     assert updated["requestId"] == response.headers["X-Request-Id"]
     assert updated["changes"]["displayName"] == {"before": None, "after": "Sari"}
+
+
+def test_quick_successive_writes_each_get_their_own_entry_chained_value_to_value(stack):
+    """As Eventarc, every write is its own event, however fast they follow one another: five
+    updates of one profile make five entries, each one's `before` the previous `after`."""
+    user = create_user(stack, Role.PATIENT)
+    wait_for(f"users/{user.uid}", ["create"], settle=False)
+    api = bearer(stack, user)
+    for i in range(5):
+        answer = api.request("PATCH", "/users/me", json={"displayName": f"Name {i}"})
+        assert answer.status_code == 200, answer.text
+    found = wait_for(f"users/{user.uid}", ["create"] + ["update"] * 5)
+    names = [e["changes"]["displayName"] for e in found[1:]]
+    assert [n["after"] for n in names] == [f"Name {i}" for i in range(5)]
+    assert [n["before"] for n in names] == [None] + [f"Name {i}" for i in range(4)]
+
+
+def test_a_burst_of_writes_from_many_writers_is_audited_once_each(stack):
+    """What the Firestore emulator posts as each write commits reaches the trigger once per
+    write: 60 documents created from 20 threads at once, one entry each, none twice."""
+    db = clients.db()
+    ids = [f"burst-{uuid.uuid4().hex}" for _ in range(60)]
+
+    def create(doc_id: str) -> None:
+        store.create(db.collection("slots").document(doc_id), {"n": 1}, by="burst")
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        list(pool.map(create, ids))
+    for doc_id in ids[:-1]:
+        wait_for(f"slots/{doc_id}", ["create"], settle=False)
+    (last,) = wait_for(f"slots/{ids[-1]}", ["create"])  # and after a pause, no second entry
+    assert last["actor"] == "burst"
 
 
 def test_a_write_without_a_stamp_is_the_systems(stack):
