@@ -46,6 +46,15 @@ def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, A
                 yield method, template, item[method], f"/paths/{pointer_token(template)}/{method}"
 
 
+def schema_validator(registry: Any, uri: str, pointer: str, *, response: bool) -> Any:
+    """A validator of the schema at `uri#pointer` in `registry`: OpenAPI 3.0's read rules for
+    a response (readOnly allowed), its write rules for a request."""
+    from openapi_schema_validator import OAS30ReadValidator, OAS30Validator, oas30_format_checker
+
+    cls = OAS30ReadValidator if response else OAS30Validator
+    return cls({"$ref": f"{uri}#{pointer}"}, registry=registry, format_checker=oas30_format_checker)
+
+
 def contract_or_reason(
     make: Callable[[], C], given: C | None, *, validate: bool, unavailable: type[Exception]
 ) -> tuple[C | None, str]:

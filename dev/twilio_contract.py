@@ -90,17 +90,8 @@ class Contract:
     def _validator(self, pointer: str, *, response: bool) -> Any:
         key = (pointer, response)
         if key not in self._validators:
-            from openapi_schema_validator import (
-                OAS30ReadValidator,
-                OAS30Validator,
-                oas30_format_checker,
-            )
-
-            cls = OAS30ReadValidator if response else OAS30Validator
-            self._validators[key] = cls(
-                {"$ref": f"{FILE}#{pointer}"},
-                registry=self.registry,
-                format_checker=oas30_format_checker,
+            self._validators[key] = openapi_files.schema_validator(
+                self.registry, FILE, pointer, response=response
             )
         return self._validators[key]
 

@@ -26,6 +26,7 @@ from tests.support import (
     User,
     approved_doctor,
     bearer,
+    clinic_setup,
     create_user,
     id_token,
     service_api,
@@ -146,23 +147,6 @@ def _created(response: Any, what: str) -> dict[str, Any]:
     return body
 
 
-def _clinic_setup() -> dict[str, Any]:
-    days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-    return {
-        "timeZone": CLINIC_ZONE,
-        "windowMinutes": 30,
-        "weekly": [{"day": d, "opens": "08:00", "closes": "10:00", "capacity": 4} for d in days],
-        "services": [
-            {
-                "id": "checkup",
-                "name": "General check-up",
-                "durationMinutes": 20,
-                "price": {"currency": "USD", "value": "12.50"},
-            }
-        ],
-    }
-
-
 @dataclass
 class World:
     """The fuzzer's accounts and resources on the local stack, made once per run."""
@@ -193,11 +177,11 @@ class World:
             victims = pool.map(lambda _: create_user(stack, Role.PATIENT).uid, victim_routes)
             admin = Api(stack.gateway_url, bearer=made[Role.ADMIN].token)
             clinic_api = Api(stack.gateway_url, bearer=made[Role.CLINIC].token)
-            clinic_setup = pool.submit(
-                clinic_api.request, "PUT", "/bookings/clinics/me", json=_clinic_setup()
+            setup = pool.submit(
+                clinic_api.request, "PUT", "/bookings/clinics/me", json=clinic_setup(CLINIC_ZONE)
             )
             doctor_user, doctor_api = approved_doctor(stack, admin)
-            _created(clinic_setup.result(), "clinic setup")
+            _created(setup.result(), "clinic setup")
             world = cls(stack.gateway_url, made, stack=stack)
             world.own_account = {t.route: a for t, a in zip(own, own_actors, strict=True)}
             world.victims = dict(zip(victim_routes, victims, strict=True))

@@ -232,6 +232,28 @@ EVERY_DAY = {
 }
 
 
+CHECKUP = {
+    "id": "checkup",
+    "name": "General check-up",
+    "durationMinutes": 20,
+    "price": {"currency": "USD", "value": "12.50"},
+}
+
+
+def clinic_setup(time_zone: str, capacity: int = 4) -> dict[str, Any]:
+    """A clinic's bookings setup: 30-minute windows from 08:00 to 10:00 every day in
+    `time_zone`, `capacity` places each, and one service (CHECKUP)."""
+    return {
+        "timeZone": time_zone,
+        "windowMinutes": 30,
+        "weekly": [
+            {"day": d, "opens": "08:00", "closes": "10:00", "capacity": capacity}
+            for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+        ],
+        "services": [dict(CHECKUP)],
+    }
+
+
 def approved_doctor(
     stack: Any, admin: Api, price: str = "20.00", **profile: Any
 ) -> tuple[User, Api]:

@@ -17,35 +17,17 @@ from shared.bookings import service as bookings
 from shared.platform import clients, settings, store
 from shared.platform.context import Role
 from shared.platform.errors import Conflict
-from tests.support import Api, bearer, create_user, problem
+from tests.support import CHECKUP, Api, bearer, clinic_setup, create_user, problem
 
 ZONE = "Asia/Jakarta"
-DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
 def _setup(capacity: int) -> dict:
-    return {
-        "timeZone": ZONE,
-        "windowMinutes": 30,
-        "weekly": [
-            {"day": d, "opens": "08:00", "closes": "10:00", "capacity": capacity} for d in DAYS
-        ],
-        "services": [
-            {
-                "id": "checkup",
-                "name": "General check-up",
-                "durationMinutes": 20,
-                "price": {"currency": "USD", "value": "12.50"},
-            },
-            {
-                "id": "retired",
-                "name": "Old service",
-                "durationMinutes": 20,
-                "price": {"currency": "USD", "value": "1.00"},
-                "active": False,
-            },
-        ],
-    }
+    setup = clinic_setup(ZONE, capacity)
+    retired = {**CHECKUP, "id": "retired", "name": "Old service", "active": False}
+    retired["price"] = {"currency": "USD", "value": "1.00"}
+    setup["services"].append(retired)
+    return setup
 
 
 class Clinic:

@@ -32,6 +32,7 @@ from tests.support import (
     User,
     approved_doctor,
     bearer,
+    clinic_setup,
     create_user,
     slot_in,
 )
@@ -250,22 +251,7 @@ def test_a_patient_asks_a_clinic_for_a_booking_and_the_clinic_accepts(
 ) -> None:
     clinic_name = f"Klinik {uuid.uuid4().hex[:6]}"
     clinic = _listed(stack, admin, Role.CLINIC, clinic_name)
-    setup = {
-        "timeZone": "UTC",
-        "windowMinutes": 30,
-        "weekly": [
-            {"day": d, "opens": "08:00", "closes": "10:00", "capacity": 4}
-            for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-        ],
-        "services": [
-            {
-                "id": "checkup",
-                "name": "General check-up",
-                "durationMinutes": 20,
-                "price": {"currency": "USD", "value": "12.50"},
-            }
-        ],
-    }
+    setup = clinic_setup("UTC")
     made = bearer(stack, clinic).request("PUT", "/bookings/clinics/me", json=setup)
     assert made.status_code == 200, made.text
     day = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
