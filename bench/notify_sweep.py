@@ -9,6 +9,11 @@ every Firestore call of this process with bench/counting.py's gRPC interceptor. 
 `payment_received` for one of `--users` recipients (e-mail to the stack's SMTP sink; push
 planned and skipped, no device). Reports messages per second and Firestore reads and writes
 per message, and checks the sink received every message exactly once.
+
+The baseline, run after it on the same stack: the floor, the least work that delivers the same
+number of queued messages with the same libraries: read each queued document (one query),
+send a plain text mail on one SMTP connection (smtplib, no template, no preferences, no lease),
+and mark the document sent (one update). The sweep's rate is reported as a ratio of it.
 """
 
 from __future__ import annotations
@@ -16,12 +21,53 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import smtplib
 import sys
 import time
 import uuid
+from email.message import EmailMessage
 from typing import Any
 
 import requests
+
+FLOOR_COLLECTION = "benchFloor"
+
+
+def floor(notices: int, people: list[tuple[str, str]], counters: Any) -> dict[str, Any]:
+    """The baseline (module docstring): its messages per second and Firestore calls each."""
+    from bench.counting import delta
+    from shared.platform import clients
+
+    db = clients.db()
+    for start in range(0, notices, 400):
+        batch = db.batch()
+        for n in range(start, min(start + 400, notices)):
+            _, email = people[n % len(people)]
+            batch.set(db.collection(FLOOR_COLLECTION).document(f"floor-{n:05d}"), {"to": email})
+        batch.commit()
+    before = counters.snapshot()
+    started = time.perf_counter()
+    sent = 0
+    with smtplib.SMTP(os.environ["SMTP_HOST"], int(os.environ["SMTP_PORT"])) as smtp:
+        for snap in db.collection(FLOOR_COLLECTION).stream():
+            message = EmailMessage()
+            message["From"] = os.environ.get("MAIL_FROM", "bench@alodoktor.test")
+            message["To"] = snap.get("to")
+            message["Subject"] = "Payment received"
+            message["Message-ID"] = f"<{snap.id}@bench.alodoktor.test>"
+            message.set_content("We received your payment of 20.00 USD.")
+            smtp.send_message(message)
+            snap.reference.update({"status": "sent"})
+            sent += 1
+    elapsed = time.perf_counter() - started
+    used = delta(before, counters.snapshot())
+    reads, writes = used.get("firestore.reads", 0), used.get("firestore.writes", 0)
+    return {
+        "sent": sent,
+        "seconds": round(elapsed, 2),
+        "messagesPerSecond": round(sent / elapsed, 1) if elapsed else None,
+        "firestoreOpsPerMessage": round((reads + writes) / sent, 2) if sent else None,
+    }
 
 
 def run(notices: int, users: int, limit: int) -> dict[str, Any]:
@@ -76,6 +122,8 @@ def run(notices: int, users: int, limit: int) -> dict[str, Any]:
         received = requests.get(stack.mail_url + "/_sim/messages", timeout=120).json()["messages"]
         ids = [m["messageId"] for m in received]
         reads, writes = used.get("firestore.reads", 0), used.get("firestore.writes", 0)
+        base = floor(notices, people, counters)
+        rate = sent / elapsed if elapsed else 0.0
         return {
             "notices": notices,
             "users": users,
@@ -88,6 +136,10 @@ def run(notices: int, users: int, limit: int) -> dict[str, Any]:
             "firestoreReadsPerMessage": round(reads / sent, 2) if sent else None,
             "firestoreWritesPerMessage": round(writes / sent, 2) if sent else None,
             "firestoreOpsPerMessage": round((reads + writes) / sent, 2) if sent else None,
+            "floor": base,
+            "messagesPerSecondXFloor": (
+                round(rate / base["messagesPerSecond"], 2) if base["messagesPerSecond"] else None
+            ),
             "firestoreCalls": {
                 k.removeprefix("firestore.call."): v
                 for k, v in used.items()
