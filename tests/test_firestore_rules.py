@@ -96,3 +96,19 @@ def test_clients_cannot_read_or_write(stack, client_token, collection):
 def test_anonymous_clients_cannot_read(stack):
     response = requests.get(f"{_documents(stack)}/users/anyone", timeout=10)
     assert response.status_code == 403
+
+
+def test_the_rules_grant_nothing_anywhere_so_every_collection_is_closed():
+    """The probes above are samples; what closes a collection added later is the rules' shape:
+    one match of every document at every depth, and no `allow` but the deny."""
+    import re
+    from pathlib import Path
+
+    rules = (Path(__file__).resolve().parent.parent / "firestore.rules").read_text()
+    code = "\n".join(line.split("//")[0] for line in rules.splitlines())
+    assert re.findall(r"match\s+(\S+)\s*\{", code) == [
+        "/databases/{database}/documents",
+        "/{document=**}",
+    ]
+    allows = [" ".join(a.split()) for a in re.findall(r"allow[^;]*;", code)]
+    assert allows == ["allow read, write: if false;"]
