@@ -7,9 +7,11 @@ from the documented parameters and bodies, valid and deliberately invalid, whose
 now and then swapped for real ids of the fuzz's own resources (so handlers run past their
 lookups) or for hostile ids (`a/b`, a newline, `__x__`, 1600 characters...), which also go into
 the body's id fields; then one request for each hostile id in the path, and, if it takes a body,
-one whose JSON nests 20000 levels deep. Every answer must be documented: no 5xx, a documented
-status code and content type, a body that matches its schema. Bounded by example counts, never
-by time per request; reproducible (a fixed seed).
+one whose JSON nests 20000 levels deep; and for every integer it carries (query or body), values
+past what it allows and past what Firestore stores (int64): each integer query parameter alone
+at each of them, and drawn valid requests with every integer swapped for one. Every answer must
+be documented: no 5xx, a documented status code and content type, a body that matches its
+schema. Bounded by example counts, never by time per request; reproducible (a fixed seed).
 
 Run it alone: `make pytest PYTEST_ARGS='-k fuzz'`.
 """
@@ -56,7 +58,22 @@ CHECKS = [
     content_type_conformance,
     response_schema_conformance,
 ]
-HOSTILE_IDS = ("a/b", "a\nb", "/", "a%2Fb", "__x__", "..", "\x00", " ", "é", "x" * 1600)
+HOSTILE_IDS = (
+    "a/b",
+    "a\nb",
+    "/",
+    "a%2Fb",
+    "__x__",
+    "..",
+    "\x00",
+    " ",
+    "é",
+    "x" * 1600,
+    "99999999999999999999",  # a number in a path (a checkpoint's) past int64
+)
+# Integers past Firestore's int64, either way, and far past it.
+BIG_INTEGERS = (2**63, -(2**63) - 1, 10**20, -(10**20), 10**40)
+BIG_INTEGER_EXAMPLES = 5
 NESTING = 20000  # a body of 40 kB, within the body limit
 TARGETS = plan()
 Operation = schemathesis.APIOperation[Any, Any, Any, Any]
@@ -124,6 +141,51 @@ def _requests(draw: st.DrawFn, operation: Operation, known: list[str]) -> Any:
     # answer to such paths is held by test_hostile_input's empty-id and encoded-slash tests.
     assume(all(str(v).strip("/") for v in case.path_parameters.values()))
     return case
+
+
+def _with_big_integers(value: Any, big: Callable[[], int]) -> Any:
+    """The value with every integer in it (nested in objects and lists) swapped for big()."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return big()
+    if isinstance(value, dict):
+        return {k: _with_big_integers(v, big) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_big_integers(v, big) for v in value]
+    return value
+
+
+def _integer_bounds(schema: dict[str, Any]) -> list[int] | None:
+    """Values just past an integer parameter's documented bounds, and past int64; None when
+    the parameter is not an integer."""
+    kinds = [schema, *schema.get("anyOf", [])]
+    integer = next((k for k in kinds if k.get("type") == "integer"), None)
+    if integer is None:
+        return None
+    past = [integer["maximum"] + 1] if "maximum" in integer else []
+    past += [integer["minimum"] - 1] if "minimum" in integer else []
+    return past + list(BIG_INTEGERS)
+
+
+def _integer_queries(operation: Operation, known: list[str]) -> list[schemathesis.Case[Any]]:
+    """For each integer query parameter, one request per value past its bounds, alone."""
+    names = [p.name for p in operation.path_parameters]
+    path = {n: (known or ["x"])[0] for n in names}
+    cases = []
+    for parameter in operation.query:
+        for value in _integer_bounds(parameter.definition.get("schema", {})) or []:
+            case = operation.Case(path_parameters=path, query={parameter.name: str(value)})
+            if operation.body:
+                case.body, case.media_type = {}, "application/json"
+            cases.append(case)
+    return cases
+
+
+def _carries_integers(operation: Operation) -> bool:
+    """Whether a request of it may hold an integer: in a body (its models nest), or a query."""
+    query = (_integer_bounds(p.definition.get("schema", {})) for p in operation.query)
+    return bool(operation.body) or any(bounds is not None for bounds in query)
 
 
 def _sent(case: schemathesis.Case[Any], role: object) -> str:
@@ -210,8 +272,30 @@ def test_fuzz(
         assume(not any(v in (".", "..") for v in (case.path_parameters or {}).values()))
         send(case)
 
+    @seed(SEED)
+    @given(case=operation.as_strategy(GenerationMode.POSITIVE), data=st.data())
+    @settings(
+        max_examples=BIG_INTEGER_EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    def big_integers(case: schemathesis.Case[Any], data: st.DataObject) -> None:
+        """A valid request with every integer it carries past int64."""
+        big = functools.partial(data.draw, st.sampled_from(BIG_INTEGERS))
+        if known and names:
+            case.path_parameters = {**case.path_parameters, names[0]: known[0]}
+        if isinstance(case.query, dict):
+            case.query = _with_big_integers(case.query, big)
+        if not isinstance(case.body, NotSet):
+            case.body = _with_big_integers(case.body, big)
+        send(case)
+
     failures: list[BaseException] = []
     probes: list[Callable[[], None]] = [fuzz]
+    probes += [functools.partial(send, case) for case in _integer_queries(operation, known)]
+    if _carries_integers(operation):
+        probes.append(big_integers)
     probes += [functools.partial(send, case) for case in _hostile_paths(operation)]
     if operation.body:
         probes.append(functools.partial(_nested_body, operation, known, fuzz_world, headers))

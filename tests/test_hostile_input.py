@@ -64,6 +64,15 @@ def test_crafted_cursors_are_refused(stack, doc_id):
     problem(api.get("/session/sessions", params={"cursor": cursor}), 400, "invalid_cursor")
 
 
+@pytest.mark.parametrize("value", [10**20, -(2**63) - 1, {"a": 1}, [1, 2], float("inf")])
+def test_cursors_with_values_no_listing_returns_are_refused(stack, value):
+    """A crafted cursor's sort value past int64 (or not a scalar) never reaches a query."""
+    api = bearer(stack, create_user(stack, Role.PATIENT))
+    cursor = _cursor([value], "a1")
+    problem(api.get("/appointments", params={"cursor": cursor}), 400, "invalid_cursor")
+    problem(api.get("/session/sessions", params={"cursor": cursor}), 400, "invalid_cursor")
+
+
 @pytest.mark.parametrize("bad_id", ["__reserved__", "a.b..c%2Fd", "%00", "x" * 300])
 def test_ids_that_cannot_name_a_document_are_not_found(stack, admin, bad_id):
     for path in (

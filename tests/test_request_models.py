@@ -1,9 +1,10 @@
-"""Every request model of every function takes ids, dates and currencies only as the types of
-shared/platform/fields.py, wherever they sit (path, query, body, nested, in lists).
+"""Every request model of every function takes ids, integers, dates and currencies only as the
+types of shared/platform/fields.py, wherever they sit (path, query, body, nested, in lists).
 
 A bare `str` id lets `a/b` or `..` reach Firestore (a 500); a pattern-only date string lets
 2030-02-30 be stored (and every later read of it fail); a bare `date` escapes the 2000-2099
-rule. The walk below finds such a field by its name or its type, so a new model cannot bring
+rule; an integer bounded on one side only lets 99999999999999999999 reach a Firestore query (a
+500). The walk below finds such a field by its name or its type, so a new model cannot bring
 one back.
 """
 
@@ -17,9 +18,11 @@ from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Any
 
+import annotated_types
 import pydantic
 import pytest
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from shared.platform import fields
 from tests.functions_index import load
@@ -108,6 +111,21 @@ def _leaves(annotation: Any, metadata: list[Any]) -> Iterator[tuple[Any, list[An
         yield annotation, metadata
 
 
+def _int_defect(metadata: list[Any]) -> str | None:
+    """Why an integer field is not declared as fields.Int with both bounds inside int64."""
+    # A Field() inside Annotated (a list's items) holds its constraints in its own metadata.
+    metadata = [c for m in metadata for c in (m.metadata if isinstance(m, FieldInfo) else [m])]
+    if _kind(metadata) != "int":
+        return "a bare int (use fields.Int with ge= and le=)"
+    lows = [m.ge for m in metadata if isinstance(m, annotated_types.Ge)]
+    highs = [m.le for m in metadata if isinstance(m, annotated_types.Le)]
+    if not lows or not highs:
+        return "an int bounded on one side only (give both ge= and le=)"
+    if max(lows) < fields.INT64_MIN or min(highs) > fields.INT64_MAX:
+        return "an int bounded past what Firestore stores (int64)"
+    return None
+
+
 def defects(
     model: type[BaseModel], namespace: dict[str, Any] | None = None, where: str = ""
 ) -> list[str]:
@@ -120,7 +138,9 @@ def defects(
                 found += defects(leaf, namespace, f"{place} -> ")
                 continue
             kind = _kind(metadata)
-            if leaf in DATE_TYPES and kind not in ("day", "instant"):
+            if leaf is int and (why := _int_defect(metadata)):
+                found.append(f"{place}: {why}")
+            elif leaf in DATE_TYPES and kind not in ("day", "instant"):
                 found.append(f"{place}: a bare {leaf.__name__} (use fields.Day or fields.Instant)")
             elif leaf is str and ID_NAME.search(name) and kind != "doc_id":
                 found.append(f"{place}: an id as a bare str (use fields.DocId)")
@@ -141,6 +161,9 @@ def test_the_walk_finds_every_kind_of_defect() -> None:
         items: list[Nested]
         start_date: str
         currency: str
+        limit: int = pydantic.Field(ge=1, le=10)
+        cursor: fields.Int = pydantic.Field(ge=0)
+        huge: fields.Int = pydantic.Field(ge=0, le=2**64)
 
     class Good(BaseModel):
         order_id: fields.DocId | None
@@ -148,9 +171,11 @@ def test_the_walk_finds_every_kind_of_defect() -> None:
         day: fields.Day
         at: fields.Instant
         currency: fields.Currency
+        limit: fields.Int = pydantic.Field(default=20, ge=1, le=100)
+        sizes: list[typing.Annotated[fields.Int, pydantic.Field(ge=0, le=7)]] | None = None
 
     namespace = {"Nested": Nested}
-    assert len(defects(Bad, namespace)) == 5, defects(Bad, namespace)
+    assert len(defects(Bad, namespace)) == 8, defects(Bad, namespace)
     assert defects(Good, namespace) == []
 
 

@@ -26,7 +26,7 @@ from shared.identity.profile_fields import FieldRefusal, Phone, ProfileFields, P
 from shared.platform import clients, stored
 from shared.platform.context import Role
 from shared.platform.errors import BadRequest, Forbidden, NotFound
-from shared.platform.fields import DocId
+from shared.platform.fields import DocId, Int
 from shared.platform.models import Body, Page, View
 from shared.web.http import Call, Function
 
@@ -246,7 +246,7 @@ def password_reset(call: Call) -> ResetLink:
 
 
 class ReconcileQuery(Body):
-    limit: int = Field(default=1000, ge=1, le=1000, description="accounts (and records) per run")
+    limit: Int = Field(default=1000, ge=1, le=1000, description="accounts (and records) per run")
 
 
 class Reconciled(View):

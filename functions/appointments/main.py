@@ -32,7 +32,7 @@ from shared.payments.views import PaymentSummary
 from shared.platform import stored
 from shared.platform.context import Role
 from shared.platform.errors import BadRequest
-from shared.platform.fields import Day, DocId, Instant
+from shared.platform.fields import Day, DocId, Instant, Int
 from shared.platform.models import Body, Page, View
 from shared.web.http import Call, Function, Reply
 from shared.workflows.cancellations import REFUND
@@ -63,7 +63,7 @@ class DayExceptionIn(Body):
 
 class AvailabilityIn(Body):
     time_zone: str = Field(max_length=64, description="IANA time zone, e.g. Asia/Jakarta")
-    slot_minutes: int = Field(ge=10, le=240)
+    slot_minutes: Int = Field(ge=10, le=240)
     weekly: dict[Weekday, list[IntervalIn]] = Field(max_length=7)
     exceptions: list[DayExceptionIn] = Field(default_factory=list, max_length=90)
 

@@ -30,7 +30,7 @@ from shared.audit import rules as audit_log
 from shared.audit import service as audit_store
 from shared.audit.rules import Action, KeyMissing
 from shared.platform import errors, stored
-from shared.platform.fields import Instant
+from shared.platform.fields import Instant, Int
 from shared.platform.models import Body, Page, View
 from shared.web.http import Call, Function
 
@@ -189,9 +189,15 @@ class CheckpointPage(View):
     next_cursor: str | None
 
 
+# Checkpoint numbers count seals, a few a minute at most: twelve digits outlast the product.
+MAX_CHECKPOINT = 999_999_999_999
+
+
 class ChainQuery(Body):
-    from_: int = Field(default=1, ge=1, alias="from", description="the first checkpoint")
-    limit: int = Field(default=100, ge=1, le=proofs.CHAIN_BATCH)
+    from_: Int = Field(
+        default=1, ge=1, le=MAX_CHECKPOINT, alias="from", description="the first checkpoint"
+    )
+    limit: Int = Field(default=100, ge=1, le=proofs.CHAIN_BATCH)
 
 
 class ChainVerdict(View):
@@ -205,8 +211,14 @@ class ChainVerdict(View):
 
 
 class RangeQuery(Body):
-    chunk: int = Field(default=0, ge=0, description="the first chunk")
-    chunks: int = Field(default=proofs.RANGE_BATCH, ge=1, le=proofs.RANGE_BATCH)
+    # A chunk holds at least one entry, and a seal takes at most MAX_ENTRIES.
+    chunk: Int = Field(
+        default=0,
+        ge=0,
+        le=sealing.MAX_ENTRIES,
+        description="the first chunk; past the checkpoint's last, nothing is checked",
+    )
+    chunks: Int = Field(default=proofs.RANGE_BATCH, ge=1, le=proofs.RANGE_BATCH)
 
 
 class RangeVerdict(View):
@@ -223,7 +235,7 @@ class RangeVerdict(View):
 
 
 class SealQuery(Body):
-    max_entries: int = Field(default=sealing.MAX_ENTRIES, ge=1, le=sealing.MAX_ENTRIES)
+    max_entries: Int = Field(default=sealing.MAX_ENTRIES, ge=1, le=sealing.MAX_ENTRIES)
 
 
 class SealResult(View):
@@ -233,7 +245,7 @@ class SealResult(View):
 
 
 class CheckQuery(Body):
-    chunks: int = Field(default=proofs.CHECK_CHUNKS, ge=0, le=400)
+    chunks: Int = Field(default=proofs.CHECK_CHUNKS, ge=0, le=400)
 
 
 class Finding(View):
@@ -252,7 +264,7 @@ class CheckResult(View):
 
 
 class ExportQuery(Body):
-    checkpoints: int = Field(default=20, ge=1, le=100)
+    checkpoints: Int = Field(default=20, ge=1, le=100)
 
 
 class ExportResult(View):
@@ -263,7 +275,7 @@ class ExportResult(View):
 
 
 def _number(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(MAX_CHECKPOINT)):
         raise errors.NotFound("No such checkpoint.")
     return int(raw)
 

@@ -36,7 +36,7 @@ from shared.payments.views import PaymentSummary
 from shared.platform import idempotency, stored
 from shared.platform.context import Role
 from shared.platform.errors import BadRequest, NotFound
-from shared.platform.fields import Day, DocId, Instant
+from shared.platform.fields import Day, DocId, Instant, Int
 from shared.platform.models import Body, Page, SweepQuery, View
 from shared.web.http import Call, Function, Reply
 from shared.workflows.cancellations import REFUND
@@ -54,18 +54,18 @@ api = Function(
 class ServiceIn(Body):
     id: Slug
     name: ShortText
-    duration_minutes: int = Field(ge=5, le=480)
+    duration_minutes: Int = Field(ge=5, le=480)
     price: Price
     active: bool = True
 
 
 class WeeklyHours(Opening):
-    capacity: int = Field(ge=1, le=500, description="patients per window")
+    capacity: Int = Field(ge=1, le=500, description="patients per window")
 
 
 class ClinicSetup(Body):
     time_zone: str = Field(max_length=64, description="IANA, e.g. Asia/Jakarta")
-    window_minutes: int = Field(ge=5, le=240)
+    window_minutes: Int = Field(ge=5, le=240)
     weekly: list[WeeklyHours] = Field(max_length=28, description="a day not listed is closed")
     closed_dates: list[Day] = Field(default_factory=list, max_length=366)
     services: list[ServiceIn] = Field(min_length=1, max_length=50)
@@ -278,7 +278,7 @@ class DayView(View):
 
 class LoadQuery(Body):
     from_date: Day | None = Field(default=None, description="local date; default today")
-    days: int = Field(default=7, ge=1, le=14)
+    days: Int = Field(default=7, ge=1, le=14)
 
 
 class LoadView(View):

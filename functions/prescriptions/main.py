@@ -21,7 +21,7 @@ from pydantic import Field
 
 from shared.platform import stored
 from shared.platform.errors import NotFound
-from shared.platform.fields import DocId
+from shared.platform.fields import DocId, Int
 from shared.platform.models import Body, Page, View
 from shared.prescriptions import service
 from shared.prescriptions.rules import Status
@@ -55,9 +55,9 @@ class Item(Body):
     form: Form
     dose: str = Field(min_length=1, max_length=60, description="e.g. 1 tablet")
     frequency: str = Field(min_length=1, max_length=60, description="e.g. 3 times a day")
-    duration_days: int = Field(ge=1, le=365)
-    quantity: int = Field(ge=1, le=1000)
-    refills: int = Field(default=0, ge=0, le=12)
+    duration_days: Int = Field(ge=1, le=365)
+    quantity: Int = Field(ge=1, le=1000)
+    refills: Int = Field(default=0, ge=0, le=12)
     instructions: str | None = Field(default=None, max_length=500)
 
 

@@ -195,6 +195,8 @@ def verify_range(n: int, first_chunk: int = 0, chunks: int = RANGE_BATCH) -> Ran
     if checkpoint is None:
         return None
     total = len(checkpoint["chunks"])
+    if first_chunk >= total:  # past the range's end: nothing there to verify
+        return RangeVerdict(True, n, total, first_chunk, 0, 0, None)
     why = cps.own_problem(checkpoint, public_keys())
     if why:
         return RangeVerdict(False, n, total, first_chunk, 0, 0, None, None, None, why)

@@ -1,4 +1,4 @@
-"""The value types every request model uses for ids, dates, date-times and currencies.
+"""The value types every request model uses for ids, integers, dates, date-times and currencies.
 
 A request field that holds one of these is declared with the type here, never as a bare `str`
 or `date`: tests/test_request_models.py walks every request model of every function and fails
@@ -91,6 +91,17 @@ Instant = Annotated[
     Field(description=f"an RFC 3339 date-time with its offset, years {MIN_YEAR}-{MAX_YEAR}"),
     Kind("instant"),
 ]
+
+# Firestore stores integers as signed 64 bits: a larger one cannot be written, and a query that
+# compares with one fails inside the client library (a 500 before these types existed).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+Int = Annotated[int, Kind("int")]
+"""An integer a request carries (a page size, a cursor, a sequence or chunk number, a count,
+minor units). Declared as `name: Int = Field(ge=..., le=...)`: both bounds, within int64 and
+within the real range of what it counts, so a value past them is a 400 before any handler runs
+(tests/test_request_models.py fails on an int declared any other way)."""
+
 
 CURRENCY_PATTERN = "^(" + "|".join(sorted(EXPONENTS)) + ")$"
 

@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_camel
 
 from shared.platform import stored
 from shared.platform.errors import ValidationFailed
+from shared.platform.fields import Int
 
 
 class Body(BaseModel):
@@ -54,11 +55,11 @@ class View(BaseModel):
 class SweepQuery(Body):
     """How much one call of a sweep (a scheduler's job) may take on."""
 
-    limit: int = Field(default=100, ge=1, le=500)
+    limit: Int = Field(default=100, ge=1, le=500)
 
 
 class Page(Body):
-    limit: int = Field(default=20, ge=1, le=100)
+    limit: Int = Field(default=20, ge=1, le=100)
     cursor: str | None = Field(default=None, max_length=512)
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from datetime import datetime
 from typing import Any
 
 from shared.platform import ids
 from shared.platform.errors import BadRequest
+from shared.platform.fields import INT64_MAX, INT64_MIN
 
 MAX_CURSOR_CHARS = 512
 
@@ -34,7 +36,20 @@ def decode(cursor: str) -> tuple[list[Any], str]:
         raise bad from None
     if not isinstance(doc_id, str) or not ids.DOC_ID.match(doc_id):
         raise bad
+    if not all(_storable(v) for v in values):
+        raise bad
     return values, doc_id
+
+
+def _storable(value: Any) -> bool:
+    """Whether a cursor's sort value is one a listing could have returned, and one a query can
+    compare with: a crafted cursor's 10**20 or nested object is refused, not sent to Firestore
+    (whose client fails on an int past int64, a 500)."""
+    if value is None or isinstance(value, (bool, str, datetime)):
+        return True
+    if isinstance(value, int):
+        return INT64_MIN <= value <= INT64_MAX
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def run_page(
