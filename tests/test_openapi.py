@@ -58,8 +58,12 @@ def test_function_document_is_valid_and_complete(documents, function):
             continue
         op = doc["paths"][openapi_path(fn, path)][method.lower()]
         rule = policy.POLICY[(fn, method, path)]
-        assert op["x-roles"] == (sorted(r.value for r in rule.roles) or ["public"])
+        services = [f"service:{s.value}" for s in sorted(rule.services)]
+        assert op["x-roles"] == (sorted(r.value for r in rule.roles) + services or ["public"])
         assert ("security" in op) == (not rule.public)
+        schemes = {name for option in op.get("security", []) for name in option}
+        assert ("googleOidc" in schemes) == bool(rule.services), (method, path)
+        assert ({"sessionCookie", "bearerIdToken"} <= schemes) == bool(rule.roles), (method, path)
 
 
 def test_request_bodies_forbid_unknown_fields(documents):
@@ -246,3 +250,16 @@ def test_a_query_only_enum_is_a_component_of_the_functions_own_document(monkeypa
     params = {p["name"]: p for p in doc["paths"]["/openapi-test/shades"]["get"]["parameters"]}
     assert set(params) == {"limit", "cursor", "colour"}
     assert refs_in(params["colour"]) == {SCHEMAS + "Colour"}
+
+
+def test_service_callers_are_described_as_such(documents):
+    """The Tasks worker is no public route, and a scheduled route says the scheduler calls it."""
+    paths = documents["payouts"]["paths"]
+    worker = paths["/payouts/tasks/send"]["post"]
+    assert worker["x-roles"] == ["service:tasks"]
+    assert worker["security"] == [{"googleOidc": []}]
+    run = paths["/payouts/run"]["post"]
+    assert run["x-roles"] == ["admin", "service:scheduler"]
+    assert {"googleOidc": []} in run["security"]
+    scheme = documents["payouts"]["components"]["securitySchemes"]["googleOidc"]
+    assert scheme["type"] == "openIdConnect"

@@ -18,6 +18,7 @@ from shared.platform import ids
 
 if TYPE_CHECKING:
     from shared.web.http import Function
+    from shared.web.policy import Rule
 
 REF = "#/components/schemas/{model}"
 _PARAM = re.compile(r"<(?:[a-z_]+:)?([A-Za-z_][A-Za-z0-9_]*)>")
@@ -51,7 +52,30 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 SECURITY_SCHEMES = {
     "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "__session"},
     "bearerIdToken": {"type": "http", "scheme": "bearer", "bearerFormat": "Firebase ID token"},
+    # Cloud Scheduler and Cloud Tasks: a Google-signed OIDC ID token of the service's own
+    # account, with the function's URL as its audience (shared/identity/services.py).
+    "googleOidc": {
+        "type": "openIdConnect",
+        "openIdConnectUrl": "https://accounts.google.com/.well-known/openid-configuration",
+        "description": "A Google-signed OIDC ID token of a service account the policy names "
+        "(Cloud Scheduler's, Cloud Tasks'), audience the function's URL.",
+    },
 }
+
+
+def callers(rule: Rule) -> list[str]:
+    """Who may call a route, as the `x-roles` extension says: its roles, then its Google-run
+    callers as `service:<name>` (the actor the audit log names them by), or `public`."""
+    if rule.public:
+        return ["public"]
+    return sorted(r.value for r in rule.roles) + sorted(f"service:{s.value}" for s in rule.services)
+
+
+def security(rule: Rule) -> list[dict[str, list[str]]]:
+    """The credentials a route takes: a person's session or ID token, a service's OIDC token."""
+    schemes = [{"sessionCookie": []}, {"bearerIdToken": []}] if rule.roles else []
+    return schemes + ([{"googleOidc": []}] if rule.services else [])
+
 
 _STATUS_TEXT = {
     400: "Invalid input",
@@ -117,12 +141,12 @@ def document(fn: Function) -> dict[str, Any]:
         op: dict[str, Any] = {
             "operationId": f"{fn.name}.{route.handler.__name__}",
             "summary": route.summary,
-            "x-roles": sorted(r.value for r in route.rule.roles) or ["public"],
+            "x-roles": callers(route.rule),
         }
         if route.rule.owner:
             op["x-owner-fields"] = list(route.rule.owner.fields)
         if not route.rule.public:
-            op["security"] = [{"sessionCookie": []}, {"bearerIdToken": []}]
+            op["security"] = security(route.rule)
         params = [
             {"name": name, "in": "path", "required": True, "schema": PATH_ID_SCHEMA}
             for name in _PARAM.findall(route.path)
