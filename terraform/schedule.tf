@@ -13,53 +13,10 @@ resource "google_service_account" "tasks" {
 }
 
 locals {
-  # Every route the policy opens to Service.SCHEDULER has a job here (a test checks both ways).
-  schedules = {
-    "appointments-sweep" = {
-      function    = "appointments", path = "/sweep", schedule = "*/5 * * * *"
-      description = "Expire unpaid appointment holds"
-    }
-    "bookings-sweep" = {
-      function    = "bookings", path = "/sweep", schedule = "*/15 * * * *"
-      description = "Decline clinic booking requests left unanswered"
-    }
-    "refunds-sweep" = {
-      function    = "payments", path = "/refunds/sweep", schedule = "*/10 * * * *"
-      description = "Send refunds PayPal was unreachable for"
-    }
-    "auth-reconcile" = {
-      function    = "admin-users", path = "/reconcile", schedule = "23 * * * *"
-      description = "Repair drift between Firebase Auth and the access records"
-    }
-    "payouts-run" = {
-      function    = "payouts", path = "/run", schedule = "0 6 * * 1"
-      description = "This week's payouts: one named task per provider and currency"
-    }
-    "payouts-sweep" = {
-      function    = "payouts", path = "/sweep", schedule = "*/30 * * * *"
-      description = "Ask PayPal about payouts not final yet"
-    }
-    "payouts-check" = {
-      function    = "payouts", path = "/check", schedule = "30 5 * * *"
-      description = "Reconcile money in transit with the open payouts"
-    }
-    "audit-seal" = {
-      function    = "audit", path = "/seal", schedule = "*/5 * * * *"
-      description = "Seal the audit entries written since the last checkpoint"
-    }
-    "audit-check" = {
-      function    = "audit", path = "/check", schedule = "*/15 * * * *"
-      description = "Verify the newest checkpoints and a sample of sealed ranges; alert on a break"
-    }
-    "audit-export" = {
-      function    = "audit", path = "/export", schedule = "17 * * * *"
-      description = "Export sealed ranges with their checkpoints to the retention bucket"
-    }
-    "notifications-sweep" = {
-      function    = "notifications", path = "/sweep", schedule = "*/5 * * * *"
-      description = "Deliver notices a trigger missed and retries that are due"
-    }
-  }
+  # The jobs, their time zone and retry policy: terraform/schedules.json, which the local
+  # stack's scheduler reads too, so both run exactly the same jobs.
+  schedule_config = jsondecode(file("${path.module}/schedules.json"))
+  schedules       = local.schedule_config.jobs
 
   scheduled_functions = toset([for job in local.schedules : job.function])
 
@@ -90,13 +47,13 @@ resource "google_cloud_scheduler_job" "job" {
   description      = each.value.description
   region           = var.region
   schedule         = each.value.schedule
-  time_zone        = "Etc/UTC"
-  attempt_deadline = "320s"
+  time_zone        = local.schedule_config.time_zone
+  attempt_deadline = local.schedule_config.attempt_deadline
 
   retry_config {
-    retry_count          = 3
-    min_backoff_duration = "10s"
-    max_backoff_duration = "300s"
+    retry_count          = local.schedule_config.retry_config.retry_count
+    min_backoff_duration = local.schedule_config.retry_config.min_backoff_duration
+    max_backoff_duration = local.schedule_config.retry_config.max_backoff_duration
   }
 
   http_target {

@@ -29,7 +29,7 @@ from shared.audit import events as audit_events
 from shared.audit.rules import AUDITED_COLLECTIONS
 from shared.platform.outbox import NOTIFICATIONS
 from shared.web import policy
-from tools import bundle, code_facts, terraform_inputs
+from tools import bundle, code_facts, schedules, terraform_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 TERRAFORM = ROOT / "terraform"
@@ -476,16 +476,26 @@ def test_every_scheduled_route_has_its_job(tf: Config) -> None:
         if "scheduler" in _services(rule)
     }
     assert scheduled, "the policy opens no route to Cloud Scheduler"
-    jobs = {(j["function"], "POST", j["path"]) for j in tf.locals["schedules"].values()}
+    config = schedules.load()
+    jobs = {(j.function, "POST", j.path) for j in config.jobs}
     missing = sorted(scheduled - jobs)
-    assert not missing, f"scheduled routes without a job in terraform/schedule.tf: {missing}"
+    assert not missing, f"scheduled routes without a job in terraform/schedules.json: {missing}"
     extra = sorted(jobs - scheduled)
     assert not extra, f"jobs for routes the policy does not open to Cloud Scheduler: {extra}"
-    for job in tf.locals["schedules"].values():
-        assert job["function"] in tf.locals["functions"], job
-        assert len(job["schedule"].split()) == 5, job
+    for job in config.jobs:
+        assert job.function in tf.locals["functions"], job
 
+    # Terraform makes its jobs from that file, every setting of a job included.
+    assert tf.locals["schedule_config"] == '${jsondecode(file("${path.module}/schedules.json"))}'
+    assert tf.locals["schedules"] == "${local.schedule_config.jobs}"
     resource = tf.resource("google_cloud_scheduler_job", "job")
+    assert resource["for_each"] == "${local.schedules}"
+    assert resource["time_zone"] == "${local.schedule_config.time_zone}"
+    assert resource["attempt_deadline"] == "${local.schedule_config.attempt_deadline}"
+    assert resource["retry_config"][0] == {
+        key: f"${{local.schedule_config.retry_config.{key}}}"
+        for key in ("retry_count", "min_backoff_duration", "max_backoff_duration")
+    }
     target = resource["http_target"][0]
     assert target["http_method"] == "POST"
     assert target["uri"] == "${local.functions_base_url}/${each.value.function}${each.value.path}"
