@@ -396,7 +396,7 @@ def run(
     from bench.counting import install as count_calls
     from dev.stack import Ports, Stack
 
-    stack = Stack(ports=Ports.free())
+    stack = Stack(ports=Ports.free(), scheduler_paused=True)  # no job may fire mid-measure
     say("starting the stack ...", quiet)
     stack.start(gateway=False)
     saved = dict(os.environ)

@@ -369,7 +369,7 @@ def run(rounds: int, progress: bool = True, only: set[str] | None = None) -> dic
     from tests.support import create_user, id_token
 
     work = Path(tempfile.mkdtemp(prefix="alodoktor-coldstart-"))
-    stack = Stack(ports=Ports.free(), workdir=work / "stack")
+    stack = Stack(ports=Ports.free(), workdir=work / "stack", scheduler_paused=True)
     try:
         hello_dir = work / "hello"
         hello_dir.mkdir()

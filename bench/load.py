@@ -723,7 +723,7 @@ def run(
     say = Progress(progress)
     started_on = machine()
     work = Path(tempfile.mkdtemp(prefix="alodoktor-load-"))
-    stack = Stack(ports=Ports.free(), workdir=work / "stack")
+    stack = Stack(ports=Ports.free(), workdir=work / "stack", scheduler_paused=True)
     saved = dict(os.environ)
     try:
         say("starting the local stack (emulators, PayPal simulator, gateway, relay) ...")

@@ -74,7 +74,7 @@ def run(notices: int, users: int, limit: int) -> dict[str, Any]:
     from bench.counting import Counters, delta, install
     from dev.stack import Ports, Stack
 
-    stack = Stack(ports=Ports.free())
+    stack = Stack(ports=Ports.free(), scheduler_paused=True)  # no job may fire mid-measure
     stack.start(gateway=False)
     saved = dict(os.environ)
     os.environ.update(stack.env)

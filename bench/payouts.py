@@ -167,7 +167,7 @@ def run(sizes: list[int], orders: int) -> dict[str, Any]:
     from bench.counting import Counters, install
     from dev.stack import Ports, Stack
 
-    stack = Stack(ports=Ports.free())
+    stack = Stack(ports=Ports.free(), scheduler_paused=True)  # no job may fire mid-measure
     print("starting a stack (no gateway) ...", file=sys.stderr, flush=True)
     stack.start(gateway=False)
     saved = dict(os.environ)

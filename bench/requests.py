@@ -686,7 +686,7 @@ def run(n: int, concurrency: int, only: set[str] | None, progress: bool = True) 
         and (only is None or name in only)
     ]
     work = Path(tempfile.mkdtemp(prefix="alodoktor-requests-"))
-    stack = Stack(ports=Ports.free(), workdir=work / "stack")
+    stack = Stack(ports=Ports.free(), workdir=work / "stack", scheduler_paused=True)
     servers: list[Server] = []
     try:
         say("starting the emulators, the PayPal simulator and the gateway ...")
