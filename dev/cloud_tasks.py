@@ -40,12 +40,13 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import flask
 import requests
+
+from shared.platform import clock
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("alodoktor.cloud_tasks")
@@ -201,7 +202,7 @@ def create_app(emulator: Emulator, google_url: str) -> flask.Flask:
             return _google_error(404, "NOT_FOUND", f"Queue {queue} does not exist.")
         if not answer.ok:
             return _google_error(500, "INTERNAL", f"The emulator answered {answer.status_code}.")
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        now = clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         with lock:
             accepted.append({"name": name, "url": http["url"], "createdAt": now})
         shown = {

@@ -34,7 +34,7 @@ import secrets
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -51,6 +51,7 @@ from dev.paypal_sim import (
     paypal_id,
     signed_message,
 )
+from shared.platform import clock
 from shared.platform.money import EXPONENTS
 
 DEFAULT_PAYOUTS_WEBHOOK_ID = "SIMPAYOUTSWEBHOOK0001"
@@ -222,7 +223,7 @@ def register(app: flask.Flask, state: State, *, webhook_id: str, webhook_url: st
         return {
             "id": "WH-" + paypal_id(17) + "-" + paypal_id(17),
             "event_version": "1.0",
-            "create_time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "create_time": clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "resource_type": "payouts_item" if "ITEM" in event_type else "payouts",
             "event_type": event_type,
             "summary": event_type.rsplit(".", 1)[1].replace("-", " ").capitalize(),
@@ -390,7 +391,7 @@ def register(app: flask.Flask, state: State, *, webhook_id: str, webhook_url: st
         if problems:
             raise _error(400, "VALIDATION_ERROR", "Invalid request - see details", details=problems)
         sender_batch_id = str(header.get("sender_batch_id") or paypal_id(20))
-        now = datetime.now(UTC)
+        now = clock.now()
         with payouts.lock:
             earlier = payouts.by_sender_batch.get(sender_batch_id)
             if earlier is not None and now - earlier[1] < DUPLICATE_WINDOW:

@@ -35,7 +35,6 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -44,6 +43,7 @@ import requests
 
 from dev import openapi_files, sim_controls
 from dev.paypal_contract import Contract, ContractUnavailable, Operation, issue_descriptions
+from shared.platform import clock
 
 log = logging.getLogger("alodoktor.paypal_sim")
 
@@ -76,7 +76,7 @@ GENERIC_ERRORS: dict[int, tuple[str, str]] = {
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def paypal_id(length: int = 17) -> str:
@@ -674,7 +674,7 @@ def create_app(
         return {
             "id": "WH-" + paypal_id(17) + "-" + paypal_id(17),
             "event_version": "1.0",
-            "create_time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "create_time": clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "resource_type": "refund" if event_type.endswith("REFUNDED") else "capture",
             "resource_version": "2.0",
             "event_type": event_type,

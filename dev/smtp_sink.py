@@ -25,10 +25,11 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import flask
+
+from shared.platform import clock
 
 log = logging.getLogger("alodoktor.smtp_sink")
 
@@ -99,7 +100,7 @@ class Sink:
             "text": text,
             "html": html,
             "raw": raw.decode(errors="replace"),
-            "receivedAt": datetime.now(UTC).isoformat(),
+            "receivedAt": clock.now().isoformat(),
         }
         with self.lock:
             self.messages.append(record)

@@ -50,6 +50,7 @@ import requests
 
 from dev import openapi_files, sim_controls
 from dev.twilio_contract import Contract, ContractUnavailable
+from shared.platform import clock
 
 log = logging.getLogger("alodoktor.twilio_sim")
 
@@ -226,7 +227,7 @@ def create_app(
             return reply(fault.status, twilio_error(fault.status, code, text))
         if not form.get("Body"):
             return reply(400, twilio_error(400, 21602, "Message body is required."))
-        now = datetime.now(UTC)
+        now = clock.now()
         sid = "SM" + secrets.token_hex(16)
         message = {
             "account_sid": state.account_sid,
@@ -275,7 +276,7 @@ def create_app(
                 if message is None:
                     return
                 message["status"] = status
-                message["date_updated"] = rfc2822(datetime.now(UTC))
+                message["date_updated"] = rfc2822(clock.now())
                 if status == "sent":
                     message["date_sent"] = message["date_updated"]
                 if error is not None:
