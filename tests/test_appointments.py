@@ -343,3 +343,38 @@ def test_booking_refusals(stack, admin):
         400,
         "validation_failed",
     )
+
+
+def test_every_outcome_writes_the_actors_read_of_the_note_before_answering(stack, admin):
+    """Cancel, complete, no-show and reschedule answer the appointment with the reason for the
+    visit: a `read` entry of that appointment by whoever acted is written before the answer."""
+    from tests.test_prescriptions import read_entries, reads_of
+
+    doctor, doctor_api = _doctor(stack, admin)
+    patient_user = create_user(stack, Role.PATIENT)
+    patient = bearer(stack, patient_user)
+    booked = [_book(patient, doctor.uid, _slot(hours)).json() for hours in (70, 72, 74, 76)]
+    for appt in booked:
+        appointments.confirm(appt["id"])
+    moved, cancelled, completed, missed = booked
+    for appt in (completed, missed):
+        _force(appt["id"], start=datetime.now(UTC) - timedelta(minutes=5))
+
+    outcomes = [
+        (moved, patient, patient_user.uid, "reschedule", {"start": _slot(78)}),
+        (cancelled, patient, patient_user.uid, "cancel", {"reason": "better now"}),
+        (completed, doctor_api, doctor.uid, "complete", None),
+        (missed, doctor_api, doctor.uid, "no-show", None),
+    ]
+    for appt, api, actor, step, body in outcomes:
+        path = f"appointments/{appt['id']}"
+        before = reads_of(path, actor)
+        answered = api.post(f"/{path}/{step}", **({"json": body} if body is not None else {}))
+        assert answered.status_code == 200, (step, answered.text)
+        assert answered.json()["note"] == "cough"
+        assert reads_of(path, actor) == before + 1, step
+    [entry] = read_entries(f"appointments/{missed['id']}", doctor.uid)
+    assert (entry["function"], entry["reason"]) == ("appointments", "POST /<id>/no-show")
+    # A refused outcome hands nothing out and reads nothing.
+    problem(doctor_api.post(f"/appointments/{missed['id']}/complete"), 409, "illegal_transition")
+    assert reads_of(f"appointments/{missed['id']}", doctor.uid) == 1

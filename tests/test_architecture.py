@@ -21,7 +21,8 @@ ALLOWED: dict[str, set[str]] = {
     "integrations": {"platform"},
     "identity": {"platform"},
     "audit": {"platform"},
-    "web": {"platform", "identity"},
+    # The pipeline writes the read entry of the health data an answer carries.
+    "web": {"platform", "identity", "audit"},
     **{feature: set(LOWER) for feature in FEATURES},
     # Payouts pay out what payments booked: they build on its ledger and orders (and nothing
     # builds on payouts but workflows), so they sit above the features, below workflows.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 from google.cloud.firestore import FieldFilter
@@ -40,14 +41,15 @@ def _pharmacy(stack, admin) -> tuple[str, Api]:
     return user.uid, bearer(stack, user)
 
 
-def _reads_of(path: str, actor: str) -> int:
+def read_entries(path: str, actor: str) -> list[dict[str, Any]]:
     """`read` entries of the audit log for this resource and reader."""
     entries = clients.db().collection("audit").where(filter=FieldFilter("resource", "==", path))
-    return sum(
-        1
-        for e in entries.stream()
-        if e.to_dict()["action"] == "read" and e.to_dict()["actor"] == actor
-    )
+    found = (e.to_dict() or {} for e in entries.stream())
+    return [e for e in found if e["action"] == "read" and e["actor"] == actor]
+
+
+def reads_of(path: str, actor: str) -> int:
+    return len(read_entries(path, actor))
 
 
 def test_the_appointments_doctor_writes_for_its_patient(stack, visit):
@@ -191,8 +193,47 @@ def test_who_sees_what_and_every_read_is_recorded(stack, admin, visit):
     admin_uid = admin.get("/session").json()["uid"]
     assert admin.get(f"/prescriptions/{rx['id']}").status_code == 200
 
-    assert _reads_of(path, patient_user.uid) == 3  # two reads and one list
-    assert _reads_of(path, admin_uid) == 1
+    assert reads_of(path, patient_user.uid) == 3  # two reads and one list
+    assert reads_of(path, admin_uid) == 1
     stranger_uid = stranger.get("/session").json()["uid"]
-    assert _reads_of(path, stranger_uid) == 0  # refused reads read nothing
+    assert reads_of(path, stranger_uid) == 0  # refused reads read nothing
     problem(bearer(stack, create_user(stack, Role.CLINIC)).get("/prescriptions"), 403)
+
+
+def test_every_transition_writes_the_movers_read_before_answering(stack, admin, visit):
+    """Each move answers the prescription, items and notes: a `read` entry of that
+    prescription by whoever moved it is written before the answer is sent."""
+    doctor, patient, patient_user, appointment_id = visit
+    doctor_uid = doctor.get("/session").json()["uid"]
+    pharmacy_uid, pharmacy = _pharmacy(stack, admin)
+    rx = _write(doctor, appointment_id).json()
+    withdrawn = _write(doctor, appointment_id).json()
+    assert reads_of(f"prescriptions/{rx['id']}", doctor_uid) == 1  # handed back to its writer
+
+    moves = [
+        (rx, patient, patient_user.uid, "send", {"pharmacyUid": pharmacy_uid}),
+        (rx, pharmacy, pharmacy_uid, "receive", None),
+        (rx, pharmacy, pharmacy_uid, "reject", {"reason": "out of stock"}),
+        (rx, patient, patient_user.uid, "send", {"pharmacyUid": pharmacy_uid}),
+        (rx, pharmacy, pharmacy_uid, "receive", None),
+        (rx, pharmacy, pharmacy_uid, "ready", None),
+        (rx, pharmacy, pharmacy_uid, "dispense", None),
+        (withdrawn, doctor, doctor_uid, "cancel", {"reason": "wrong dose"}),
+    ]
+    for prescription, api, actor, step, body in moves:
+        path = f"prescriptions/{prescription['id']}"
+        before = reads_of(path, actor)
+        moved = api.post(f"/{path}/{step}", **({"json": body} if body is not None else {}))
+        assert moved.status_code == 200, (step, moved.text)
+        assert moved.json()["items"][0]["medication"] == "Amoxicillin"
+        assert reads_of(path, actor) == before + 1, step
+    [entry] = [
+        e
+        for e in read_entries(f"prescriptions/{withdrawn['id']}", doctor_uid)
+        if e["reason"] != "POST /"
+    ]
+    assert (entry["function"], entry["reason"]) == ("prescriptions", "POST /<id>/cancel")
+    # A refused move hands nothing out and reads nothing.
+    before = reads_of(f"prescriptions/{rx['id']}", pharmacy_uid)
+    problem(pharmacy.post(f"/prescriptions/{rx['id']}/ready"), 409)
+    assert reads_of(f"prescriptions/{rx['id']}", pharmacy_uid) == before

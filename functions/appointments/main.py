@@ -11,12 +11,15 @@ Routes (under /appointments):
   POST /{id}/complete | /{id}/no-show the doctor records the outcome
   POST /{id}/reschedule               a patient moves a confirmed appointment
   POST /sweep                         expire unpaid holds (scheduler; admins)
+
+The reason for a visit (`note`) is health data: every answer that hands one out, whatever the
+route, has its `read` entry written first, by the pipeline (shared.platform.disclosure).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import flask
@@ -26,11 +29,11 @@ from pydantic import Field, field_validator, model_validator
 from shared.appointments import service
 from shared.appointments.rules import Status
 from shared.appointments.schedule import MAX_RANGE_DAYS
-from shared.audit import service as audit
 from shared.identity.profile_fields import HHMM, Weekday, price_view
 from shared.payments.views import PaymentSummary
 from shared.platform import stored
 from shared.platform.context import Role
+from shared.platform.disclosure import Health, ResourceId
 from shared.platform.errors import BadRequest
 from shared.platform.fields import Day, DocId, Instant, Int
 from shared.platform.models import Body, Page, View
@@ -123,7 +126,7 @@ class Cancellation(View):
 
 
 class AppointmentOut(View):
-    id: str
+    id: Annotated[str, ResourceId(service.APPOINTMENTS)]
     patient_uid: str
     doctor_uid: str
     clinic_uid: str | None
@@ -132,7 +135,7 @@ class AppointmentOut(View):
     status: Status
     price: dict[str, str]
     hold_expires_at: datetime | None
-    note: str | None
+    note: Health[str | None]
     cancellation: Cancellation | None
     rescheduled_from: datetime | None = None
     created_at: datetime
@@ -252,7 +255,6 @@ def list_appointments(call: Call) -> AppointmentList:
         cursor=q.cursor,
     )
     shown = stored.readable(lambda i: AppointmentOut.of(i, call.principal.role), items)
-    _record_note_reads(shown)
     return AppointmentList(items=shown, next_cursor=cursor)
 
 
@@ -260,14 +262,7 @@ def list_appointments(call: Call) -> AppointmentList:
 def get_appointment(call: Call) -> AppointmentOut:
     """One appointment: its patient's, its doctor's, its clinic's, or any for an admin."""
     doc = call.authorize(service.get(call.params["id"]))
-    out = AppointmentOut.of(doc, call.principal.role)
-    _record_note_reads([out])
-    return out
-
-
-def _record_note_reads(shown: list[AppointmentOut]) -> None:
-    """The reason for a visit is health data: log each one handed out."""
-    audit.record_reads([f"appointments/{a.id}" for a in shown if a.note], "appointment note read")
+    return AppointmentOut.of(doc, call.principal.role)
 
 
 @api.route("POST", "/<id>/cancel", body=CancelIn, response=AppointmentOut, problems=(409,))

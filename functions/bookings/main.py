@@ -21,20 +21,20 @@ from __future__ import annotations
 
 from datetime import datetime
 from itertools import pairwise
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import flask
 import functions_framework
 from pydantic import Field, field_validator, model_validator
 
-from shared.audit import service as audit
 from shared.bookings import rules, service
 from shared.bookings.rules import Action, Status
 from shared.identity.profile_fields import Opening, Price, ShortText, Slug, Weekday, price_view
 from shared.payments.views import PaymentSummary
 from shared.platform import idempotency, stored
 from shared.platform.context import Role
+from shared.platform.disclosure import Health, ResourceId
 from shared.platform.errors import BadRequest, NotFound
 from shared.platform.fields import Day, DocId, Instant, Int
 from shared.platform.models import Body, Page, SweepQuery, View
@@ -160,7 +160,7 @@ class BookingRequest(Body):
 
 
 class BookingView(View):
-    id: str
+    id: Annotated[str, ResourceId(service.BOOKINGS)]
     clinic_uid: str
     patient_uid: str
     service_id: str
@@ -170,7 +170,7 @@ class BookingView(View):
     window_start: datetime
     window_end: datetime
     window_date: str = Field(description="the window's local date at the clinic")
-    note: str | None = None
+    note: Health[str | None] = None  # the pipeline logs each one handed out
     status: Status
     decline_reason: str | None = None
     requested_at: datetime
@@ -193,16 +193,6 @@ class BookingView(View):
 
 
 _ALIASES = {f.alias for f in BookingView.model_fields.values() if f.alias}
-
-
-def _logged_all(views: list[BookingView]) -> list[BookingView]:
-    """A booking's note is health data: log each one handed out, before it is."""
-    audit.record_reads([f"bookings/{v.id}" for v in views if v.note], "booking note read")
-    return views
-
-
-def _logged(view: BookingView) -> BookingView:
-    return _logged_all([view])[0]
 
 
 class BookingList(View):
@@ -385,7 +375,7 @@ def request_booking(call: Call) -> Reply:
     )
     if replayed:
         call.headers["Idempotent-Replayed"] = "true"
-    return Reply(_logged(BookingView.of(booking, service.queue_position(booking))))
+    return Reply(BookingView.of(booking, service.queue_position(booking)))
 
 
 @api.route("GET", "/", query=Page, response=BookingList)
@@ -394,9 +384,7 @@ def my_bookings(call: Call) -> BookingList:
     q: Page = call.query
     items, cursor = service.list_for_patient(call.principal.uid, limit=q.limit, cursor=q.cursor)
     return BookingList(
-        items=_logged_all(
-            stored.readable(lambda i: BookingView.of(i, service.queue_position(i)), items)
-        ),
+        items=stored.readable(lambda i: BookingView.of(i, service.queue_position(i)), items),
         next_cursor=cursor,
     )
 
@@ -409,7 +397,7 @@ def _booking(call: Call) -> dict[str, Any]:
 def get_booking(call: Call) -> BookingView:
     """One booking, with its queue position while requested."""
     booking = _booking(call)
-    return _logged(BookingView.of(booking, service.queue_position(booking)))
+    return BookingView.of(booking, service.queue_position(booking))
 
 
 def _transition(action: Action, summary: str) -> None:
@@ -419,7 +407,7 @@ def _transition(action: Action, summary: str) -> None:
         moved = service.apply(
             booking["id"], action, actor=call.principal.uid, reason=reason, ending=REFUND
         )
-        return _logged(BookingView.of(moved))
+        return BookingView.of(moved)
 
     handler.__name__ = handler.__qualname__ = f"{action.name.lower()}_booking"
     api.route(
@@ -452,9 +440,7 @@ def unanswered(call: Call) -> BookingList:
     """The oldest unanswered requests first, of one clinic or of all."""
     q: UnansweredQuery = call.query
     items, cursor = service.list_unanswered(q.clinic_uid, limit=q.limit, cursor=q.cursor)
-    return BookingList(
-        items=_logged_all(stored.readable(BookingView.of, items)), next_cursor=cursor
-    )
+    return BookingList(items=stored.readable(BookingView.of, items), next_cursor=cursor)
 
 
 # -- the clinic's queue and dashboards --------------------------------------------------
@@ -470,12 +456,7 @@ def clinic_requests(call: Call) -> BookingList:
     first = service.queue_position(items[0]) if items else None
     return BookingList(
         items=[
-            *_logged_all(
-                [
-                    BookingView.of(b, None if first is None else first + i)
-                    for i, b in enumerate(items)
-                ]
-            )
+            BookingView.of(b, None if first is None else first + i) for i, b in enumerate(items)
         ],
         next_cursor=cursor,
     )
@@ -511,9 +492,7 @@ def day_bookings(call: Call) -> BookingList:
         limit=q.limit,
         cursor=q.cursor,
     )
-    return BookingList(
-        items=_logged_all(stored.readable(BookingView.of, items)), next_cursor=cursor
-    )
+    return BookingList(items=stored.readable(BookingView.of, items), next_cursor=cursor)
 
 
 @api.route("GET", "/clinics/<clinic_uid>/load", query=LoadQuery, response=LoadView)

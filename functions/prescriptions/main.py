@@ -3,23 +3,27 @@
 Routes (under /prescriptions):
   POST /                 the appointment's doctor writes one (Idempotency-Key honoured)
   GET  /                 the caller's: a patient's, a doctor's written, a pharmacy's queue
-  GET  /{id}             one prescription (every read is recorded)
+  GET  /{id}             one prescription
   POST /{id}/send        the patient sends it to an approved pharmacy
   POST /{id}/receive | /{id}/ready | /{id}/dispense | /{id}/reject   the pharmacy works it
   POST /{id}/cancel      the doctor cancels it before it is dispensed
+
+Every answer that hands out a prescription (items and notes, health data) has its `read`
+entry written first, by the pipeline (shared.platform.disclosure): reads, lists and moves alike.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 import flask
 import functions_framework
 from pydantic import Field
 
 from shared.platform import stored
+from shared.platform.disclosure import Health, ResourceId
 from shared.platform.errors import NotFound
 from shared.platform.fields import DocId, Int
 from shared.platform.models import Body, Page, View
@@ -75,14 +79,14 @@ class Step(View):
 
 
 class PrescriptionOut(View):
-    id: str
+    id: Annotated[str, ResourceId(service.COLLECTION)]
     appointment_id: str
     patient_uid: str
     doctor_uid: str
     pharmacy_uid: str | None
     status: Status
-    items: list[dict[str, Any]]
-    notes: str | None
+    items: Health[list[dict[str, Any]]]
+    notes: Health[str | None]
     history: list[Step]
     created_at: datetime
     updated_at: datetime
@@ -130,16 +134,13 @@ def list_prescriptions(call: Call) -> PrescriptionList:
     """Yours: a patient's, the ones a doctor wrote, a pharmacy's queue (admins: all)."""
     q: ListQuery = call.query
     docs, cursor = service.list_for(call.principal, status=q.status, limit=q.limit, cursor=q.cursor)
-    service.record_reads(docs)
     return PrescriptionList(items=stored.readable(PrescriptionOut.of, docs), next_cursor=cursor)
 
 
 @api.route("GET", "/<id>", response=PrescriptionOut)
 def get_prescription(call: Call) -> PrescriptionOut:
     """One prescription: its patient's, its doctor's, its pharmacy's (admins: any)."""
-    doc = call.authorize(_load(call))
-    service.record_reads([doc])
-    return PrescriptionOut.of(doc)
+    return PrescriptionOut.of(call.authorize(_load(call)))
 
 
 def _load(call: Call) -> dict[str, Any] | None:

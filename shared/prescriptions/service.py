@@ -1,5 +1,6 @@
 """Prescriptions: written by an appointment's doctor, sent by the patient to a pharmacy,
-worked by that pharmacy. Every read is recorded as an access event (health data)."""
+worked by that pharmacy. Every answer that hands one out has its read recorded (health data),
+by the request pipeline (shared.platform.disclosure)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.audit import service as audit
 from shared.identity import profiles
 from shared.platform import clients, eventlog, idempotency, pagination, store
 from shared.platform.context import Principal, Role
@@ -173,8 +173,3 @@ def list_for(
         collection, query, [("createdAt", Query.DESCENDING)], limit=limit, cursor=cursor
     )
     return [s.to_dict() for s in snaps], next_cursor
-
-
-def record_reads(docs: list[dict[str, Any]]) -> None:
-    """Log each prescription handed to the caller, before it is handed over (health data)."""
-    audit.record_reads([f"{COLLECTION}/{d['id']}" for d in docs], "prescription read")

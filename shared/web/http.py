@@ -24,8 +24,9 @@ from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.routing import Map
 from werkzeug.routing import Rule as UrlRule
 
+from shared.audit import service as audit
 from shared.identity import auth
-from shared.platform import context, errors, idempotency, ids, logs, models, settings
+from shared.platform import context, disclosure, errors, idempotency, ids, logs, models, settings
 from shared.platform.context import Caller, Principal, RequestContext, ServicePrincipal
 from shared.web import policy
 
@@ -288,6 +289,7 @@ class Function:
             if status not in (route.status, *route.also):
                 # The OpenAPI document promises these statuses and no other success.
                 raise AssertionError(f"{route.method} {route.path} answered undocumented {status}")
+        _log_disclosure(route, result)
         response = _json_response(_dump(result), status)
         for cookie in call.set_cookies:
             response.set_cookie(**cookie)
@@ -465,6 +467,28 @@ def _form_body(raw: bytes) -> dict[str, str]:
             raise errors.BadRequest(f"The form repeats field {name!r}.", code="malformed_form")
         fields[name] = value
     return fields
+
+
+def _log_disclosure(route: Route, result: Any) -> None:
+    """Write the `read` entries of the health data this answer carries (the views' `Health`
+    fields, shared.platform.disclosure), whatever the route and method, before any of it is
+    sent: one write for all (a list's too). If they cannot be written the answer is withheld
+    (503), so health data never leaves unlogged; a change the handler made stands."""
+    resources = disclosure.disclosed(result)
+    if not resources:
+        return
+    try:
+        audit.record_reads(resources, f"{route.method} {route.path}")
+    except Exception as exc:
+        if errors.is_dependency_failure(exc):
+            log.warning("health data withheld, its read entry not written: %r", exc)
+        else:
+            log.exception("health data withheld, its read entry not written")
+        raise errors.DependencyUnavailable(
+            "The answer holds health data and its access could not be logged, so it is "
+            "withheld; read it again later.",
+            code="audit_unavailable",
+        ) from None
 
 
 def _dump(result: Any) -> Any:
