@@ -17,6 +17,7 @@ from shared.bookings import service as bookings
 from shared.platform import clients, settings, store
 from shared.platform.context import Role
 from shared.platform.errors import Conflict
+from shared.workflows.cancellations import REFUND
 from tests.support import CHECKUP, Api, bearer, clinic_setup, create_user, problem
 
 ZONE = "Asia/Jakarta"
@@ -88,6 +89,28 @@ def patient(stack) -> Api:
 
 def _stored(booking_id: str) -> dict:
     return clients.db().collection("bookings").document(booking_id).get().to_dict()
+
+
+def _started(booking_id: str) -> None:
+    """Time travel for a test: the booking as it stands once its window has begun (a minute
+    ago). A patient can only ask for a window still to come, and the emulators' clock cannot
+    move. Its window's counters stay where they were: tests that read them use `_during`."""
+    now = datetime.now(UTC)
+    ref = clients.db().collection("bookings").document(booking_id)
+    store.update(
+        ref,
+        {"windowStart": now - timedelta(minutes=1), "windowEnd": now + timedelta(minutes=29)},
+        by="test",
+    )
+
+
+def _during(clinic: Clinic, booking: dict, action: str) -> dict:
+    """The clinic's move on a booking as made during its window (the service at that time),
+    keeping every counter of the window and the day in step."""
+    at = datetime.fromisoformat(booking["windowStart"]) + timedelta(minutes=1)
+    return bookings.apply(
+        booking["id"], booking_rules.Action(action), actor=clinic.uid, ending=REFUND, now=at
+    )
 
 
 def _notifications(uid: str) -> list[dict]:
@@ -269,6 +292,7 @@ def test_a_booking_goes_from_request_to_completed(stack, clinic, patient):
     booking = _book(patient, clinic)
     accepted = clinic.act(booking["id"], "accept")
     assert accepted["status"] == "accepted"
+    _started(booking["id"])
     assert clinic.act(booking["id"], "check-in")["status"] == "checked_in"
     assert clinic.act(booking["id"], "complete")["status"] == "completed"
     assert patient.get(f"/bookings/{booking['id']}").json()["status"] == "completed"
@@ -283,8 +307,28 @@ def patient_uid(booking: dict) -> str:
 def test_an_accepted_patient_who_does_not_come_is_a_no_show(stack, clinic, patient):
     booking = _book(patient, clinic)
     clinic.act(booking["id"], "accept")
+    _started(booking["id"])
     assert clinic.act(booking["id"], "no-show")["status"] == "no_show"
     problem(clinic.api.post(f"/bookings/{booking['id']}/check-in"), 409, "illegal_transition")
+
+
+@pytest.mark.parametrize("action", ["check-in", "no-show", "complete"])
+def test_nothing_is_recorded_of_a_visit_before_its_window_starts(stack, clinic, patient, action):
+    """Issue 23: marked days ahead, a paid booking could no longer be cancelled for its refund,
+    and counted as delivered for the clinic's payout."""
+    booking = _book(patient, clinic, _window(3))
+    clinic.act(booking["id"], "accept")
+    if action == "complete":  # checked in early, as the service allowed before this rule
+        ref = clients.db().collection("bookings").document(booking["id"])
+        store.update(ref, {"status": "checked_in"}, by="test")
+    before = _stored(booking["id"])
+
+    problem(clinic.api.post(f"/bookings/{booking['id']}/{action}"), 409, "not_started")
+    after = _stored(booking["id"])
+    assert (after["status"], after["_meta"]) == (before["status"], before["_meta"])
+    if action != "complete":
+        cancelled = patient.post(f"/bookings/{booking['id']}/cancel")
+        assert cancelled.status_code == 200, cancelled.text  # the patient's to cancel still
 
 
 def test_a_decline_tells_the_patient_why(stack, clinic, patient):
@@ -313,6 +357,8 @@ def test_a_decline_tells_the_patient_why(stack, clinic, patient):
 def test_illegal_transitions_are_refused(stack, clinic, patient, steps, action):
     booking = _book(patient, clinic)
     for step in steps:
+        if step == "check-in":
+            _started(booking["id"])
         clinic.act(booking["id"], step)
     problem(clinic.api.post(f"/bookings/{booking['id']}/{action}"), 409, "illegal_transition")
 
@@ -475,7 +521,7 @@ def test_declining_cancelling_expiring_or_checking_in_frees_a_place_under_the_ca
 
     clinic.act(made[3]["id"], "accept")
     _refused_at_the_cap(patient, clinic)  # an accept keeps it open
-    clinic.act(made[3]["id"], "check-in")
+    _during(clinic, made[3], "check-in")
     made.append(_book(patient, clinic, WINDOWS[CAP]))
     _refused_at_the_cap(patient, clinic)
 
@@ -496,7 +542,7 @@ def test_an_accepted_booking_whose_window_has_ended_no_longer_counts(stack, clin
     later = _book(patient, clinic, WINDOWS[CAP])
     assert set(_open_entries(uid)) == {b["id"] for b in made[1:]} | {later["id"]}  # dropped
     _refused_at_the_cap(patient, clinic)
-    assert clinic.act(made[0]["id"], "no-show")["status"] == "no_show"  # its entry is gone
+    assert _during(clinic, made[0], "no-show")["status"] == "no_show"  # its entry is gone
     assert len(_open_entries(uid)) == CAP
 
 
@@ -659,8 +705,9 @@ def known(stack):
     clinic.act(a[2]["id"], "decline", json={"reason": "Full that morning."})
     patient.post(f"/bookings/{b[1]['id']}/cancel")
     c = _book(patient, clinic, _window(3, "08:00"))  # after the decline and the cancel: the cap
-    for step in ("accept", "check-in", "complete"):
-        clinic.act(c["id"], step)
+    clinic.act(c["id"], "accept")
+    for step in ("check-in", "complete"):
+        _during(clinic, c, step)
     return clinic, patient, b[0]
 
 

@@ -47,6 +47,14 @@ TRANSITIONS: dict[tuple[Status, Action], Status] = {
     (Status.CHECKED_IN, Action.COMPLETE): Status.COMPLETED,
 }
 
+# What the clinic records of the visit itself. Only once its window has started (as an
+# appointment's outcome waits for its start): marked earlier, a paid booking could no longer be
+# cancelled for its refund, and would count as delivered for the clinic's payout.
+OUTCOMES = frozenset({Status.CHECKED_IN, Status.COMPLETED, Status.NO_SHOW})
+# The outcomes that deliver what a payment bought: the visit took place, or the patient did not
+# come to it (the clinic's time was theirs either way).
+DELIVERED = frozenset({Status.COMPLETED, Status.NO_SHOW})
+
 # Statuses that hold one of the window's places.
 HOLDS_A_PLACE = frozenset({Status.ACCEPTED, Status.CHECKED_IN, Status.COMPLETED, Status.NO_SHOW})
 # Statuses in which a booking counts against its patient's cap on open requests: still
@@ -79,7 +87,20 @@ def next_status(
         )
     if action in (Action.CANCEL, Action.ACCEPT) and now >= window_start:
         raise Refusal("window_started", "The booking's window has already started.")
+    if target in OUTCOMES and now < window_start:
+        raise Refusal("not_started", "The booking's window has not started yet.")
     return target
+
+
+def delivered_at(doc: Mapping[str, Any]) -> datetime | None:
+    """When a booking was delivered, for the payout hold: the end of its window, once the
+    clinic has recorded an outcome that delivers it; None until then (or for good). Never the
+    time the outcome was recorded, which a clinic chooses. An end that is not a time (a
+    damaged record) is not delivered: better paid late than for a visit that never was."""
+    if doc.get("status") not in DELIVERED:
+        return None
+    end = doc.get("windowEnd")
+    return end if isinstance(end, datetime) else None
 
 
 def check_capacity(held: int, capacity: int) -> None:
