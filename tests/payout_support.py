@@ -60,10 +60,16 @@ class Provider:
 def delivered_long_ago(appointment_id: str, days: float = DELIVERED_DAYS_AGO) -> None:
     """Time travel for a test: the appointment as it stands `days` after its visit took
     place (the doctor recorded it completed then). Appointments are booked in the future, so
-    no test can wait for one to pass."""
+    no test can wait for one to pass. Its slot moves too: payouts count from the slot's end."""
+    ended = datetime.now(UTC) - timedelta(days=days)
     store.update(
         clients.db().collection("appointments").document(appointment_id),
-        {"status": "completed", "outcomeAt": datetime.now(UTC) - timedelta(days=days)},
+        {
+            "status": "completed",
+            "start": ended - timedelta(minutes=30),
+            "end": ended,
+            "outcomeAt": ended,
+        },
         by="test",
     )
 

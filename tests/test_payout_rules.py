@@ -28,12 +28,18 @@ def _earning(
     return Earning(order_id, currency, amount, fee, returned, delivered)
 
 
-def _plan(earnings: list[Earning], owed: int = 10**9, minimum: int = 1000, currency: str = "USD"):
+def _plan(
+    earnings: list[Earning],
+    owed: int = 10**9,
+    minimum: int = 1000,
+    currency: str = "USD",
+    now: datetime = NOW,
+):
     return rules.plan(
         earnings,
         currency=currency,
         owed_minor=owed,
-        now=NOW,
+        now=now,
         holding=HOLD,
         minimum_minor=minimum,
         max_lines=200,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -58,6 +59,22 @@ def check_outcome(current: Status, target: Status, start: datetime, now: datetim
     check_transition(current, target)
     if now < start:
         raise TransitionRefused("not_started", "The appointment has not started yet.")
+
+
+# The outcomes that deliver what a payment bought: the visit took place, or the patient did not
+# come to it (the doctor's time was theirs either way).
+DELIVERED = frozenset({Status.COMPLETED, Status.NO_SHOW})
+
+
+def delivered_at(doc: Mapping[str, Any]) -> datetime | None:
+    """When an appointment was delivered, for the payout hold: the end of its slot, once an
+    outcome that delivers it is recorded; None until then (or for good). Never `outcomeAt`:
+    an outcome is recorded any time after the start, and the hold counts from the visit's
+    end. An end that is not a time (a damaged record) is not delivered."""
+    if doc.get("status") not in DELIVERED:
+        return None
+    end = doc.get("end")
+    return end if isinstance(end, datetime) else None
 
 
 def check_reschedule(current: Status, start: datetime, now: datetime, cutoff: timedelta) -> None:

@@ -15,26 +15,17 @@ from shared.payments.rules import Kind
 from shared.payouts.deliveries import Subject
 from shared.platform import clients
 
-# The outcomes that deliver what was paid for: it took place, or the patient did not come.
-_APPOINTMENT_DONE = frozenset(
-    {appointment_rules.Status.COMPLETED, appointment_rules.Status.NO_SHOW}
-)
-_BOOKING_DONE = frozenset({booking_rules.Status.COMPLETED, booking_rules.Status.NO_SHOW})
 _BATCH = 300  # documents per get_all
 
 
-def _delivered(kind: Kind, doc: dict[str, Any] | None) -> datetime | None:
+def delivery_time(kind: Kind, doc: dict[str, Any] | None) -> datetime | None:
+    """When the visit an order paid for was delivered: its own end, as its feature's rules
+    say (never when someone recorded its outcome); None while it has not been."""
     if doc is None:
         return None
     if kind is Kind.APPOINTMENT:
-        if doc.get("status") not in _APPOINTMENT_DONE:
-            return None
-        when = doc.get("outcomeAt") or doc.get("end")
-    else:
-        if doc.get("status") not in _BOOKING_DONE:
-            return None
-        when = (doc.get("at") or {}).get(str(doc["status"])) or doc.get("windowEnd")
-    return when if isinstance(when, datetime) else None
+        return appointment_rules.delivered_at(doc)
+    return booking_rules.delivered_at(doc)
 
 
 class _Deliveries:
@@ -53,7 +44,7 @@ class _Deliveries:
         for start in range(0, len(ordered), _BATCH):
             for snap in clients.db().get_all(ordered[start : start + _BATCH]):
                 subject = by_path[snap.reference.path]
-                found[subject] = _delivered(subject[0], snap.to_dict() if snap.exists else None)
+                found[subject] = delivery_time(subject[0], snap.to_dict() if snap.exists else None)
         return found
 
 
