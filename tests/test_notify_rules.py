@@ -180,6 +180,25 @@ def test_no_address_or_a_suppressed_one_skips_the_channel():
     assert plans[Channel.PUSH].state is State.PENDING
 
 
+def test_a_first_send_and_every_later_one_are_refused_by_the_one_rule():
+    prefs = Preferences.from_doc({"channels": {"bookings": {"sms": False}}})
+    reach = {Channel.EMAIL: True, Channel.SMS: True, Channel.PUSH: False}
+    suppressed = frozenset({Channel.EMAIL})
+    for name, kind in rules.KINDS.items():
+        plans = rules.plan(kind, prefs, reach, suppressed, NOW)
+        for channel in kind.channels:
+            why = rules.refusal(kind, channel, prefs, reach, suppressed)
+            assert plans[channel].reason == (why or plans[channel].reason), (name, channel)
+            assert (plans[channel].state is State.SKIPPED) == (why is not None), (name, channel)
+    booking = rules.KINDS["booking_accepted"]
+    assert rules.refusal(booking, Channel.SMS, prefs, reach, suppressed) == "opted_out"
+    assert rules.refusal(booking, Channel.PUSH, prefs, reach, suppressed) == "no_address"
+    # A suppressed address stays suppressed even for notices that ignore opt-outs.
+    reset = rules.KINDS["password_reset"]
+    assert rules.refusal(reset, Channel.EMAIL, prefs, reach, suppressed) == "suppressed"
+    assert rules.refusal(reset, Channel.EMAIL, prefs, reach, frozenset()) is None
+
+
 def _quiet(zone: str, start: str, end: str) -> Preferences:
     return Preferences.from_doc({"timeZone": zone, "quietHours": {"start": start, "end": end}})
 

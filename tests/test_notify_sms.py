@@ -224,6 +224,10 @@ def test_form_bodies_are_taken_only_where_a_route_takes_them_and_only_well_forme
         path.rpartition("/notifications")[2] or path: ops for path, ops in openapi["paths"].items()
     }
     takes = paths["/twilio/status"]["post"]["requestBody"]["content"]
-    assert set(takes) == {"application/json", "application/x-www-form-urlencoded"}
+    assert set(takes) == {
+        "application/json",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    }
     devices = paths["/devices"]["post"]["requestBody"]["content"]
     assert set(devices) == {"application/json"}

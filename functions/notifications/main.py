@@ -8,9 +8,10 @@ Routes (under /notifications):
   GET    /preferences               the caller's preferences (defaults filled in)
   PUT    /preferences               change them: locale, time zone, quiet hours, per category
                                     and channel on/off (security and account notices stay on)
-  GET    /unsubscribe?token=        what a one-click unsubscribe link would turn off (public)
+  GET    /unsubscribe?token=        what a one-click unsubscribe link would turn off (public;
+                                    a browser gets a page with one button that does it)
   POST   /unsubscribe?token=        RFC 8058 one-click unsubscribe (public: the signed,
-                                    expiring token is the credential)
+                                    expiring token is the credential; a browser gets a page)
   POST   /twilio/status?n=          Twilio's status callback (public: X-Twilio-Signature)
   GET    /notices                   admin: notices, newest first, by user and/or status
   GET    /notices/{noticeId}        admin: one notice's delivery history
@@ -19,8 +20,9 @@ Routes (under /notifications):
   GET    /analytics?start=&end=     admin: daily aggregates
   POST   /sweep                     Cloud Scheduler (and admins): deliver what is due
 
-Twilio and mail clients post `application/x-www-form-urlencoded` bodies: those two routes take
-a form as well as JSON (`form=True`), validated as the same model.
+Twilio, mail providers and the unsubscribe page post forms (urlencoded, or multipart as RFC 8058
+prefers): those two routes take a form as well as JSON (`form=True`, shared/web/forms.py),
+validated as the same model.
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ import flask
 import functions_framework
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.notify import activity, rules
+from shared.notify import activity, rules, templates
 from shared.notify import service as notify
 from shared.platform import settings, stored
-from shared.platform.errors import Forbidden, NotFound
+from shared.platform.errors import BadRequest, Forbidden, NotFound
 from shared.platform.fields import Day, DocId
 from shared.platform.models import Body, Page, SweepQuery, View
+from shared.web import pages
 from shared.web.http import Call, Function
+from shared.web.pages import Html
 
 api = Function(
     "notifications",
@@ -160,7 +164,7 @@ class TokenQuery(Body):
 
 
 class OneClick(BaseModel):
-    """RFC 8058's body, as the mail client posts it (a form; JSON here)."""
+    """RFC 8058's body, as the mail provider posts it (a form; JSON here)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -173,12 +177,13 @@ class Unsubscribed(View):
     unsubscribed: bool
 
 
-@api.route("GET", "/unsubscribe", query=TokenQuery, response=Unsubscribed, problems=(400,))
-def unsubscribe_preview(call: Call) -> Unsubscribed:
-    """What this unsubscribe link turns off (a GET changes nothing: mail scanners follow
-    links)."""
-    _, category = notify.read_unsubscribe(call.query.token)
-    return Unsubscribed(category=category.value, channel="email", unsubscribed=False)
+@api.route(
+    "GET", "/unsubscribe", query=TokenQuery, response=Unsubscribed, problems=(400,), html=True
+)
+def unsubscribe_preview(call: Call) -> Unsubscribed | Html:
+    """What this unsubscribe link turns off; a browser gets a page with the one button that
+    does it (a GET changes nothing: mail scanners follow links)."""
+    return _unsubscribe(call, apply=False)
 
 
 @api.route(
@@ -189,11 +194,35 @@ def unsubscribe_preview(call: Call) -> Unsubscribed:
     form=True,
     response=Unsubscribed,
     problems=(400,),
+    html=True,
 )
-def unsubscribe(call: Call) -> Unsubscribed:
-    """One-click unsubscribe (RFC 8058): e-mail of the link's category off for its user."""
-    _, category = notify.unsubscribe(call.query.token)
-    return Unsubscribed(category=category.value, channel="email", unsubscribed=True)
+def unsubscribe(call: Call) -> Unsubscribed | Html:
+    """One-click unsubscribe (RFC 8058; the page's button posts the same form): e-mail of the
+    link's category off for its user."""
+    return _unsubscribe(call, apply=True)
+
+
+def _unsubscribe(call: Call, *, apply: bool) -> Unsubscribed | Html:
+    token = call.query.token
+    page = pages.wanted(call.request)
+    try:
+        uid, category = notify.unsubscribe(token) if apply else notify.read_unsubscribe(token)
+    except BadRequest as refused:
+        if not page:
+            raise
+        # A link that names no one we can trust: the browser's language.
+        locale = pages.language(call.request, rules.LOCALES, rules.DEFAULT_LOCALE)
+        state = "expired" if refused.code == "unsubscribe_token_expired" else "invalid"
+        body = templates.page("unsubscribe", locale, state=state, category=None, token=None)
+        return Html(body, status=refused.status)
+    if not page:
+        return Unsubscribed(category=category.value, channel="email", unsubscribed=apply)
+    # The locale the user's mail comes in.
+    locale = notify.preferences(uid)["locale"]
+    state = "done" if apply else "ask"
+    return Html(
+        templates.page("unsubscribe", locale, state=state, category=category.value, token=token)
+    )
 
 
 # -- Twilio's status callback ------------------------------------------------------------

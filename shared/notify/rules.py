@@ -458,17 +458,36 @@ def plan(
         quiet_end = quiet_until(start, prefs.time_zone, prefs.quiet_start, prefs.quiet_end)
     plans: dict[Channel, ChannelPlan] = {}
     for channel in kind.channels:
-        if not prefs.wants(kind.category, channel):
-            plans[channel] = ChannelPlan(State.SKIPPED, reason="opted_out")
-        elif not reachable.get(channel):
-            plans[channel] = ChannelPlan(State.SKIPPED, reason="no_address")
-        elif channel in suppressed:
-            plans[channel] = ChannelPlan(State.SKIPPED, reason="suppressed")
+        if refused := refusal(kind, channel, prefs, reachable, suppressed):
+            plans[channel] = ChannelPlan(State.SKIPPED, reason=refused)
         elif quiet_end is not None:
             plans[channel] = ChannelPlan(State.PENDING, quiet_end, reason="quiet_hours")
         else:
             plans[channel] = ChannelPlan(State.PENDING, start)
     return plans
+
+
+def refusal(
+    kind: Kind,
+    channel: Channel,
+    prefs: Preferences,
+    reachable: Mapping[Channel, bool],
+    suppressed: frozenset[Channel],
+) -> str | None:
+    """Why `channel` of a notice of `kind` must not go out, or None when it may: the user
+    opted out (unless the category ignores opt-outs), we have no address for it, or the address
+    is suppressed (a hard bounce, a STOP).
+
+    The one decision for every send: the first (`plan`) and each later one, judged again with
+    what holds when it comes due (a backoff retry, an admin's retry, a reminder's time), so a
+    later send can never go where a first one would not."""
+    if not prefs.wants(kind.category, channel):
+        return "opted_out"
+    if not reachable.get(channel):
+        return "no_address"
+    if channel in suppressed:
+        return "suppressed"
+    return None
 
 
 # -- one-click unsubscribe ----------------------------------------------------------------

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.identity import profiles
 from shared.notify import rules, templates
@@ -191,11 +191,11 @@ def _plan_channels(doc: dict[str, Any], now: datetime) -> tuple[dict[str, Any], 
 
 
 def _claim_update(
-    doc: dict[str, Any], now: datetime, prefs: rules.Preferences | None = None
+    doc: dict[str, Any], now: datetime, standing: Standing | None = None
 ) -> tuple[dict[str, Any], list[Channel]]:
     """The write that claims `doc` at `now` and the channels it takes ({}: nothing to do).
-    `prefs`, read now for a notice planned earlier: a channel the user turned off since is
-    skipped rather than sent."""
+    `standing`, read now for a notice planned earlier: a due channel the first send's rule
+    would now refuse (turned off since, its address suppressed since) is skipped, not sent."""
     status = doc.get("status")
     if doc.get("cancelled"):
         if status == Notice.CANCELLED:
@@ -230,19 +230,23 @@ def _claim_update(
         return {}, []  # another worker holds it
     due = rules.due_channels(doc, now)
     kind = rules.KINDS.get(str(doc.get("kind")))
-    turned_off = [c for c in due if prefs and kind and not prefs.wants(kind.category, c)]
-    if turned_off:
+    refused = {
+        c: why
+        for c in due
+        if standing is not None and kind is not None and (why := rules.refusal(kind, c, *standing))
+    }
+    if refused:
         channels = dict(doc.get("channels") or {})
-        for channel in turned_off:
+        for channel, why in refused.items():
             channels[channel.value] = {
                 **channels[channel.value],
                 "state": State.SKIPPED.value,
                 "nextAt": None,
-                "reason": "opted_out",
+                "reason": why,
             }
         doc = {**doc, "channels": channels}
         update["channels"] = channels
-        due = [c for c in due if c not in turned_off]
+        due = [c for c in due if c not in refused]
     if not due:
         if update:  # planned, nothing due yet (quiet hours, all skipped)
             state, due_at = rules.summary(update["channels"])
@@ -279,18 +283,40 @@ def _claim_update(
     return update, due
 
 
-def _preferences_now(doc: dict[str, Any], now: datetime) -> rules.Preferences | None:
-    """The recipient's preferences as they are now, for a notice planned earlier whose time
-    came (a reminder, a retry): one read, only when an opt-out could apply."""
-    kind = rules.KINDS.get(str(doc.get("kind")))
+class Standing(NamedTuple):
+    """What `rules.refusal` judges a later send on, as it is at the claim."""
+
+    prefs: rules.Preferences
+    reachable: Mapping[Channel, bool]
+    suppressed: frozenset[Channel]
+
+
+def _standing_now(doc: dict[str, Any], now: datetime) -> Standing | None:
+    """For a notice planned earlier whose time came (a reminder, a backoff retry, an admin's
+    retry): the recipient's preferences and the suppression of the due channels' addresses
+    now, in one read."""
     if (
         doc.get("status") not in (Notice.PENDING, Notice.SENDING)
-        or kind is None
-        or kind.category in rules.IGNORES_OPT_OUT
-        or not rules.due_channels(doc, now)
+        or doc.get("kind") not in rules.KINDS
     ):
         return None
-    return rules.Preferences.from_doc(_data(preferences_ref(str(doc.get("uid") or "")).get()))
+    due = rules.due_channels(doc, now)
+    if not due:
+        return None
+    recipient = doc.get("recipient") or {}
+    addresses = {
+        Channel.EMAIL: doc.get("to") or recipient.get("email"),
+        Channel.SMS: recipient.get("phone"),
+    }
+    checks = {c: suppression_ref(c, a) for c in due if (a := addresses.get(c))}
+    prefs_ref = preferences_ref(str(doc.get("uid") or ""))
+    snaps = {s.reference.path: s for s in _db().get_all([prefs_ref, *checks.values()])}
+    return Standing(
+        prefs=rules.Preferences.from_doc(_data(snaps.get(prefs_ref.path))),
+        # Push's addresses are the devices, which its sender reads as it sends.
+        reachable={Channel.PUSH: True, **{c: bool(a) for c, a in addresses.items()}},
+        suppressed=frozenset(c for c, ref in checks.items() if _data(snaps.get(ref.path))),
+    )
 
 
 def claim(notice_id: str, now: datetime, snap: Any = None) -> Lease | None:
@@ -305,7 +331,7 @@ def claim(notice_id: str, now: datetime, snap: Any = None) -> Lease | None:
         if not snap.exists:
             return None
         doc = snap.to_dict() or {}
-        update, due = _claim_update(doc, now, _preferences_now(doc, now))
+        update, due = _claim_update(doc, now, _standing_now(doc, now))
         if not update:
             return None
         batch = _db().batch()
@@ -954,7 +980,10 @@ def history(notice_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
 
 
 def retry(notice_id: str, actor: str) -> Delivery:
-    """An admin's retry of a notice's failed channels: a fresh round of attempts, now."""
+    """An admin's retry of a notice's failed channels: a fresh round of attempts, now. It
+    takes the one way out (`deliver`), whose claim judges each channel again by the rule of a
+    first send: an address suppressed by the very failure retried, or a category turned off
+    since, is skipped with its reason, not sent."""
     from google.api_core.exceptions import FailedPrecondition
 
     ref = notices().document(notice_id)

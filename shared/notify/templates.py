@@ -6,6 +6,10 @@ that locale's `_layout.html`. HTML is autoescaped, text is not (it is never read
 a variable a template uses that the context lacks raises (StrictUndefined) instead of
 rendering empty. A locale without a template for a kind falls back to English.
 
+A mail that can be unsubscribed from carries the link in both parts: the HTML layout's
+footer, and `<locale>/_unsubscribe.txt` after the text. `<locale>/_<name>_page.html` are the
+pages a person opens from a mail (`page`), answered by the notifications function.
+
 A template sees only its kind's declared variables (shared/notify/rules.py `KINDS`) plus
 COMMON, never the notice's whole data: tests/test_notify_templates.py walks every template's
 variables against the audit log's health fields.
@@ -104,14 +108,29 @@ def render(
         render_block = text_template.blocks[block]
         blocks[block] = "".join(render_block(text_template.new_context(context))).strip()
     html = env.get_template(html_name).render(context)
+    text = blocks["text"] + "\n"
+    if unsubscribe_url:
+        footer = env.get_template(f"{lang}/_unsubscribe.txt").render(
+            unsubscribe_url=unsubscribe_url
+        )
+        text += f"\n-- \n{footer.strip()}\n"
     return Rendered(
         subject=" ".join(blocks["subject"].split()),  # one header line, whatever a name held
-        text=blocks["text"] + "\n",
+        text=text,
         html=html,
         sms=" ".join(blocks["sms"].split()),
         push_title=" ".join(blocks["push_title"].split()),
         push_body=" ".join(blocks["push_body"].split()),
     )
+
+
+def page(name: str, locale: str, **context: Any) -> str:
+    """One of the pages a person opens from a mail, in `locale` (English when it has none)."""
+    chosen = locale if (TEMPLATES / locale / f"_{name}_page.html").is_file() else DEFAULT_LOCALE
+    rendered: str = (
+        environment().get_template(f"{chosen}/_{name}_page.html").render(app=APP_NAME, **context)
+    )
+    return rendered
 
 
 def _when(moment: Any, *, zone: str, lang: str) -> str:

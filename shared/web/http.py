@@ -28,7 +28,7 @@ from shared.audit import service as audit
 from shared.identity import auth
 from shared.platform import context, disclosure, errors, idempotency, ids, logs, models, settings
 from shared.platform.context import Caller, Principal, RequestContext, ServicePrincipal
-from shared.web import policy
+from shared.web import forms, pages, policy
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
@@ -119,6 +119,9 @@ class Route:
     # It also takes its body as an HTML form (callers that cannot send JSON: Twilio's
     # callbacks, RFC 8058's one-click POSTs), validated as the same model.
     form: bool = False
+    # It answers a browser a page (an `Html`, shared/web/pages.py) for its success and its
+    # problems, and JSON to everyone else.
+    html: bool = False
 
 
 @dataclass
@@ -165,6 +168,7 @@ class Function:
         headers: tuple[str, ...] = (),
         also: tuple[int, ...] = (),
         form: bool = False,
+        html: bool = False,
     ) -> Callable[[Handler], Handler]:
         rule = policy.rule_for(self.name, method, path)  # raises PolicyMissing
 
@@ -186,6 +190,7 @@ class Function:
                 headers,
                 also,
                 form,
+                html,
             )
             self._map.add(UrlRule(path, endpoint=endpoint, methods=[method]))
             return handler
@@ -266,8 +271,8 @@ class Function:
         call = Call(request=request, ctx=ctx, rule=route.rule, params=params)
         if route.body is not None:
             parsed = (
-                _form_body(raw)
-                if route.form and request.mimetype == FORM_MIMETYPE
+                forms.fields(raw, request.mimetype, request.mimetype_params)
+                if route.form and forms.takes(request.mimetype)
                 else _json_body(request, raw, form=route.form)
             )
             call.sent = parsed
@@ -290,7 +295,10 @@ class Function:
                 # The OpenAPI document promises these statuses and no other success.
                 raise AssertionError(f"{route.method} {route.path} answered undocumented {status}")
         _log_disclosure(route, result)
-        response = _json_response(_dump(result), status)
+        if isinstance(result, pages.Html):
+            response = pages.respond(result, status, route.problems if route.html else None)
+        else:
+            response = _json_response(_dump(result), status)
         for cookie in call.set_cookies:
             response.set_cookie(**cookie)
         response.headers.update(call.headers)
@@ -435,7 +443,7 @@ def nests_deeper_than(raw: bytes, limit: int) -> bool:
 def _json_body(request: flask.Request, raw: bytes, *, form: bool = False) -> Any:
     mimetype = request.mimetype or ""
     if mimetype != "application/json" and not mimetype.endswith("+json"):
-        also = f" or {FORM_MIMETYPE}" if form else ""
+        also = "".join(f" or {media}" for media in forms.MEDIA_TYPES) if form else ""
         raise errors.UnsupportedMediaType(f"Send the body as application/json{also}.")
     if not raw:
         raise errors.BadRequest("This route needs a JSON body.", code="body_missing")
@@ -447,26 +455,6 @@ def _json_body(request: flask.Request, raw: bytes, *, form: bool = False) -> Any
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise errors.BadRequest("The body is not valid JSON.", code="malformed_json") from None
-
-
-FORM_MIMETYPE = "application/x-www-form-urlencoded"
-
-
-def _form_body(raw: bytes) -> dict[str, str]:
-    """A form's fields as the JSON object the route's model validates: each field once (a
-    repeated one is refused: which of its values counts would be a guess)."""
-    from urllib.parse import parse_qsl
-
-    try:
-        pairs = parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=bool(raw))
-    except (UnicodeDecodeError, ValueError):
-        raise errors.BadRequest("The body is not a valid form.", code="malformed_form") from None
-    fields: dict[str, str] = {}
-    for name, value in pairs:
-        if name in fields:
-            raise errors.BadRequest(f"The form repeats field {name!r}.", code="malformed_form")
-        fields[name] = value
-    return fields
 
 
 def _log_disclosure(route: Route, result: Any) -> None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from shared.platform import ids
+from shared.web import forms, pages
 
 if TYPE_CHECKING:
     from shared.web.http import Function
@@ -87,6 +88,10 @@ _STATUS_TEXT = {
     415: "Body is not JSON",
     503: "A dependency is unavailable; nothing was changed",
 }
+
+
+# A route registered with html=True answers a browser a page (shared/web/pages.py).
+HTML_CONTENT: dict[str, Any] = {"schema": {"type": "string"}}
 
 
 def openapi_path(function: str, path: str) -> str:
@@ -171,7 +176,7 @@ def document(fn: Function) -> dict[str, Any]:
             schema = {"schema": refs[(route.body, "validation")]}
             content = {"application/json": schema}
             if route.form:
-                content["application/x-www-form-urlencoded"] = schema
+                content.update({media: schema for media in forms.MEDIA_TYPES})
             op["requestBody"] = {"required": True, "content": content}
         ok: dict[str, Any] = {"description": "Success"}
         if route.response is not None:
@@ -180,6 +185,8 @@ def document(fn: Function) -> dict[str, Any]:
             }
         elif route.path == "/openapi.json":
             ok["content"] = {"application/json": {"schema": {"type": "object"}}}
+        if route.html:
+            ok.setdefault("content", {})[pages.MEDIA_TYPE] = HTML_CONTENT
         responses: dict[str, Any] = {str(status): ok for status in (route.status, *route.also)}
         # What the pipeline itself may answer on this route, besides the handler's problems:
         # any body is bounded (413) and checked (400); a stored record that no longer parses
@@ -202,6 +209,8 @@ def document(fn: Function) -> dict[str, Any]:
                     "application/problem+json": {"schema": {"$ref": REF.format(model="Problem")}}
                 },
             }
+            if route.html and code in route.problems:  # a page saying what went wrong
+                responses[str(code)]["content"][pages.MEDIA_TYPE] = HTML_CONTENT
         op["responses"] = responses
         paths.setdefault(openapi_path(fn.name, route.path), {})[route.method.lower()] = op
     # A query model's own schema is only its parameters' source: drop it unless a body or a

@@ -886,10 +886,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** What this unsubscribe link turns off (a GET changes nothing: mail scanners follow */
+        /** What this unsubscribe link turns off; a browser gets a page with the one button that */
         get: operations["notifications.unsubscribe_preview"];
         put?: never;
-        /** One-click unsubscribe (RFC 8058): e-mail of the link's category off for its user. */
+        /** One-click unsubscribe (RFC 8058; the page's button posts the same form): e-mail of the */
         post: operations["notifications.unsubscribe"];
         delete?: never;
         options?: never;
@@ -10263,6 +10263,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Notifications_Unsubscribed"];
+                    "text/html": string;
                 };
             };
             /** @description Invalid input */
@@ -10272,6 +10273,7 @@ export interface operations {
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Notifications_Problem"];
+                    "text/html": string;
                 };
             };
             /** @description Not found (or not the caller's) */
@@ -10325,6 +10327,7 @@ export interface operations {
             content: {
                 "application/json": components["schemas"]["Notifications_OneClick"];
                 "application/x-www-form-urlencoded": components["schemas"]["Notifications_OneClick"];
+                "multipart/form-data": components["schemas"]["Notifications_OneClick"];
             };
         };
         responses: {
@@ -10335,6 +10338,7 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Notifications_Unsubscribed"];
+                    "text/html": string;
                 };
             };
             /** @description Invalid input */
@@ -10344,6 +10348,7 @@ export interface operations {
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Notifications_Problem"];
+                    "text/html": string;
                 };
             };
             /** @description The caller's role, approval, origin or CSRF token does not allow this */
@@ -10415,6 +10420,7 @@ export interface operations {
             content: {
                 "application/json": components["schemas"]["Notifications_TwilioStatus"];
                 "application/x-www-form-urlencoded": components["schemas"]["Notifications_TwilioStatus"];
+                "multipart/form-data": components["schemas"]["Notifications_TwilioStatus"];
             };
         };
         responses: {
