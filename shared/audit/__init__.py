@@ -3,5 +3,5 @@
 `rules`, `merkle`, `checkpoints`, `fhir` (pure), `signing` (the checkpoints' keys), `service`
 (writing and reading entries, `record_read`), `sealing`, `proofs` (bounded verification,
 inclusion proofs, the scheduled check), `export`, `alerts`, `events` (Firestore CloudEvents
-to plain changes). Served by functions/audit and functions/audit-trigger; every feature may
-record reads of health data."""
+to plain changes). Served by functions/audit and functions/audit-trigger; the request pipeline
+(shared.web.http) records the reads of health data every answer carries."""

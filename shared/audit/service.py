@@ -78,8 +78,10 @@ def record_change(change: audit_log.Change) -> dict[str, Any] | None:
 def record_read(resource: str, reason: str, *, actor: str | None = None) -> dict[str, Any]:
     """Log that the current caller is being given health data of `resource` (a document path).
 
-    Call it before returning the data: it writes synchronously and raises if it cannot, so
-    health data is never handed out unlogged.
+    It writes synchronously and raises if it cannot. Routes never call it: the request
+    pipeline calls `record_reads` for whatever health data an answer carries (the views'
+    `Health` fields, shared.platform.disclosure) before sending it, and withholds the answer
+    if it raises.
     """
     (entry,) = record_reads([resource], reason, actor=actor)
     return entry
@@ -88,7 +90,8 @@ def record_read(resource: str, reason: str, *, actor: str | None = None) -> dict
 def record_reads(
     resources: Sequence[str], reason: str, *, actor: str | None = None
 ) -> list[dict[str, Any]]:
-    """`record_read` for every resource of a list answer: one entry each, in one commit."""
+    """`record_read` for every resource an answer shows: one entry each, in one commit (of up
+    to MAX_BATCH; a page of a list is one)."""
     for resource in resources:
         if not resource or resource.count("/") % 2 != 1:
             raise ValueError(f"not a document path: {resource!r}")
