@@ -22,7 +22,6 @@ See shared/payouts/ for how each works.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import flask
@@ -33,7 +32,7 @@ from shared.payments.webhook_envelope import PayPalEvent, Receipt
 from shared.payouts import addresses, records
 from shared.payouts.rules import RecipientType, Status
 from shared.payouts.views import PayoutView, ProfileView
-from shared.platform import stored
+from shared.platform import clock, stored
 from shared.platform.context import Role
 from shared.platform.errors import Forbidden, NotFound
 from shared.platform.fields import DocId
@@ -108,7 +107,7 @@ class VerifyBody(Body):
 def get_address(call: Call) -> ProfileView:
     """Where the caller's payouts go, and whether they wait (and why)."""
     _, uid = _provider(call)
-    return ProfileView.of(uid, records.profile(uid), datetime.now(UTC))
+    return ProfileView.of(uid, records.profile(uid), clock.now())
 
 
 @api.route("PUT", "/address", body=AddressBody, response=ProfileView, problems=(409,))
@@ -120,7 +119,7 @@ def set_address(call: Call) -> ProfileView:
     profile = addresses.set_address(
         uid, kind, call.principal.email, body.recipient_type, body.receiver
     )
-    return ProfileView.of(uid, profile, datetime.now(UTC))
+    return ProfileView.of(uid, profile, clock.now())
 
 
 @api.route("POST", "/address/verify", body=VerifyBody, response=ProfileView, problems=(409,))
@@ -129,7 +128,7 @@ def verify_address(call: Call) -> ProfileView:
     account's e-mail is told of the change."""
     _, uid = _provider(call)
     profile = addresses.verify(uid, call.body.code)
-    return ProfileView.of(uid, profile, datetime.now(UTC))
+    return ProfileView.of(uid, profile, clock.now())
 
 
 class Reason(Body):
@@ -151,7 +150,7 @@ def provider_profile(call: Call) -> ProfileView:
     """A provider's payout profile (admins)."""
     uid = call.params["uid"]
     _provider_kind(uid)
-    return ProfileView.of(uid, records.profile(uid), datetime.now(UTC))
+    return ProfileView.of(uid, records.profile(uid), clock.now())
 
 
 @api.route("POST", "/providers/<uid>/hold", body=Reason, response=ProfileView, problems=(404,))
@@ -159,7 +158,7 @@ def hold_provider(call: Call) -> ProfileView:
     """Hold every payout of this provider until released (admins)."""
     uid = call.params["uid"]
     profile = addresses.hold_provider(uid, _provider_kind(uid), call.body.reason, held=True)
-    return ProfileView.of(uid, profile, datetime.now(UTC))
+    return ProfileView.of(uid, profile, clock.now())
 
 
 @api.route("POST", "/providers/<uid>/release", response=ProfileView, problems=(404,))
@@ -167,7 +166,7 @@ def release_provider(call: Call) -> ProfileView:
     """Let this provider's payouts go out again (admins)."""
     uid = call.params["uid"]
     profile = addresses.hold_provider(uid, _provider_kind(uid), "", held=False)
-    return ProfileView.of(uid, profile, datetime.now(UTC))
+    return ProfileView.of(uid, profile, clock.now())
 
 
 # -- admins' actions on one payout ---------------------------------------------------------------

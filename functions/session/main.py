@@ -12,8 +12,7 @@ Routes (under /session):
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import flask
@@ -21,7 +20,7 @@ import functions_framework
 from pydantic import Field
 
 from shared.identity import access, accounts, auth, profiles, sessions, tokens
-from shared.platform import clients, settings
+from shared.platform import clients, clock, settings
 from shared.platform.context import ROLES_NEEDING_APPROVAL, Role
 from shared.platform.errors import Conflict, DependencyUnavailable, Unauthenticated
 from shared.platform.models import Body, Page, View
@@ -99,7 +98,8 @@ def sign_in(call: Call) -> SessionOut:
     id_token: str = call.body.id_token
     claims = tokens.verify(id_token, tokens.TokenKind.ID_TOKEN)
     auth_time = int(claims["auth_time"])
-    if time.time() - auth_time > s.recent_sign_in_seconds:
+    # auth_time is the Auth service's clock, which never moves: compared with the real one.
+    if clock.real_timestamp() - auth_time > s.recent_sign_in_seconds:
         raise Unauthenticated(
             "Sign in again: a session needs a sign-in from the last few minutes.",
             code="recent_sign_in_required",
@@ -109,7 +109,7 @@ def sign_in(call: Call) -> SessionOut:
     account = profiles.ensure_on_sign_in(account, claims.get("name"))
 
     cookie = _session_cookie(id_token, s.session_seconds)
-    expires_at = datetime.now(UTC) + timedelta(seconds=s.session_seconds)
+    expires_at = clock.now() + timedelta(seconds=s.session_seconds)
     record = sessions.create(
         sessions.NewSession(account.uid, cookie, auth_time, call.client_ip, call.user_agent),
         expires_at=expires_at,
@@ -167,7 +167,7 @@ def refresh(call: Call) -> SessionOut:
     current = sessions.get(p.session_id)
     if current is None or not current.active:
         raise Unauthenticated("This session has ended; sign in again.", code="session_revoked")
-    remaining = int((current.expires_at - datetime.now(UTC)).total_seconds())
+    remaining = int((current.expires_at - clock.now()).total_seconds())
     if remaining < MIN_SESSION_SECONDS:
         # Firebase mints no cookie this short, and the session is almost over anyway.
         raise Unauthenticated(

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from shared.identity import access, profiles, sessions
 from shared.identity.profile_fields import ProfileFields, check_editable, to_document
-from shared.platform import clients, logs, outbox, settings, store
+from shared.platform import clients, clock, logs, outbox, settings, store
 from shared.platform.context import ROLES_NEEDING_APPROVAL, Role
 from shared.platform.errors import Conflict, NotFound
 
@@ -85,7 +84,7 @@ def create(new: NewAccount, *, actor: str) -> Created:
             if new.send_password_link
             else None
         )
-        now = datetime.now(UTC)
+        now = clock.now()
         profile: dict[str, Any] = {
             **extra,
             "uid": user.uid,
@@ -201,7 +200,7 @@ def update(uid: str, changes: AccountChanges, *, actor: str, by_admin: bool) -> 
         raise NotFound() from None
     account = access.from_auth(uid)  # what Auth holds now, mirrored with the profile
 
-    now = datetime.now(UTC)
+    now = clock.now()
     updated = {**current, **doc, "role": role.value, "approved": approved, "updatedAt": now}
     if changes.disabled is not None:
         updated["disabled"] = changes.disabled
@@ -235,7 +234,7 @@ def decide_approval(uid: str, approve: bool, reason: str | None, *, actor: str) 
     app = clients.firebase_app()
     existing = auth.get_user(uid, app=app).custom_claims or {}
     auth.set_custom_user_claims(uid, {**existing, "role": role.value, "approved": approve}, app=app)
-    now = datetime.now(UTC)
+    now = clock.now()
     updated = {
         **profile,
         "approved": approve,
@@ -278,7 +277,7 @@ def has_upcoming_confirmed_appointments(doctor_uid: str) -> bool:
         .collection("appointments")
         .where(filter=FieldFilter("doctorUid", "==", doctor_uid))
         .where(filter=FieldFilter("status", "==", "confirmed"))
-        .where(filter=FieldFilter("start", ">", datetime.now(UTC)))
+        .where(filter=FieldFilter("start", ">", clock.now()))
         .limit(1)
     )
     return any(True for _ in query.stream())

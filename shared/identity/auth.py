@@ -12,10 +12,9 @@ One document read, no Auth API call:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from shared.identity import access, services, sessions, tokens
-from shared.platform import logs
+from shared.platform import clock, logs
 from shared.platform.context import Caller, Principal
 from shared.platform.errors import Forbidden, Unauthenticated
 
@@ -81,7 +80,7 @@ def _cookie(cookie: str) -> Principal:
         raise Unauthenticated("This session is not known; sign in again.", code="session_unknown")
     if not session.active:
         raise Unauthenticated("This session has ended; sign in again.", code="session_revoked")
-    now = datetime.now(UTC)
+    now = clock.now()
     if session.idle_at(now):
         sessions.revoke(session.id, "idle")
         raise Unauthenticated(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from shared.identity import access
 from shared.identity.access import AccessState
-from shared.platform import clients, eventlog, store
+from shared.platform import clients, clock, eventlog, store
 from shared.platform.context import ROLES_NEEDING_APPROVAL, Role
 
 COLLECTION = "users"
@@ -38,7 +38,7 @@ def ensure_on_sign_in(account: AccessState, display_name: str | None) -> AccessS
     assert account.role is not None
     approved = account.approved or account.role not in ROLES_NEEDING_APPROVAL
     if not ref(account.uid).get().exists:
-        now = datetime.now(UTC)
+        now = clock.now()
         batch = clients.db().batch()
         store.create(
             ref(account.uid),

@@ -15,11 +15,10 @@ says, never the reverse.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from shared.identity import access, sessions
-from shared.platform import clients, logs, store
+from shared.platform import clients, clock, logs, store
 
 STATE_COLLECTION = "reconciliation"
 STATE_DOC = "auth"
@@ -122,7 +121,7 @@ def run(*, limit: int) -> Report:
         {
             "authPageToken": auth_token,
             "recordAfter": record_after,
-            "lastRunAt": datetime.now(UTC),
+            "lastRunAt": clock.now(),
             "lastRepaired": len(report.repaired),
         },
         by="system:reconciliation",

@@ -18,11 +18,11 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from shared.identity import access
-from shared.platform import clients, pagination, settings, store
+from shared.platform import clients, clock, pagination, settings, store
 from shared.platform.context import Role
 from shared.platform.errors import Unauthenticated
 
@@ -50,7 +50,7 @@ class SessionRecord:
 
     @property
     def active(self) -> bool:
-        return not self.revoked and self.expires_at > datetime.now(UTC)
+        return not self.revoked and self.expires_at > clock.now()
 
     def idle_at(self, now: datetime) -> bool:
         last = self.last_used_at or self.created_at
@@ -137,7 +137,7 @@ def _current_account(uid: str, auth_time: int, tx: Any) -> access.AccessState:
 
 def _open(tx: Any, new: NewSession, *, expires_at: datetime, started_at: datetime) -> SessionRecord:
     account = _current_account(new.uid, new.auth_time, tx)
-    now = datetime.now(UTC)
+    now = clock.now()
     record = SessionRecord(
         id=id_for_cookie(new.cookie),
         uid=new.uid,
@@ -169,7 +169,7 @@ def create(new: NewSession, *, expires_at: datetime) -> SessionRecord | None:
         existing = get(session_id, tx=tx)
         if existing is not None:
             return existing if existing.active else None
-        return _open(tx, new, expires_at=expires_at, started_at=datetime.now(UTC))
+        return _open(tx, new, expires_at=expires_at, started_at=clock.now())
 
     result: SessionRecord | None = store.run_transaction(body)
     return result
@@ -194,7 +194,7 @@ def rotate(old_id: str, new: NewSession) -> SessionRecord:
 
 
 def _ending(reason: EndReason) -> dict[str, Any]:
-    return {"revoked": True, "revokedAt": datetime.now(UTC), "endReason": reason}
+    return {"revoked": True, "revokedAt": clock.now(), "endReason": reason}
 
 
 def revoke(session_id: str, reason: EndReason = "signed_out") -> None:
@@ -213,7 +213,7 @@ def list_active(
     from google.cloud.firestore import FieldFilter, Query
 
     collection = clients.db().collection(COLLECTION)
-    now = datetime.now(UTC)
+    now = clock.now()
     query = (
         collection.where(filter=FieldFilter("uid", "==", uid))
         .where(filter=FieldFilter("revoked", "==", False))

@@ -12,11 +12,10 @@ import base64
 import binascii
 import json
 import threading
-import time
 from enum import Enum
 from typing import Any, TypeGuard
 
-from shared.platform import settings
+from shared.platform import clock, settings
 from shared.platform.errors import Unauthenticated
 
 CLOCK_SKEW_SECONDS = 5
@@ -125,7 +124,7 @@ def _is_time(value: Any) -> TypeGuard[int | float]:
 
 
 def _check_claims(claims: dict[str, Any], kind: TokenKind, project_id: str) -> None:
-    now = time.time()
+    now = clock.real_timestamp()  # a token's times are its issuer's clock, never moved
 
     def refuse(reason: str, code: str = "invalid_token") -> Unauthenticated:
         return Unauthenticated(f"The {kind.value} {reason}.", code=code)

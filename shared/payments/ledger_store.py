@@ -15,11 +15,11 @@ movement fails its whole Firestore transaction instead of counting the money twi
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from shared.payments import ledger
-from shared.platform import clients, pagination, store
+from shared.platform import clients, clock, pagination, store
 
 LEDGER = "ledger"
 ENTRIES = "ledgerEntries"
@@ -43,7 +43,7 @@ def record(
     """Write a balanced transaction and its entries inside the Firestore transaction `tx`."""
     from google.cloud import firestore
 
-    when = at or datetime.now(UTC)
+    when = at or clock.now()
     postings: list[dict[str, Any]] = [
         {"account": p.account, "amountMinor": p.amount_minor, "currency": p.currency}
         for p in transaction.postings

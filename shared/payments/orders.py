@@ -11,7 +11,7 @@ does its work once whichever arrives first, however often either arrives.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from shared.integrations import paypal
@@ -20,7 +20,7 @@ from shared.payments import records as order_records
 from shared.payments import subjects as subject_store
 from shared.payments.rules import Kind, NotPayable, OrderStatus
 from shared.payments.subjects import Subjects
-from shared.platform import eventlog, logs, settings, store
+from shared.platform import clock, eventlog, logs, settings, store
 from shared.platform.errors import ApiError, Conflict, NotFound
 from shared.platform.money import Money
 
@@ -71,7 +71,7 @@ def create(
     """The subject's PayPal order, made now or found; returns (order, made_now)."""
     from google.api_core.exceptions import AlreadyExists
 
-    at = now or datetime.now(UTC)
+    at = now or clock.now()
     subject = authorize(subject_store.read(subjects, kind, subject_id))  # a stranger's: 404
     order_id, existing = _current_order(kind, subject_id)
     try:
@@ -183,7 +183,7 @@ def capture(order: dict[str, Any], *, subjects: Subjects) -> Settled:
         subject = subject_store.read(subjects, kind, order["subjectId"])
         if subject is None:
             raise NotPayable("not_payable", "What this order paid for no longer exists.")
-        subjects.check_payable(kind, subject, datetime.now(UTC))
+        subjects.check_payable(kind, subject, clock.now())
     except NotPayable as refusal:
         fresh = order_records.get(order["id"])
         if fresh is not None and OrderStatus(fresh["status"]) not in rules.CAPTURABLE:
@@ -238,7 +238,7 @@ def _lapsed(order: dict[str, Any]) -> bool:
     else:
         lapsed = found.get("status") == "VOIDED"
     if lapsed:
-        change = {"status": OrderStatus.ABANDONED.value, "updatedAt": datetime.now(UTC)}
+        change = {"status": OrderStatus.ABANDONED.value, "updatedAt": clock.now()}
         store.update(order_records.order_ref(order["id"]), change, by="system")
     return lapsed
 
@@ -269,7 +269,7 @@ def _next_attempt(order: dict[str, Any]) -> None:
 
     store.update(
         order_records.order_ref(order["id"]),
-        {"captureAttempt": firestore.Increment(1), "updatedAt": datetime.now(UTC)},
+        {"captureAttempt": firestore.Increment(1), "updatedAt": clock.now()},
         by="system",
     )
 
@@ -302,7 +302,7 @@ def settle(order_id: str, cap: dict[str, Any], *, subjects: Subjects) -> Settled
         status = OrderStatus(order["status"])
         if status not in rules.CAPTURABLE or (pending and status is OrderStatus.CAPTURE_PENDING):
             return Settled(order)
-        now = datetime.now(UTC)
+        now = clock.now()
         if pending:
             change = {
                 "status": OrderStatus.CAPTURE_PENDING.value,

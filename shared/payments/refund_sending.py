@@ -9,14 +9,14 @@ PayPal down leaves the refund `sending`, for the sweep.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from shared.integrations import paypal
 from shared.payments import ledger, ledger_store, refunds, rules
 from shared.payments.records import order_ref
 from shared.payments.rules import OrderStatus
-from shared.platform import clients, idempotency, logs, store
+from shared.platform import clients, clock, idempotency, logs, store
 from shared.platform.context import Principal
 from shared.platform.errors import Conflict, NotFound
 from shared.platform.money import Money
@@ -72,7 +72,7 @@ def _fail(refund_id: str, error: str) -> dict[str, Any]:
         refund: dict[str, Any] = snap.to_dict()
         if refund["status"] != refunds.SENDING:
             return refund
-        now = datetime.now(UTC)
+        now = clock.now()
         change = {"status": refunds.FAILED, "error": error, "updatedAt": now}
         store.update(
             snap.reference, change, tx=batch, by="system", unchanged_since=snap.update_time
@@ -154,7 +154,7 @@ def request(
             raise NotFound("No such order.", code="order_not_found")
         order = snap.to_dict()
         amount_minor = refunds.check_amount(order, amount)
-        now = datetime.now(UTC)
+        now = clock.now()
         # Queued and reserved at once, so concurrent refunds can never exceed the capture:
         # the order's precondition lets only one of two racing reservations commit.
         refunds.queue_in(
@@ -193,7 +193,7 @@ def sweep(*, limit: int, older_than: timedelta = timedelta(minutes=1)) -> tuple[
     """
     from google.cloud.firestore import FieldFilter
 
-    cutoff = datetime.now(UTC) - older_than
+    cutoff = clock.now() - older_than
     due = list(
         clients.db()
         .collection(refunds.REFUNDS)

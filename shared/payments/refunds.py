@@ -20,14 +20,14 @@ or skipped when nothing is left to refund):
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.payments import ledger, ledger_store, notices, rules, subjects
 from shared.payments import records as order_records
 from shared.payments.records import order_ref
 from shared.payments.rules import Kind, OrderStatus
-from shared.platform import clients, context, eventlog, logs, settings, store
+from shared.platform import clients, clock, context, eventlog, logs, settings, store
 from shared.platform.context import Role
 from shared.platform.errors import Conflict
 from shared.platform.money import Money
@@ -79,7 +79,7 @@ def queue_in(
     paypal_refund: dict[str, Any] | None = None,
 ) -> None:
     """Queue a refund of `amount_minor` (None: all that is left when it is sent). Writes only."""
-    at = now or datetime.now(UTC)
+    at = now or clock.now()
     store.create(
         refund_ref(refund_id),
         {
@@ -211,7 +211,7 @@ def reserve(refund_id: str) -> dict[str, Any] | None:
         order_snap = order_ref(refund["orderId"]).get()
         left = rules.refundable(order_snap.to_dict())
         amount = left if refund["amountMinor"] is None else int(refund["amountMinor"])
-        now = datetime.now(UTC)
+        now = clock.now()
         if amount <= 0 and int(order_snap.to_dict().get("refundingMinor", 0)) > 0:
             return refund  # another refund holds the rest; if PayPal refuses it, this one runs
         if amount <= 0:
@@ -244,7 +244,7 @@ def book(refund_id: str, paypal_refund: dict[str, Any]) -> dict[str, Any]:
         amount = int(refund["amountMinor"])
         capture = capture_of(order)
         owed = ledger_store.owed_guarded(tx, capture.provider, capture.currency)
-        now = datetime.now(UTC)
+        now = clock.now()
         refunded = int(order.get("refundedMinor", 0))
         # A chargeback booked meanwhile returned its part already: count it as returned.
         returned = refunded + int(order.get("reversedMinor", 0))
@@ -353,7 +353,7 @@ def note_external(order: dict[str, Any], paypal_refund: dict[str, Any]) -> dict[
             existing: dict[str, Any] = snap.to_dict()
             return existing
         order_snap = order_ref(order["id"]).get()
-        now = datetime.now(UTC)
+        now = clock.now()
         queue_in(
             batch,
             refund_id,

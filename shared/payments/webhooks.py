@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 from shared.integrations import paypal
@@ -26,7 +25,7 @@ from shared.payments import records as order_records
 from shared.payments import subjects as subject_store
 from shared.payments.rules import Kind, OrderStatus
 from shared.payments.subjects import Subjects
-from shared.platform import clients, logs, store
+from shared.platform import clients, clock, logs, store
 from shared.platform.errors import BadRequest
 from shared.platform.money import Money
 
@@ -77,7 +76,7 @@ def receive(
                 "eventType": event.get("event_type"),
                 "resourceId": (event.get("resource") or {}).get("id"),
                 "outcome": outcome,
-                "receivedAt": datetime.now(UTC),
+                "receivedAt": clock.now(),
             },
             by="paypal",
         )
@@ -186,7 +185,7 @@ def take_back(
         snap = order_records.order_ref(order_id).get()
         order: dict[str, Any] = snap.to_dict()
         status = OrderStatus(order["status"])
-        now = datetime.now(UTC)
+        now = clock.now()
         if status in (OrderStatus.DENIED, OrderStatus.REVERSED):
             return status.value
         if order.get("captureId") not in (None, capture_id):

@@ -10,11 +10,11 @@ change. An admin may also hold a provider's payouts outright.
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.payouts import notices, records, rules
-from shared.platform import settings, store
+from shared.platform import clock, settings, store
 from shared.platform.errors import BadRequest, Conflict, ValidationFailed
 
 
@@ -28,7 +28,7 @@ def set_address(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Ask to be paid at this address: a code goes to it, to be confirmed with `verify`."""
-    at = now or datetime.now(UTC)
+    at = now or clock.now()
     receiver = receiver.strip()
     if recipient_type is rules.RecipientType.EMAIL:
         receiver = receiver.lower()
@@ -71,7 +71,7 @@ def set_address(
 def verify(uid: str, code: str, *, now: datetime | None = None) -> dict[str, Any]:
     """Confirm the pending address with its code: it becomes the payout address, after a
     cooling-off, and the account's own e-mail is told."""
-    at = now or datetime.now(UTC)
+    at = now or clock.now()
     hours = settings.get().payout_address_cooling_off_hours
 
     def body(batch: Any) -> tuple[dict[str, Any], str | None]:
@@ -136,7 +136,7 @@ def verify(uid: str, code: str, *, now: datetime | None = None) -> dict[str, Any
 
 def hold_provider(uid: str, kind: str, reason: str, *, held: bool) -> dict[str, Any]:
     """An admin holds (or releases) every payout of a provider."""
-    now = datetime.now(UTC)
+    now = clock.now()
 
     def body(batch: Any) -> dict[str, Any]:
         snap = records.profile_ref(uid).get()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.integrations import paypal
@@ -30,7 +30,7 @@ from shared.payments import records as order_records
 from shared.payments import webhooks as payment_webhooks
 from shared.payouts import notices, records, rules, scheduling
 from shared.payouts.rules import Status
-from shared.platform import clients, eventlog, logs, settings, store
+from shared.platform import clients, clock, eventlog, logs, settings, store
 from shared.platform.errors import BadRequest, Conflict, NotFound
 from shared.platform.money import EXPONENTS, Money
 
@@ -47,7 +47,7 @@ EVENT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 def apply_item(payout_id: str, item: dict[str, Any], *, batch_status: str | None = None) -> str:
     """Apply what PayPal says of the payout's item (and batch); returns the payout's status."""
     item_status = str(item.get("transaction_status") or "")
-    now = datetime.now(UTC)
+    now = clock.now()
 
     def body(batch: Any) -> str:
         snap = records.payout_ref(payout_id).get()
@@ -224,7 +224,7 @@ def receive(headers: dict[str, str], event: dict[str, Any]) -> dict[str, Any]:
                 "resourceId": resource.get("payout_item_id")
                 or (resource.get("batch_header") or {}).get("payout_batch_id"),
                 "outcome": outcome,
-                "receivedAt": datetime.now(UTC),
+                "receivedAt": clock.now(),
             },
             by="paypal",
         )
@@ -284,7 +284,7 @@ def _payout_of(sender_batch_id: Any, batch_id: Any, item_id: Any) -> dict[str, A
 def sweep(*, limit: int, now: datetime | None = None) -> dict[str, int | bool]:
     """Ask PayPal about payouts not yet final; cancel items unclaimed too long; enqueue anew
     payouts whose task gave up. Returns counts (`more`: call again)."""
-    at = now or datetime.now(UTC)
+    at = now or clock.now()
     days = settings.get().payout_unclaimed_cancel_days
     asked = changed = cancelled = redispatched = failed = 0
     open_snaps = records.with_status([s.value for s in rules.WITH_PAYPAL], limit=limit)
@@ -444,7 +444,7 @@ def check_transit() -> dict[str, Any]:
 
 def hold(payout_id: str, reason: str) -> dict[str, Any]:
     """Keep a payout PayPal does not have yet from being sent."""
-    now = datetime.now(UTC)
+    now = clock.now()
 
     def body(batch: Any) -> dict[str, Any]:
         snap = records.payout_ref(payout_id).get()
@@ -484,7 +484,7 @@ def retry(payout_id: str) -> dict[str, Any]:
 def _again(
     payout_id: str, states: tuple[Status, ...], *, new_attempt: bool, code: str
 ) -> dict[str, Any]:
-    now = datetime.now(UTC)
+    now = clock.now()
     again = scheduling.reschedule(payout_id, from_statuses=states, now=now, new_attempt=new_attempt)
     if again is None:
         current = records.get(payout_id)
@@ -501,7 +501,7 @@ def _again(
 def cancel(payout_id: str, reason: str) -> dict[str, Any]:
     """Give up a payout PayPal does not have (held or refused): its money goes back to the
     provider's earnings, and its orders to the next payout."""
-    now = datetime.now(UTC)
+    now = clock.now()
 
     def body(batch: Any) -> dict[str, Any]:
         snap = records.payout_ref(payout_id).get()

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from shared.payments import ledger, ledger_store
@@ -31,7 +31,7 @@ from shared.payments.rules import Kind, OrderStatus
 from shared.payouts import records, rules
 from shared.payouts.deliveries import Deliveries
 from shared.payouts.rules import Status
-from shared.platform import clients, logs, settings, store
+from shared.platform import clients, clock, logs, settings, store
 
 log = logs.get("alodoktor.payouts")
 
@@ -78,9 +78,7 @@ def dispatch(payout: dict[str, Any]) -> bool:
         )
     )
     if payout.get("enqueuedAt") is None:
-        store.update(
-            records.payout_ref(payout["id"]), {"enqueuedAt": datetime.now(UTC)}, by="system"
-        )
+        store.update(records.payout_ref(payout["id"]), {"enqueuedAt": clock.now()}, by="system")
     return made
 
 
@@ -262,7 +260,7 @@ def _this_periods(base: str) -> tuple[str, dict[str, Any] | None]:
 def run(*, deliveries: Deliveries, now: datetime | None = None) -> RunResult:
     """This week's payouts: re-enqueue what an earlier run could not, then record and enqueue
     one payout per provider and currency that is owed enough."""
-    at = now or datetime.now(UTC)
+    at = now or clock.now()
     result = RunResult(period=rules.period_of(at))
     for waiting in _undispatched() + release_ended_holds(at):
         _dispatch_quietly(waiting, result)

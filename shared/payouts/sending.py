@@ -22,13 +22,13 @@ reason to retry: the payout is `refused`, admins are alerted, and the answer is 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.integrations import paypal
 from shared.payouts import notices, records, rules
 from shared.payouts.rules import Status
-from shared.platform import errors, logs, store
+from shared.platform import clock, errors, logs, store
 from shared.platform.money import Money
 
 log = logs.get("alodoktor.payouts")
@@ -44,7 +44,7 @@ class PayoutBusy(errors.ApiError):
 
 def send(payout_id: str, *, now: datetime | None = None) -> dict[str, Any]:
     """Send one payout if it is due to be sent; returns the payout as it now stands."""
-    payout, action = _claim(payout_id, now or datetime.now(UTC))
+    payout, action = _claim(payout_id, now or clock.now())
     if action != "send":
         return payout
     item = {
@@ -126,7 +126,7 @@ def _release(payout_id: str) -> None:
     try:
         store.update(
             records.payout_ref(payout_id),
-            {"leaseUntil": None, "updatedAt": datetime.now(UTC)},
+            {"leaseUntil": None, "updatedAt": clock.now()},
             by="system",
         )
     except Exception:  # the lease runs out by itself anyway
@@ -135,7 +135,7 @@ def _release(payout_id: str) -> None:
 
 def _sent(payout_id: str, batch_id: str | None, batch_status: str | None) -> dict[str, Any]:
     """Save PayPal's batch id; a webhook that got here first may have moved the payout on."""
-    now = datetime.now(UTC)
+    now = clock.now()
 
     def body(batch: Any) -> dict[str, Any]:
         snap = records.payout_ref(payout_id).get()
@@ -164,7 +164,7 @@ def _sent(payout_id: str, batch_id: str | None, batch_status: str | None) -> dic
 
 
 def _refused(payout_id: str, exc: paypal.PayPalError) -> dict[str, Any]:
-    now = datetime.now(UTC)
+    now = clock.now()
     error = {
         "name": exc.name or None,
         "issue": exc.issue or None,

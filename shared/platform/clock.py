@@ -69,3 +69,15 @@ def now() -> datetime:
 def timestamp() -> float:
     """The current business time in seconds since the epoch."""
     return time.time() + offset_seconds()
+
+
+def real_now() -> datetime:
+    """The machine's own clock, never moved: only to compare with times made outside the
+    product that do not move either (a token's `iat`, `exp` and `auth_time`, Firestore's
+    server timestamps)."""
+    return datetime.now(UTC)
+
+
+def real_timestamp() -> float:
+    """real_now() in seconds since the epoch."""
+    return time.time()

@@ -14,10 +14,10 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from shared.platform import clients, store
+from shared.platform import clients, clock, store
 from shared.platform.errors import BadRequest, Conflict
 
 HEADER = "Idempotency-Key"
@@ -86,7 +86,7 @@ def remember(key: Key | None, tx: Any, resource_id: str, *, now: datetime | None
     """
     if key is None:
         return
-    at = now or datetime.now(UTC)
+    at = now or clock.now()
     store.create(
         key.ref(),
         {

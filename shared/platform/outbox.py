@@ -7,10 +7,10 @@ notify function delivers what is queued (e-mail, SMS or push are never sent in a
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from shared.platform import clients, store
+from shared.platform import clients, clock, store
 
 NOTIFICATIONS = "notifications"
 
@@ -35,7 +35,7 @@ def queue(
     `replace` queues it afresh over an earlier one of that id (a reminder for a time that was
     cancelled and chosen again), which notify's sweep delivers when due.
     """
-    now = datetime.now(UTC)
+    now = clock.now()
     collection = clients.db().collection(NOTIFICATIONS)
     ref = collection.document(notice_id) if notice_id else collection.document()
     write = store.set if replace else store.create
@@ -63,7 +63,7 @@ def cancel(batch: Any, notice_id: str, actor: str) -> None:
     a notice that was never queued is left as a cancelled stub."""
     store.set(
         clients.db().collection(NOTIFICATIONS).document(notice_id),
-        {"cancelled": True, "cancelledAt": datetime.now(UTC)},
+        {"cancelled": True, "cancelledAt": clock.now()},
         merge=True,
         tx=batch,
         by=actor,
