@@ -19,6 +19,7 @@ from shared.appointments.schedule import DayException, Interval, Schedule, is_sl
 from shared.identity import profiles
 from shared.platform import (
     clients,
+    clock,
     context,
     eventlog,
     idempotency,
@@ -79,7 +80,7 @@ def schedule_from(doc: dict[str, Any]) -> Schedule:
 
 
 def save_availability(doctor_uid: str, doc: dict[str, Any]) -> dict[str, Any]:
-    data = {**doc, "doctorUid": doctor_uid, "updatedAt": datetime.now(UTC)}
+    data = {**doc, "doctorUid": doctor_uid, "updatedAt": clock.now()}
     store.set(_db().collection(AVAILABILITY).document(doctor_uid), data)
     return data
 
@@ -113,7 +114,7 @@ def free_slots(doctor_uid: str, start: datetime, end: datetime) -> list[datetime
     from google.cloud.firestore import FieldFilter
 
     _, schedule = bookable_doctor(doctor_uid)
-    now = datetime.now(UTC)
+    now = clock.now()
     candidates = [s for s in slots_between(schedule, max(start, now), end)]
     if not candidates:
         return []
@@ -153,7 +154,7 @@ def book(
     s = settings.get()
     doctor, schedule = bookable_doctor(booking.doctor_uid)
     start = booking.start.astimezone(UTC)
-    now = datetime.now(UTC)
+    now = clock.now()
     if start <= now:
         raise Conflict("That slot has already started.", code="slot_in_past")
     if not is_slot(schedule, start):
@@ -233,7 +234,7 @@ def book(
 
 
 def _expiry_fields() -> dict[str, Any]:
-    return {"status": Status.EXPIRED.value, "updatedAt": datetime.now(UTC)}
+    return {"status": Status.EXPIRED.value, "updatedAt": clock.now()}
 
 
 def get(appointment_id: str) -> dict[str, Any]:
@@ -255,9 +256,7 @@ def _lazily_expired(doc: dict[str, Any]) -> dict[str, Any]:
     appointment passes here: one whose stored state no longer parses answers 409
     `record_unreadable` (logged) for itself only."""
     with stored.reading(f"{APPOINTMENTS}/{doc.get('id')}"):
-        expired = rules.hold_expired(
-            Status(doc["status"]), doc.get("holdExpiresAt"), datetime.now(UTC)
-        )
+        expired = rules.hold_expired(Status(doc["status"]), doc.get("holdExpiresAt"), clock.now())
     return {**doc, "status": Status.EXPIRED.value} if expired else doc
 
 
@@ -287,7 +286,7 @@ def _change(
         doc = snap.to_dict() if snap.exists else None
         authorize(doc)
         assert doc is not None
-        now = datetime.now(UTC)
+        now = clock.now()
         doc = _lazily_expired(doc)  # a run-out hold can no longer be confirmed or cancelled
         check(doc, now)
         update = {**changes(doc, now), "updatedAt": now}
@@ -316,7 +315,7 @@ def confirm(appointment_id: str, *, payment: dict[str, Any] | None = None) -> di
         snap = appointment_ref(appointment_id).get(transaction=tx)
         if not snap.exists:
             raise NotFound()
-        return confirm_in(tx, _lazily_expired(snap.to_dict()), payment, datetime.now(UTC))
+        return confirm_in(tx, _lazily_expired(snap.to_dict()), payment, clock.now())
 
     try:
         result: dict[str, Any] = _transactional(apply)
@@ -491,7 +490,7 @@ def reschedule(
         doc = snap.to_dict() if snap.exists else None
         authorize(doc)
         assert doc is not None
-        now = datetime.now(UTC)
+        now = clock.now()
         rules.check_reschedule(Status(doc["status"]), doc["start"], now, cutoff)
         if new_start <= now + cutoff:
             raise Conflict("The new time is too soon.", code="reschedule_window_closed")
@@ -540,7 +539,7 @@ def sweep_expired_holds(limit: int = 200) -> int:
     """Expire unpaid holds that ran out and free their slots; returns how many."""
     from google.cloud.firestore import FieldFilter
 
-    now = datetime.now(UTC)
+    now = clock.now()
     due = (
         _db()
         .collection(APPOINTMENTS)
@@ -556,7 +555,7 @@ def sweep_expired_holds(limit: int = 200) -> int:
         def expire(tx: Any, ref: Any = ref) -> bool:
             current = ref.get(transaction=tx).to_dict()
             if not rules.hold_expired(
-                Status(current["status"]), current.get("holdExpiresAt"), datetime.now(UTC)
+                Status(current["status"]), current.get("holdExpiresAt"), clock.now()
             ):
                 return False  # paid in the meantime
             slot = _db().collection(SLOTS).document(current["slotId"])

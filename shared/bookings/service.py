@@ -36,6 +36,7 @@ from shared.bookings.rules import Action, Refusal, Schedule, Status
 from shared.identity import profiles
 from shared.platform import (
     clients,
+    clock,
     eventlog,
     idempotency,
     logs,
@@ -117,7 +118,7 @@ def save_clinic(uid: str, setup: dict[str, Any], *, actor: str) -> dict[str, Any
     profile = profiles.get(uid)
     if profile is None or profile.get("role") != Role.CLINIC.value:
         raise NotFound("No such clinic.", code="clinic_not_found")
-    doc = {**setup, "clinicUid": uid, "updatedAt": datetime.now(UTC)}
+    doc = {**setup, "clinicUid": uid, "updatedAt": clock.now()}
     store.set(clinic_ref(uid), doc, by=actor)
     return doc
 
@@ -179,7 +180,7 @@ def request(
     """
     from google.cloud import firestore
 
-    at = now or datetime.now(UTC)
+    at = now or clock.now()
     clinic = bookable_clinic(new.clinic_uid)
     service = next((s for s in clinic.get("services", []) if s["id"] == new.service_id), None)
     if service is None or not service.get("active", True):
@@ -359,7 +360,7 @@ def apply(
     """
     from google.api_core.exceptions import AlreadyExists
 
-    at = now or datetime.now(UTC)
+    at = now or clock.now()
     try:
         if action is not Action.ACCEPT:
             return _move(
@@ -524,7 +525,7 @@ def sweep(*, limit: int, ending: Ending, now: datetime | None = None) -> tuple[i
     returns (declined, more)."""
     from google.cloud.firestore import FieldFilter, Query
 
-    at = now or datetime.now(UTC)
+    at = now or clock.now()
     due = (
         _db()
         .collection(BOOKINGS)
@@ -655,7 +656,7 @@ def open_windows(
     """A bookable clinic's windows on one local day (default its today) that a patient may
     still ask for, with their free places: (the clinic, the day, the windows)."""
     clinic = bookable_clinic(clinic_uid)
-    at = now or datetime.now(UTC)
+    at = now or clock.now()
     day = day or today(clinic, at)
     return clinic, day, rules.open_to_request(day_queue(clinic, day), at)
 
@@ -702,4 +703,4 @@ def stats(clinic_uid: str, first: date, last: date) -> rules.RangeStats:
 
 
 def today(clinic: dict[str, Any], now: datetime | None = None) -> date:
-    return rules.local_date(schedule_of(clinic), now or datetime.now(UTC))
+    return rules.local_date(schedule_of(clinic), now or clock.now())
