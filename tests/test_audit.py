@@ -56,22 +56,27 @@ def _written(entry: dict[str, Any]) -> tuple[Any, Any]:
     return (entry["at"], entry[audit_log.WRITTEN_AT])
 
 
-def wait_for(resource: str, actions: list[str], *, settle: bool = True) -> list[dict[str, Any]]:
+def wait_for(
+    resource: str, actions: list[str], *, settle: bool = True, changes_only: bool = False
+) -> list[dict[str, Any]]:
     """The entries of `resource` in the order of the writes, once they are exactly `actions`.
 
     Events may be delivered (and so chained) out of order; `at` is when the write happened.
 
     With `settle`, a further look after the expected entries appear finds no extra one: a
-    second entry for the same change would have been delivered alongside the first.
+    second entry for the same change would have been delivered alongside the first. With
+    `changes_only`, the `read` entries of answers that handed the document out are left
+    aside (written by the request, they land before or after the change's entry).
     """
-    found = eventually(
-        lambda: sorted(entries(resource), key=_written),
-        lambda got: len(got) >= len(actions),
-        f"audit entries of {resource}",
-    )
+
+    def listed() -> list[dict[str, Any]]:
+        found = (e for e in entries(resource) if not changes_only or e["action"] != "read")
+        return sorted(found, key=_written)
+
+    found = eventually(listed, lambda got: len(got) >= len(actions), f"audit entries of {resource}")
     if settle:
         time.sleep(1.5)
-    found = sorted(entries(resource), key=_written)
+    found = listed()
     assert [e["action"] for e in found] == actions, found
     return found
 
