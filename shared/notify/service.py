@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 from shared.identity import profiles
 from shared.notify import rules, templates
 from shared.notify.rules import Category, Channel, Notice, Outcome, Result, State
-from shared.platform import clients, logs, outbox, pagination, settings, store
+from shared.platform import clients, clock, logs, outbox, pagination, settings, store
 from shared.platform.errors import BadRequest, Conflict, NotFound
 
 log = logs.get("alodoktor.notify")
@@ -388,7 +388,7 @@ class Delivery:
 
 def deliver(notice_id: str, snap: Any = None) -> Delivery:
     """Send whatever of this notice is due now (nothing if another worker holds it)."""
-    lease = claim(notice_id, datetime.now(UTC), snap)
+    lease = claim(notice_id, clock.now(), snap)
     if lease is None:
         return Delivery(notice_id, claimed=False)
     results: dict[str, str] = {}
@@ -450,7 +450,7 @@ def _unsubscribe_url(doc: dict[str, Any], kind: rules.Kind) -> str | None:
         s.notify_signing_key.encode(),
         str(doc.get("uid")),
         kind.category,
-        datetime.now(UTC) + timedelta(days=rules.UNSUBSCRIBE_DAYS),
+        clock.now() + timedelta(days=rules.UNSUBSCRIBE_DAYS),
     )
     return f"{s.notifications_url}/unsubscribe?token={token}"
 
@@ -458,7 +458,7 @@ def _unsubscribe_url(doc: dict[str, Any], kind: rules.Kind) -> str | None:
 def _finish(lease: Lease, channel: Channel, result: Result | None) -> str:
     """Record one attempt's end on the notice (its channel and its history), under our
     lease: one write."""
-    now = datetime.now(UTC)
+    now = clock.now()
     name = channel.value
     seed = f"{lease.ref.id}:{name}"
 
@@ -552,7 +552,7 @@ def _after_effects(batch: Any, lease: Lease, channel: Channel, result: Result) -
                     "address": address,
                     "reason": result.detail[:300],
                     "noticeId": lease.ref.id,
-                    "at": datetime.now(UTC),
+                    "at": clock.now(),
                 },
                 tx=batch,
                 by="system",
@@ -755,7 +755,7 @@ def sweep(limit: int = 100) -> SweepResult:
     leases that ran out. Safe to run concurrently with itself and with the trigger."""
     from google.cloud.firestore import FieldFilter
 
-    now = datetime.now(UTC)
+    now = clock.now()
     query = (
         notices()
         .where(filter=FieldFilter("status", "in", list(rules.SWEPT)))
@@ -796,7 +796,7 @@ def record_receipt(notice_id: str, params: Mapping[str, str]) -> bool:
         "status": status,
         "errorCode": code,
         "to": params.get("To"),
-        "at": datetime.now(UTC),
+        "at": clock.now(),
     }
     try:
         store.create(notice.collection(RECEIPTS).document(f"{sid}-{status}"), receipt, by="twilio")
@@ -810,7 +810,7 @@ def record_receipt(notice_id: str, params: Mapping[str, str]) -> bool:
                 "address": params["To"],
                 "reason": f"Twilio {code}",
                 "noticeId": notice_id,
-                "at": datetime.now(UTC),
+                "at": clock.now(),
             },
             by="twilio",
         )
@@ -861,7 +861,7 @@ def save_preferences(
             raise BadRequest(
                 f"{category} notices cannot be turned off.", code="category_always_sent"
             )
-    data: dict[str, Any] = {"uid": uid, "updatedAt": datetime.now(UTC)}
+    data: dict[str, Any] = {"uid": uid, "updatedAt": clock.now()}
     if locale is not None:
         data["locale"] = rules.locale_of(locale)
     if time_zone is not None:
@@ -878,7 +878,7 @@ def unsubscribe(token: str) -> tuple[str, Category]:
     """Apply a one-click unsubscribe link: e-mail of that category off for its user."""
     key = settings.get().notify_signing_key.encode()
     try:
-        uid, category = rules.read_unsubscribe_token(key, token, datetime.now(UTC))
+        uid, category = rules.read_unsubscribe_token(key, token, clock.now())
     except rules.TokenRefused as exc:
         raise BadRequest(str(exc), code=exc.code) from None
     if category in rules.IGNORES_OPT_OUT:
@@ -888,7 +888,7 @@ def unsubscribe(token: str) -> tuple[str, Category]:
         {
             "uid": uid,
             "channels": {category.value: {Channel.EMAIL.value: False}},
-            "updatedAt": datetime.now(UTC),
+            "updatedAt": clock.now(),
         },
         merge=True,
         by=f"unsubscribe:{uid}",
@@ -899,14 +899,14 @@ def unsubscribe(token: str) -> tuple[str, Category]:
 def read_unsubscribe(token: str) -> tuple[str, Category]:
     key = settings.get().notify_signing_key.encode()
     try:
-        return rules.read_unsubscribe_token(key, token, datetime.now(UTC))
+        return rules.read_unsubscribe_token(key, token, clock.now())
     except rules.TokenRefused as exc:
         raise BadRequest(str(exc), code=exc.code) from None
 
 
 def register_device(uid: str, token: str, platform: str) -> dict[str, Any]:
     """Register (or take over: a device that changed hands) a push token for `uid`."""
-    now = datetime.now(UTC)
+    now = clock.now()
     device_id = rules.token_id(token)
     ref = _db().collection(DEVICES).document(device_id)
     record = {
@@ -998,7 +998,7 @@ def retry(notice_id: str, actor: str) -> Delivery:
             raise Conflict("Nothing of this notice failed.", code="nothing_to_retry")
         if doc.get("status") == Notice.SENDING:
             raise Conflict("This notice is being sent right now.", code="notice_busy")
-        now = datetime.now(UTC)
+        now = clock.now()
         for name in failed:
             rules.check_transition(State.FAILED, State.RETRY)
             channels[name] = {
