@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -486,3 +487,46 @@ def test_an_entry_as_a_fhir_audit_event():
     assert (event["action"], event["type"]["code"]) == ("R", "110112")
     assert event["purposeOfEvent"] == [{"text": "view prescription"}]
     assert "detail" not in event["entity"][0]
+
+
+def test_a_public_key_reads_as_base64_hex_or_jwk_with_its_id():
+    from shared.audit import signing
+
+    key = SIGNER.current
+    forms = [
+        signing.encode_public_key(key.public),
+        key.public.hex(),
+        json.dumps(signing.jwk(key.public)),
+    ]
+    for form in forms:
+        assert signing.parse_public_key(form) == (key.key_id, key.public)
+    jwk = signing.jwk(key.public)
+    assert (jwk["kty"], jwk["crv"], jwk["kid"], jwk["alg"]) == (
+        "OKP",
+        "Ed25519",
+        key.key_id,
+        "EdDSA",
+    )
+    assert "=" not in jwk["x"]  # base64url, unpadded (RFC 8037)
+    for bad in ("", "abc", json.dumps({**jwk, "crv": "X25519"}), json.dumps({**jwk, "kid": "k"})):
+        with pytest.raises(ValueError):
+            signing.parse_public_key(bad)
+
+
+def test_a_checkpoint_counts_what_it_flagged_for_the_query_that_finds_it():
+    builder = cps.Builder()
+    builder.add("e1", {"v": 2, audit_log.WRITTEN_AT: AT, "action": "read"})
+    body = cps.make_body(
+        previous=None,
+        kind="entries",
+        builder=builder,
+        cutoff=AT,
+        sealed_at=AT,
+        sealed_by="t",
+        key_id=SIGNER.current.key_id,
+        flagged=[{"id": "e1", "reason": "its mac does not match"}],
+    )
+    assert (body["flaggedCount"], body["flagged"]) == (
+        1,
+        [{"id": "e1", "reason": "its mac does not match"}],
+    )

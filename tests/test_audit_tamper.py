@@ -187,10 +187,16 @@ def test_an_edited_entry_is_found_at_that_entry_and_alerted(stack, project, log,
     assert [p["where"] for p in result.problems] == [where]
     lines = [r.getMessage() for r in caplog.records if r.name == "alodoktor.audit"]
     assert any(line.startswith(f"audit chain broken at {where}: ") for line in lines), lines
+    assert (result.new, result.known) == (1, 0)
     (notice,) = alerts_queued()
     assert (notice["uid"], notice["data"]["where"]) == ("admin-1", where)
-    proofs.check(chunks=100)  # found again on the next run: not sent again
+    # found again on the next run: not sent again, not listed again, counted as known
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="alodoktor.audit"):
+        again = proofs.check(chunks=100)
     assert len(alerts_queued()) == 1
+    assert (again.ok, again.problems, again.new, again.known) == (False, [], 0, 1)
+    assert not [r for r in caplog.records if r.name == "alodoktor.audit"]
 
     done = cli(stack, project)
     assert done.returncode == 1, done.stdout + done.stderr
@@ -326,16 +332,23 @@ def test_two_sealers_at_once_make_one_checkpoint(stack, project, monkeypatch):
     assert sealing.seal(by="test").checkpoint is None  # nothing left, nothing sealed twice
 
 
-def test_an_entry_forged_before_its_seal_is_sealed_flagged_and_alerted(stack, project, caplog):
-    admin_profile()
-    write(6)
-    forged_id = "e-" + "f" * 40
-    model = entry_ref(in_order()[0]).get().to_dict()
+def forge() -> str:
+    """An entry invented straight in Firestore, as the log's first one looks but with another
+    actor (its mac cannot match): the next seal flags it."""
     from google.cloud import firestore
 
+    forged_id = "e-" + "f" * 40
+    model = entry_ref(in_order()[0]).get().to_dict()
     entry_ref(forged_id).create(
         {**model, "actor": "mallory", audit_log.WRITTEN_AT: firestore.SERVER_TIMESTAMP}
     )
+    return forged_id
+
+
+def test_an_entry_forged_before_its_seal_is_sealed_flagged_and_alerted(stack, project, caplog):
+    admin_profile()
+    write(6)
+    forged_id = forge()
     with caplog.at_level(logging.ERROR, logger="alodoktor.audit"):
         checkpoint = seal()
     assert checkpoint["count"] == 7  # the log never stalls on it
@@ -345,10 +358,110 @@ def test_an_entry_forged_before_its_seal_is_sealed_flagged_and_alerted(stack, pr
         for r in caplog.records
     )
     assert [n["data"]["where"] for n in alerts_queued()] == [f"entry {forged_id} (checkpoint 1)"]
-    # alerted once: the check does not raise it again, and the range still binds it
-    assert proofs.check(chunks=100).ok
+    # alerted once: the check does not raise it again, and the range still binds it; but
+    # every verdict says it is there, unresolved
+    checked = proofs.check(chunks=100)
+    assert checked.ok
+    assert not checked.clean
+    assert (checked.flagged.count, checked.flagged.unresolved) == (1, 1)
+    assert [f.entry_id for f in checked.flagged.listed] == [forged_id]
+    verdict = range_break(1)
+    assert verdict.ok
+    assert (verdict.flagged.unresolved, verdict.flagged.listed[0].entry_id) == (1, forged_id)
+    _, flagged = proofs.verify_batch(1)
+    assert not flagged.clean
     entry_ref(forged_id).delete()
     assert not range_break(1).ok
+
+
+def _audited_acknowledgement(n: int, entry_id: str, note: str) -> None:
+    """Acknowledge as the route does, and write the entry the audit trigger would (this
+    project has no trigger)."""
+    from shared.audit import findings
+
+    findings.acknowledge(n, entry_id, note, by="admin-1")
+    ref = (
+        clients.db()
+        .collection(findings.ACKNOWLEDGEMENTS)
+        .document(findings.acknowledgement_id(n, entry_id))
+    )
+    after = ref.get().to_dict()
+    change = audit_log.Change(f"ack-{uuid.uuid4().hex}", ref.path, datetime.now(UTC), None, after)
+    assert audit.record_change(change) is not None
+
+
+def test_a_flagged_entry_stays_in_every_verdict_until_acknowledged(stack, project, tmp_path):
+    """Flagged at its seal and alerted once; after that the check, the export, and the offline
+    tool on Firestore and on the export each still report it, unresolved, until an admin's
+    acknowledgement (itself an audit entry), and then as acknowledged, with who and what."""
+    from shared.audit import findings
+
+    admin_profile()
+    write(4)
+    forged_id = forge()
+    checkpoint = seal()
+    assert (checkpoint["flaggedCount"], checkpoint["flagged"][0]["id"]) == (1, forged_id)
+    target = tmp_path / "export"
+    exported = export.export(storage=export.LocalStorage(target))
+    assert exported.problems == []
+    assert not exported.as_dict()["clean"]
+    assert exported.flagged.unresolved == 1
+
+    for _ in range(2):  # every time, not once
+        assert not proofs.check(chunks=100).clean
+        done = cli(stack, project)
+        assert done.returncode == 3, done.stdout + done.stderr
+        assert "NOT CLEAN: 1 entries flagged when sealed, 1 unresolved" in done.stdout
+        assert f"checkpoint 1, entry {forged_id}: " in done.stdout
+        assert "UNRESOLVED" in done.stdout
+        done = _offline(stack, project, target)
+        assert done.returncode == 3, done.stdout + done.stderr
+        assert f"checkpoint 1, entry {forged_id}: " in done.stdout
+
+    with pytest.raises(findings.NotFlagged):
+        findings.acknowledge(1, in_order()[0], "not flagged", by="admin-1")
+    _audited_acknowledgement(1, forged_id, "restored from the export; mallory's access revoked")
+    with pytest.raises(findings.AlreadyAcknowledged):
+        findings.acknowledge(1, forged_id, "again", by="admin-1")
+
+    checked = proofs.check(chunks=100)
+    assert checked.clean
+    (flag,) = checked.flagged.listed
+    assert flag.acknowledgement is not None
+    assert flag.acknowledgement["by"] == "admin-1"
+    assert flag.acknowledgement["note"].startswith("restored from the export")
+    done = cli(stack, project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "acknowledged by admin-1" in done.stdout
+
+    # offline, the acknowledgement is known once its own entry is sealed and exported
+    assert _offline(stack, project, target).returncode == 3
+    seal()
+    assert export.export(storage=export.LocalStorage(target)).checkpoints == 1
+    done = _offline(stack, project, target)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "clean: 1 entries flagged when sealed, 0 unresolved" in done.stdout
+    assert "acknowledged by admin-1" in done.stdout
+
+
+def test_what_is_not_sealed_yet_is_counted_with_its_oldest_time(stack, project):
+    """Issue 23: a log with entries and no checkpoint is not "all verified, 0 entries"."""
+    from shared.audit import findings
+
+    assert findings.unsealed() == findings.Unsealed(0, False, None)
+    write(6)
+    waiting = findings.unsealed()
+    oldest = entry_ref(in_order()[0]).get().get(audit_log.WRITTEN_AT)
+    assert (waiting.count, waiting.more, waiting.oldest) == (6, False, oldest)
+    done = cli(stack, project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 checkpoints, 0 entries verified; 6 entries not sealed yet" in done.stdout
+    seal()
+    write(2, "late")
+    assert findings.unsealed().count == 2
+    settle()
+    sealing.seal(by="test", chunk_size=CHUNK)
+    assert findings.unsealed() == findings.Unsealed(0, False, None)
 
 
 def test_the_legacy_chain_is_sealed_as_the_first_checkpoints_history(stack, project):
@@ -426,13 +539,21 @@ def test_the_export_verifies_offline_from_its_files_alone(stack, project, log, t
     result = export.export(storage=export.LocalStorage(target))
     assert (result.checkpoints, result.entries, result.problems) == (2, 20, [])
     names = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
-    assert names == [
-        "checkpoints/000000000001.json",
-        "checkpoints/000000000002.json",
-        "entries/000000000001.jsonl",
-        "entries/000000000002.jsonl",
-        export.key_name(log.checkpoints[0]["keyId"]),
-    ]
+    assert names == sorted(
+        [
+            "checkpoints/000000000001.json",
+            "checkpoints/000000000002.json",
+            "entries/000000000001.jsonl",
+            "entries/000000000002.jsonl",
+            export.jwk_name(log.checkpoints[0]["keyId"]),
+            export.key_name(log.checkpoints[0]["keyId"]),
+        ]
+    )
+    # the key in both forms, the same key
+    key_id = log.checkpoints[0]["keyId"]
+    assert export.exported_keys(target) == {key_id: signing.configured().public_keys()[key_id]}
+    jwk = json.loads((target / export.jwk_name(key_id)).read_bytes())
+    assert (jwk["kty"], jwk["crv"], jwk["kid"]) == ("OKP", "Ed25519", key_id)
     # nothing but the files, no emulator, no keys in the environment
     bare = {k: v for k, v in os.environ.items() if not k.startswith(("AUDIT_", "FIRESTORE_"))}
     done = subprocess.run(

@@ -17,8 +17,15 @@
 Signatures are checked against the public keys given with --public-key (base64 of the raw
 Ed25519 key, as --print-public-key prints it from AUDIT_SIGNING_KEY), else those of
 AUDIT_SIGNING_KEY, else (an export) the export's own keys/ files, which proves the files are
-whole but not who signed them: pin the keys. Exit status 0 when everything verifies, 1 at the
-first thing that does not (printed), 2 on a usage error.
+whole but not who signed them: pin the keys. A key is base64 or hex of its 32 raw bytes, or
+its JWK (GET /audit/keys gives all three forms).
+
+Entries flagged when they were sealed (edited or invented before the seal) verify as part of
+their range, but the log is not clean while one is not acknowledged (POST
+/audit/checkpoints/<n>/flagged/<entry id>/acknowledge; in an export, the acknowledgement's own
+audit entry): the verdict lists them every time. Exit status 0 when everything verifies and
+nothing flagged is unresolved, 1 at the first thing that does not verify (printed), 2 on a
+usage error, 3 when everything verifies but flagged entries are unresolved (listed).
 """
 
 from __future__ import annotations
@@ -43,25 +50,49 @@ def _public_keys(args: argparse.Namespace) -> dict[str, bytes]:
     return keys
 
 
+UNRESOLVED = 3
+
+
 def _report(result: dict[str, Any], as_json: bool) -> int:
+    clean = result.get("clean", result["ok"])
     if as_json:
-        print(json.dumps(result))
+        print(json.dumps(result, default=str))
     elif result["ok"]:
         print(f"ok: {result['summary']}")
+        flagged = result.get("flagged") or {}
+        if flagged.get("count"):
+            print(
+                f"{'NOT CLEAN' if not clean else 'clean'}: {flagged['count']} entries flagged "
+                f"when sealed, {flagged['unresolved']} unresolved"
+            )
+            for flag in flagged["listed"]:
+                what = flag["acknowledgement"]
+                state = (
+                    f"acknowledged by {what['by']} at {what['at']}: {what['note']}"
+                    if what
+                    else "UNRESOLVED"
+                )
+                print(
+                    f"  checkpoint {flag['checkpoint']}, entry {flag['entryId']}: "
+                    f"{flag['reason']}; {state}"
+                )
     else:
         print(f"BROKEN at {result['brokenAt']}: {result['reason']}; {result['summary']}")
-    return 0 if result["ok"] else 1
+    if not result["ok"]:
+        return 1
+    return 0 if clean else UNRESOLVED
 
 
 def verify_firestore(public_keys: dict[str, bytes]) -> dict[str, Any]:
     from shared.audit import checkpoints as cps
-    from shared.audit import proofs, sealing
+    from shared.audit import findings, proofs, sealing
     from shared.audit import rules as audit_log
     from shared.audit import service as entries
 
     hash_keys = entries.hash_keys() if os.environ.get("AUDIT_HASH_KEY") else None
     first, previous = 1, None
     checked = counted = 0
+    with_flags: list[dict[str, Any]] = []
     while True:
         batch = proofs.checkpoints_from(first, proofs.CHAIN_BATCH)
         verdict = cps.verify_chain(batch, previous, public_keys)
@@ -80,6 +111,8 @@ def verify_firestore(public_keys: dict[str, bytes]) -> dict[str, Any]:
             checked += 1
             counted += int(checkpoint["count"])
             previous = checkpoint
+            if checkpoint.get("flagged"):
+                with_flags.append(checkpoint)
         if not verdict.ok:
             return _broken(f"checkpoint {verdict.broken_at}", verdict.reason, checked, counted)
         if len(batch) < proofs.CHAIN_BATCH:
@@ -98,8 +131,18 @@ def verify_firestore(public_keys: dict[str, bytes]) -> dict[str, Any]:
                 )
                 return _broken(where, legacy.reason, 0, legacy.count)
             unsealed = f"; the legacy chain of {legacy.count} entries is whole, not sealed yet"
-    summary = f"{checked} checkpoints, {counted} entries verified{unsealed}"
-    return {"ok": True, "checkpoints": checked, "entries": counted, "summary": summary}
+    waiting = findings.unsealed()
+    flagged = findings.summarize(with_flags)
+    summary = f"{checked} checkpoints, {counted} entries verified{unsealed}; {waiting.words()}"
+    return {
+        "ok": True,
+        "clean": flagged.clean,
+        "checkpoints": checked,
+        "entries": counted,
+        "flagged": flagged.as_dict(),
+        "unsealed": waiting.as_dict(),
+        "summary": summary,
+    }
 
 
 def _broken(where: str, reason: str | None, checked: int, counted: int) -> dict[str, Any]:
@@ -128,8 +171,10 @@ def verify_export(root: Path, public_keys: dict[str, bytes]) -> dict[str, Any]:
     summary = f"{verdict.checkpoints} checkpoints, {verdict.entries} entries verified{note}"
     return {
         "ok": True,
+        "clean": verdict.flagged.clean,
         "checkpoints": verdict.checkpoints,
         "entries": verdict.entries,
+        "flagged": verdict.flagged.as_dict(),
         "summary": summary,
     }
 
@@ -160,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export", type=Path, help="verify an exported directory, offline")
     parser.add_argument("--proof", type=Path, help="verify an inclusion proof (JSON), offline")
     parser.add_argument(
-        "--public-key", action="append", help="a signing key to trust (base64; repeatable)"
+        "--public-key",
+        action="append",
+        help="a signing key to trust (base64, hex or JWK; repeatable)",
     )
     parser.add_argument(
         "--print-public-key", action="store_true", help="print AUDIT_SIGNING_KEY's public keys"

@@ -10,6 +10,9 @@ Routes (under /audit), admin only unless said:
   GET /checkpoints/<n>               one checkpoint, with its signed document
   GET /checkpoints/<n>/verify        a bounded batch of its range's entries against its chunk roots
   GET /verify                        a bounded batch of the checkpoint chain, from a checkpoint
+  POST /checkpoints/<n>/flagged/<entry_id>/acknowledge
+                                     what was done about an entry flagged when sealed
+  GET /keys                          the checkpoint signing public keys, by key id (raw and JWK)
   POST /seal                         the next checkpoint (Cloud Scheduler, and admins)
   POST /check                        the consistency check, alerting (Cloud Scheduler, and admins)
   POST /export                       sealed ranges to Cloud Storage (Cloud Scheduler, and admins)
@@ -25,7 +28,7 @@ import functions_framework
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from shared.audit import proofs, sealing
+from shared.audit import findings, proofs, sealing
 from shared.audit import rules as audit_log
 from shared.audit import service as audit_store
 from shared.audit.rules import Action, KeyMissing
@@ -200,14 +203,54 @@ class ChainQuery(Body):
     limit: Int = Field(default=100, ge=1, le=proofs.CHAIN_BATCH)
 
 
+class Acknowledgement(View):
+    by: str = Field(description="the admin who acknowledged it")
+    at: datetime
+    note: str = Field(description="what was done about it")
+
+
+class FlaggedEntry(View):
+    checkpoint: int
+    entry_id: str
+    reason: str = Field(description="why it did not verify when sealed")
+    acknowledged: bool
+    acknowledgement: Acknowledgement | None
+
+
+class Flagged(View):
+    """Entries that did not verify when sealed (edited or invented before their seal): sealed
+    anyway, so the chain verifies, but reported by every verdict until acknowledged."""
+
+    count: int = Field(description="entries flagged in what was verified")
+    unresolved: int = Field(description="of them, not acknowledged by an admin")
+    listed: list[FlaggedEntry] = Field(
+        description=f"the first {findings.LISTED} of them, acknowledged or not"
+    )
+    complete: bool = Field(description="false: more checkpoints flag entries than were read")
+
+
+class Unsealed(View):
+    count: int = Field(description="entries no checkpoint holds yet")
+    more: bool = Field(description=f"more than {findings.UNSEALED_CAP}: counting stopped there")
+    oldest: datetime | None = Field(description="the oldest unsealed entry's writtenAt")
+
+
+_OK = "the cryptographic chain verifies (hashes, signatures, links, ranges)"
+_CLEAN = "ok, and no flagged entry is unresolved: the one answer that means all is well"
+
+
 class ChainVerdict(View):
-    ok: bool
+    ok: bool = Field(description=_OK)
+    clean: bool = Field(description=_CLEAN)
     count: int = Field(description="checkpoints that verified before any break")
     entries: int = Field(description="entries those checkpoints seal")
     through: int | None = Field(description="the last checkpoint verified")
     next: int | None = Field(description="where the next batch starts; none when done")
     broken_at: int | None = Field(description="the checkpoint that does not verify")
     reason: str | None
+    flagged: Flagged = Field(description="entries the verified checkpoints flagged")
+    unsealed: Unsealed = Field(description="what no checkpoint holds yet, so nothing verified")
+    summary: str = Field(description="the verdict in words")
 
 
 class RangeQuery(Body):
@@ -222,7 +265,9 @@ class RangeQuery(Body):
 
 
 class RangeVerdict(View):
-    ok: bool
+    ok: bool = Field(description=_OK)
+    clean: bool = Field(description=_CLEAN)
+    flagged: Flagged = Field(description="entries the checkpoint flagged")
     checkpoint: int
     chunks: int = Field(description="chunks in the checkpoint")
     first_chunk: int
@@ -254,13 +299,20 @@ class Finding(View):
 
 
 class CheckResult(View):
-    ok: bool
+    ok: bool = Field(description="nothing found that does not verify, known or new")
+    clean: bool = Field(description="ok, and no flagged entry of the log is unresolved")
     checkpoints_verified: int
     newest: int | None = Field(description="the newest checkpoint verified so far")
     chunks_verified: int
     entries_verified: int
     sweep: dict[str, int] | None = Field(description="where the next run's range sweep starts")
-    problems: list[Finding]
+    problems: list[Finding] = Field(
+        description="findings never reported before (alerted now), the first "
+        f"{proofs.LISTED_PROBLEMS}"
+    )
+    new: int = Field(description="findings never reported before")
+    known: int = Field(description="findings found again, reported (and alerted) by a past run")
+    flagged: Flagged = Field(description="entries flagged when sealed, in the whole log")
 
 
 class ExportQuery(Body):
@@ -272,6 +324,29 @@ class ExportResult(View):
     entries: int
     through: int | None = Field(description="the newest checkpoint exported")
     problems: list[Finding]
+    clean: bool = Field(description="no problem, and no flagged entry unresolved in this run's")
+    flagged: Flagged = Field(description="entries flagged in the checkpoints exported now")
+
+
+class Acknowledge(Body):
+    note: str = Field(
+        min_length=3,
+        max_length=findings.MAX_RESOLUTION,
+        description="what was done about it (investigated, restored from the export, ...)",
+    )
+
+
+class PublicKey(View):
+    key_id: str = Field(description="the id checkpoints name in keyId")
+    algorithm: Literal["ed25519"]
+    current: bool = Field(description="new checkpoints are signed with it")
+    public_key: str = Field(description="the raw 32-byte Ed25519 public key, base64")
+    public_key_hex: str = Field(description="the same 32 bytes, hex")
+    jwk: dict[str, str] = Field(description="the same key as a JWK (RFC 8037: OKP, Ed25519)")
+
+
+class PublicKeys(View):
+    keys: list[PublicKey]
 
 
 def _number(raw: str) -> int:
@@ -381,7 +456,10 @@ def verify_range(call: Call) -> RangeVerdict:
         raise _key_missing(exc) from None
     if verdict is None:
         raise errors.NotFound("No such checkpoint.")
-    return RangeVerdict.model_validate(verdict.__dict__)
+    found = verdict.flagged
+    return RangeVerdict.model_validate(
+        {**verdict.__dict__, "flagged": found.as_dict(), "clean": verdict.ok and found.clean}
+    )
 
 
 @api.route("GET", "/verify", query=ChainQuery, response=ChainVerdict)
@@ -390,18 +468,83 @@ def verify(call: Call) -> ChainVerdict:
     from a checkpoint; `next` says where the next batch starts."""
     q: ChainQuery = call.query
     try:
-        verdict = proofs.verify_checkpoints(q.from_, q.limit)
+        verdict, found = proofs.verify_batch(q.from_, q.limit)
     except KeyMissing as exc:
         raise _key_missing(exc) from None
     more = verdict.ok and verdict.checked == q.limit
+    waiting = findings.unsealed()
+    words = [
+        f"{verdict.checked} checkpoints, {verdict.entries} entries verified"
+        if verdict.ok
+        else f"BROKEN at checkpoint {verdict.broken_at}: {verdict.reason}",
+        found.words(),
+        waiting.words(),
+    ]
     return ChainVerdict(
         ok=verdict.ok,
+        clean=verdict.ok and found.clean,
         count=verdict.checked,
         entries=verdict.entries,
         through=verdict.through,
         next=(verdict.through or 0) + 1 if more else None,
         broken_at=verdict.broken_at,
         reason=verdict.reason,
+        flagged=Flagged.model_validate(found.as_dict()),
+        unsealed=Unsealed.model_validate(waiting.as_dict()),
+        summary="; ".join(w for w in words if w),
+    )
+
+
+@api.route(
+    "POST",
+    "/checkpoints/<n>/flagged/<entry_id>/acknowledge",
+    body=Acknowledge,
+    response=FlaggedEntry,
+    status=201,
+    problems=(404, 409),
+)
+def acknowledge(call: Call) -> FlaggedEntry:
+    """Record what was done about an entry the checkpoint flagged when it was sealed: from
+    then on verdicts report it as acknowledged (who, when, the note) and no longer unclean.
+    The acknowledgement is itself an audit entry; 409 already_acknowledged for a second one."""
+    body: Acknowledge = call.body
+    entry_id = str(call.params["entry_id"])
+    try:
+        done = findings.acknowledge(
+            _number(str(call.params["n"])), entry_id, body.note, by=call.caller.uid
+        )
+    except findings.NotFlagged:
+        raise errors.NotFound("No such flagged entry in that checkpoint.") from None
+    except findings.AlreadyAcknowledged:
+        raise errors.Conflict(
+            "That flagged entry is acknowledged already.", code="already_acknowledged"
+        ) from None
+    return FlaggedEntry.model_validate(done)
+
+
+@api.route("GET", "/keys", response=PublicKeys)
+def public_keys(call: Call) -> PublicKeys:
+    """The public keys that verify checkpoints, by key id, the current one first: what an
+    outside verifier needs besides a proof (`tools.audit_verify --public-key`)."""
+    from shared.audit import signing
+
+    configured = signing.configured()
+    try:
+        current = configured.current.key_id
+    except KeyMissing as exc:
+        raise _key_missing(exc) from None
+    return PublicKeys(
+        keys=[
+            PublicKey(
+                key_id=key.key_id,
+                algorithm="ed25519",
+                current=key.key_id == current,
+                public_key=signing.encode_public_key(key.public),
+                public_key_hex=key.public.hex(),
+                jwk=signing.jwk(key.public),
+            )
+            for key in configured.keys
+        ]
     )
 
 

@@ -16,9 +16,13 @@ log = logs.get("alodoktor.audit")
 ALERT_KIND = "audit_alert"
 
 
+def finding_id(where: str, reason: str) -> str:
+    """One finding's id: the same wherever it is found again."""
+    return hashlib.sha256(f"{where}\x00{reason}".encode()).hexdigest()[:32]
+
+
 def notice_id(where: str, reason: str, uid: str) -> str:
-    finding = hashlib.sha256(f"{where}\x00{reason}".encode()).hexdigest()[:32]
-    return f"audit-alert-{finding}-{uid}"[:256]
+    return f"audit-alert-{finding_id(where, reason)}-{uid}"[:256]
 
 
 def chain_broken(where: str, reason: str, **fields: Any) -> None:

@@ -17,7 +17,8 @@ A checkpoint seals a range of entries in one Merkle tree (RFC 9162 hashing, shar
     root        MTH of the chunk roots, which is the MTH of all the range's leaves
     prevHash    the previous checkpoint's hash (GENESIS_HASH for the first)
     flagged     entries the sealer found not to verify (sealed anyway, so the log never stalls,
-                and alerted on)
+                and alerted on), `flaggedCount` of them; every verdict on the range reports
+                them until an admin acknowledges each (shared.audit.findings)
     keyId, sealedAt, cutoff, sealedBy
     hash        SHA-256 of the canonical form of all of the above
     signature   Ed25519 over a domain tag and that same canonical form
@@ -186,6 +187,9 @@ def make_body(
         "sealedBy": sealed_by,
         "keyId": key_id,
         "flagged": [dict(f) for f in flagged],
+        # How many: the query that finds the checkpoints holding flagged entries (`flagged`
+        # itself is not indexed).
+        "flaggedCount": len(flagged),
     }
     # Flat copies of the range's end, for the query that finds an entry's checkpoint.
     if kind == "entries":

@@ -9,6 +9,7 @@ the tests):
     checkpoints/{n}.json  checkpoint n, canonical JSON, with its hash and signature
     keys/{keyId}.json     {"keyId", "algorithm": "ed25519", "publicKey": base64} of each
                           signing key the checkpoints name
+    keys/{keyId}.jwk.json the same key as a JWK (RFC 8037: kty OKP, crv Ed25519, kid)
 
 (n zero-padded to 12 digits.) Every object is created once and never replaced: the storage
 port only creates. An entries file goes before its checkpoint, so a checkpoint's object means
@@ -19,7 +20,9 @@ alerted on: the bucket keeps what the log said then.
 
 `verify_directory` checks such a directory with nothing else: each file in canonical form,
 each checkpoint's hash, signature and link to the one before, each range's leaves against
-its chunk roots and root, in order (`python -m tools.audit_verify --export DIR`).
+its chunk roots and root, in order (`python -m tools.audit_verify --export DIR`). It also
+reports the entries the checkpoints flagged when sealed, each acknowledged or not by the
+acknowledgement's own audit entry found among the exported entries.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from shared.audit import alerts, proofs, sealing, signing
+from shared.audit import alerts, findings, proofs, sealing, signing
 from shared.audit import checkpoints as cps
 from shared.audit import rules as audit_log
 from shared.audit import service as entries
@@ -155,6 +158,14 @@ def key_name(key_id: str) -> str:
     return f"keys/{key_id.replace(':', '-')}.json"
 
 
+def jwk_name(key_id: str) -> str:
+    return f"keys/{key_id.replace(':', '-')}.jwk.json"
+
+
+def jwk_document(public: bytes) -> bytes:
+    return audit_log.canonical(signing.jwk(public))
+
+
 def key_document(key_id: str, public: bytes) -> bytes:
     return audit_log.canonical(
         {
@@ -171,9 +182,13 @@ class ExportResult:
     entries: int = 0
     through: int | None = None  # the newest checkpoint exported
     problems: list[dict[str, str]] = field(default_factory=list)
+    flagged: findings.Flagged = field(default_factory=findings.Flagged)  # in those exported
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        found = asdict(self)
+        found["flagged"] = self.flagged.as_dict()
+        found["clean"] = not self.problems and self.flagged.clean
+        return found
 
 
 def _state_ref() -> Any:
@@ -220,6 +235,7 @@ def export(
     result = ExportResult(through=through or None)
     public = proofs.public_keys()
     previous = sealing.get(through) if through else None
+    exported: list[dict[str, Any]] = []
     for n in range(through + 1, through + 1 + max_checkpoints):
         checkpoint = sealing.get(n)
         if checkpoint is None:
@@ -234,6 +250,7 @@ def export(
             key_id = str(checkpoint["keyId"])
             why = (
                 _put(target, key_name(key_id), key_document(key_id, public[key_id]), JSON)
+                or _put(target, jwk_name(key_id), jwk_document(public[key_id]), JSON)
                 or _put(target, entries_name(n), data, JSONL)
                 or _put(target, checkpoint_name(n), audit_log.canonical(checkpoint), JSON)
             )
@@ -245,6 +262,8 @@ def export(
         result.entries += int(checkpoint["count"])
         result.through = n
         previous = checkpoint
+        exported.append(checkpoint)
+    result.flagged = findings.summarize(exported)
     if result.checkpoints:
         store.set(_state_ref(), {"through": result.through}, by=by)
     return result
@@ -260,6 +279,7 @@ class OfflineVerdict:
     entries: int
     broken_at: str | None = None  # "checkpoint n" or "checkpoint n, entry i (id)"
     reason: str | None = None
+    flagged: findings.Flagged = field(default_factory=findings.Flagged)
 
 
 def exported_keys(root: Path) -> dict[str, bytes]:
@@ -267,10 +287,14 @@ def exported_keys(root: Path) -> dict[str, bytes]:
     found: dict[str, bytes] = {}
     for path in sorted((root / "keys").glob("*.json")):
         doc = json.loads(path.read_bytes())
-        key_id, public = signing.parse_public_key(str(doc["publicKey"]))
-        if key_id != doc.get("keyId"):
-            raise ValueError(f"{path.name}: its key id does not match its key")
-        found[key_id] = public
+        if "kty" in doc:  # the JWK form of a key
+            key_id, public = signing.parse_public_key(json.dumps(doc))
+        else:
+            key_id, public = signing.parse_public_key(str(doc["publicKey"]))
+            if key_id != doc.get("keyId"):
+                raise ValueError(f"{path.name}: its key id does not match its key")
+        if found.setdefault(key_id, public) != public:
+            raise ValueError(f"{path.name}: another key under the id {key_id}")
     return found
 
 
@@ -279,6 +303,8 @@ def verify_directory(root: Path, public_keys: dict[str, bytes]) -> OfflineVerdic
     files = sorted((root / "checkpoints").glob("*.json"))
     previous: dict[str, Any] | None = None
     checked = counted = 0
+    flags: list[tuple[int, str, str]] = []
+    acknowledged: dict[tuple[int, str], dict[str, Any]] = {}
     for path in files:
         label = f"checkpoint {path.stem.lstrip('0') or '0'}"
         try:
@@ -308,6 +334,9 @@ def verify_directory(root: Path, public_keys: dict[str, bytes]) -> OfflineVerdic
                 )
             entry_id = str(entry.pop("id", ""))
             rows.append(cps.Row(entry_id, entry))
+            acknowledgement = findings.acknowledgement_of_entry(entry)
+            if acknowledgement is not None:
+                acknowledged.setdefault(*acknowledgement)
         size = int(checkpoint["chunkSize"])
         for chunk in range(len(checkpoint["chunks"])):
             found = cps.verify_chunk(checkpoint, chunk, rows[chunk * size :], None)
@@ -328,4 +357,7 @@ def verify_directory(root: Path, public_keys: dict[str, bytes]) -> OfflineVerdic
         checked += 1
         counted += len(rows)
         previous = checkpoint
-    return OfflineVerdict(True, checked, counted)
+        flags += findings.flags_of([checkpoint])
+    return OfflineVerdict(
+        True, checked, counted, flagged=findings.resolve_offline(flags, acknowledged)
+    )

@@ -10,7 +10,10 @@
   before (gone or changed: someone deleted or rewrote the log's end), verifies the chain from
   there to the newest, and verifies the next `chunks` chunks of entries in a sweep that goes
   round the whole log and starts again; anything that does not verify is alerted on
-  (shared.audit.alerts). Its bookmark is one document, `auditCheck/state`, written once a run.
+  (shared.audit.alerts) the first time it is found (shared.audit.findings keeps what was
+  reported): a run lists its new findings and counts the known ones, and reports the
+  entries flagged when sealed that nobody acknowledged yet. Its bookmark is one document,
+  `auditCheck/state`, written once a run.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ from __future__ import annotations
 import bisect
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.audit import alerts, sealing, signing
+from shared.audit import alerts, findings, sealing, signing
 from shared.audit import checkpoints as cps
 from shared.audit import rules as audit_log
 from shared.audit import service as entries
@@ -87,18 +90,32 @@ def verify_checkpoints(first: int = 1, limit: int = CHAIN_BATCH) -> cps.ChainVer
     """Checkpoints `first` .. `first + limit - 1` (as many as exist), each as the one after
     its predecessor; checkpoint `first - 1` is the anchor (its own hash and signature checked
     too, its link not: that is the previous batch's verdict)."""
+    return _verify_checkpoints(first, limit)[0]
+
+
+def verify_batch(
+    first: int = 1, limit: int = CHAIN_BATCH
+) -> tuple[cps.ChainVerdict, findings.Flagged]:
+    """verify_checkpoints, and the entries the verified checkpoints flagged (with what was
+    done about them)."""
+    verdict, batch = _verify_checkpoints(first, limit)
+    return verdict, findings.summarize(batch[: verdict.checked])
+
+
+def _verify_checkpoints(first: int, limit: int) -> tuple[cps.ChainVerdict, list[dict[str, Any]]]:
     keys = public_keys()
     batch = checkpoints_from(first, limit)
     previous = sealing.get(first - 1) if first > 1 else None
     if first > 1:
         if previous is None:
             if not batch:  # asked about checkpoints past the newest: nothing to verify
-                return cps.ChainVerdict(True, 0, 0, None)
-            return cps.ChainVerdict(False, 0, 0, None, first - 1, "the checkpoint is missing")
-        why = cps.own_problem(previous, keys)
-        if why:
-            return cps.ChainVerdict(False, 0, 0, None, first - 1, why)
-    return cps.verify_chain(batch, previous, keys)
+                return cps.ChainVerdict(True, 0, 0, None), batch
+            why = "the checkpoint is missing"
+            return cps.ChainVerdict(False, 0, 0, None, first - 1, why), batch
+        why_not = cps.own_problem(previous, keys)
+        if why_not:
+            return cps.ChainVerdict(False, 0, 0, None, first - 1, why_not), batch
+    return cps.verify_chain(batch, previous, keys), batch
 
 
 # -- ranges ------------------------------------------------------------------------------
@@ -187,13 +204,22 @@ class RangeVerdict:
     position: int | None = None  # the entry's place in the range
     entry_id: str | None = None
     reason: str | None = None
+    flagged: findings.Flagged = field(default_factory=findings.Flagged)
 
 
 def verify_range(n: int, first_chunk: int = 0, chunks: int = RANGE_BATCH) -> RangeVerdict | None:
-    """Chunks `first_chunk` .. of checkpoint n against its chunk roots (None: no checkpoint n)."""
+    """Chunks `first_chunk` .. of checkpoint n against its chunk roots (None: no checkpoint n),
+    with the entries the checkpoint flagged and what was done about them."""
     checkpoint = sealing.get(n)
     if checkpoint is None:
         return None
+    verdict = _verify_range(checkpoint, n, first_chunk, chunks)
+    return replace(verdict, flagged=findings.summarize([checkpoint]))
+
+
+def _verify_range(
+    checkpoint: dict[str, Any], n: int, first_chunk: int, chunks: int
+) -> RangeVerdict:
     total = len(checkpoint["chunks"])
     if first_chunk >= total:  # past the range's end: nothing there to verify
         return RangeVerdict(True, n, total, first_chunk, 0, 0, None)
@@ -291,6 +317,9 @@ def inclusion_proof(entry_id: str) -> dict[str, Any] | None:
 # -- the scheduled consistency check ------------------------------------------------------
 
 
+LISTED_PROBLEMS = 20  # new findings a check lists; it counts them all
+
+
 @dataclass
 class CheckResult:
     ok: bool = True
@@ -299,14 +328,24 @@ class CheckResult:
     chunks_verified: int = 0
     entries_verified: int = 0
     sweep: dict[str, int] | None = None  # where the next run's range sweep starts
-    problems: list[dict[str, str]] = field(default_factory=list)
+    problems: list[dict[str, str]] = field(default_factory=list)  # after `check`: the new ones
+    new: int = 0  # findings never reported before (alerted now)
+    known: int = 0  # findings found again, reported by an earlier run
+    flagged: findings.Flagged = field(default_factory=findings.Flagged)  # the whole log's
 
     def problem(self, where: str, reason: str) -> None:
         self.ok = False
         self.problems.append({"where": where, "reason": reason})
 
+    @property
+    def clean(self) -> bool:
+        return self.ok and self.flagged.clean
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        found = asdict(self)
+        found["flagged"] = self.flagged.as_dict()
+        found["clean"] = self.clean
+        return found
 
 
 def _state_ref() -> Any:
@@ -383,8 +422,12 @@ def check(*, chunks: int = CHECK_CHUNKS, by: str = "system") -> CheckResult:
     if verified and chunks > 0:
         sweep = _sweep(state, int(verified["n"]), chunks, result)
     result.sweep = sweep
-    for found in result.problems:
+    # Each finding is alerted on once; later runs count it as known instead of listing it.
+    new, result.known = findings.register(result.problems, by=by)
+    for found in new:
         alerts.chain_broken(found["where"], found["reason"])
+    result.new, result.problems = len(new), new[:LISTED_PROBLEMS]
+    result.flagged = findings.log_wide()
     store.set(
         _state_ref(),
         {
@@ -392,7 +435,8 @@ def check(*, chunks: int = CHECK_CHUNKS, by: str = "system") -> CheckResult:
             "sweep": sweep,
             "lastRunAt": datetime.now(UTC),
             "lastOk": result.ok,
-            "lastProblems": result.problems[:20],
+            "lastProblems": result.problems,
+            "lastKnown": result.known,
         },
         by=by,
     )

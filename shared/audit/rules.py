@@ -45,6 +45,7 @@ AUDITED_COLLECTIONS: frozenset[str] = frozenset(
         "payoutProfiles",  # where a provider is paid: its changes are the takeover to catch
         "settings",
         "notifications",
+        "auditAcknowledgements",  # what an admin did about a flagged entry: itself an entry
     }
 )
 # Not audited, and why: `directory` is a projection of `users` written in the same batch (its

@@ -94,10 +94,47 @@ def encode_public_key(public: bytes) -> str:
     return base64.b64encode(public).decode()
 
 
+def jwk(public: bytes) -> dict[str, str]:
+    """The public key as a JSON Web Key (RFC 8037: `OKP`, `Ed25519`, `x` base64url unpadded),
+    its id as `kid`."""
+    return {
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": base64.urlsafe_b64encode(public).decode().rstrip("="),
+        "kid": public_key_id(public),
+        "alg": "EdDSA",
+        "use": "sig",
+    }
+
+
+def _from_jwk(doc: Mapping[str, object]) -> bytes:
+    if doc.get("kty") != "OKP" or doc.get("crv") != "Ed25519" or not isinstance(doc.get("x"), str):
+        raise ValueError("a JWK of an Ed25519 key has kty OKP, crv Ed25519 and x")
+    x = str(doc["x"])
+    public = base64.urlsafe_b64decode(x + "=" * (-len(x) % 4))
+    kid = doc.get("kid")
+    if len(public) == 32 and kid is not None and kid != public_key_id(public):
+        raise ValueError("the JWK's kid is not its key's id")
+    return public
+
+
 def parse_public_key(text: str) -> tuple[str, bytes]:
-    """A public key as base64 of its 32 raw bytes (as the export's keys/ files and
-    `python -m tools.audit_verify --print-public-key` give it), with its derived id."""
-    public = base64.b64decode(text.strip(), validate=True)
+    """A public key, with its derived id: base64 of its 32 raw bytes (as the export's keys/
+    files and `python -m tools.audit_verify --print-public-key` give it), the same 32 bytes in
+    hex, or a JWK (as GET /audit/keys and the export's keys/*.jwk.json give it)."""
+    import binascii
+    import json
+
+    text = text.strip()
+    try:
+        if text.startswith("{"):
+            public = _from_jwk(json.loads(text))
+        elif len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text):
+            public = bytes.fromhex(text)
+        else:
+            public = base64.b64decode(text, validate=True)
+    except (binascii.Error, json.JSONDecodeError, AttributeError) as exc:
+        raise ValueError(f"not a public key: {exc}") from None
     if len(public) != 32:
         raise ValueError("an Ed25519 public key is 32 bytes")
     return public_key_id(public), public

@@ -186,6 +186,10 @@ POLICY: dict[RouteKey, Rule] = {
     ("audit", "POST", "/seal"): allow(Role.ADMIN, services=(Service.SCHEDULER,)),
     ("audit", "POST", "/check"): allow(Role.ADMIN, services=(Service.SCHEDULER,)),
     ("audit", "POST", "/export"): allow(Role.ADMIN, services=(Service.SCHEDULER,)),
+    # -- findings that stay visible, keys outsiders verify with (issue 29) -------------------
+    ("audit", "POST", "/checkpoints/<n>/flagged/<entry_id>/acknowledge"): allow(Role.ADMIN),
+    # Public keys are not secret, but the log's readers are admins (there is no auditor role).
+    ("audit", "GET", "/keys"): allow(Role.ADMIN),
     # Clinic bookings: approved clinics set up and work their own queue; patients book and
     # cancel their own; admins see every clinic's dashboards and run the auto-decline sweep.
     ("bookings", "GET", "/clinics/<clinic_uid>"): allow(Role.PATIENT, Role.CLINIC, Role.ADMIN),

@@ -450,6 +450,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/audit/checkpoints/{n}/flagged/{entry_id}/acknowledge": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Record what was done about an entry the checkpoint flagged when it was sealed: from */
+        post: operations["audit.acknowledge"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/audit/keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The public keys that verify checkpoints, by key id, the current one first: what an */
+        get: operations["audit.public_keys"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/audit/seal": {
         parameters: {
             query?: never;
@@ -2581,6 +2615,32 @@ export interface components {
                 type?: string;
             }[];
         };
+        /** Acknowledge */
+        Audit_Acknowledge: {
+            /**
+             * Note
+             * @description what was done about it (investigated, restored from the export, ...)
+             */
+            note: string;
+        };
+        /** Acknowledgement */
+        Audit_Acknowledgement: {
+            /**
+             * By
+             * @description the admin who acknowledged it
+             */
+            by: string;
+            /**
+             * At
+             * Format: date-time
+             */
+            at: string;
+            /**
+             * Note
+             * @description what was done about it
+             */
+            note: string;
+        };
         /** AuditEntry */
         Audit_AuditEntry: {
             /** Id */
@@ -2690,8 +2750,16 @@ export interface components {
         };
         /** ChainVerdict */
         Audit_ChainVerdict: {
-            /** Ok */
+            /**
+             * Ok
+             * @description the cryptographic chain verifies (hashes, signatures, links, ranges)
+             */
             ok: boolean;
+            /**
+             * Clean
+             * @description ok, and no flagged entry is unresolved: the one answer that means all is well
+             */
+            clean: boolean;
             /**
              * Count
              * @description checkpoints that verified before any break
@@ -2719,11 +2787,28 @@ export interface components {
             brokenAt: number | null;
             /** Reason */
             reason: string | null;
+            /** @description entries the verified checkpoints flagged */
+            flagged: components["schemas"]["Audit_Flagged"];
+            /** @description what no checkpoint holds yet, so nothing verified */
+            unsealed: components["schemas"]["Audit_Unsealed"];
+            /**
+             * Summary
+             * @description the verdict in words
+             */
+            summary: string;
         };
         /** CheckResult */
         Audit_CheckResult: {
-            /** Ok */
+            /**
+             * Ok
+             * @description nothing found that does not verify, known or new
+             */
             ok: boolean;
+            /**
+             * Clean
+             * @description ok, and no flagged entry of the log is unresolved
+             */
+            clean: boolean;
             /** Checkpointsverified */
             checkpointsVerified: number;
             /**
@@ -2742,8 +2827,23 @@ export interface components {
             sweep: {
                 [key: string]: number;
             } | null;
-            /** Problems */
+            /**
+             * Problems
+             * @description findings never reported before (alerted now), the first 20
+             */
             problems: components["schemas"]["Audit_Finding"][];
+            /**
+             * New
+             * @description findings never reported before
+             */
+            new: number;
+            /**
+             * Known
+             * @description findings found again, reported (and alerted) by a past run
+             */
+            known: number;
+            /** @description entries flagged when sealed, in the whole log */
+            flagged: components["schemas"]["Audit_Flagged"];
         };
         /** Checkpoint */
         Audit_Checkpoint: {
@@ -2822,6 +2922,13 @@ export interface components {
             through: number | null;
             /** Problems */
             problems: components["schemas"]["Audit_Finding"][];
+            /**
+             * Clean
+             * @description no problem, and no flagged entry unresolved in this run's
+             */
+            clean: boolean;
+            /** @description entries flagged in the checkpoints exported now */
+            flagged: components["schemas"]["Audit_Flagged"];
         };
         /** Finding */
         Audit_Finding: {
@@ -2829,6 +2936,48 @@ export interface components {
             where: string;
             /** Reason */
             reason: string;
+        };
+        /**
+         * Flagged
+         * @description Entries that did not verify when sealed (edited or invented before their seal): sealed
+         *     anyway, so the chain verifies, but reported by every verdict until acknowledged.
+         */
+        Audit_Flagged: {
+            /**
+             * Count
+             * @description entries flagged in what was verified
+             */
+            count: number;
+            /**
+             * Unresolved
+             * @description of them, not acknowledged by an admin
+             */
+            unresolved: number;
+            /**
+             * Listed
+             * @description the first 50 of them, acknowledged or not
+             */
+            listed: components["schemas"]["Audit_FlaggedEntry"][];
+            /**
+             * Complete
+             * @description false: more checkpoints flag entries than were read
+             */
+            complete: boolean;
+        };
+        /** FlaggedEntry */
+        Audit_FlaggedEntry: {
+            /** Checkpoint */
+            checkpoint: number;
+            /** Entryid */
+            entryId: string;
+            /**
+             * Reason
+             * @description why it did not verify when sealed
+             */
+            reason: string;
+            /** Acknowledged */
+            acknowledged: boolean;
+            acknowledgement: components["schemas"]["Audit_Acknowledgement"] | null;
         };
         /** Proof */
         Audit_Proof: {
@@ -2864,10 +3013,60 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        /** PublicKey */
+        Audit_PublicKey: {
+            /**
+             * Keyid
+             * @description the id checkpoints name in keyId
+             */
+            keyId: string;
+            /**
+             * Algorithm
+             * @constant
+             */
+            algorithm: "ed25519";
+            /**
+             * Current
+             * @description new checkpoints are signed with it
+             */
+            current: boolean;
+            /**
+             * Publickey
+             * @description the raw 32-byte Ed25519 public key, base64
+             */
+            publicKey: string;
+            /**
+             * Publickeyhex
+             * @description the same 32 bytes, hex
+             */
+            publicKeyHex: string;
+            /**
+             * Jwk
+             * @description the same key as a JWK (RFC 8037: OKP, Ed25519)
+             */
+            jwk: {
+                [key: string]: string;
+            };
+        };
+        /** PublicKeys */
+        Audit_PublicKeys: {
+            /** Keys */
+            keys: components["schemas"]["Audit_PublicKey"][];
+        };
         /** RangeVerdict */
         Audit_RangeVerdict: {
-            /** Ok */
+            /**
+             * Ok
+             * @description the cryptographic chain verifies (hashes, signatures, links, ranges)
+             */
             ok: boolean;
+            /**
+             * Clean
+             * @description ok, and no flagged entry is unresolved: the one answer that means all is well
+             */
+            clean: boolean;
+            /** @description entries the checkpoint flagged */
+            flagged: components["schemas"]["Audit_Flagged"];
             /** Checkpoint */
             checkpoint: number;
             /**
@@ -2910,6 +3109,24 @@ export interface components {
              * @description entries were left for the next seal
              */
             more: boolean;
+        };
+        /** Unsealed */
+        Audit_Unsealed: {
+            /**
+             * Count
+             * @description entries no checkpoint holds yet
+             */
+            count: number;
+            /**
+             * More
+             * @description more than 100000: counting stopped there
+             */
+            more: boolean;
+            /**
+             * Oldest
+             * @description the oldest unsealed entry's writtenAt
+             */
+            oldest: string | null;
         };
         /** @description RFC 9457 problem details with a stable machine-readable code. */
         Audit_Problem: {
@@ -3532,7 +3749,7 @@ export interface components {
         };
         /**
          * OneClick
-         * @description RFC 8058's body, as the mail client posts it (a form; JSON here).
+         * @description RFC 8058's body, as the mail provider posts it (a form; JSON here).
          */
         Notifications_OneClick: {
             /**
@@ -7695,6 +7912,188 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Audit_ChainVerdict"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Audit_Problem"];
+                };
+            };
+            /** @description Not signed in, or the sign-in is no longer valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Audit_Problem"];
+                };
+            };
+            /** @description The caller's role, approval, origin or CSRF token does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Audit_Problem"];
+                };
+            };
+            /** @description Not found (or not the caller's) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Audit_Problem"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Audit_Problem"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Audit_Problem"];
+                };
+            };
+            /** @description A dependency is unavailable; nothing was changed */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Audit_Problem"];
+                };
+            };
+        };
+    };
+    "audit.acknowledge": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                n: string;
+                entry_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Audit_Acknowledge"];
+            };
+        };
+        responses: {
+            /** @description Success */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Audit_FlaggedEntry"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Audit_Problem"];
+                };
+            };
+            /** @description Not signed in, or the sign-in is no longer valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Audit_Problem"];
+                };
+            };
+            /** @description The caller's role, approval, origin or CSRF token does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Audit_Problem"];
+                };
+            };
+            /** @description Not found (or not the caller's) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Audit_Problem"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Audit_Problem"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Audit_Problem"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Audit_Problem"];
+                };
+            };
+            /** @description A dependency is unavailable; nothing was changed */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Audit_Problem"];
+                };
+            };
+        };
+    };
+    "audit.public_keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Audit_PublicKeys"];
                 };
             };
             /** @description Invalid input */
