@@ -194,8 +194,10 @@ class Stack:
             "GCLOUD_PROJECT": self.project_id,
             "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{self.ports.firestore}",
             "FIREBASE_AUTH_EMULATOR_HOST": f"127.0.0.1:{self.ports.auth}",
-            # The front end's own origin too: a same-origin POST still carries Origin.
-            "ALLOWED_ORIGINS": ",".join((DEV_ORIGINS, *self.hosting_origins)),
+            # The front end's own origin too: a same-origin POST still carries Origin. And the
+            # gateway's, which mails' links name locally: the unsubscribe page's button posts
+            # from there (production's links are on the front end's origin).
+            "ALLOWED_ORIGINS": ",".join((DEV_ORIGINS, *self.hosting_origins, self.gateway_url)),
             "PAYPAL_API_BASE": self.paypal_url,
             "PAYPAL_CLIENT_ID": PAYPAL_SIM_CLIENT_ID,
             "PAYPAL_CLIENT_SECRET": PAYPAL_SIM_CLIENT_SECRET,

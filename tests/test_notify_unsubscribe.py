@@ -212,6 +212,17 @@ def test_the_link_opens_a_page_whose_one_button_unsubscribes_and_confirms(stack,
     assert not _payments_mail_on(user)
 
 
+def test_locally_the_pages_button_works_on_the_link_as_mailed(stack, mail):
+    """`make dev`'s mails name the gateway itself: its page's form posts from that origin."""
+    user, url, _ = _mailed(stack, mail)
+    page = _page(requests.get(url, headers=BROWSER, timeout=30))
+    (form,) = page.forms
+    origin = {"Origin": stack.gateway_url, **BROWSER}
+    done = requests.post(urljoin(url, form["action"]), data=form["f"], headers=origin, timeout=30)
+    assert done.status_code == 200, done.text
+    assert not _payments_mail_on(user)
+
+
 def test_the_page_is_in_the_users_locale(stack, mail):
     user, url, _ = _mailed(stack, mail, locale="tr")
 
