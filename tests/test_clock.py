@@ -100,3 +100,42 @@ def test_a_deployed_bundle_cannot_move_its_clock(tmp_path: Path) -> None:
     # The same bundle beside the emulators does follow it: the check above can fail.
     local = {**production, clock.EMULATOR_ENV: "127.0.0.1:8080"}
     assert WEEK - 5 < float(_bundled_clock(out, local)["ahead"]) < WEEK + 5
+
+
+ROOT = Path(__file__).resolve().parent.parent
+CLOCK_READS = {
+    ("datetime", "now"),
+    ("datetime", "utcnow"),
+    ("datetime", "today"),
+    ("date", "today"),
+    ("time", "time"),
+    ("time", "time_ns"),
+}
+
+
+def _clock_reads(path: Path) -> list[str]:
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", None)
+            if (name, node.func.attr) in CLOCK_READS:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}.{node.func.attr}()")
+    return found
+
+
+def test_all_business_time_comes_from_the_one_clock() -> None:
+    """The product's code reads time through shared/platform/clock only (now(), or real_now()
+    where it compares with a time made outside that never moves), so the local clock moves
+    all of it: a rule reading the system clock itself would not live the week."""
+    sources = [*(ROOT / "shared").rglob("*.py"), *(ROOT / "functions").rglob("*.py")]
+    reads = [
+        read
+        for path in sources
+        if path != ROOT / "shared" / "platform" / "clock.py"
+        for read in _clock_reads(path)
+    ]
+    assert not reads, "read the time through shared.platform.clock:\n" + "\n".join(reads)
+    assert _clock_reads(ROOT / "shared" / "platform" / "clock.py")  # the walk sees calls

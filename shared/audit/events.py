@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.audit.rules import Change, format_time
+from shared.platform import clock
 
 EVENT_TYPE = "google.cloud.firestore.document.v1.written"
 DATA_SCHEMA = (
@@ -94,7 +95,7 @@ def _event_time(value: Any) -> datetime:
     elif isinstance(value, str) and value:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     else:
-        moment = datetime.now(UTC)
+        moment = clock.real_now()  # a commit time is Firestore's, which never moves
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     # Firestore keeps microseconds: store what reads back equal, so the entry's hash verifies.

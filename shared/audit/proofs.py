@@ -22,14 +22,14 @@ import bisect
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from shared.audit import alerts, findings, sealing, signing
 from shared.audit import checkpoints as cps
 from shared.audit import rules as audit_log
 from shared.audit import service as entries
-from shared.platform import clients, pagination, settings, store
+from shared.platform import clients, clock, pagination, settings, store
 
 CHAIN_BATCH = 500
 RANGE_BATCH = 8  # chunks: 2,048 entries
@@ -433,7 +433,7 @@ def check(*, chunks: int = CHECK_CHUNKS, by: str = "system") -> CheckResult:
         {
             "verified": verified,
             "sweep": sweep,
-            "lastRunAt": datetime.now(UTC),
+            "lastRunAt": clock.real_now(),
             "lastOk": result.ok,
             "lastProblems": result.problems,
             "lastKnown": result.known,

@@ -13,11 +13,11 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from shared.audit import rules as audit_log
-from shared.platform import clients, context, pagination, settings, store
+from shared.platform import clients, clock, context, pagination, settings, store
 
 COLLECTION = "audit"
 # The legacy chain's head (before issue 17): read once more, by the sealer that seals the
@@ -102,7 +102,7 @@ def record_reads(
     key = hash_keys().current
     ctx = context.current()
     who = actor or (ctx.principal.uid if ctx and ctx.principal else "system")
-    now = datetime.now(UTC)
+    now = clock.real_now()
     written: list[dict[str, Any]] = []
     db = clients.db()
     for start in range(0, len(resources), MAX_BATCH):

@@ -5,11 +5,10 @@ by the request pipeline (shared.platform.disclosure)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from shared.identity import profiles
-from shared.platform import clients, eventlog, idempotency, pagination, store
+from shared.platform import clients, clock, eventlog, idempotency, pagination, store
 from shared.platform.context import Principal, Role
 from shared.platform.errors import Conflict, NotFound
 from shared.prescriptions import rules
@@ -42,7 +41,7 @@ def write(
             "Prescriptions are written for confirmed or completed appointments.",
             code="appointment_not_eligible",
         )
-    now = datetime.now(UTC)
+    now = clock.now()
     doc_ref = clients.db().collection(COLLECTION).document()
     record = {
         "id": doc_ref.id,
@@ -113,7 +112,7 @@ def move(
         authorize(doc)
         assert doc is not None
         rules.check_move(Status(doc["status"]), target, principal.role)
-        now = datetime.now(UTC)
+        now = clock.now()
         step = {"status": target.value, "by": principal.uid, "at": now, "reason": reason}
         update: dict[str, Any] = {
             "status": target.value,
