@@ -62,6 +62,12 @@ web: hosting/public/app.js
 dev: setup web
 	$(PY) -m dev.stack
 
+# A marketplace week lived in minutes on a stack of its own (scheduler live, clock moved):
+# bookings, reminders, a refund, visits, the payout run, audit seals; prints the week's books.
+.PHONY: demo
+demo: setup web
+	$(PY) -m pytest tests/test_week.py -q -s -p no:cacheprovider
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
