@@ -1,5 +1,8 @@
 # Cloud Build deploys with this account (cloudbuild.yaml), never the project's default one.
-# The first `terraform apply` is run by a person (README "Deploy"); every later one by it.
+# The first `terraform apply` is run by a person (README "Deploy"); every later one by it,
+# except a change that widens what it may do or grant: its own roles, the roles it may grant
+# and the custom roles (functions.tf), which a person applies (README "What only a person
+# applies"): the deployer cannot grant itself more, nor write a permission into a role.
 resource "google_service_account" "build" {
   account_id   = "deployer"
   display_name = "Cloud Build: tests, then terraform apply"
@@ -10,12 +13,18 @@ locals {
   # editor, and acting as other accounts only on the accounts it deploys (below).
   build_roles = toset([
     "roles/cloudfunctions.developer",
-    "roles/run.admin",                       # invoker bindings on the functions' services
-    "roles/iam.serviceAccountAdmin",         # the functions' and invokers' accounts
-    "roles/resourcemanager.projectIamAdmin", # the project-level roles in this configuration
-    "roles/storage.admin",                   # the source bucket, and the state bucket
-    "roles/secretmanager.admin",             # secrets and who may read them
-    "roles/cloudtasks.admin",                # queues and their enqueuers
+    "roles/run.admin", # invoker bindings on the functions' services
+    # Creating and deleting the functions' and invokers' accounts, and granting actAs on each
+    # of them (build_act_as below, tasks_act_as in schedule.tf), takes
+    # iam.serviceAccounts.setIamPolicy. No predefined role holds it for named accounts only,
+    # and a grant on each account cannot exist before the account does, so this role is
+    # project-wide: the deployer could grant itself actAs on any account of the project.
+    # Hence the project holds no other privileged account (README "Deploy").
+    "roles/iam.serviceAccountAdmin",
+    "roles/iam.roleViewer",      # reads the custom roles (it cannot change them)
+    "roles/storage.admin",       # the source bucket, the state bucket and the environment's settings
+    "roles/secretmanager.admin", # secrets and who may read them
+    "roles/cloudtasks.admin",    # queues and their enqueuers
     "roles/cloudscheduler.admin",
     "roles/eventarc.admin",
     "roles/datastore.owner", # the database, indexes and TTL policies
@@ -49,6 +58,30 @@ resource "google_project_iam_member" "build" {
   member   = "serviceAccount:${google_service_account.build.email}"
 }
 
+# Project IAM admin only for the roles this configuration grants to the functions, builder
+# and trigger accounts (every other google_project_iam_member: a test holds the list to
+# them): never owner, editor, a token creator or one of its own roles. The custom roles are
+# named in full (projects/<project>/roles/<id>), as IAM compares them.
+locals {
+  grantable_roles = sort(distinct(concat(
+    [for grant in google_project_iam_member.fn : grant.role],
+    [for grant in google_project_iam_member.builder : grant.role],
+    [for grant in google_project_iam_member.trigger_receiver : grant.role],
+  )))
+}
+
+resource "google_project_iam_member" "build_iam_admin" {
+  project = var.project_id
+  role    = "roles/resourcemanager.projectIamAdmin"
+  member  = "serviceAccount:${google_service_account.build.email}"
+
+  condition {
+    title       = "only-this-configuration-roles"
+    description = "Grants and revokes only the project roles terraform/ grants to the functions, builder and trigger accounts"
+    expression  = "api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', []).hasOnly(${jsonencode(local.grantable_roles)})"
+  }
+}
+
 resource "google_service_account_iam_member" "build_act_as" {
   for_each           = local.deployed_accounts
   service_account_id = each.value
@@ -72,12 +105,10 @@ resource "google_cloudbuild_trigger" "main" {
     }
   }
 
+  # Every other setting comes from the environment's file in that bucket (cloudbuild.yaml).
   substitutions = {
-    _TF_STATE_BUCKET  = "${var.project_id}-tfstate"
-    _REGION           = var.region
-    _FRONTEND_ORIGINS = jsonencode(var.frontend_origins)
-    _ALERT_EMAIL      = var.alert_email
+    _TF_STATE_BUCKET = "${var.project_id}-tfstate"
   }
 
-  depends_on = [google_project_iam_member.build]
+  depends_on = [google_project_iam_member.build, google_project_iam_member.build_iam_admin]
 }

@@ -7,41 +7,44 @@
 #                  authenticates every route itself. Not public: only our service accounts.
 #   on, event      event: which documents (audited = the code's audited collections, outbox =
 #                  the notifications outbox) and which change (written, created)
-#   auth           Firebase Auth role the code needs: admin (it writes accounts, custom claims,
-#                  session cookies), viewer (it only reads users), null (none)
 #   secrets        Secret Manager secrets (secrets.tf) it reads, as environment variables
-#   queues         Cloud Tasks queues (tasks.tf) it creates tasks in
+#   queues         Cloud Tasks queues (schedule.tf) it creates tasks in
 #   tasks_worker   Cloud Tasks delivers to it (routes the policy opens to Service.TASKS)
-#   push           it sends FCM push notifications
 #   min_instances, max_instances, memory, timeout (seconds), env: sizing and extra environment
 #
-# auth, secrets, queues, push and tasks_worker are what `python -m tools.code_facts` reads in
-# the code; the test holds this table to it, so a grant the code no longer needs fails CI.
+# secrets, queues and tasks_worker are what `python -m tools.code_facts` reads in the code; the
+# test holds this table to it, so a grant the code no longer needs fails CI. What a function
+# may do in Firebase Auth and FCM is not written here at all: generated/code.json lists the
+# IAM permissions its Auth calls and push sends need (tools.code_facts.AUTH_PERMISSIONS,
+# FCM_PERMISSIONS), and each such function gets a custom role holding exactly those.
 locals {
   functions = {
     "session" = {
-      trigger = "http", public = true, auth = "admin", min_instances = 1, max_instances = 20
+      trigger = "http", public = true, min_instances = 1, max_instances = 20
+      secrets = ["audit-hash-key"]
     }
     "admin-users" = {
-      trigger = "http", public = true, auth = "admin"
+      trigger = "http", public = true
+      secrets = ["audit-hash-key"]
     }
     "users" = {
-      trigger = "http", public = true, auth = "admin"
+      trigger = "http", public = true
+      secrets = ["audit-hash-key"]
     }
     "appointments" = {
-      trigger = "http", public = true, auth = "viewer", min_instances = 1, max_instances = 20
+      trigger = "http", public = true, min_instances = 1, max_instances = 20
       secrets = ["paypal-client-id", "paypal-client-secret", "paypal-webhook-id", "audit-hash-key"]
     }
     "prescriptions" = {
-      trigger = "http", public = true, auth = "viewer"
+      trigger = "http", public = true
       secrets = ["audit-hash-key"]
     }
     "bookings" = {
-      trigger = "http", public = true, auth = "viewer"
+      trigger = "http", public = true
       secrets = ["paypal-client-id", "paypal-client-secret", "paypal-webhook-id", "audit-hash-key"]
     }
     "audit" = {
-      trigger = "http", public = true, auth = "viewer", timeout = 300
+      trigger = "http", public = true, timeout = 300
       secrets = ["audit-hash-key", "audit-signing-key"]
       # Sealed ranges are exported here (storage.tf); the bucket's lock keeps them.
       env = { AUDIT_EXPORT_URL = "gs://${google_storage_bucket.audit_export.name}/audit" }
@@ -51,44 +54,47 @@ locals {
       secrets = ["audit-hash-key"]
     }
     "payments" = {
-      trigger = "http", public = true, auth = "viewer", timeout = 120
-      secrets = ["paypal-client-id", "paypal-client-secret", "paypal-webhook-id"]
+      trigger = "http", public = true, timeout = 120
+      secrets = ["paypal-client-id", "paypal-client-secret", "paypal-webhook-id", "audit-hash-key"]
     }
     "paypal-create" = {
-      trigger = "http", public = true, auth = "viewer"
-      secrets = ["paypal-client-id", "paypal-client-secret", "paypal-webhook-id"]
+      trigger = "http", public = true
+      secrets = ["paypal-client-id", "paypal-client-secret", "paypal-webhook-id", "audit-hash-key"]
     }
     "paypal-capture" = {
-      trigger = "http", public = true, auth = "viewer"
-      secrets = ["paypal-client-id", "paypal-client-secret", "paypal-webhook-id"]
+      trigger = "http", public = true
+      secrets = ["paypal-client-id", "paypal-client-secret", "paypal-webhook-id", "audit-hash-key"]
     }
     "paypal-webhook" = {
-      trigger = "http", public = true, auth = "viewer"
-      secrets = ["paypal-client-id", "paypal-client-secret", "paypal-webhook-id"]
+      trigger = "http", public = true
+      secrets = ["paypal-client-id", "paypal-client-secret", "paypal-webhook-id", "audit-hash-key"]
     }
     "payouts" = {
-      trigger = "http", public = true, auth = "viewer", queues = ["payouts"], tasks_worker = true
+      trigger = "http", public = true, queues = ["payouts"], tasks_worker = true
       secrets = [
         "paypal-client-id", "paypal-client-secret", "paypal-webhook-id", "paypal-payouts-webhook-id",
+        "audit-hash-key",
       ]
-      env = { CLOUD_TASKS_LOCATION = var.region } # the queue's location (tasks.tf)
+      env = { CLOUD_TASKS_LOCATION = var.region } # the queue's location (schedule.tf)
     }
+    # notify sends, notifications retries and sweeps: both hold the senders' credentials.
     "notify" = {
-      trigger = "event", on = "outbox", event = "created", push = true, timeout = 120
-      secrets = local.notify_secrets
-      env     = local.notify_env
+      trigger = "event", on = "outbox", event = "created", timeout = 120
+      secrets = [
+        "smtp-username", "smtp-password", "twilio-account-sid", "twilio-auth-token", "notify-signing-key",
+      ]
+      env = local.notify_env
     }
     "notifications" = {
-      trigger = "http", public = true, auth = "viewer", push = true, timeout = 120
-      secrets = local.notify_secrets
-      env     = local.notify_env
+      trigger = "http", public = true, timeout = 120
+      secrets = [
+        "smtp-username", "smtp-password", "twilio-account-sid", "twilio-auth-token", "notify-signing-key",
+        "audit-hash-key",
+      ]
+      env = local.notify_env
     }
   }
 
-  # notify sends, notifications retries and sweeps: both hold the senders' credentials.
-  notify_secrets = [
-    "smtp-username", "smtp-password", "twilio-account-sid", "twilio-auth-token", "notify-signing-key",
-  ]
   notify_env = {
     # Unsubscribe links point at the notifications function through the front end's origin.
     NOTIFICATIONS_URL = "${var.frontend_origins[0]}/api/notifications"
@@ -104,11 +110,9 @@ locals {
       public        = try(f.public, false)
       on            = try(f.on, null)
       event         = try(f.event, null)
-      auth          = try(f.auth, null)
       secrets       = toset(try(f.secrets, []))
       queues        = toset(try(f.queues, []))
       tasks_worker  = try(f.tasks_worker, false)
-      push          = try(f.push, false)
       min_instances = try(f.min_instances, 0)
       max_instances = try(f.max_instances, 10)
       memory        = try(f.memory, "512Mi")
@@ -133,17 +137,25 @@ locals {
   bundles_dir = startswith(var.bundles_dir, "/") ? var.bundles_dir : "${path.module}/${var.bundles_dir}"
   bundles     = jsondecode(file("${local.bundles_dir}/manifest.json"))
 
-  auth_roles = {
-    admin  = "roles/firebaseauth.admin"
-    viewer = "roles/firebaseauth.viewer"
-  }
-
-  # Project-level roles per function: Firestore for all, and what its code calls.
+  # Project-level roles per function: Firestore for all, and its own custom role with the
+  # Firebase Auth and FCM permissions its code calls (none: no role).
   function_roles = merge(
     { for name, f in local.fn : "${name}/firestore" => { function = name, role = "roles/datastore.user" } },
-    { for name, f in local.fn : "${name}/auth" => { function = name, role = local.auth_roles[f.auth] } if f.auth != null },
-    { for name, f in local.fn : "${name}/push" => { function = name, role = "roles/firebasecloudmessaging.admin" } if f.push },
+    { for name, p in local.code.function_permissions : "${name}/code" => { function = name, role = google_project_iam_custom_role.fn[name].name } },
   )
+}
+
+# Predefined roles grant more than the code calls (firebaseauth.admin: Auth's configuration and
+# deleting users; firebasecloudmessaging.admin: topics and delivery data), so each function
+# that calls Firebase Auth or sends push holds a role of exactly the permissions its code
+# needs, as tools/code_facts reads them (generated/code.json; a test holds the two equal).
+resource "google_project_iam_custom_role" "fn" {
+  for_each    = local.code.function_permissions
+  project     = var.project_id
+  role_id     = "alodoktor.${replace(each.key, "-", "_")}"
+  title       = "Alo Doktor function ${each.key}"
+  description = "What functions/${each.key} calls in Firebase Auth and FCM (terraform/generated/code.json)"
+  permissions = each.value
 }
 
 # One identity per function, so each holds only what its own code needs.

@@ -9,6 +9,10 @@ resource "google_monitoring_notification_channel" "email" {
 
 locals {
   notification_channels = google_monitoring_notification_channel.email[*].id
+  # An alert policy without a channel opens incidents nobody hears of: only a throwaway
+  # project may have none (the alert policies below refuse to be applied otherwise).
+  alerts_reach_someone = length(local.notification_channels) > 0 || var.throwaway_project
+  no_channel_error     = "alert_email is empty: alerts would notify nobody. Set it in the environment's settings file (README \"Deploy\"), or throwaway_project = true for a test project."
 
   # Log lines an admin must hear about. Each is matched by its logger, its severity and the
   # start of its message: the code's format string (module constants filled in) up to where
@@ -118,6 +122,13 @@ resource "google_monitoring_alert_policy" "log_alert" {
     content   = each.value.doc
     mime_type = "text/markdown"
   }
+
+  lifecycle {
+    precondition {
+      condition     = local.alerts_reach_someone
+      error_message = local.no_channel_error
+    }
+  }
 }
 
 # 5xx rate per function, from Cloud Run's own request count rather than a log line: it also
@@ -159,5 +170,12 @@ resource "google_monitoring_alert_policy" "http_5xx" {
   documentation {
     content   = "More than 2% of ${each.key}'s answers were 5xx for 5 minutes. Its logs: resource.type=\"cloud_run_revision\" resource.labels.service_name=\"${each.key}\" severity>=ERROR."
     mime_type = "text/markdown"
+  }
+
+  lifecycle {
+    precondition {
+      condition     = local.alerts_reach_someone
+      error_message = local.no_channel_error
+    }
   }
 }

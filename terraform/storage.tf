@@ -44,6 +44,13 @@ resource "google_storage_bucket" "audit_export" {
     is_locked        = var.audit_retention_locked
   }
 
+  lifecycle {
+    precondition {
+      condition     = var.audit_retention_locked || var.throwaway_project
+      error_message = "audit_retention_locked = false is for a throwaway project only (throwaway_project = true): production keeps its audit exports under a locked policy."
+    }
+  }
+
   depends_on = [google_project_service.api]
 }
 

@@ -68,9 +68,15 @@ variable "secret_versions" {
 }
 
 variable "alert_email" {
-  description = "Where alerts are e-mailed; empty: alert policies open incidents in the console only."
+  description = "Where alerts are e-mailed. Required unless throwaway_project: an alert that notifies nobody is refused (monitoring.tf)."
   type        = string
   default     = ""
+}
+
+variable "throwaway_project" {
+  description = "A project for tests or demos, destroyed after: alerts may notify nobody and the audit exports' retention may stay unlocked. Never true in production."
+  type        = bool
+  default     = false
 }
 
 variable "github_owner" {
@@ -97,7 +103,7 @@ variable "audit_retention_days" {
 }
 
 variable "audit_retention_locked" {
-  description = "Lock the audit export bucket's retention policy. Irreversible: a locked policy can be lengthened, never shortened or removed. Leave true in production; a throwaway project may set false."
+  description = "Lock the audit export bucket's retention policy. Irreversible: a locked policy can be lengthened, never shortened or removed. false only with throwaway_project (storage.tf refuses it otherwise)."
   type        = bool
   default     = true
 }

@@ -7,7 +7,8 @@ own `hcl2` module would shadow it in one environment) and check what a wrong dep
 wrong: a function folder without Terraform, a role the code does not need or lacks, a secret
 granted to the wrong function, an audited collection without its trigger, an index or a TTL
 policy not provisioned, a scheduled route without its job, a rewrite missing from Hosting, an
-alert matching a log line the code never writes.
+alert matching a log line the code never writes or notifying nobody, a variable a CI deploy
+would reset to its default, a deployer that may grant more than the configuration does.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from shared.audit import events as audit_events
 from shared.audit.rules import AUDITED_COLLECTIONS
 from shared.platform.outbox import NOTIFICATIONS
 from shared.web import policy
-from tools import bundle, code_facts, schedules, terraform_inputs
+from tools import bundle, code_facts, schedules, terraform_inputs, terraform_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TERRAFORM = ROOT / "terraform"
@@ -42,7 +43,17 @@ FORBIDDEN_PROJECT_ROLES = {
     "roles/iam.serviceAccountTokenCreator",
     "roles/iam.workloadIdentityUser",
 }
-AUTH_ROLES = {"admin": "roles/firebaseauth.admin", "viewer": "roles/firebaseauth.viewer"}
+# What the custom roles may hold: Identity Platform's user permissions (access-control table)
+# and FCM's send; never Auth's configuration (firebaseauth.configs.*) or FCM's topics.
+AUTH_USER_PERMISSIONS = {
+    "firebaseauth.users.create",
+    "firebaseauth.users.createSession",
+    "firebaseauth.users.delete",
+    "firebaseauth.users.get",
+    "firebaseauth.users.sendEmail",
+    "firebaseauth.users.update",
+}
+FCM_SEND = "cloudmessaging.messages.create"
 
 
 def _x(expr: str) -> str:
@@ -113,7 +124,7 @@ def _table(tf: Config) -> dict[str, dict[str, Any]]:
     defaults = _defaults(tf)
 
     def resolved(value: Any) -> Any:
-        # An attribute may name another local (`secrets = local.notify_secrets`).
+        # An attribute may name another local (`env = local.notify_env`).
         match = re.fullmatch(r"\$\{local\.(\w+)\}", value) if isinstance(value, str) else None
         return tf.locals[match.group(1)] if match else value
 
@@ -214,9 +225,11 @@ def test_grants_are_what_the_code_needs(tf: Config, name: str) -> None:
     where = f"terraform/functions.tf, {name!r}"
 
     assert entry["trigger"] == ("http" if needs.is_http else "event"), where
-    assert entry["auth"] == needs.auth, (
-        f"{where}: auth = {entry['auth']!r}, the code needs {needs.auth!r} "
-        f"(its Auth calls: {needs.auth_calls or 'none'})"
+    generated = json.loads(terraform_inputs.OUTPUT.read_text())["function_permissions"]
+    assert generated.get(name, []) == needs.permissions, (
+        f"terraform/generated/code.json gives {name} {generated.get(name, [])}, its code needs "
+        f"{needs.permissions} (its Auth calls: {needs.auth_calls or 'none'}; push: "
+        f"{needs.sends_push}): run `python -m tools.terraform_inputs`"
     )
     secret_env = {env: secret for secret, env in tf.locals["secrets"].items()}
     wanted = {secret_env[e] for e in needs.env if e in secret_env}
@@ -227,7 +240,6 @@ def test_grants_are_what_the_code_needs(tf: Config, name: str) -> None:
         f"{where}: queues = {sorted(entry['queues'])}, but the code "
         f"{'creates' if needs.creates_tasks else 'creates no'} Cloud Tasks"
     )
-    assert entry["push"] == needs.sends_push, f"{where}: push = {entry['push']}"
 
     routes = {key: rule for key, rule in _rules().items() if key[0] == name}
     by_tasks = any("tasks" in _services(rule) for rule in routes.values())
@@ -248,10 +260,12 @@ def test_grants_are_what_the_code_needs(tf: Config, name: str) -> None:
 
 def test_each_function_holds_only_its_roles(tf: Config) -> None:
     roles = _x(tf.locals["function_roles"])
-    assert '"${name}/firestore"=>{function=name,role="roles/datastore.user"}' in roles
-    assert '"${name}/auth"=>{function=name,role=local.auth_roles[f.auth]}iff.auth!=null' in roles
-    assert 'role="roles/firebasecloudmessaging.admin"}iff.push' in roles
-    assert tf.locals["auth_roles"] == AUTH_ROLES
+    assert roles == _x(
+        '${merge({for name, f in local.fn : "${name}/firestore" => '
+        '{function = name, role = "roles/datastore.user"}}, '
+        '{for name, p in local.code.function_permissions : "${name}/code" => '
+        "{function = name, role = google_project_iam_custom_role.fn[name].name}})}"
+    )
     binding = tf.resource("google_project_iam_member", "fn")
     assert binding["for_each"] == "${local.function_roles}"
     assert (
@@ -277,6 +291,97 @@ def test_each_function_holds_only_its_roles(tf: Config) -> None:
     act_as = tf.resource("google_service_account_iam_member", "tasks_act_as")
     assert act_as["service_account_id"] == "${google_service_account.tasks.name}"
     assert act_as["for_each"] == "${local.task_creators}"
+
+
+def test_every_auth_call_has_its_documented_permission() -> None:
+    calls = code_facts.AUTH_WRITES | code_facts.AUTH_READS
+    # create_custom_token signs as the function's own account (IAM Credentials), which no
+    # project role should grant: the code must not call it without a decision.
+    assert set(code_facts.AUTH_PERMISSIONS) == calls - {"create_custom_token"}
+    for call, permissions in code_facts.AUTH_PERMISSIONS.items():
+        assert permissions, call
+        assert set(permissions) <= AUTH_USER_PERMISSIONS, call
+        if call in code_facts.AUTH_READS:
+            assert permissions == ("firebaseauth.users.get",), call
+        else:
+            assert "firebaseauth.users.get" not in permissions, f"{call} is a write"
+    assert code_facts.FCM_PERMISSIONS == (FCM_SEND,)
+    assert code_facts.permissions(["get_user", "set_custom_user_claims"], sends_push=True) == [
+        FCM_SEND,
+        "firebaseauth.users.get",
+        "firebaseauth.users.update",
+    ]
+    with pytest.raises(code_facts.UnknownPermission, match="create_custom_token"):
+        code_facts.permissions(["create_custom_token"], sends_push=False)
+
+
+def test_custom_roles_hold_exactly_what_the_code_calls(tf: Config) -> None:
+    generated = json.loads(terraform_inputs.OUTPUT.read_text())["function_permissions"]
+    wanted = {
+        name: needs.permissions
+        for name in bundle.function_names()
+        if (needs := code_facts.needs(name)).permissions
+    }
+    assert generated == wanted, "terraform/generated/code.json is stale: run tools.terraform_inputs"
+    # The code's own calls, as the functions are today: sessions and admin tools write users,
+    # every function that authenticates people reads them, notify and notifications push.
+    assert set(wanted["session"]) == {
+        "firebaseauth.users.createSession",
+        "firebaseauth.users.get",
+        "firebaseauth.users.update",
+    }
+    assert FCM_SEND in wanted["notify"]
+    assert FCM_SEND in wanted["notifications"]
+    assert "audit-trigger" not in wanted
+    for name, permissions in wanted.items():
+        assert set(permissions) <= AUTH_USER_PERMISSIONS | {FCM_SEND}, name
+        assert name in tf.locals["functions"], name
+        # Custom role ids: 3-64 of letters, digits, underscores and periods.
+        assert re.fullmatch(r"[a-zA-Z0-9_.]{3,64}", f"alodoktor.{name.replace('-', '_')}")
+
+    role = tf.resource("google_project_iam_custom_role", "fn")
+    assert role["for_each"] == "${local.code.function_permissions}"
+    assert role["permissions"] == "${each.value}"
+    assert role["role_id"] == 'alodoktor.${replace(each.key, "-", "_")}'
+    assert role["project"] == "${var.project_id}"
+    # No predefined Auth or FCM role is granted any more: they hold more than the code calls.
+    predefined = {
+        r
+        for text in _strings(tf.files)
+        for r in re.findall(r"roles/(?:firebaseauth|firebasecloudmessaging|firebase)\.\w+", text)
+    }
+    assert not predefined, f"predefined Firebase roles granted: {predefined}"
+
+
+def test_deployer_may_grant_only_the_roles_the_configuration_grants(tf: Config) -> None:
+    assert "roles/resourcemanager.projectIamAdmin" not in _x(tf.locals["build_roles"])
+    admin = tf.resource("google_project_iam_member", "build_iam_admin")
+    assert admin["role"] == "roles/resourcemanager.projectIamAdmin"
+    assert admin["member"] == "serviceAccount:${google_service_account.build.email}"
+    (condition,) = admin["condition"]
+    assert condition["expression"] == (
+        "api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', [])"
+        ".hasOnly(${jsonencode(local.grantable_roles)})"
+    )
+    # The list names the role of every other project-level grant, and none of the deployer's.
+    grantable = _x(tf.locals["grantable_roles"])
+    named = set(re.findall(r"google_project_iam_member\.(\w+)", grantable))
+    deployers = {"build", "build_iam_admin"}
+    others = set(tf.of_type("google_project_iam_member")) - deployers
+    assert named == others, (
+        f"grantable_roles names {sorted(named)}, the grants are {sorted(others)}"
+    )
+    assert "roles/" not in grantable, "grantable_roles lists a role by hand: take it from the grant"
+    assert not tf.of_type("google_project_iam_binding")
+    # actAs only on the accounts it deploys, and the custom roles it may read, not write.
+    build_roles = _x(tf.locals["build_roles"])
+    assert '"roles/iam.roleViewer"' in build_roles
+    assert "roles/iam.roleAdmin" not in build_roles
+    act_as = tf.resource("google_service_account_iam_member", "build_act_as")
+    assert act_as["for_each"] == "${local.deployed_accounts}"
+    assert act_as["role"] == "roles/iam.serviceAccountUser"
+    # Why it keeps serviceAccountAdmin is written where it is granted.
+    assert "iam.serviceAccounts.setIamPolicy" in (TERRAFORM / "ci.tf").read_text()
 
 
 def test_no_role_is_broader_than_needed(tf: Config) -> None:
@@ -545,6 +650,9 @@ def test_audit_exports_are_kept_six_years_and_only_the_audit_function_writes_the
     assert days["default"] * 86400 >= 6 * 365.25 * 86400, "shorter than six years"
     assert "var.audit_retention_days >= 2192" in days["validation"][0]["condition"]
     assert tf.variables["audit_retention_locked"]["default"] is True
+    # Unlocked only in a throwaway project.
+    (check,) = bucket["lifecycle"][0]["precondition"]
+    assert check["condition"] == "${var.audit_retention_locked || var.throwaway_project}"
     assert bucket["public_access_prevention"] == "enforced"
     assert bucket["force_destroy"] is False
 
@@ -627,6 +735,35 @@ def test_alerts_match_log_lines_the_code_writes(tf: Config) -> None:
     assert errors["for_each"] == "${local.fn}"
 
 
+def test_alerts_reach_someone_outside_a_throwaway_project(tf: Config) -> None:
+    channel = tf.resource("google_monitoring_notification_channel", "email")
+    assert channel["count"] == '${var.alert_email == "" ? 0 : 1}'
+    assert tf.locals["notification_channels"] == (
+        "${google_monitoring_notification_channel.email[*].id}"
+    )
+    assert _x(tf.locals["alerts_reach_someone"]) == _x(
+        "${length(local.notification_channels) > 0 || var.throwaway_project}"
+    )
+    assert tf.variables["throwaway_project"]["default"] is False
+    policies = tf.of_type("google_monitoring_alert_policy")
+    assert set(policies) == {"log_alert", "http_5xx"}
+    for name, policy_body in policies.items():
+        assert policy_body["notification_channels"] == "${local.notification_channels}", name
+        (check,) = policy_body["lifecycle"][0]["precondition"]
+        assert check["condition"] == "${local.alerts_reach_someone}", name
+        assert check["error_message"] == "${local.no_channel_error}", name
+    assert "throwaway_project" in tf.locals["no_channel_error"]
+
+
+def test_readme_says_pending_only_of_pending_alerts(tf: Config) -> None:
+    pending = sorted(n for n, a in tf.locals["log_alerts"].items() if a.get("pending"))
+    row = next(
+        line for line in _readme_deploy().splitlines() if line.startswith("| `terraform/monitoring")
+    )
+    if not pending:
+        assert "pending" not in row, "the README marks alerts pending; monitoring.tf marks none"
+
+
 # --- Hosting rewrites ----------------------------------------------------------------------
 
 
@@ -702,6 +839,7 @@ def test_cloudbuild_tests_then_deploys_main_only() -> None:
         "ci-image",
         "test",
         "bundles",
+        "settings",
         "terraform-init",
         "terraform-plan",
         "terraform-apply",
@@ -715,6 +853,7 @@ def test_cloudbuild_tests_then_deploys_main_only() -> None:
     assert steps["bundles"]["args"] == ["-m", "tools.deploy_bundles", "build/bundles"]
     assert steps["terraform-init"]["args"][0] == "init"
     assert steps["terraform-plan"]["args"][:2] == ["plan", "-input=false"]
+    assert steps["settings"]["entrypoint"] == "bash"
     assert "TF_VAR_bundles_dir=../build/bundles" in steps["terraform-plan"]["env"]
     for deploying in ("terraform-apply", "hosting"):
         script = steps[deploying]["args"][-1]
@@ -760,3 +899,148 @@ def test_terraform_uploads_the_bundles_tools_build(tf: Config, tmp_path: Path) -
         data = (tmp_path / "bundles" / entry["file"]).read_bytes()
         assert entry["sha256"] in f"functions/{name}/{entry['sha256']}.zip"
         assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+
+
+# --- one environment's settings, read by the first deploy and by CI ----------------------------
+
+
+def _readme_deploy() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("\n## Deploy\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def _tfvars(path: Path) -> dict[str, Any]:
+    """A .tfvars file as python-hcl2 reads it (in .venv-iac, like the configuration)."""
+    code = "import hcl2, json, sys; json.dump(hcl2.load(open(sys.argv[1])), sys.stdout)"
+    result = subprocess.run(
+        [str(IAC_PYTHON), "-c", code, str(path)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, f"python-hcl2 could not parse {path}:\n{result.stderr}"
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+def _build_steps() -> dict[str, dict[str, Any]]:
+    build = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
+    return {s["id"]: s for s in build["steps"]}
+
+
+def _ci_explicit_variables() -> set[str]:
+    """Variables cloudbuild.yaml's plan sets itself (TF_VAR_ or -var), not from the file."""
+    plan = _build_steps()["terraform-plan"]
+    names = {e.split("=", 1)[0].removeprefix("TF_VAR_") for e in plan.get("env", [])}
+    args = plan["args"]
+    names |= {a.split("=", 1)[0] for i, a in enumerate(args) if i and args[i - 1] == "-var"}
+    names |= {a.removeprefix("-var=").split("=", 1)[0] for a in args if a.startswith("-var=")}
+    return names
+
+
+def test_every_variable_reaches_a_ci_deploy(tf: Config) -> None:
+    """A CI deploy sets every variable: the build's own, the rest from the environment's file,
+    which must set each (the check step refuses one that does not): none falls back to a
+    default the operator did not choose, as smtp_host or github_owner once did."""
+    steps = _build_steps()
+    plan = steps["terraform-plan"]
+    assert terraform_settings.VAR_FILE_ARG in plan["args"], "CI plans without the settings file"
+    explicit = _ci_explicit_variables()
+    assert explicit == set(terraform_settings.CI_VARIABLES), (
+        f"cloudbuild.yaml sets {sorted(explicit)} itself: environment settings belong in the "
+        "environment's file (terraform/environments/example.tfvars)"
+    )
+    for name, value in terraform_settings.CI_VARIABLES.items():
+        assert f"TF_VAR_{name}={value}" in plan["env"]
+        assert tf.variables[name]["default"] == value
+    example = {
+        k: v for k, v in _tfvars(terraform_settings.EXAMPLE).items() if not k.startswith("__")
+    }
+    for name, variable in tf.variables.items():
+        if name in explicit:
+            continue
+        assert name in example, (
+            f"variable {name!r} ({'no default' if 'default' not in variable else 'a default'}) "
+            "is set neither by cloudbuild.yaml nor in terraform/environments/example.tfvars: "
+            "a CI deploy would not pass it. Add it to the example (and each environment's file)"
+        )
+    assert set(example) <= set(tf.variables), set(example) - set(tf.variables)
+    # The example is a valid environment file, and the check refuses one missing a variable.
+    text = terraform_settings.EXAMPLE.read_text()
+    assert terraform_settings.problems(text) == []
+    assert terraform_settings.declared() == set(tf.variables)
+    dropped = "\n".join(line for line in text.splitlines() if not line.startswith("smtp_host"))
+    (problem,) = terraform_settings.problems(dropped)
+    assert "smtp_host" in problem
+    assert terraform_settings.problems(text + '\nsmtp_hots = "x"\n')
+    assert terraform_settings.problems(text + '\nbundles_dir = "x"\n')
+    assert terraform_settings.problems(text, project="another-project")
+
+    # Downloaded and checked before terraform runs, from the bucket the trigger names.
+    order = list(steps)
+    assert order.index("settings") < order.index("terraform-plan")
+    script = steps["settings"]["args"][-1]
+    assert (
+        'gcloud storage cp "gs://${_TF_STATE_BUCKET}/environment.tfvars" '
+        f"{terraform_settings.LOCAL_COPY}" in script
+    )
+    assert (
+        f"python -m tools.terraform_settings check {terraform_settings.LOCAL_COPY} "
+        '--project "$PROJECT_ID"' in script
+    )
+    assert "set -euo pipefail" in script
+    trigger = tf.resource("google_cloudbuild_trigger", "main")
+    assert trigger["substitutions"] == {"_TF_STATE_BUCKET": "${var.project_id}-tfstate"}
+    build = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
+    assert build["substitutions"] == {"_TF_STATE_BUCKET": "${PROJECT_ID}-tfstate"}
+
+
+def test_readme_first_deploy_and_ci_read_the_same_settings_file() -> None:
+    deploy = _readme_deploy()
+    url = terraform_settings.bucket_url("<project>")
+    assert f"gcloud storage cp {terraform_settings.LOCAL_COPY} {url}" in deploy
+    assert f"gcloud storage cp\n   {url} {terraform_settings.LOCAL_COPY}" in deploy
+    assert f"cp terraform/environments/example.tfvars {terraform_settings.LOCAL_COPY}" in deploy
+    commands = re.findall(r"terraform (?:apply|plan|import)[^`]*", deploy)
+    assert commands, "the README's deploy runs no terraform apply"
+    for command in commands:
+        command = re.sub(r"\s+", " ", command)
+        assert terraform_settings.VAR_FILE_ARG in command, command
+        assert not re.search(r"(^|\s)-var\s", command), f"a -var CI would not pass: {command}"
+    # CI: the same object of the same bucket, the same local copy, the same argument.
+    script = _build_steps()["settings"]["args"][-1]
+    bucket = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())["substitutions"]
+    ci_url = f"gs://{bucket['_TF_STATE_BUCKET']}/{terraform_settings.BUCKET_OBJECT}"
+    assert ci_url.replace("${PROJECT_ID}", "<project>") == url
+    assert terraform_settings.LOCAL_COPY in script
+    assert terraform_settings.VAR_FILE_ARG in _build_steps()["terraform-plan"]["args"]
+    assert "terraform init -backend-config=bucket=<project>-tfstate" in deploy
+
+
+# --- names in prose -------------------------------------------------------------------------------
+
+_TF_NAME = re.compile(r"(?<![\w*.-])((?:[\w-]+/)*[\w-]+\.tf)(?![\w.])")
+
+
+def test_every_tf_file_named_in_docs_and_comments_exists() -> None:
+    listed = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    suffixes = (".md", ".py", ".tf", ".tfvars", ".yaml", ".json", ".ts", ".js", ".css", ".html")
+    texts = [
+        path
+        for path in listed
+        if (path.endswith(suffixes) or Path(path).name in ("Makefile", "Dockerfile"))
+        and not path.startswith(("node_modules/", "docs/vendor/"))
+    ]
+    assert "README.md" in texts
+    assert "terraform/functions.tf" in texts
+    missing: list[str] = []
+    for path in texts:
+        file = ROOT / path
+        if not file.is_file():
+            continue  # deleted in the work tree
+        for name in _TF_NAME.findall(file.read_text(errors="replace")):
+            target = ROOT / name if "/" in name else TERRAFORM / name
+            if not target.is_file():
+                missing.append(f"{path} names {name}")
+    assert not missing, f"*.tf files named but absent: {missing}"

@@ -9,10 +9,14 @@ function bodies included), so its needs are those of that closure:
   delete, custom claims, revoking, session cookies, action links), `viewer` if it only reads;
 - Cloud Tasks: whether it imports the Cloud Tasks client (it creates tasks);
 - FCM: whether it imports `firebase_admin.messaging` (it sends push);
+- IAM permissions: what those Auth calls and FCM sends need (AUTH_PERMISSIONS, FCM_PERMISSIONS),
+  which terraform/ puts in one custom role per function (generated/code.json);
 - environment: the variables it reads, directly or through a `shared.platform.settings` field.
 
-terraform/ grants roles and secrets from a hand-kept table; tests/test_terraform.py holds that
-table to these facts, so a role the code stops needing, or a secret it starts reading, fails CI.
+terraform/ grants secrets and queues from a hand-kept table and the Auth and FCM permissions
+from generated/code.json (`python -m tools.terraform_inputs`); tests/test_terraform.py holds
+both to these facts, so a permission the code stops needing, or a secret it starts reading,
+fails CI.
 The same module lists the log lines the code writes (logger, severity, format string), which
 monitoring's log-based metrics must match.
 """
@@ -35,8 +39,8 @@ SHARED_DIR = ROOT / "shared"
 SETTINGS = SHARED_DIR / "platform" / "settings.py"
 
 AUTH_MODULE = "firebase_admin.auth"
-# firebase_admin.auth calls that change Auth state; each needs roles/firebaseauth.admin (the
-# viewer role holds only firebaseauth.users.get and configs.get).
+# firebase_admin.auth calls that change Auth state (`auth` = admin) and calls that only read it
+# (`viewer`); what each needs from IAM is AUTH_PERMISSIONS below.
 AUTH_WRITES = frozenset(
     {
         "create_user",
@@ -56,8 +60,37 @@ AUTH_WRITES = frozenset(
 AUTH_READS = frozenset(
     {"get_user", "get_users", "get_user_by_email", "get_user_by_phone_number", "list_users"}
 )
+# The IAM permission each firebase_admin.auth call needs: the Identity Toolkit method it calls
+# and that method's permission in Identity Platform's access-control table
+# (cloud.google.com/identity-platform/docs/access-control). A call missing here cannot be
+# granted: `permissions` refuses it. create_custom_token is absent on purpose: on Cloud Run it
+# signs through the IAM Credentials API as the function's own account (signBlob), a grant on
+# that account, not a project role.
+AUTH_PERMISSIONS: dict[str, tuple[str, ...]] = {
+    "create_user": ("firebaseauth.users.create",),  # accounts (SignUp)
+    "import_users": ("firebaseauth.users.create",),  # accounts:batchCreate (UploadAccount)
+    "update_user": ("firebaseauth.users.update",),  # accounts:update (SetAccountInfo)
+    "set_custom_user_claims": ("firebaseauth.users.update",),  # accounts:update
+    "revoke_refresh_tokens": ("firebaseauth.users.update",),  # accounts:update (validSince)
+    "delete_user": ("firebaseauth.users.delete",),  # accounts:delete (DeleteAccount)
+    "delete_users": ("firebaseauth.users.delete",),  # accounts:batchDelete
+    "get_user": ("firebaseauth.users.get",),  # accounts:lookup (GetAccountInfo)
+    "get_users": ("firebaseauth.users.get",),  # accounts:lookup
+    "get_user_by_email": ("firebaseauth.users.get",),  # accounts:lookup
+    "get_user_by_phone_number": ("firebaseauth.users.get",),  # accounts:lookup
+    "list_users": ("firebaseauth.users.get",),  # accounts:batchGet (DownloadAccount)
+    "create_session_cookie": ("firebaseauth.users.createSession",),  # :createSessionCookie
+    # accounts:sendOobCode with returnOobLink (GetOobCode): the link is returned, not mailed.
+    "generate_password_reset_link": ("firebaseauth.users.sendEmail",),
+    "generate_email_verification_link": ("firebaseauth.users.sendEmail",),
+    "generate_sign_in_with_email_link": ("firebaseauth.users.sendEmail",),
+}
 TASKS_MODULES = ("google.cloud.tasks_v2", "google.cloud.tasks")
 FCM_MODULE = "firebase_admin.messaging"
+# Sending through FCM's HTTP v1 API (projects.messages.send, what send, send_each and
+# send_each_for_multicast call) needs this one permission; roles/firebasecloudmessaging.admin
+# adds topic subscriptions and delivery data, which the code never touches.
+FCM_PERMISSIONS = ("cloudmessaging.messages.create",)
 _ENV_NAME = re.compile(r"^[A-Z][A-Z0-9]*(_[A-Z0-9]+)+$")
 _LEVELS = {
     "debug": "DEBUG",
@@ -81,6 +114,24 @@ class Needs:
     sends_push: bool
     env: list[str]
     is_http: bool
+    permissions: list[str]  # IAM permissions its Auth calls and FCM sends need
+
+
+class UnknownPermission(ValueError):
+    """The code calls a firebase_admin.auth function AUTH_PERMISSIONS has no permission for."""
+
+
+def permissions(auth_calls: Iterable[str], sends_push: bool) -> list[str]:
+    """The IAM permissions these firebase_admin.auth calls (names) and FCM sends need."""
+    found: set[str] = set(FCM_PERMISSIONS) if sends_push else set()
+    for call in auth_calls:
+        if call not in AUTH_PERMISSIONS:
+            raise UnknownPermission(
+                f"firebase_admin.auth.{call} has no IAM permission in "
+                "tools/code_facts.AUTH_PERMISSIONS: look it up and add it"
+            )
+        found |= set(AUTH_PERMISSIONS[call])
+    return sorted(found)
 
 
 @dataclass(frozen=True)
@@ -386,15 +437,17 @@ def needs(function: str) -> Needs:
     writes = {call for _, call in auth_calls} & AUTH_WRITES
     auth = "admin" if writes else ("viewer" if auth_calls else None)
     main = (FUNCTIONS_DIR / function / "main.py").read_text()
+    sends_push = any(i == FCM_MODULE or i.startswith(FCM_MODULE + ".") for i in imported)
     return Needs(
         function=function,
         modules=[m.name for m in modules],
         auth=auth,
         auth_calls=sorted(where for where, _ in auth_calls),
         creates_tasks=any(i == m or i.startswith(m + ".") for i in imported for m in TASKS_MODULES),
-        sends_push=any(i == FCM_MODULE or i.startswith(FCM_MODULE + ".") for i in imported),
+        sends_push=sends_push,
         env=sorted(env),
         is_http="@functions_framework.http" in main,
+        permissions=permissions({call for _, call in auth_calls}, sends_push),
     )
 
 
@@ -500,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         kind = "http " if n.is_http else "event"
         print(f"{n.function:16} {kind} {' '.join(e for e in extras if e)}")
         print(f"{'':16} env: {', '.join(n.env) or '-'}")
+        print(f"{'':16} iam: {', '.join(n.permissions) or '-'}")
     return 0
 
 

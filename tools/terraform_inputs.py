@@ -11,7 +11,10 @@ fails when the committed file is stale:
 - `outbox_collection`: shared.platform.outbox.NOTIFICATIONS, the collection `notify` follows;
 - `firestore_indexes` and `firestore_fields` (TTL policies, single-field settings): every
   entry of firestore.indexes.json, under a stable key (an index cannot change in place, so
-  a changed index is a new key: created, and the old one deleted).
+  a changed index is a new key: created, and the old one deleted);
+- `function_permissions`: for each function whose code calls Firebase Auth or sends FCM push,
+  the IAM permissions those calls need (tools.code_facts), which become that function's own
+  custom role (terraform/functions.tf): nothing more than the code calls.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ def index_key(index: dict[str, Any]) -> str:
 def generate() -> dict[str, Any]:
     from shared.audit.rules import AUDITED_COLLECTIONS
     from shared.platform.outbox import NOTIFICATIONS
+    from tools import code_facts
 
     spec = json.loads(INDEXES.read_text())
     indexes: dict[str, Any] = {}
@@ -91,6 +95,11 @@ def generate() -> dict[str, Any]:
         "outbox_collection": NOTIFICATIONS,
         "firestore_indexes": dict(sorted(indexes.items())),
         "firestore_fields": dict(sorted(fields.items())),
+        "function_permissions": {
+            name: needs.permissions
+            for name in code_facts.function_names()
+            if (needs := code_facts.needs(name)).permissions
+        },
     }
 
 
