@@ -67,3 +67,22 @@ def test_refuses_a_non_empty_directory(tmp_path: Path) -> None:
     (tmp_path / "old.zip").write_text("")
     with pytest.raises(bundle.BundleError, match="not an empty directory"):
         deploy_bundles.build_all(tmp_path)
+
+
+def test_ci_builds_the_bundles_where_its_plan_reads_them() -> None:
+    """cloudbuild.yaml's bundles step writes (from the repository's root) the directory its
+    plan hands Terraform (run in terraform/) as bundles_dir, the one variable the build
+    decides instead of the environment's settings file."""
+    import yaml  # type: ignore[import-untyped]
+
+    from tools import terraform_settings
+
+    root = Path(__file__).resolve().parent.parent
+    steps = {s["id"]: s for s in yaml.safe_load((root / "cloudbuild.yaml").read_text())["steps"]}
+    written = steps["bundles"]["args"][-1]
+    plan = steps["terraform-plan"]
+    assert plan["dir"] == "terraform"
+    read = terraform_settings.CI_VARIABLES["bundles_dir"]
+    assert f"TF_VAR_bundles_dir={read}" in plan["env"]
+    assert (root / plan["dir"] / read).resolve() == (root / written).resolve()
+    assert "bundles_dir" not in terraform_settings.assigned(terraform_settings.EXAMPLE.read_text())

@@ -384,6 +384,50 @@ def test_deployer_may_grant_only_the_roles_the_configuration_grants(tf: Config) 
     assert "iam.serviceAccounts.setIamPolicy" in (TERRAFORM / "ci.tf").read_text()
 
 
+def test_ci_stops_before_applying_what_only_a_person_may(tf: Config) -> None:
+    from tools import plan_guard
+
+    script = _build_steps()["plan-guard"]["args"][-1]
+    assert "terraform -chdir=terraform show -json tfplan > build/tfplan.json" in script
+    assert ".venv/bin/python -m tools.plan_guard build/tfplan.json" in script
+    # What it stops on is what the deployer cannot do: its own grants and the custom roles.
+    deployers = {
+        f"google_project_iam_member.{name}"
+        for name, body in tf.of_type("google_project_iam_member").items()
+        if "google_service_account.build.email" in body["member"]
+    }
+    assert deployers == plan_guard.PERSON_ONLY_ADDRESSES
+    custom_roles = {kind for kind, _ in tf.resources if "custom_role" in kind}
+    assert custom_roles == {"google_project_iam_custom_role"}
+    assert custom_roles <= plan_guard.PERSON_ONLY_TYPES
+
+    def change(address: str, *actions: str) -> dict[str, Any]:
+        kind, name = address.split("[")[0].split(".")
+        return {
+            "address": address,
+            "type": kind,
+            "name": name,
+            "mode": "managed",
+            "change": {"actions": list(actions)},
+        }
+
+    plan = {
+        "resource_changes": [
+            change('google_project_iam_custom_role.fn["session"]', "update"),
+            change("google_project_iam_member.build_iam_admin", "no-op"),
+            change('google_project_iam_member.fn["session/code"]', "create"),
+            change('google_cloudfunctions2_function.fn["session"]', "update"),
+        ]
+    }
+    assert plan_guard.person_only(plan) == ['google_project_iam_custom_role.fn["session"] (update)']
+    plan["resource_changes"][0]["change"]["actions"] = ["no-op"]
+    assert plan_guard.person_only(plan) == []
+    plan["resource_changes"][1]["change"]["actions"] = ["delete", "create"]
+    assert plan_guard.person_only(plan) == [
+        "google_project_iam_member.build_iam_admin (delete, create)"
+    ]
+
+
 def test_no_role_is_broader_than_needed(tf: Config) -> None:
     everything = list(_strings(tf.files))
     roles = {r for s in everything for r in re.findall(r"roles/[A-Za-z0-9_.]+", s)}
@@ -842,6 +886,7 @@ def test_cloudbuild_tests_then_deploys_main_only() -> None:
         "settings",
         "terraform-init",
         "terraform-plan",
+        "plan-guard",
         "terraform-apply",
         "hosting",
     ]

@@ -1,0 +1,67 @@
+"""Stop a CI deploy whose plan widens what the deployer may do: a person applies those.
+
+    terraform show -json tfplan > ../build/tfplan.json
+    python -m tools.plan_guard build/tfplan.json
+
+The `deployer` account (terraform/ci.tf) may grant only the project roles the configuration
+gives other accounts, and may read the custom roles but not write them, so that a build
+cannot give itself more. A plan that changes its own grants or a custom role would fail half
+way through the apply on a permission error; this says so before anything is applied, and
+what to do (README "What only a person applies").
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+# Resources only a person (Owner) may change: the deployer's own project roles, which carry
+# the list of roles it may grant, and the permissions inside the custom roles.
+PERSON_ONLY_TYPES = {"google_project_iam_custom_role"}
+PERSON_ONLY_ADDRESSES = {
+    "google_project_iam_member.build",
+    "google_project_iam_member.build_iam_admin",
+}
+
+
+def _changes(plan: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    found = []
+    for change in plan.get("resource_changes", []):
+        actions = change.get("change", {}).get("actions", [])
+        if actions in (["no-op"], ["read"]) or change.get("mode") == "data":
+            continue
+        base = f"{change['type']}.{change['name']}"
+        if change["type"] in PERSON_ONLY_TYPES or base in PERSON_ONLY_ADDRESSES:
+            found.append((change["address"], actions))
+    return found
+
+
+def person_only(plan: dict[str, Any]) -> list[str]:
+    """The planned changes the deployer may not make, as `address (actions)`."""
+    return [f"{address} ({', '.join(actions)})" for address, actions in _changes(plan)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m tools.plan_guard <plan.json>", file=sys.stderr)
+        return 2
+    found = person_only(json.loads(Path(args[0]).read_text()))
+    if not found:
+        return 0
+    print(
+        "This plan changes what the deployer may do or grant, which only a person applies "
+        "(README 'What only a person applies'): with Owner, at this commit, run "
+        "`terraform apply -var-file=../build/environment.tfvars` in terraform/, then run "
+        "this build again.",
+        file=sys.stderr,
+    )
+    for line in found:
+        print(f"  {line}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
