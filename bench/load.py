@@ -259,7 +259,14 @@ def patient_day(w: World, me: Person, rng: random.Random) -> Iterator[None]:
         order = b.call(
             "POST", "/paypal-create", json={"appointmentId": booked["id"]}, expect=(201,)
         ).json()
-        b.call("GET", "[PayPal simulator] buyer approves", order["approveLink"])
+        b.call(
+            "POST",
+            "[PayPal simulator] buyer approves",
+            order["approveLink"],
+            data={"action": "approve"},
+            allow_redirects=False,  # PayPal sends the buyer back to the front end's page
+            expect=(200, 303),
+        )
         b.call("POST", "/paypal-capture", json={"orderId": order["id"]})
         yield
         if rng.random() < 0.25:

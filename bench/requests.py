@@ -402,7 +402,9 @@ def build_world(stack: Stack, say: Callable[[str], None], sign_ins: int) -> Worl
         201,
     )
     order = ok(patient.post("/paypal-create", json={"appointmentId": booked["id"]}), 201)
-    requests.get(order["approveLink"], timeout=30).raise_for_status()  # the buyer approves
+    requests.post(
+        order["approveLink"], data={"action": "approve"}, timeout=30, allow_redirects=False
+    ).raise_for_status()  # the buyer approves
     ok(patient.post("/paypal-capture", json={"orderId": order["id"]}), 200)
     ok(patient.post("/paypal-create", json={"appointmentId": unpaid["id"]}), 201)
     rx = ok(

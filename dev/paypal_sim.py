@@ -18,6 +18,10 @@ Every request and response of a documented operation is checked against PayPal's
 recorded, as is a response of ours that breaks it; `GET /_sim/violations` lists them so a test
 fixture can fail on any.
 
+A buyer approves (or cancels) in the window at an order's `approve` link: the page shows the
+amount with Approve and Cancel buttons (a form post), then sends the buyer to the order's
+`experience_context.return_url` (with `token` and `PayerID`) or `cancel_url` (with `token`).
+
 Test-only controls live under `/_sim/`: faults (delay or fail the next N responses), webhooks
 (send one now, list those sent), violations, and the request log.
 """
@@ -40,6 +44,7 @@ from typing import Any
 
 import flask
 import requests
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from dev import openapi_files, sim_controls
 from dev.paypal_contract import Contract, ContractUnavailable, Operation, issue_descriptions
@@ -50,6 +55,7 @@ log = logging.getLogger("alodoktor.paypal_sim")
 DEFAULT_CLIENT_ID = "sim-client-id"
 DEFAULT_CLIENT_SECRET = "sim-client-secret"
 DEFAULT_WEBHOOK_ID = "SIMWEBHOOK0000000001"
+SIM_PAYER_ID = "DEMBUYER23456"  # the one buyer who approves in the simulator's window
 TOKEN_SECONDS = 32400  # what the sandbox hands out
 AUTH_ALGO = "SHA256withRSA"
 DOCS = "https://developer.paypal.com/docs/api"
@@ -438,7 +444,9 @@ def create_app(
         ]
 
     def representation(order: dict[str, Any]) -> dict[str, Any]:
-        shown: dict[str, Any] = json.loads(json.dumps(order))
+        shown: dict[str, Any] = json.loads(
+            json.dumps({k: v for k, v in order.items() if not k.startswith("_")})
+        )
         if shown["status"] == "COMPLETED":
             shown["links"] = [link(f"{base()}/v2/checkout/orders/{order['id']}", "self")]
         else:
@@ -478,6 +486,11 @@ def create_app(
             "purchase_units": units,
             "create_time": now_iso(),
         }
+        # Where the approval page sends the buyer back (kept, as PayPal keeps it, not shown).
+        context = body.get("payment_source", {}).get("paypal", {}).get("experience_context", {})
+        for key in ("return_url", "cancel_url"):
+            if context.get(key):
+                order[f"_{key}"] = context[key]
         with state.lock:
             state.orders[order_id] = order
         return _json(201, representation(order) if wants_full() else minimal(order))
@@ -494,22 +507,57 @@ def create_app(
         return _json(200, representation(load_order(order_id)))
 
     @app.get("/checkoutnow")
-    def approve() -> flask.Response:
-        """The buyer's visit to PayPal's window, consenting to pay."""
+    def checkout() -> flask.Response:
+        """PayPal's window: what the buyer is asked to pay, with Approve and Cancel. Seeing it
+        changes nothing; only the buyer's choice (a form post) does."""
         order_id = flask.request.args.get("token", "")
         with state.lock:
             order = state.orders.get(order_id)
             if order is None:
-                return flask.Response("No such order.", status=404, mimetype="text/plain")
-            if order["status"] == "CREATED":
+                return _page(404, "No such order", "<p>This payment does not exist.</p>")
+            status = order["status"]
+            unit = order["purchase_units"][0]
+        if status != "CREATED":
+            return _page(200, "PayPal", f"<p>Order {_esc(order_id)}: {_esc(status)}.</p>")
+        amount = f"{unit['amount']['value']} {unit['amount']['currency_code']}"
+        what = unit.get("description") or "your purchase"
+        form = (
+            f"<p>Pay <strong>{_esc(amount)}</strong> to Alo Doktor for {_esc(what)}.</p>"
+            f'<form method="post" action="/checkoutnow?token={_esc(order_id)}">'
+            '<button name="action" value="approve">Approve</button> '
+            '<button name="action" value="cancel">Cancel</button></form>'
+        )
+        return _page(200, "PayPal: approve your payment", form)
+
+    @app.post("/checkoutnow")
+    def consent() -> WerkzeugResponse:
+        """The buyer approved or cancelled: back to the merchant's return or cancel URL, with
+        `token` (the order) and, on approval, `PayerID` added as PayPal adds them; an order
+        made without them ends here, on a page saying what happened."""
+        order_id = flask.request.args.get("token", "")
+        action = flask.request.form.get("action", "")
+        if action not in ("approve", "cancel"):
+            return _page(400, "PayPal", "<p>Choose Approve or Cancel.</p>")
+        with state.lock:
+            order = state.orders.get(order_id)
+            if order is None:
+                return _page(404, "No such order", "<p>This payment does not exist.</p>")
+            if action == "approve" and order["status"] == "CREATED":
                 order["status"] = "APPROVED"
                 order["payer"] = {
                     "name": {"given_name": "Sim", "surname": "Buyer"},
                     "email_address": "buyer@alodoktor.test",
-                    "payer_id": "DEMBUYER23456",
+                    "payer_id": SIM_PAYER_ID,
                 }
             status = order["status"]
-        return flask.Response(f"Order {order_id}: {status}.", mimetype="text/plain")
+            back = order.get("_return_url" if action == "approve" else "_cancel_url")
+        if back:
+            added = {"token": order_id}
+            if action == "approve":
+                added["PayerID"] = SIM_PAYER_ID
+            return flask.redirect(_with_query(back, added), code=303)
+        said = status if action == "approve" else "cancelled by the buyer, nothing was charged"
+        return _page(200, "PayPal", f"<p>Order {_esc(order_id)}: {_esc(said)}.</p>")
 
     @app.post("/v2/checkout/orders/<order_id>/capture")
     def capture(order_id: str) -> flask.Response:
@@ -871,6 +919,32 @@ def create_app(
 
 def _json(status: int, body: Any) -> flask.Response:
     return flask.Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def _esc(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True)
+
+
+def _page(status: int, title: str, body: str) -> flask.Response:
+    """A small page of PayPal's window (no script: a plain form is all the buyer needs)."""
+    page = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<link rel="icon" href="data:,">'  # no favicon request (a 404 in the console)
+        f"<title>{_esc(title)}</title></head>"
+        f"<body><h1>PayPal (simulator)</h1>{body}</body></html>"
+    )
+    return flask.Response(page, status=status, mimetype="text/html")
+
+
+def _with_query(url: str, added: dict[str, str]) -> str:
+    """`url` with `added` appended to its query (what it had is kept)."""
+    from urllib.parse import urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, urlencode(added)) if q)
+    return urlunsplit(parts._replace(query=query))
 
 
 # Issues that are not listed for the operation at hand (the simulator still answers them).

@@ -140,7 +140,7 @@ def instructions(stack: Stack, accounts: list[Account]) -> str:
         f' -d \'{{"doctorUid":"{doctor}","start":"<slot>"}}\'',
         f'  curl -s {stack.gateway_url}/paypal-create -H "Authorization: Bearer $TOKEN" \\',
         "      -H 'Content-Type: application/json' -d '{\"appointmentId\":\"<id>\"}'",
-        "  curl -s '<approveLink>'   # the buyer approves, in the PayPal simulator's window",
+        "  curl -s -d action=approve '<approveLink>'   # the buyer approves, in PayPal's window",
         f'  curl -s {stack.gateway_url}/paypal-capture -H "Authorization: Bearer $TOKEN" \\',
         "      -H 'Content-Type: application/json' -d '{\"orderId\":\"<orderId>\"}'",
         f"API docs: {stack.gateway_url}/docs   OpenAPI: {stack.gateway_url}/openapi.json",

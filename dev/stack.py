@@ -198,6 +198,7 @@ class Stack:
             # gateway's, which mails' links name locally: the unsubscribe page's button posts
             # from there (production's links are on the front end's origin).
             "ALLOWED_ORIGINS": ",".join((DEV_ORIGINS, *self.hosting_origins, self.gateway_url)),
+            "FRONTEND_URL": self.hosting_url,  # where PayPal sends the buyer back
             "PAYPAL_API_BASE": self.paypal_url,
             "PAYPAL_CLIENT_ID": PAYPAL_SIM_CLIENT_ID,
             "PAYPAL_CLIENT_SECRET": PAYPAL_SIM_CLIENT_SECRET,

@@ -33,11 +33,23 @@ class Sim:
         self.control("POST", "/faults", json=spec)
 
     def approve(self, order: dict[str, Any]) -> None:
+        """The buyer presses Approve in PayPal's window (the order's approve link)."""
+        self.consent(order, "approve")
+
+    def cancel(self, order: dict[str, Any]) -> None:
+        """The buyer presses Cancel in PayPal's window."""
+        self.consent(order, "cancel")
+
+    def consent(self, order: dict[str, Any], action: str) -> requests.Response:
+        """The approval page's form post; PayPal's redirect back to the merchant (its return
+        or cancel URL) is answered, not followed."""
         from shared.integrations.paypal import approve_link
 
         link = approve_link(order)
         assert link is not None, order
-        requests.get(link, timeout=30).raise_for_status()
+        answer = requests.post(link, data={"action": action}, timeout=30, allow_redirects=False)
+        answer.raise_for_status()
+        return answer
 
     def requests_with(self, request_id: str) -> list[dict[str, Any]]:
         seen = self.control("GET", "/requests")["requests"]

@@ -91,7 +91,9 @@ def test_random_payment_histories_keep_the_books_balanced(stack, sim, steps) -> 
     client = paypal.get()
     subject = _appointment()
     order, _ = orders.create(Kind.APPOINTMENT, subject["id"], lambda doc: doc, subjects=SUBJECTS)
-    requests.get(order["approveLink"], timeout=30).raise_for_status()
+    requests.post(
+        order["approveLink"], data={"action": "approve"}, timeout=30, allow_redirects=False
+    ).raise_for_status()
     for step in steps:
         current = order_records.get(order["id"])
         assert current is not None

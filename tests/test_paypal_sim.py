@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from dev.paypal_contract import Contract, ContractUnavailable
+from shared.integrations.paypal import approve_link
 from shared.platform.money import Money
 from tests.paypal_support import Sim
 
@@ -129,6 +130,54 @@ def test_approval_happens_only_through_the_approve_link(sim: Sim) -> None:
     shown = client.get_order(order["id"])
     assert shown["status"] == "APPROVED"
     assert shown["payer"]["email_address"]
+
+
+def test_the_approval_page_asks_the_buyer_and_seeing_it_approves_nothing(sim: Sim) -> None:
+    client = sim.client()
+    order = client.create_order(Money("USD", 1250), request_id=uuid.uuid4().hex)
+    link = approve_link(order)
+    assert link is not None
+    page = requests.get(link, timeout=30)
+    assert page.status_code == 200
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "12.50 USD" in page.text
+    assert 'value="approve">Approve</button>' in page.text
+    assert 'value="cancel">Cancel</button>' in page.text
+    assert client.get_order(order["id"])["status"] == "CREATED"  # a visit is not consent
+
+
+def test_approve_and_cancel_send_the_buyer_back_as_paypal_does(sim: Sim) -> None:
+    client = sim.client()
+    back = "http://127.0.0.1:5000/?paypal=return&order=ours-1"
+    gone = "http://127.0.0.1:5000/?paypal=cancel&order=ours-1"
+
+    def made() -> dict[str, Any]:
+        return client.create_order(
+            Money("USD", 900), request_id=uuid.uuid4().hex, return_url=back, cancel_url=gone
+        )
+
+    approved = made()
+    assert "_return_url" not in json.dumps(client.get_order(approved["id"]))  # kept, not shown
+    answer = sim.consent(approved, "approve")
+    assert answer.status_code == 303
+    assert answer.headers["Location"] == (
+        f"{back}&token={approved['id']}&PayerID={client.get_order(approved['id'])['payer']['payer_id']}"
+    )
+    assert client.get_order(approved["id"])["status"] == "APPROVED"
+
+    cancelled = made()
+    answer = sim.consent(cancelled, "cancel")
+    assert answer.status_code == 303
+    assert answer.headers["Location"] == f"{gone}&token={cancelled['id']}"
+    assert client.get_order(cancelled["id"])["status"] == "CREATED"  # nothing approved
+
+
+def test_an_order_without_return_urls_ends_on_paypals_page(sim: Sim) -> None:
+    client = sim.client()
+    order = client.create_order(Money("USD", 500), request_id=uuid.uuid4().hex)
+    answer = sim.consent(order, "approve")
+    assert answer.status_code == 200
+    assert f"Order {order['id']}: APPROVED." in answer.text
 
 
 def test_a_mock_code_the_operation_does_not_have_is_400(sim: Sim) -> None:

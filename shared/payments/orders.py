@@ -59,6 +59,18 @@ class PaymentUnsettled(ApiError):
 # -- create ------------------------------------------------------------------------------
 
 
+def _return_urls(order_id: str) -> tuple[str | None, str | None]:
+    """Where PayPal sends the buyer back (with its `token` and `PayerID` added): the front
+    end's page that captures the order, and the one saying nothing was charged."""
+    from urllib.parse import urlencode
+
+    base = settings.get().frontend_url
+    if not base:
+        return None, None
+    order = urlencode({"order": order_id})
+    return f"{base}/?paypal=return&{order}", f"{base}/?paypal=cancel&{order}"
+
+
 def create(
     kind: Kind,
     subject_id: str,
@@ -84,6 +96,7 @@ def create(
     provider_kind, provider_uid = rules.provider_of(kind, subject)
     # Our order id is the PayPal-Request-Id: a retry after a lost answer (or a second click)
     # gets the same PayPal order back instead of a second one.
+    return_url, cancel_url = _return_urls(order_id)
     try:
         made = paypal.get().create_order(
             money,
@@ -92,6 +105,8 @@ def create(
             custom_id=order_id,
             description=_description(kind, subject),
             immediate_payment=True,  # a slot is held for minutes; an eCheck clears in days
+            return_url=return_url,
+            cancel_url=cancel_url,
         )
     except paypal.PayPalError as exc:
         raise PayPalRefused(exc) from None

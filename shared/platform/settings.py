@@ -45,6 +45,9 @@ class Settings:
     paypal_webhook_id: str = ""
     paypal_timeout_seconds: float = 15.0
     paypal_attempts: int = 3
+    # The front end's origin, where PayPal sends the buyer back after approving or cancelling
+    # (`/?paypal=return|cancel&order=<id>`); empty: orders carry no return URL.
+    frontend_url: str = ""
     # The platform's commission on every payment, in basis points (1000 = 10 %).
     platform_fee_bps: int = 1000
     # A patient cancelling at least this long before the start gets a full refund.
@@ -150,6 +153,14 @@ def _session_activity() -> tuple[int, int]:
     return idle, touch
 
 
+def _frontend_url(origins: frozenset[str]) -> str:
+    """FRONTEND_URL, or the one allowed origin when there is exactly one (else none)."""
+    given = os.environ.get("FRONTEND_URL", "").strip().rstrip("/")
+    if given:
+        return given
+    return next(iter(origins)) if len(origins) == 1 else ""
+
+
 def load() -> Settings:
     project_id = (
         os.environ.get("GOOGLE_CLOUD_PROJECT")
@@ -184,6 +195,7 @@ def load() -> Settings:
         paypal_webhook_id=os.environ.get("PAYPAL_WEBHOOK_ID", ""),
         paypal_timeout_seconds=float(_int("PAYPAL_TIMEOUT_SECONDS", 15)),
         paypal_attempts=max(1, _int("PAYPAL_ATTEMPTS", 3)),
+        frontend_url=_frontend_url(origins),
         platform_fee_bps=min(max(_int("PLATFORM_FEE_BPS", 1000), 0), 10_000),
         full_refund_notice_hours=max(_int("FULL_REFUND_NOTICE_HOURS", 24), 0),
         # At least 1: a cap of 0 would shut clinic bookings for every patient.
