@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
 
 from shared.platform.context import Role
 from tests.paypal_support import Sim
@@ -63,15 +63,32 @@ class Web:
         self.context = context
         self.base = base
         self.name = name
+        # What the browser's console reported as errors (a failed load, a script error), on
+        # every page this person opened.
+        self.console_errors: list[str] = []
         self.page = self.open()
         self.shots = 0
 
     def open(self) -> Page:
         page = self.context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
+        page.on(
+            "console",
+            lambda m: (
+                self.console_errors.append(f"{m.text} {m.location}") if m.type == "error" else None
+            ),
+        )
+        page.on("pageerror", lambda e: self.console_errors.append(str(e)))
         page.goto(self.base + "/")
         expect(page.locator("body[data-ready=true]")).to_have_count(1)
         return page
+
+    @property
+    def unexpected_errors(self) -> list[str]:
+        """Console errors but the one a page without a session meets: `GET /api/session`
+        answering 401 (how the app learns it must show sign-in; Chromium logs every 4xx)."""
+        probe = re.compile(r"status of 401 .*'url': '[^']*/api/session'")
+        return [e for e in self.console_errors if not probe.search(e)]
 
     def shot(self, step: str, page: Page | None = None) -> None:
         self.shots += 1
@@ -127,6 +144,23 @@ def _listed(stack: Any, admin: Api, role: Role, name: str) -> User:
     return user
 
 
+def _listed_doctor(
+    stack: Any, admin: Api, name: str, specialty: str, price: str, language: str = "en"
+) -> User:
+    """An approved doctor in the directory: a name, a specialty, a language and a price."""
+    user = create_user(stack, Role.DOCTOR, approved=False)
+    profile = {
+        "displayName": name,
+        "licenseNumber": "SIP-" + uuid.uuid4().hex[:6],
+        "specialty": specialty,
+        "languages": [language],
+        "consultationPrice": {"currency": "USD", "value": price},
+    }
+    bearer(stack, user).request("PATCH", "/users/me", json=profile).raise_for_status()
+    admin.post(f"/admin-users/{user.uid}/approval", json={"decision": "approve"}).raise_for_status()
+    return user
+
+
 def _paid_visit(stack: Any, admin: Api, sim: Sim) -> tuple[User, User, str]:
     """A doctor, and a patient's paid appointment with them about three hours from now."""
     doctor, _ = approved_doctor(stack, admin)
@@ -143,6 +177,39 @@ def _paid_visit(stack: Any, admin: Api, sim: Sim) -> tuple[User, User, str]:
     return doctor, patient, start
 
 
+def _prescriptions_for(stack: Any, patient: User) -> list[dict[str, Any]]:
+    listed = bearer(stack, patient).get("/prescriptions")
+    assert listed.status_code == 200, listed.text
+    items: list[dict[str, Any]] = listed.json()["items"]
+    return items
+
+
+def _named_doctor_and_patient(
+    stack: Any, admin: Api, prefix: str, price: str
+) -> tuple[str, User, User]:
+    """A doctor with a name of their own (bookable all day), and a patient."""
+    name = f"{prefix} {uuid.uuid4().hex[:6]}"
+    doctor, _ = approved_doctor(stack, admin, price, displayName=name)
+    return name, doctor, create_user(stack, Role.PATIENT)
+
+
+def _book_on_the_page(web: Web, doctor: User, days_ahead: int, at: str) -> Locator:
+    """The patient picks the doctor, a day and the free time `at`: the appointment's details."""
+    page = web.page
+    view = page.locator("#patient")
+    view.get_by_label("Doctor").select_option(doctor.uid)
+    view.get_by_label("Day", exact=True).fill(
+        (datetime.now(UTC) + timedelta(days=days_ahead)).date().isoformat()
+    )
+    page.get_by_role("button", name="Show free times").click()
+    expect(page.get_by_role("button", name=f"Book {at}")).to_be_visible()
+    web.shot("free-times")
+    page.get_by_role("button", name=f"Book {at}").click()
+    details = page.locator("#appointment-details")
+    expect(details).to_contain_text("pending payment")
+    return details
+
+
 # -- the flows ----------------------------------------------------------------------------
 
 
@@ -153,27 +220,18 @@ def test_a_patient_books_pays_sees_the_receipt_and_cancels(
     doctor, _ = approved_doctor(stack, admin, "20.00", displayName=name)
     web.sign_in(create_user(stack, Role.PATIENT))
     page = web.page
-    day = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()  # full refund notice
-
-    view = page.locator("#patient")
-    view.get_by_label("Doctor").select_option(doctor.uid)
-    view.get_by_label("Day", exact=True).fill(day)
-    page.get_by_role("button", name="Show free times").click()
-    expect(page.get_by_role("button", name="Book 10:00")).to_be_visible()
-    web.shot("free-times")
-    page.get_by_role("button", name="Book 10:00").click()
-    details = page.locator("#appointment-details")
-    expect(details).to_contain_text("pending payment")
+    details = _book_on_the_page(web, doctor, 3, "10:00")  # 3 days: a full refund's notice
     expect(details).to_contain_text("20.00 USD")
     web.shot("booked")
 
-    with web.context.expect_page() as opened:
-        page.get_by_role("button", name="Pay with PayPal").click()
-    paypal = opened.value
-    expect(paypal.locator("body")).to_contain_text("APPROVED")  # the buyer consented
-    web.shot("paypal-approved", paypal)
-    paypal.close()
-    page.get_by_role("button", name="I have approved the payment").click()
+    # As PayPal's checkout: to PayPal's page, which asks; Approve sends the buyer back here,
+    # where the app captures the order and shows the receipt.
+    page.get_by_role("button", name="Pay with PayPal").click()
+    expect(page).to_have_url(re.compile(re.escape(sim.url) + r"/checkoutnow\?token="))
+    expect(page.locator("body")).to_contain_text("Pay 20.00 USD to Alo Doktor")
+    web.shot("paypal-asks")
+    page.get_by_role("button", name="Approve").click()
+    expect(page).to_have_url(web.base + "/")  # back, and the address is the start page again
     expect(page.locator("#status")).to_have_text("Payment received: your appointment is confirmed.")
     expect(details).to_contain_text("confirmed")
     receipt = page.locator("#receipt-details")
@@ -187,6 +245,130 @@ def test_a_patient_books_pays_sees_the_receipt_and_cancels(
     expect(receipt).to_contain_text("Refund (cancellation)")
     web.shot("cancelled-refund")
     web.sign_out()
+    assert web.unexpected_errors == []
+
+
+def test_a_buyer_who_cancels_in_paypal_comes_back_with_nothing_charged(
+    stack: Any, admin: Api, sim: Sim, web: Web
+) -> None:
+    name, doctor, patient = _named_doctor_and_patient(stack, admin, "Dr Cancel", "15.00")
+    web.sign_in(patient)
+    page = web.page
+    details = _book_on_the_page(web, doctor, 2, "11:00")
+
+    page.get_by_role("button", name="Pay with PayPal").click()
+    expect(page.locator("body")).to_contain_text("Pay 15.00 USD to Alo Doktor")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page).to_have_url(web.base + "/")
+    expect(page.locator("#status")).to_have_text(
+        "Payment cancelled in PayPal: nothing was charged."
+    )
+    expect(details).to_contain_text("pending payment")
+    expect(details).to_contain_text(name)
+    expect(page.get_by_role("button", name="Pay with PayPal")).to_be_visible()  # may try again
+    web.shot("paypal-cancelled")
+
+    # Nothing captured: the appointment still waits for its payment, PayPal's order unapproved.
+    mine = bearer(stack, patient).get("/appointments").json()["items"]
+    assert [a["status"] for a in mine] == ["pending_payment"]
+    assert not mine[0].get("payment") or not mine[0]["payment"].get("capturedAt"), mine[0]
+    orders = bearer(stack, patient).get("/payments/orders").json()["items"]
+    assert [o["status"] for o in orders] == ["created"], orders
+    assert sim.client().get_order(orders[0]["paypalOrderId"])["status"] == "CREATED"
+    web.sign_out()
+    assert web.unexpected_errors == []
+
+
+def test_a_returning_patient_sees_pays_for_and_cancels_earlier_appointments(
+    stack: Any, admin: Api, sim: Sim, web: Web
+) -> None:
+    name, doctor, patient = _named_doctor_and_patient(stack, admin, "Dr Again", "25.00")
+    api = bearer(stack, patient)
+    # Booked on an earlier visit (through the API here): one left unpaid, one paid.
+    unpaid_start, paid_start = slot_in(50), slot_in(75)
+    unpaid = api.post("/appointments", json={"doctorUid": doctor.uid, "start": unpaid_start})
+    assert unpaid.status_code == 201, unpaid.text
+    paid = api.post("/appointments", json={"doctorUid": doctor.uid, "start": paid_start})
+    assert paid.status_code == 201, paid.text
+    made = api.post("/paypal-create", json={"appointmentId": paid.json()["id"]})
+    sim.approve({"links": [{"rel": "approve", "href": made.json()["approveLink"]}]})
+    assert api.post("/paypal-capture", json={"orderId": made.json()["id"]}).status_code == 200
+
+    web.sign_in(patient)
+    page = web.page
+    mine = page.locator("#my-appointments")
+    paid_at = datetime.fromisoformat(paid_start).strftime("%d %b %Y")
+    expect(mine.locator("li")).to_have_count(2)
+    expect(mine.locator("li").nth(0)).to_contain_text(f"with {name}: confirmed")  # latest first
+    expect(mine.locator("li").nth(1)).to_contain_text(f"with {name}: pending payment")
+    web.shot("my-appointments")
+
+    # The unpaid one can still be paid: to PayPal and back.
+    page.get_by_role("button", name=re.compile(rf"^Pay for .* with {re.escape(name)}$")).click()
+    expect(page.locator("body")).to_contain_text("Pay 25.00 USD to Alo Doktor")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.locator("#status")).to_have_text("Payment received: your appointment is confirmed.")
+    expect(mine.locator("li").nth(1)).to_contain_text(f"with {name}: confirmed")
+    expect(page.locator("#receipt-details")).to_contain_text("25.00 USD")
+
+    # The paid one: shown, then cancelled, with its refund.
+    first = mine.locator("li").nth(0)
+    expect(first).to_contain_text(paid_at.lstrip("0"))
+    first.get_by_role("button", name=re.compile("^Show ")).click()
+    expect(page.locator("#appointment-details")).to_contain_text(name)
+    first.get_by_role("button", name=re.compile("^Cancel ")).click()
+    expect(page.locator("#status")).to_have_text("Appointment cancelled; refund: full.")
+    expect(mine.locator("li").nth(0)).to_contain_text(f"with {name}: cancelled")
+    expect(page.locator("#receipt-details")).to_contain_text("Refund (cancellation)")
+    web.shot("cancelled-from-the-list")
+    statuses = sorted(a["status"] for a in api.get("/appointments").json()["items"])
+    assert statuses == ["cancelled", "confirmed"]
+    web.sign_out()
+    assert web.unexpected_errors == []
+
+
+def test_a_patient_searches_doctors_and_pages_through_them(
+    stack: Any, admin: Api, web: Web
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    specialty = f"sp-{uuid.uuid4().hex[:8]}"
+    names = [f"Dr Page {i:02d} {specialty}" for i in range(12)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda n: _listed_doctor(stack, admin, n, specialty, "30.00"), names[:11]))
+    _listed_doctor(stack, admin, names[11], specialty, "90.00", language="id")
+
+    web.sign_in(create_user(stack, Role.PATIENT))
+    page = web.page
+    search = page.locator("#find-doctors-form")
+    search.get_by_label("Specialty").fill(specialty)
+    page.get_by_role("button", name="Search doctors").click()
+    doctors = page.locator("#pick-doctor option")
+    expect(doctors).to_have_count(10)  # a page
+    expect(page.locator("#doctors-found")).to_have_text("10 doctors shown; more to see.")
+    web.shot("doctors-first-page")
+    page.get_by_role("button", name="More doctors").click()
+    expect(doctors).to_have_count(12)
+    expect(page.locator("#doctors-found")).to_have_text("12 doctors shown.")
+    expect(page.get_by_role("button", name="More doctors")).to_be_hidden()
+    shown = {t.split(",")[0] for t in doctors.all_text_contents()}
+    assert shown == set(names)  # every one once, by name
+
+    search.get_by_label("Language").fill("id")
+    page.get_by_role("button", name="Search doctors").click()
+    expect(doctors).to_have_count(1)
+    expect(doctors).to_contain_text(names[11])
+    expect(page.locator("#doctors-found")).to_have_text("1 doctor shown.")
+    search.get_by_label("Language").fill("")
+    search.get_by_label("Highest price").fill("50")
+    page.get_by_role("button", name="Search doctors").click()
+    expect(page.locator("#doctors-found")).to_have_text("10 doctors shown; more to see.")
+    page.get_by_role("button", name="More doctors").click()
+    expect(page.locator("#doctors-found")).to_have_text("11 doctors shown.")
+    expect(doctors.filter(has_text=names[11])).to_have_count(0)  # 90.00 is over
+    web.shot("doctors-searched")
+    web.sign_out()
+    assert web.unexpected_errors == []
 
 
 def test_a_doctor_writes_a_prescription_for_the_day_and_a_pharmacy_fills_it(
@@ -199,11 +381,16 @@ def test_a_doctor_writes_a_prescription_for_the_day_and_a_pharmacy_fills_it(
     web.sign_in(doctor)
     page = web.page
     view = page.locator("#doctor")
+    form = page.locator("#prescription-form")
+    expect(form).to_be_hidden()  # no visit chosen: no form
     view.get_by_label("Day", exact=True).fill(start[:10])
     page.get_by_role("button", name="Show the day").click()
     expect(page.locator("#day-list")).to_contain_text(f"{at}: confirmed")
+    expect(form).to_be_hidden()
     web.shot("day")
     page.get_by_role("button", name=f"Write prescription for {at}").click()
+    expect(form).to_be_visible()
+    expect(form).to_contain_text(f"Prescription for the visit at {at}")
     for label, key in (
         ("Medication", "medication"),
         ("Strength", "strength"),
@@ -215,10 +402,19 @@ def test_a_doctor_writes_a_prescription_for_the_day_and_a_pharmacy_fills_it(
         view.get_by_label(label, exact=True).fill(str(PRESCRIPTION_ITEM[key]))
     view.get_by_label("Form", exact=True).select_option(str(PRESCRIPTION_ITEM["form"]))
     web.shot("prescription-form")
-    page.get_by_role("button", name="Write prescription", exact=True).click()
+    # A double-click (an impatient doctor): one prescription.
+    page.get_by_role("button", name="Write prescription", exact=True).dblclick()
     expect(page.locator("#status")).to_have_text(re.compile(r"Prescription \S+ written \(issued\)"))
+    expect(form).to_be_hidden()  # written: the form goes, emptied
     web.shot("prescribed")
+    page.get_by_role("button", name=f"Write prescription for {at}").click()
+    expect(view.get_by_label("Medication", exact=True)).to_have_value("")
+    expect(view.get_by_label("Quantity", exact=True)).to_have_value("")
     web.sign_out()
+    expect(form).to_be_hidden()
+    written = _prescriptions_for(stack, patient)
+    assert len(written) == 1, written
+    assert web.unexpected_errors == []
 
     # The patient chooses the pharmacy and sends the prescription there.
     what = f"{PRESCRIPTION_ITEM['medication']} {PRESCRIPTION_ITEM['strength']}"
@@ -303,7 +499,8 @@ def test_an_admin_approves_a_doctor_and_verifies_the_audit_log(
     )
     assert made.status_code == 201, made.text
     doctor = User(made.json()["profile"]["uid"], email, "", Role.DOCTOR)
-    web.sign_in(create_user(stack, Role.ADMIN))
+    acting = create_user(stack, Role.ADMIN)
+    web.sign_in(acting)
     page = web.page
     page.get_by_label("E-mail starts with").fill(doctor.email)
     page.get_by_role("button", name="Find doctors awaiting approval").click()
@@ -324,11 +521,18 @@ def test_an_admin_approves_a_doctor_and_verifies_the_audit_log(
             break
         assert time.monotonic() < deadline, entries.text_content()
         page.wait_for_timeout(500)
+    # Who and whom by name, not only by uid.
+    approval = entries.locator("li").filter(has_text=f"update users/{doctor.uid}").first
+    expect(approval).to_contain_text(f"users/{doctor.uid} ({doctor.email} (doctor))")
+    expect(approval).to_contain_text(f"by {acting.email} (admin)")
     web.shot("audit-entries")
     # Entries are sealed into checkpoints a few seconds after they are written (the sealing lag).
     verdict = page.locator("#audit-verdict")
     deadline = time.monotonic() + EVENTUALLY_SECONDS
-    sealed = re.compile(r"Audit log verified: [1-9]\d* checkpoints sealing [1-9]\d* entries")
+    sealed = re.compile(
+        r"Audit log verified: (1 checkpoint|[2-9] checkpoints|\d{2,} checkpoints) sealing "
+        r"(1 entry|[2-9] entries|\d{2,} entries)"
+    )
     while True:
         page.get_by_role("button", name="Seal and verify the audit log").click()
         expect(verdict).to_contain_text("Audit log verified")
@@ -338,7 +542,20 @@ def test_an_admin_approves_a_doctor_and_verifies_the_audit_log(
         verdict.evaluate("node => { node.textContent = '' }")
         page.wait_for_timeout(1000)
     web.shot("audit-verified")
+    assert not re.search(r"\b1 checkpoints\b|\b1 entries\b", verdict.text_content() or "")
     web.sign_out()
+
+
+def test_the_first_load_has_an_icon_and_no_console_errors(stack: Any, web: Web) -> None:
+    icon = web.page.locator('link[rel="icon"]')
+    expect(icon).to_have_attribute("href", "/favicon.svg")
+    answer = web.page.request.get(stack.hosting_url + "/favicon.svg")
+    assert answer.status == 200
+    assert answer.headers["content-type"].startswith("image/svg+xml")
+    web.page.reload()
+    expect(web.page.locator("body[data-ready=true]")).to_have_count(1)
+    web.sign_in(create_user(stack, Role.PATIENT))
+    assert web.unexpected_errors == []
 
 
 # -- the session in the browser -------------------------------------------------------------

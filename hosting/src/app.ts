@@ -16,7 +16,15 @@ import {
   signInWithEmailAndPassword,
   signOut as firebaseSignOut,
 } from "firebase/auth";
-import { ApiError, createBackend, type Schemas, type Session } from "../../clients/web/src/index";
+import {
+  ApiError,
+  createBackend,
+  IDEMPOTENCY_HEADER,
+  newIdempotencyKey,
+  type paths,
+  type Schemas,
+  type Session,
+} from "../../clients/web/src/index";
 
 type Appointment = Schemas["Appointments_AppointmentOut"];
 type Order = Schemas["Payments_OrderView"];
@@ -44,9 +52,12 @@ function el(tag: string, text?: string, attrs: Record<string, string> = {}): HTM
 
 function button(label: string, onClick: () => Promise<void>, attrs: Record<string, string> = {}) {
   const b = el("button", label, { type: "button", ...attrs }) as HTMLButtonElement;
-  b.addEventListener("click", () => void run(onClick));
+  b.addEventListener("click", () => void run(onClick, [b]));
   return b;
 }
+
+/** "1 free time", "2 free times". */
+const count = (n: number, one: string, many = `${one}s`): string => `${n} ${n === 1 ? one : many}`;
 
 function li(text: string, ...children: HTMLElement[]): HTMLElement {
   const item = el("li", text);
@@ -78,8 +89,11 @@ function fail(message: string): void {
 // Any 401 (the session ended in another tab, was revoked, or timed out): back to sign-in.
 const api = createBackend({ onUnauthenticated: () => show("sign-in") });
 
-/** Runs an action, showing a failure the way a user can read it. */
-async function run(action: () => Promise<void>): Promise<void> {
+/** Runs an action, showing a failure the way a user can read it. The controls that started it
+ * are disabled until it ends: a double-click, or Enter pressed twice, sends one request. */
+async function run(action: () => Promise<void>, controls: HTMLButtonElement[] = []): Promise<void> {
+  if (controls.some((c) => c.disabled)) return;
+  for (const c of controls) c.disabled = true;
   try {
     await action();
   } catch (error) {
@@ -89,6 +103,8 @@ async function run(action: () => Promise<void>): Promise<void> {
       return;
     }
     fail(error instanceof ApiError ? `${error.message} (${error.code})` : String(error));
+  } finally {
+    for (const c of controls) c.disabled = false;
   }
 }
 
@@ -135,6 +151,11 @@ async function enter(session: Session): Promise<void> {
   };
   clinicUid = session.uid;
   await loaders[session.role as View]?.();
+  if (session.role === "patient" && paypalBack !== null) {
+    const back = paypalBack;
+    paypalBack = null;
+    await backFromPayPal(back);
+  }
 }
 
 // -- patient ------------------------------------------------------------------------------
@@ -142,17 +163,69 @@ async function enter(session: Session): Promise<void> {
 let appointment: Appointment | null = null;
 let order: Order | null = null;
 
-async function loadDoctors(): Promise<void> {
-  const page = await api.call(api.client.GET("/users/directory/doctors", {}));
+const DOCTORS_PER_PAGE = 10;
+type DoctorQuery = NonNullable<paths["/users/directory/doctors"]["get"]["parameters"]["query"]>;
+let doctorQuery: DoctorQuery = {};
+let doctorsCursor: string | null = null;
+/** Doctors' names by uid, from every directory page seen. */
+const doctorNames = new Map<string, string>();
+
+const doctorName = (uid: string): string => doctorNames.get(uid) ?? "a doctor";
+
+/** The search form's filters (empty fields filter nothing). */
+function doctorFilters(): DoctorQuery {
+  const field = (id: string) => $<HTMLInputElement>(id).value.trim();
+  const query: DoctorQuery = { limit: DOCTORS_PER_PAGE };
+  const specialty = field("find-specialty").toLowerCase();
+  const language = field("find-language").toLowerCase();
+  const maxPrice = field("find-max-price");
+  if (specialty) query.specialty = specialty;
+  if (language) query.language = language;
+  if (maxPrice) {
+    query.maxPrice = maxPrice;
+    query.currency = $<HTMLSelectElement>("find-currency").value as DoctorQuery["currency"];
+  }
+  return query;
+}
+
+/** One page of the directory: the first (replacing the list) or the next (appended). */
+async function loadDoctors(next = false): Promise<void> {
+  if (!next) {
+    doctorQuery = doctorFilters();
+    doctorsCursor = null;
+  }
+  const query = { ...doctorQuery, ...(next && doctorsCursor ? { cursor: doctorsCursor } : {}) };
+  const page = await api.call(api.client.GET("/users/directory/doctors", { params: { query } }));
+  const options = page.items.map((d) => {
+    const name = d.displayName ?? "Unnamed doctor";
+    doctorNames.set(d.uid, name);
+    const label = `${name}${d.specialty ? `, ${d.specialty}` : ""} (${money(d.consultationPrice)})`;
+    return el("option", label, { value: d.uid });
+  });
   const select = $<HTMLSelectElement>("pick-doctor");
-  select.replaceChildren(
-    ...page.items.map((d) => {
-      const label = `${d.displayName ?? d.uid}${d.specialty ? `, ${d.specialty}` : ""} (${money(d.consultationPrice)})`;
-      return el("option", label, { value: d.uid });
-    }),
-  );
+  if (next) select.append(...options);
+  else select.replaceChildren(...options);
+  doctorsCursor = page.nextCursor ?? null;
+  $("more-doctors").hidden = doctorsCursor === null;
+  $("doctors-found").textContent = select.options.length
+    ? `${count(select.options.length, "doctor")} shown${doctorsCursor ? "; more to see" : ""}.`
+    : "No doctor matches.";
   const day = $<HTMLInputElement>("day");
   if (!day.value) day.value = today();
+}
+
+/** Names of doctors not seen yet: the directory, page by page (a few pages at most). */
+async function learnDoctorNames(uids: string[]): Promise<void> {
+  let cursor: string | null = null;
+  for (let pages = 0; pages < 5 && uids.some((u) => !doctorNames.has(u)); pages++) {
+    const query: DoctorQuery = { limit: 100, ...(cursor ? { cursor } : {}) };
+    const page: Schemas["Users_Directory"] = await api.call(
+      api.client.GET("/users/directory/doctors", { params: { query } }),
+    );
+    for (const d of page.items) doctorNames.set(d.uid, d.displayName ?? "Unnamed doctor");
+    cursor = page.nextCursor ?? null;
+    if (cursor === null) break;
+  }
 }
 
 async function showSlots(): Promise<void> {
@@ -168,15 +241,62 @@ async function showSlots(): Promise<void> {
   $("slots").replaceChildren(
     ...found.slots.map((slot) => li("", button(`Book ${time(slot)}`, () => book(doctorUid, slot)))),
   );
-  say(found.slots.length ? `${found.slots.length} free times.` : "No free times that day.");
+  say(found.slots.length ? `${count(found.slots.length, "free time")}.` : "No free times that day.");
 }
 
 async function book(doctorUid: string, start: string): Promise<void> {
   appointment = await api.call(api.client.POST("/appointments", { body: { doctorUid, start } }));
   order = null;
   $("slots").replaceChildren();
+  $("receipt").hidden = true;
   renderAppointment();
   say("Booked. Pay to confirm the appointment.");
+  await loadMyAppointments();
+}
+
+// -- patient: their appointments ------------------------------------------------------------
+
+const APPOINTMENTS_PER_PAGE = 10;
+let appointmentsCursor: string | null = null;
+const PAYABLE: Appointment["status"][] = ["pending_payment"];
+const CANCELLABLE: Appointment["status"][] = ["pending_payment", "confirmed"];
+
+/** The patient's appointments, latest first: each with what can be done with it now. */
+async function loadMyAppointments(next = false): Promise<void> {
+  const query = {
+    limit: APPOINTMENTS_PER_PAGE,
+    ...(next && appointmentsCursor ? { cursor: appointmentsCursor } : {}),
+  };
+  const page = await api.call(api.client.GET("/appointments", { params: { query } }));
+  await learnDoctorNames([...new Set(page.items.map((a) => a.doctorUid))]);
+  const items = page.items.map((a) => {
+    const what = `${when(a.start)} with ${doctorName(a.doctorUid)}`;
+    const item = el("li", `${what}: ${a.status.replace("_", " ")} `);
+    item.append(button("Show", () => showAppointment(a), { "aria-label": `Show ${what}` }));
+    if (PAYABLE.includes(a.status)) {
+      item.append(button("Pay", () => pay(a), { "aria-label": `Pay for ${what}` }));
+    }
+    if (CANCELLABLE.includes(a.status)) {
+      item.append(
+        button("Cancel", () => cancelAppointment(a), { "aria-label": `Cancel ${what}` }),
+      );
+    }
+    return item;
+  });
+  const list = $("my-appointments");
+  if (next) list.append(...items);
+  else list.replaceChildren(...items);
+  if (!next && items.length === 0) list.replaceChildren(el("li", "No appointments yet."));
+  appointmentsCursor = page.nextCursor ?? null;
+  $("more-appointments").hidden = appointmentsCursor === null;
+}
+
+async function showAppointment(a: Appointment): Promise<void> {
+  appointment = a;
+  order = null;
+  $("receipt").hidden = true;
+  await refreshAppointment();
+  $("appointment").scrollIntoView({ block: "nearest" });
 }
 
 function renderAppointment(): void {
@@ -184,6 +304,7 @@ function renderAppointment(): void {
   $("appointment").hidden = false;
   details($("appointment-details"), [
     ["When", when(appointment.start)],
+    ["Doctor", doctorName(appointment.doctorUid)],
     ["Status", appointment.status.replace("_", " ")],
     ["Price", money(appointment.price)],
   ]);
@@ -191,30 +312,60 @@ function renderAppointment(): void {
   $("cancel-appointment").hidden = !["pending_payment", "confirmed"].includes(appointment.status);
 }
 
-async function pay(): Promise<void> {
-  if (appointment === null) return;
-  // PayPal's window opens on the click itself (a window opened after an await is blocked).
-  const paypal = window.open("", "_blank");
-  try {
-    const made = await api.call(
-      api.client.POST("/paypal-create", { body: { appointmentId: appointment.id } }),
-    );
-    order = made as Order;
-    if (paypal && made.approveLink) paypal.location.href = made.approveLink;
-  } catch (error) {
-    paypal?.close();
-    throw error;
-  }
-  $("complete-payment").hidden = false;
-  say("Approve the payment in PayPal's window, then come back here.");
+/** To PayPal, as its checkout does: the buyer approves (or cancels) there and PayPal sends
+ * them back to this page (`/?paypal=return|cancel&order=<id>`), which captures the order. */
+async function pay(a: Appointment | null = appointment): Promise<void> {
+  if (a === null) return;
+  const made = await api.call(api.client.POST("/paypal-create", { body: { appointmentId: a.id } }));
+  if (!made.approveLink) throw new Error("PayPal gave no page to approve the payment on.");
+  say("Taking you to PayPal…");
+  window.location.assign(made.approveLink);
 }
 
-async function completePayment(): Promise<void> {
-  if (appointment === null || order === null) return;
-  await api.call(api.client.POST("/paypal-capture", { body: { orderId: order.id } }));
-  $("complete-payment").hidden = true;
-  await refreshAppointment();
-  say("Payment received: your appointment is confirmed.");
+interface PayPalBack {
+  approved: boolean;
+  orderId: string;
+}
+
+/** Set when PayPal sent the buyer back here; handled once the patient is signed in. */
+let paypalBack: PayPalBack | null = null;
+
+function fromPayPal(): PayPalBack | null {
+  const q = new URLSearchParams(window.location.search);
+  const kind = q.get("paypal");
+  const orderId = q.get("order");
+  if ((kind !== "return" && kind !== "cancel") || !orderId) return null;
+  // Once read, the address is the start page again: a reload does not come back here.
+  window.history.replaceState(null, "", "/");
+  return { approved: kind === "return", orderId };
+}
+
+/** Back from PayPal: capture what the buyer approved and show the receipt, or say that
+ * nothing was charged when they cancelled. */
+async function backFromPayPal(back: PayPalBack): Promise<void> {
+  const params = { path: { order_id: back.orderId } };
+  order = back.approved
+    ? await api.call(api.client.POST("/paypal-capture", { body: { orderId: back.orderId } }))
+    : await api.call(api.client.GET("/payments/orders/{order_id}", { params }));
+  if (order.kind === "appointment") {
+    appointment = await api.call(
+      api.client.GET("/appointments/{id}", { params: { path: { id: order.subjectId } } }),
+    );
+    await learnDoctorNames([appointment.doctorUid]);
+  }
+  if (back.approved) {
+    await refreshAppointment();
+    if (appointment === null) renderReceipt(order);
+    say(
+      order.status === "captured"
+        ? `Payment received: your ${order.kind} is confirmed.`
+        : `Payment ${order.status.replace("_", " ")}: we will confirm it when PayPal does.`,
+    );
+  } else {
+    renderAppointment();
+    say("Payment cancelled in PayPal: nothing was charged.");
+  }
+  await loadMyAppointments();
 }
 
 async function refreshAppointment(): Promise<void> {
@@ -246,17 +397,18 @@ function renderReceipt(o: Order): void {
   details($("receipt-details"), rows);
 }
 
-async function cancelAppointment(): Promise<void> {
-  if (appointment === null) return;
+async function cancelAppointment(a: Appointment | null = appointment): Promise<void> {
+  if (a === null) return;
   appointment = await api.call(
     api.client.POST("/appointments/{id}/cancel", {
-      params: { path: { id: appointment.id } },
+      params: { path: { id: a.id } },
       body: { reason: "Cancelled by the patient" },
     }),
   );
   await refreshAppointment();
   const refund = appointment.cancellation?.refund;
   say(`Appointment cancelled${refund ? `; refund: ${refund}` : ""}.`);
+  await loadMyAppointments();
 }
 
 // -- doctor -------------------------------------------------------------------------------
@@ -284,18 +436,34 @@ async function showDay(): Promise<void> {
   say(`Appointments on ${day}: ${page.items.length}.`);
 }
 
+/** One key per prescription being written: sending the form again (a double-click, a retry
+ * after a lost answer) replays the first answer instead of writing a second prescription. */
+let prescriptionKey: string | null = null;
+
 function startPrescription(a: Appointment): void {
+  if (prescribingFor?.id !== a.id) {
+    $<HTMLFormElement>("prescription-form").reset();
+    prescriptionKey = newIdempotencyKey();
+  }
   prescribingFor = a;
   $("rx-for").textContent = time(a.start);
   $("prescription-form").hidden = false;
   $("rx-medication").focus();
 }
 
+function endPrescription(): void {
+  prescribingFor = null;
+  prescriptionKey = null;
+  $<HTMLFormElement>("prescription-form").reset();
+  $("prescription-form").hidden = true;
+}
+
 async function writePrescription(): Promise<void> {
-  if (prescribingFor === null) return;
+  if (prescribingFor === null || prescriptionKey === null) return;
   const value = (id: string) => $<HTMLInputElement>(id).value;
   const written = await api.call(
     api.client.POST("/prescriptions", {
+      headers: { [IDEMPOTENCY_HEADER]: prescriptionKey },
       body: {
         appointmentId: prescribingFor.id,
         items: [
@@ -312,7 +480,7 @@ async function writePrescription(): Promise<void> {
       },
     }),
   );
-  $("prescription-form").hidden = true;
+  endPrescription();
   say(`Prescription ${written.id} written (${written.status}).`);
 }
 
@@ -337,7 +505,7 @@ async function loadPatientView(): Promise<void> {
   );
   const day = $<HTMLInputElement>("clinic-day");
   if (!day.value) day.value = today();
-  await Promise.all([loadMyPrescriptions(), loadServices()]);
+  await Promise.all([loadMyAppointments(), loadMyPrescriptions(), loadServices()]);
 }
 
 const SENDABLE: Prescription["status"][] = ["issued", "rejected"];
@@ -417,7 +585,7 @@ async function showClinicWindows(): Promise<void> {
       );
     }),
   );
-  say(open.windows.length ? `${open.windows.length} clinic times.` : "No clinic times that day.");
+  say(open.windows.length ? `${count(open.windows.length, "clinic time")}.` : "No clinic times that day.");
 }
 
 async function askClinic(uid: string, windowStart: string): Promise<void> {
@@ -522,16 +690,42 @@ async function approve(d: Account): Promise<void> {
   say(`${d.email ?? d.uid} approved.`);
 }
 
+/** Account names by uid (an admin reads any profile); null for one that is not there. */
+const accountNames = new Map<string, Promise<string | null>>();
+const UID = /^[A-Za-z0-9]{20,128}$/; // Firebase uids; not "system", "test", "service:…"
+
+function accountName(uid: string): Promise<string | null> {
+  if (!UID.test(uid)) return Promise.resolve(null);
+  let found = accountNames.get(uid);
+  if (found === undefined) {
+    found = api.client
+      .GET("/users/{uid}", { params: { path: { uid } } })
+      .then(({ data }) => (data ? `${data.displayName ?? data.email ?? uid} (${data.role})` : null))
+      .catch(() => null);
+    accountNames.set(uid, found);
+  }
+  return found;
+}
+
+/** "users/<uid> (Dr Name (doctor))": a resource that is an account, with its name. */
+async function resourceLabel(resource: string): Promise<string> {
+  const [collection, id] = resource.split("/");
+  const name = collection === "users" && id ? await accountName(id) : null;
+  return name ? `${resource} (${name})` : resource;
+}
+
 async function showAudit(): Promise<void> {
   const resource = $<HTMLInputElement>("audit-resource").value.trim();
   const page = await api.call(
     api.client.GET("/audit", { params: { query: resource ? { resource } : {} } }),
   );
-  $("audit-entries").replaceChildren(
-    ...page.items.map((e) =>
-      el("li", `${when(e.at)}: ${e.action} ${e.resource} by ${e.actor}`),
-    ),
+  const lines = await Promise.all(
+    page.items.map(async (e) => {
+      const [what, who] = await Promise.all([resourceLabel(e.resource), accountName(e.actor)]);
+      return el("li", `${when(e.at)}: ${e.action} ${what} by ${who ?? e.actor}`);
+    }),
   );
+  $("audit-entries").replaceChildren(...lines);
   say(`Audit entries: ${page.items.length}.`);
 }
 
@@ -554,27 +748,30 @@ async function verifyAudit(): Promise<void> {
     from = v.next;
   }
   const just = sealed.created && sealed.checkpoint ? ` (checkpoint ${sealed.checkpoint.n} sealed now)` : "";
-  $("audit-verdict").textContent = `Audit log verified: ${checkpoints} checkpoints sealing ${entries} entries${just}.`;
+  $("audit-verdict").textContent = `Audit log verified: ${count(checkpoints, "checkpoint")} sealing ${count(entries, "entry", "entries")}${just}.`;
 }
 
 // -- wiring -------------------------------------------------------------------------------
 
 function onSubmit(id: string, action: () => Promise<void>): void {
-  $(id).addEventListener("submit", (event) => {
+  const form = $<HTMLFormElement>(id);
+  form.addEventListener("submit", (event) => {
     event.preventDefault();
-    void run(action);
+    void run(action, [...form.querySelectorAll("button")]);
   });
 }
 
 function onClick(id: string, action: () => Promise<void>): void {
-  $(id).addEventListener("click", () => void run(action));
+  const control = $<HTMLButtonElement>(id);
+  control.addEventListener("click", () => void run(action, [control]));
 }
 
 async function signOut(here = true): Promise<void> {
   if (here) await api.signOut();
   appointment = null;
   order = null;
-  for (const id of ["appointment", "receipt", "prescription-form"]) $(id).hidden = true;
+  endPrescription();
+  for (const id of ["appointment", "receipt"]) $(id).hidden = true;
   show("sign-in");
   say("Signed out.");
 }
@@ -591,13 +788,15 @@ async function start(): Promise<void> {
   );
   onClick("sign-out", () => signOut());
   onClick("sign-out-all", signOutEverywhere);
+  onSubmit("find-doctors-form", () => loadDoctors());
+  onClick("more-doctors", () => loadDoctors(true));
+  onClick("more-appointments", () => loadMyAppointments(true));
   onSubmit("slots-form", showSlots);
   onSubmit("my-prescriptions-form", loadMyPrescriptions);
   onSubmit("clinic-form", showClinicWindows);
   $("pick-clinic").addEventListener("change", () => void run(loadServices));
-  onClick("pay", pay);
-  onClick("complete-payment", completePayment);
-  onClick("cancel-appointment", cancelAppointment);
+  onClick("pay", () => pay());
+  onClick("cancel-appointment", () => cancelAppointment());
   onSubmit("day-form", showDay);
   onSubmit("prescription-form", writePrescription);
   onClick("pharmacy-refresh", loadPrescriptions);
@@ -606,9 +805,12 @@ async function start(): Promise<void> {
   onSubmit("audit-form", showAudit);
   onClick("audit-verify", verifyAudit);
   $<HTMLInputElement>("doctor-day").value = today();
+  paypalBack = fromPayPal();
   const session = await api.resume();
-  if (session === null) show("sign-in");
-  else await enter(session);
+  if (session === null) {
+    show("sign-in");
+    if (paypalBack) say("Sign in to finish your payment.");
+  } else await enter(session);
   document.body.dataset.ready = "true";
 }
 
