@@ -98,18 +98,22 @@ def week(query_log: Path, request: pytest.FixtureRequest) -> Iterator[Week]:
     stack.start()
     os.environ.update(stack.env)
     settings.get.cache_clear()
-    clients._app, clients._db = None, None  # this test's own calls go to the week's emulators
+    # This test's own Admin SDK calls go to the week's emulators: an app and a client of their
+    # own (the worker's, made for its shared stack, stay as they are for the tests after).
+    import firebase_admin
+
+    clients._app = firebase_admin.initialize_app(
+        options={"projectId": stack.project_id}, name=f"alodoktor-week-{uuid.uuid4().hex[:8]}"
+    )
+    clients._db = None
     try:
         yield Week(stack)
     finally:
-        import firebase_admin
-
         failed = request.session.testsfailed > 0
         stack.stop(keep_files=failed)
         if failed:
             print(f"\nthe week's stack logs are kept in {stack.workdir}")
-        if clients._app is not None:
-            firebase_admin.delete_app(clients._app)
+        firebase_admin.delete_app(clients._app)
         clients._app, clients._db = saved_clients
         os.environ.clear()
         os.environ.update(saved_env)
