@@ -128,6 +128,7 @@ locals {
   common_env = {
     GOOGLE_CLOUD_PROJECT      = var.project_id
     ALLOWED_ORIGINS           = join(",", var.frontend_origins)
+    FRONTEND_URL              = var.frontend_origins[0] # where PayPal sends the buyer back
     FUNCTIONS_BASE_URL        = local.functions_base_url
     SCHEDULER_SERVICE_ACCOUNT = google_service_account.scheduler.email
     TASKS_SERVICE_ACCOUNT     = google_service_account.tasks.email

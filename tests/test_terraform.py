@@ -661,6 +661,8 @@ def test_every_scheduled_route_has_its_job(tf: Config) -> None:
     assert env["FUNCTIONS_BASE_URL"] == "${local.functions_base_url}"
     assert env["SCHEDULER_SERVICE_ACCOUNT"] == "${google_service_account.scheduler.email}"
     assert env["TASKS_SERVICE_ACCOUNT"] == "${google_service_account.tasks.email}"
+    # PayPal sends the buyer back to the front end: with several origins the code cannot guess.
+    assert env["FRONTEND_URL"] == "${var.frontend_origins[0]}"
 
 
 def test_queues_are_protected_and_bounded(tf: Config) -> None:

@@ -74,7 +74,9 @@ def callers(rule: Rule) -> list[str]:
 
 def security(rule: Rule) -> list[dict[str, list[str]]]:
     """The credentials a route takes: a person's session or ID token, a service's OIDC token."""
-    schemes = [{"sessionCookie": []}, {"bearerIdToken": []}] if rule.roles else []
+    schemes: list[dict[str, list[str]]] = []
+    if rule.roles:
+        schemes += [{"sessionCookie": []}, {"bearerIdToken": []}]
     return schemes + ([{"googleOidc": []}] if rule.services else [])
 
 
