@@ -263,3 +263,33 @@ def test_service_callers_are_described_as_such(documents):
     assert {"googleOidc": []} in run["security"]
     scheme = documents["payouts"]["components"]["securitySchemes"]["googleOidc"]
     assert scheme["type"] == "openIdConnect"
+
+
+def test_every_route_that_reads_an_idempotency_key_documents_the_header():
+    """A handler that calls `call.idempotency_key` takes the header: its route must say so, or
+    the OpenAPI document (and every client generated from it) never learns the key exists."""
+    import ast
+
+    from tools.bundle import FUNCTIONS_DIR
+
+    undeclared = []
+    for main in sorted(FUNCTIONS_DIR.glob("*/main.py")):
+        for node in ast.walk(ast.parse(main.read_text())):
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            reads = any(
+                isinstance(n, ast.Attribute) and n.attr == "idempotency_key" for n in ast.walk(node)
+            )
+            routes = [
+                d
+                for d in node.decorator_list
+                if isinstance(d, ast.Call) and ast.unparse(d.func) == "api.route"
+            ]
+            declared = any(
+                kw.arg == "headers" and "idempotency.HEADER" in ast.unparse(kw.value)
+                for d in routes
+                for kw in d.keywords
+            )
+            if reads and routes and not declared:
+                undeclared.append(f"{main.parent.name}.{node.name}")
+    assert not undeclared, f"routes reading Idempotency-Key without declaring it: {undeclared}"

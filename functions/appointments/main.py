@@ -31,7 +31,7 @@ from shared.appointments.rules import Status
 from shared.appointments.schedule import MAX_RANGE_DAYS
 from shared.identity.profile_fields import HHMM, Weekday, price_view
 from shared.payments.views import PaymentSummary
-from shared.platform import stored
+from shared.platform import idempotency, stored
 from shared.platform.context import Role
 from shared.platform.disclosure import Health, ResourceId
 from shared.platform.errors import BadRequest
@@ -229,7 +229,15 @@ def list_slots(call: Call) -> SlotList:
     return SlotList(doctor_uid=call.params["uid"], slot_minutes=schedule.slot_minutes, slots=slots)
 
 
-@api.route("POST", "/", body=BookIn, response=AppointmentOut, status=201, problems=(404, 409))
+@api.route(
+    "POST",
+    "/",
+    body=BookIn,
+    response=AppointmentOut,
+    status=201,
+    problems=(404, 409),
+    headers=(idempotency.HEADER,),
+)
 def book(call: Call) -> Reply:
     """Book a free slot: the appointment holds it, pending payment, for a limited time."""
     b: BookIn = call.body

@@ -22,7 +22,7 @@ import flask
 import functions_framework
 from pydantic import Field
 
-from shared.platform import stored
+from shared.platform import idempotency, stored
 from shared.platform.disclosure import Health, ResourceId
 from shared.platform.errors import NotFound
 from shared.platform.fields import DocId, Int
@@ -117,7 +117,15 @@ class OptionalReasonIn(Body):
     reason: str | None = Field(default=None, min_length=3, max_length=500)
 
 
-@api.route("POST", "/", body=WriteIn, response=PrescriptionOut, status=201, problems=(404, 409))
+@api.route(
+    "POST",
+    "/",
+    body=WriteIn,
+    response=PrescriptionOut,
+    status=201,
+    problems=(404, 409),
+    headers=(idempotency.HEADER,),
+)
 def write(call: Call) -> Reply:
     """Write a prescription for your appointment's patient (confirmed or completed only)."""
     b: WriteIn = call.body
