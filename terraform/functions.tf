@@ -77,6 +77,11 @@ locals {
       ]
       env = { CLOUD_TASKS_LOCATION = var.region } # the queue's location (schedule.tf)
     }
+    # Personal data (issue 27): consent, export, erasure (deletes Firebase Auth accounts).
+    "privacy" = {
+      trigger = "http", public = true, timeout = 300
+      secrets = ["audit-hash-key"]
+    }
     # notify sends, notifications retries and sweeps: both hold the senders' credentials.
     "notify" = {
       trigger = "event", on = "outbox", event = "created", timeout = 120

@@ -28,6 +28,8 @@ ALLOWED: dict[str, set[str]] = {
     # builds on payouts but workflows), so they sit above the features, below workflows.
     "payouts": LOWER | {"payments"},
     "workflows": LOWER | FEATURES | {"web", "payouts"},
+    # Personal data reads and erases every feature's records (issue 27): above the features.
+    "privacy": LOWER | FEATURES,
 }
 PURE = {"shared.appointments.schedule", "shared.payments.ledger"}
 IO_MODULES = ("shared.platform.clients", "shared.platform.store")

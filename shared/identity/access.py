@@ -13,9 +13,10 @@ change made outside the backend (an account disabled in the Firebase console) is
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from shared.identity import consent
 from shared.platform import clients, store
 from shared.platform.context import Role
 from shared.platform.errors import Unauthenticated
@@ -33,6 +34,9 @@ class AccessState:
     # Sign-ins (ID tokens, refresh tokens, session cookies) from before this are revoked.
     valid_after_ms: int
     deleted: bool = False
+    # The consents accepted ({document: version}, shared.identity.consent): written by the
+    # privacy room alone, never by Auth's paths, so neither a drift check nor a refresh sees it.
+    consents: dict[str, int] = field(default_factory=dict, compare=False)
 
     def refusal(self, auth_time: int) -> Unauthenticated | None:
         """Why a sign-in made at `auth_time` (seconds) may not act now, or None."""
@@ -104,6 +108,7 @@ def from_document(uid: str, d: dict[str, Any]) -> AccessState:
         disabled=bool(d.get("disabled")),
         valid_after_ms=int(d.get("validAfterMs") or 0),
         deleted=bool(d.get("deleted")),
+        consents=consent.accepted(d.get(consent.FIELD)),
     )
 
 
@@ -118,7 +123,8 @@ def get(uid: str, *, tx: Any = None) -> AccessState | None:
 
 
 def write(state: AccessState, *, tx: Any = None, by: str | None = None) -> None:
-    store.set(ref(state.uid), to_document(state), tx=tx, by=by)
+    # Merged: what Auth mirrors is replaced, the consents (not Auth's) are kept.
+    store.set(ref(state.uid), to_document(state), merge=True, tx=tx, by=by)
 
 
 def _auth() -> Any:

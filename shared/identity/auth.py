@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.identity import access, services, sessions, tokens
+from shared.identity import access, consent, services, sessions, tokens
 from shared.platform import clock, logs
 from shared.platform.context import Caller, Principal
 from shared.platform.errors import Forbidden, Unauthenticated
@@ -48,12 +48,16 @@ def authenticate(creds: Credentials, *, function: str) -> Caller:
     if creds.bearer is not None:
         if services.is_google_token(creds.bearer):
             return services.authenticate(creds.bearer, function=function)
-        return _bearer(creds.bearer)
-    assert creds.cookie is not None
-    return _cookie(creds.cookie)
+        principal, consents = _bearer(creds.bearer)
+    else:
+        assert creds.cookie is not None
+        principal, consents = _cookie(creds.cookie)
+    # On the record just read: no read of its own (service callers are never asked).
+    consent.check(principal.role, consents, function=function)
+    return principal
 
 
-def _bearer(token: str) -> Principal:
+def _bearer(token: str) -> tuple[Principal, dict[str, int]]:
     claims = tokens.verify(token, tokens.TokenKind.ID_TOKEN)
     auth_time = int(claims["auth_time"])
     account = access.load(claims["sub"])
@@ -63,7 +67,7 @@ def _bearer(token: str) -> Principal:
             "This account has no profile yet; exchange its ID token at POST /session first.",
             code="profile_missing",
         )
-    return Principal(
+    principal = Principal(
         uid=account.uid,
         email=account.email,
         role=account.role,
@@ -71,9 +75,10 @@ def _bearer(token: str) -> Principal:
         session_id=None,
         auth_time=auth_time,
     )
+    return principal, account.consents
 
 
-def _cookie(cookie: str) -> Principal:
+def _cookie(cookie: str) -> tuple[Principal, dict[str, int]]:
     claims = tokens.verify(cookie, tokens.TokenKind.SESSION_COOKIE)
     session = sessions.get(sessions.id_for_cookie(cookie))
     if session is None or session.uid != claims["sub"]:
@@ -87,18 +92,20 @@ def _cookie(cookie: str) -> Principal:
             "This session ended after a time without use; sign in again.", code="session_idle"
         )
     role, approved, email = session.role, session.approved, session.email
+    consents = session.consents
     if role is None:
         # A record from before sessions held the account: ask its access record this once.
         account = access.load(session.uid)
         account.check(int(claims["auth_time"]))
         role, approved, email = account.role, account.approved, account.email
+        consents = account.consents
         if role is None:
             raise Unauthenticated(
                 "This session is not known; sign in again.", code="session_unknown"
             )
     if session.due_for_touch(now):
         sessions.touch(session.id, now)
-    return Principal(
+    principal = Principal(
         uid=session.uid,
         email=email,
         role=role,
@@ -108,3 +115,4 @@ def _cookie(cookie: str) -> Principal:
         auth_time=int(claims["auth_time"]),
         session_expires_at=session.expires_at,
     )
+    return principal, consents

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from shared.identity import access
+from shared.identity import access, consent
 from shared.platform import clients, clock, pagination, settings, store
 from shared.platform.context import Role
 from shared.platform.errors import Unauthenticated
@@ -47,6 +47,8 @@ class SessionRecord:
     email: str | None = None
     started_at: datetime | None = None  # the sign-in this session descends from
     last_used_at: datetime | None = None
+    # The account's consents, mirrored as approval is (shared.identity.consent).
+    consents: dict[str, int] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -76,6 +78,7 @@ class SessionRecord:
             email=d.get("email"),
             started_at=d.get("startedAt"),
             last_used_at=d.get("lastUsedAt"),
+            consents=consent.accepted(d.get(consent.FIELD)),
         )
 
 
@@ -120,6 +123,7 @@ def _document(record: SessionRecord) -> dict[str, Any]:
         "email": record.email,
         "startedAt": record.started_at,
         "lastUsedAt": record.last_used_at,
+        consent.FIELD: record.consents,
     }
 
 
@@ -152,6 +156,7 @@ def _open(tx: Any, new: NewSession, *, expires_at: datetime, started_at: datetim
         email=account.email,
         started_at=started_at,
         last_used_at=now,
+        consents=account.consents,
     )
     store.create(_ref(record.id), _document(record), tx=tx, by=new.uid)
     return record
@@ -234,6 +239,11 @@ def revoke_all(uid: str, reason: EndReason = "access_changed") -> int:
 def grant_approval(uid: str) -> int:
     """Mark the user's live sessions approved (an admin approved the account just now)."""
     return _update_all_live(uid, {"approved": True})
+
+
+def mirror_consents(uid: str, consents: dict[str, int]) -> int:
+    """Write the account's consents into its live sessions (it accepted or withdrew one)."""
+    return _update_all_live(uid, {consent.FIELD: consents})
 
 
 def _update_all_live(uid: str, fields: dict[str, Any]) -> int:

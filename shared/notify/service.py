@@ -881,6 +881,7 @@ def unsubscribe(token: str) -> tuple[str, Category]:
         uid, category = rules.read_unsubscribe_token(key, token, clock.now())
     except rules.TokenRefused as exc:
         raise BadRequest(str(exc), code=exc.code) from None
+    _refuse_erased(uid)
     if category in rules.IGNORES_OPT_OUT:
         raise BadRequest("This kind of notice cannot be turned off.", code="category_always_sent")
     store.set(
@@ -899,9 +900,20 @@ def unsubscribe(token: str) -> tuple[str, Category]:
 def read_unsubscribe(token: str) -> tuple[str, Category]:
     key = settings.get().notify_signing_key.encode()
     try:
-        return rules.read_unsubscribe_token(key, token, clock.now())
+        uid, category = rules.read_unsubscribe_token(key, token, clock.now())
     except rules.TokenRefused as exc:
         raise BadRequest(str(exc), code=exc.code) from None
+    _refuse_erased(uid)
+    return uid, category
+
+
+def _refuse_erased(uid: str) -> None:
+    """An erased account's links name nobody any more (issue 27): refused as not valid."""
+    from shared.identity import access
+
+    state = access.get(uid)
+    if state is not None and state.deleted:
+        raise BadRequest("This link is not valid.", code="unsubscribe_token_invalid")
 
 
 def register_device(uid: str, token: str, platform: str) -> dict[str, Any]:

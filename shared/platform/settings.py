@@ -119,6 +119,23 @@ class Settings:
     audit_seal_lag_seconds: int = 60
     # Where sealed ranges are exported: gs://bucket/prefix, or a local directory (empty: none).
     audit_export_url: str = ""
+    # -- personal data (issue 27): consent, export, erasure and what is kept ------------------
+    # Requests need the current privacy notice (and a patient's health-data consent) accepted.
+    # CONSENT_REQUIRED=true/false; unset: on, except against the emulators (the local stack,
+    # whose tests and reference app predate consent: tests/test_privacy.py runs a gateway with
+    # it on). A deployed function never runs against the emulators.
+    consent_required: bool = True
+    # A closed account is erased this long after the request (it may be taken back until then).
+    erasure_cooling_off_days: int = 14
+    # What the law keeps after an erasure, counted from the record's last date (README
+    # "Personal data" gives the sources): medical records (visits, prescriptions), the books
+    # (orders, refunds, ledger, payouts, PayPal's events), and the audit log.
+    medical_retention_days: int = 20 * 365
+    financial_retention_days: int = 10 * 365
+    audit_retention_days: int = 6 * 365
+    # A request to export or erase is answered within this many days (GDPR Art. 12(3): one
+    # month; KVKK Art. 13(2): thirty days).
+    privacy_request_deadline_days: int = 30
 
     @property
     def auth_emulated(self) -> bool:
@@ -240,7 +257,21 @@ def load() -> Settings:
         audit_signing_key=os.environ.get("AUDIT_SIGNING_KEY", ""),
         audit_seal_lag_seconds=max(_int("AUDIT_SEAL_LAG_SECONDS", 60), 1),
         audit_export_url=os.environ.get("AUDIT_EXPORT_URL", "").strip(),
+        # -- personal data (issue 27) --
+        consent_required=_consent_required(),
+        erasure_cooling_off_days=max(_int("ERASURE_COOLING_OFF_DAYS", 14), 0),
+        medical_retention_days=max(_int("MEDICAL_RETENTION_DAYS", 20 * 365), 0),
+        financial_retention_days=max(_int("FINANCIAL_RETENTION_DAYS", 10 * 365), 0),
+        audit_retention_days=max(_int("AUDIT_RETENTION_DAYS", 6 * 365), 0),
+        privacy_request_deadline_days=min(max(_int("PRIVACY_REQUEST_DEADLINE_DAYS", 30), 1), 30),
     )
+
+
+def _consent_required() -> bool:
+    raw = os.environ.get("CONSENT_REQUIRED", "").strip().lower()
+    if raw:
+        return raw not in ("0", "false", "no", "off")
+    return not os.environ.get("FIRESTORE_EMULATOR_HOST")
 
 
 DEFAULT_PAYOUT_MINIMUMS = "USD:10.00,EUR:10.00,JPY:1000"

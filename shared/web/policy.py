@@ -104,6 +104,7 @@ FUNCTIONS: tuple[str, ...] = (
     "payments",
     "payouts",  # issue 15
     "notifications",
+    "privacy",  # issue 27
 )
 # Event functions (audit-trigger, notify) take CloudEvents, not routes: they have no entries here.
 
@@ -286,6 +287,28 @@ POLICY: dict[RouteKey, Rule] = {
     ("notifications", "GET", "/analytics"): allow(Role.ADMIN),
     # The sweep: Cloud Scheduler's job, and admins by hand.
     ("notifications", "POST", "/sweep"): allow(Role.ADMIN, services=(Service.SCHEDULER,)),
+    # -- personal data (issue 27) ------------------------------------------------------------
+    # Every account, approved or not, reads and accepts its notices, and exports or erases its
+    # own data (the consent gate lets these in: shared.identity.consent); a request is its
+    # owner's alone. Erasure runs on Cloud Scheduler (admins by hand); admins list requests.
+    ("privacy", "GET", "/notices"): signed_in(),
+    ("privacy", "GET", "/consents"): signed_in(),
+    ("privacy", "POST", "/consents"): signed_in(),
+    ("privacy", "POST", "/consents/withdraw"): signed_in(),
+    ("privacy", "POST", "/exports"): signed_in(),
+    ("privacy", "GET", "/exports/<request_id>"): signed_in(owner=OWN_UID, admin_sees_all=False),
+    ("privacy", "GET", "/exports/<request_id>/data"): signed_in(
+        owner=OWN_UID, admin_sees_all=False
+    ),
+    ("privacy", "GET", "/exports/<request_id>/fhir"): signed_in(
+        owner=OWN_UID, admin_sees_all=False
+    ),
+    ("privacy", "POST", "/erasure"): signed_in(),
+    ("privacy", "POST", "/erasure/<request_id>/cancel"): signed_in(
+        owner=OWN_UID, admin_sees_all=False
+    ),
+    ("privacy", "POST", "/erasure/run"): allow(Role.ADMIN, services=(Service.SCHEDULER,)),
+    ("privacy", "GET", "/requests"): allow(Role.ADMIN),
 }
 POLICY.update({(fn, "GET", "/openapi.json"): PUBLIC for fn in FUNCTIONS})
 

@@ -1,0 +1,282 @@
+"""Erasure: an account asks to be closed; after the cooling-off period the scheduled run
+(`POST /privacy/erasure/run`) erases it, following `rules.HOLDINGS`.
+
+What goes: the Firebase Auth account, the sessions (ended, then deleted), device tokens,
+preferences, the directory listing, the provider's setup (availability, clinic), the payout
+address, suppressions of its addresses, the event log's entries of it, replayable answers
+(idempotency); notices are cancelled and stripped of their addresses and contents; the profile
+is anonymized (uid, role and dates only) and the access record becomes a tombstone, so every
+token and cookie of the account is refused on its next request.
+
+What stays, as the law and the books require, is recorded in `legalHolds/{uid}`: which
+collections hold the account's records and until when (retention periods are settings). Those
+records are pseudonymous from then on: they name the account by its uid alone, which nothing
+links to a person any more. The audit log is append-only and kept whole.
+
+A provider with visits still to come or money still owed or in transit cannot be erased until
+those are settled: the request is refused (409 `erasure_blocked`), and a run that finds one
+blocked leaves it waiting and says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from shared.identity import access, sessions
+from shared.platform import clients, clock, logs, settings, store
+from shared.platform.context import Principal, Role
+from shared.platform.errors import Conflict, NotFound
+from shared.privacy import rules, service
+
+HOLDS = "legalHolds"
+MAX_DOCUMENTS_PER_RUN = 2000
+
+log = logs.get("alodoktor.privacy")
+
+
+def _db() -> Any:
+    return clients.db()
+
+
+def _any(collection: str, field: str, value: str, statuses: frozenset[str]) -> bool:
+    from google.cloud.firestore import FieldFilter
+
+    query = (
+        _db()
+        .collection(collection)
+        .where(filter=FieldFilter(field, "==", value))
+        .where(filter=FieldFilter("status", "in", sorted(statuses)))
+        .limit(1)
+    )
+    return any(True for _ in query.stream())
+
+
+def blockers(uid: str, role: str) -> list[str]:
+    """Why this account cannot be erased yet (empty: it can)."""
+    if role not in (Role.DOCTOR.value, Role.CLINIC.value, Role.PHARMACY.value):
+        return []
+    from shared.payments import ledger_store
+
+    found = []
+    if role == Role.DOCTOR.value and _any(
+        "appointments", "doctorUid", uid, rules.OPEN_APPOINTMENTS
+    ):
+        found.append("open_appointments")
+    if role == Role.CLINIC.value and _any("bookings", "clinicUid", uid, rules.OPEN_BOOKINGS):
+        found.append("open_bookings")
+    if _any("payouts", "providerUid", uid, rules.OPEN_PAYOUTS):
+        found.append("payouts_in_transit")
+    if role in (Role.DOCTOR.value, Role.CLINIC.value):
+        account = f"earnings:{role}:{uid}"
+        if any(v != 0 for v in ledger_store.balances(account).values()):
+            found.append("money_owed")
+    return found
+
+
+def _blocked(reasons: list[str]) -> Conflict:
+    return Conflict(
+        "Settle these first: " + ", ".join(reasons) + ".",
+        code="erasure_blocked",
+        reasons=reasons,
+    )
+
+
+def _open_request(uid: str) -> dict[str, Any] | None:
+    from google.cloud.firestore import FieldFilter
+
+    query = _db().collection(service.REQUESTS).where(filter=FieldFilter("uid", "==", uid))
+    for snap in query.limit(50).stream():
+        d = snap.to_dict() or {}
+        if d.get("kind") == "erasure" and d.get("state") in ("waiting", "running"):
+            return {**d, "id": snap.id}
+    return None
+
+
+def request(principal: Principal) -> tuple[dict[str, Any], bool]:
+    """Ask for the account's erasure; (the request, whether it is new)."""
+    existing = _open_request(principal.uid)
+    if existing is not None:
+        return existing, False
+    reasons = blockers(principal.uid, principal.role.value)
+    if reasons:
+        raise _blocked(reasons)
+    now = clock.now()
+    after = rules.erasure_due(now, settings.get().erasure_cooling_off_days)
+    return service.new_request(
+        principal, rules.RequestKind.ERASURE, rules.RequestState.WAITING, eraseAfter=after
+    ), True
+
+
+def cancel(principal: Principal, request: dict[str, Any]) -> dict[str, Any]:
+    if request.get("kind") != "erasure":
+        raise NotFound()
+    if request.get("state") != rules.RequestState.WAITING.value:
+        raise Conflict("This request can no longer be cancelled.", code="erasure_started")
+    update = {
+        "state": rules.RequestState.CANCELLED.value,
+        "eraseAfter": None,
+        "completedAt": clock.now(),
+        "handledBy": principal.uid,
+    }
+    store.update(service.request_ref(request["id"]), update, by=principal.uid)
+    return {**request, **update}
+
+
+# -- the scheduled run ----------------------------------------------------------------------
+
+
+def due(limit: int) -> list[dict[str, Any]]:
+    from google.cloud.firestore import FieldFilter
+
+    query = (
+        _db()
+        .collection(service.REQUESTS)
+        .where(filter=FieldFilter("eraseAfter", "<=", clock.now()))
+        .order_by("eraseAfter")
+        .limit(limit)
+    )
+    return [{**(s.to_dict() or {}), "id": s.id} for s in query.stream()]
+
+
+def run(limit: int, actor: str) -> dict[str, Any]:
+    erased: list[str] = []
+    blocked: list[str] = []
+    going_on: list[str] = []
+    for req in due(limit):
+        reasons = blockers(req["uid"], str(req.get("role")))
+        if reasons:
+            store.update(service.request_ref(req["id"]), {"blockedBy": reasons}, by=actor)
+            blocked.append(req["id"])
+            continue
+        finished = erase(req["uid"], str(req.get("role")), req["id"], actor)
+        (erased if finished else going_on).append(req["id"])
+    return {"erased": erased, "blocked": blocked, "continuing": going_on}
+
+
+def _delete_auth(uid: str) -> None:
+    from firebase_admin import auth
+
+    with contextlib.suppress(auth.UserNotFoundError):
+        auth.delete_user(uid, app=clients.firebase_app())
+
+
+def _docs(holding: rules.Holding, uid: str, limit: int) -> list[Any]:
+    from google.cloud.firestore import FieldFilter
+
+    collection = _db().collection(holding.collection)
+    found: dict[str, Any] = {}
+    if holding.by_id:
+        snap = collection.document(uid).get()
+        if snap.exists:
+            found[snap.reference.path] = snap
+    for field in holding.fields:
+        for snap in collection.where(filter=FieldFilter(field, "==", uid)).limit(limit).stream():
+            found[snap.reference.path] = snap
+    return list(found.values())
+
+
+def erase(uid: str, role: str, request_id: str, actor: str) -> bool:
+    """Erase what `rules.HOLDINGS` says; True when done (else the next run goes on)."""
+    store.update(
+        service.request_ref(request_id), {"state": rules.RequestState.RUNNING.value}, by=actor
+    )
+    profile_snap = _db().collection("users").document(uid).get()
+    profile = (profile_snap.to_dict() or {}) if profile_snap.exists else {}
+    _delete_auth(uid)
+    access.write(access.deleted(uid), by=actor)
+    sessions.revoke_all(uid)
+    held: dict[str, int] = {}
+    budget = MAX_DOCUMENTS_PER_RUN
+    for holding in rules.HOLDINGS:
+        if holding.collection in ("access", "privacyRequests", "consents", "legalHolds"):
+            continue
+        snaps = _docs(holding, uid, budget)
+        budget -= len(snaps)
+        for snap in snaps:
+            _treat(holding, snap, uid, actor)
+        if holding.treatment == "hold" and snaps:
+            held[holding.collection] = held.get(holding.collection, 0) + len(snaps)
+        if budget <= 0:
+            return False
+    _suppressions(profile)
+    _hold(uid, held, actor)
+    store.update(
+        service.request_ref(request_id),
+        {
+            "state": rules.RequestState.DONE.value,
+            "eraseAfter": None,
+            "completedAt": clock.now(),
+            "handledBy": actor,
+        },
+        by=actor,
+    )
+    log.info("account %s erased", uid)
+    return True
+
+
+def _treat(holding: rules.Holding, snap: Any, uid: str, actor: str) -> None:
+    data = snap.to_dict() or {}
+    if holding.treatment == "delete":
+        store.delete(snap.reference, by=actor)
+    elif holding.treatment == "anonymize":  # the profile
+        kept = {k: v for k, v in data.items() if k in rules.KEPT_PROFILE_FIELDS}
+        store.set(
+            snap.reference, {**kept, "uid": uid, "erased": True, "erasedAt": clock.now()}, by=actor
+        )
+    elif holding.treatment == "scrub":
+        # A notice: stopped (shared.platform.outbox's cancellation), its address and content gone.
+        update: dict[str, Any] = {f: None for f in holding.scrubbed if f in data}
+        if not data.get("cancelled"):
+            update |= {"cancelled": True, "cancelledAt": clock.now()}
+        if update:
+            store.update(snap.reference, update, by=actor)
+
+
+def _suppressions(profile: dict[str, Any]) -> None:
+    from shared.notify import rules as notify_rules
+
+    for channel, address in (
+        (notify_rules.Channel.EMAIL, profile.get("email")),
+        (notify_rules.Channel.SMS, profile.get("phone")),
+    ):
+        if isinstance(address, str) and address:
+            ref = (
+                _db().collection("suppressions").document(notify_rules.address_id(channel, address))
+            )
+            store.delete(ref, by="system")
+
+
+def _hold(uid: str, held: dict[str, int], actor: str) -> None:
+    s = settings.get()
+    now = clock.now()
+    days: dict[rules.Retention, int] = {
+        "medical": s.medical_retention_days,
+        "financial": s.financial_retention_days,
+        "audit": s.audit_retention_days,
+    }
+    kinds = {h.collection: h.retention for h in rules.HOLDINGS if h.retention}
+    store.set(
+        _db().collection(HOLDS).document(uid),
+        {
+            "uid": uid,
+            "createdAt": now,
+            "collections": {
+                c: {
+                    "count": n,
+                    "retention": kinds[c],
+                    "until": rules.retention_end(now, kinds[c], days),
+                }
+                for c, n in held.items()
+            },
+            # Always kept: the books by account name and the audit log.
+            "books": {
+                "retention": "financial",
+                "until": rules.retention_end(now, "financial", days),
+                "accounts": list(rules.ledger_accounts(uid)),
+            },
+            "auditLog": {"retention": "audit", "until": rules.retention_end(now, "audit", days)},
+        },
+        merge=True,
+        by=actor,
+    )

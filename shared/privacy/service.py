@@ -1,0 +1,199 @@
+"""Requests about personal data (`privacyRequests`, audited): exports and their pages, and the
+admins' list with each request's legal deadline, state and who handled it.
+
+An export is made as it is downloaded: each page is one bounded walk (`PAGE_DOCUMENTS`
+documents at most) along `rules.steps`, from the cursor the last page gave, so no request does
+unbounded work whatever the account holds; the request records how far its download got
+(`progress`). The JSON pages carry every document as stored; the FHIR pages carry the clinical
+records (the profile as Patient or Practitioner, appointments, prescriptions as
+MedicationRequests) as an R4 Bundle of type `collection`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shared.platform import clients, clock, pagination, settings, store
+from shared.platform.context import Principal
+from shared.platform.errors import BadRequest
+from shared.privacy import rules
+
+REQUESTS = "privacyRequests"
+PAGE_DOCUMENTS = 200  # documents read per page, at most
+READS_PER_DOCUMENT = 50  # read entries shown per health record per page, at most
+
+
+def _db() -> Any:
+    return clients.db()
+
+
+def request_ref(request_id: str) -> Any:
+    return _db().collection(REQUESTS).document(request_id)
+
+
+def get_request(request_id: str) -> dict[str, Any] | None:
+    snap = request_ref(request_id).get()
+    return ({**(snap.to_dict() or {}), "id": snap.id}) if snap.exists else None
+
+
+def new_request(
+    principal: Principal, kind: rules.RequestKind, state: rules.RequestState, **extra: Any
+) -> dict[str, Any]:
+    now = clock.now()
+    ref = _db().collection(REQUESTS).document()
+    doc = {
+        "uid": principal.uid,
+        "role": principal.role.value,
+        "kind": kind.value,
+        "state": state.value,
+        "requestedAt": now,
+        "dueAt": rules.deadline(now, settings.get().privacy_request_deadline_days),
+        "handledBy": None,
+        "completedAt": None,
+        "progress": None,
+        **extra,
+    }
+    store.create(ref, doc, by=principal.uid)
+    return {**doc, "id": ref.id}
+
+
+# -- export pages -------------------------------------------------------------------------------
+
+
+@dataclass
+class Record:
+    collection: str
+    id: str
+    data: dict[str, Any]
+    health: bool = False
+
+
+@dataclass
+class ExportPage:
+    records: list[Record]
+    next_cursor: str | None
+    step: int
+    steps: int
+
+
+def _query_step(step: rules.Step, after: str | None, limit: int) -> list[Any]:
+    from google.cloud.firestore import FieldFilter
+
+    collection = _db().collection(step.collection)
+    if step.field is None:
+        if after is not None:
+            return []
+        snap = collection.document(step.value).get()
+        return [snap] if snap.exists else []
+    query = collection.where(filter=FieldFilter(step.field, "==", step.value)).order_by("__name__")
+    if after is not None:
+        query = query.start_after(collection.document(after))
+    return list(query.limit(limit).stream())
+
+
+def _reads_of(path: str) -> list[Any]:
+    from google.cloud.firestore import FieldFilter, Query
+
+    query = (
+        _db()
+        .collection("audit")
+        .where(filter=FieldFilter("action", "==", "read"))
+        .where(filter=FieldFilter("resource", "==", path))
+        .order_by("at", direction=Query.DESCENDING)
+        .limit(READS_PER_DOCUMENT)
+    )
+    return list(query.stream())
+
+
+def export_page(uid: str, cursor: str | None, *, clinical_only: bool = False) -> ExportPage:
+    """Up to PAGE_DOCUMENTS of what is held about `uid`, from `cursor` on."""
+    walk = rules.steps(uid)
+    try:
+        at = rules.decode_cursor(cursor, len(walk))
+    except rules.BadCursor:
+        raise BadRequest(
+            "This cursor is not one this export gave.", code="invalid_cursor"
+        ) from None
+    records: list[Record] = []
+    budget = PAGE_DOCUMENTS
+    index, after = at.step, at.after
+    while index < len(walk) and budget > 0:
+        step = walk[index]
+        if clinical_only and (step.reads or step.collection not in _CLINICAL):
+            index, after = index + 1, None
+            continue
+        # A health record brings up to READS_PER_DOCUMENT read entries: fewer records a page.
+        limit = min(budget, PAGE_DOCUMENTS // 10) if step.reads else budget
+        snaps = _query_step(step, after, limit)
+        for snap in snaps:
+            if step.reads:
+                path = f"{step.collection}/{snap.id}"
+                for read in _reads_of(path):
+                    records.append(Record("audit", read.id, rules.plain(read.to_dict() or {})))
+            else:
+                data = rules.plain(snap.to_dict() or {})
+                records.append(Record(step.collection, snap.id, data, step.health))
+        budget -= len(snaps) * (10 if step.reads else 1)
+        if step.field is not None and snaps and len(snaps) == limit:
+            after = snaps[-1].id  # maybe more: this step goes on from here
+            if budget <= 0:
+                break
+            continue
+        index, after = index + 1, None
+    done = index >= len(walk)
+    next_cursor = None if done else rules.encode_cursor(rules.Cursor(index, after))
+    return ExportPage(records, next_cursor, index, len(walk))
+
+
+_CLINICAL = frozenset({"users", "appointments", "prescriptions"})
+
+
+def fhir_resources(uid: str, role: str, records: list[Record]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for r in records:
+        if r.collection == "users":
+            out.append(
+                rules.patient(uid, r.data) if role == "patient" else rules.practitioner(uid, r.data)
+            )
+        elif r.collection == "appointments":
+            out.append(rules.appointment(r.id, r.data))
+        elif r.collection == "prescriptions":
+            out += rules.medication_requests(r.id, r.data)
+    known = {res["id"] for res in out if res["resourceType"] == "Practitioner"}
+    for practitioner in dict.fromkeys(rules.referenced_practitioners(out)):
+        if practitioner not in known:
+            out.append({"resourceType": "Practitioner", "id": practitioner})
+            known.add(practitioner)
+    return out
+
+
+def record_progress(request_id: str, page: ExportPage, by: str) -> None:
+    """How far the request's download got (a write only when a page moved it on)."""
+    done = page.next_cursor is None
+    update: dict[str, Any] = {"progress": {"step": page.step, "steps": page.steps}}
+    if done:
+        update |= {
+            "state": rules.RequestState.DONE.value,
+            "completedAt": clock.now(),
+            "handledBy": by,
+        }
+    store.update(request_ref(request_id), update, by=by)
+
+
+# -- the admins' list ---------------------------------------------------------------------------
+
+
+def list_requests(
+    *, state: str | None, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    from google.cloud.firestore import FieldFilter, Query
+
+    collection = _db().collection(REQUESTS)
+    query: Any = collection
+    if state:
+        query = query.where(filter=FieldFilter("state", "==", state))
+    snaps, next_cursor = pagination.run_page(
+        collection, query, [("requestedAt", Query.DESCENDING)], limit=limit, cursor=cursor
+    )
+    return [{**(s.to_dict() or {}), "id": s.id} for s in snaps], next_cursor
