@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: dev test lint typecheck deploy-check pytest bench clean client web chromium
+.PHONY: dev test lint typecheck deploy-check pytest bench clean client web chromium docs docs-check
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -102,6 +102,7 @@ test:
 	$(MAKE) --no-print-directory lint || status=1; \
 	$(MAKE) --no-print-directory typecheck || status=1; \
 	$(MAKE) --no-print-directory deploy-check || status=1; \
+	$(MAKE) --no-print-directory docs-check || status=1; \
 	$(MAKE) --no-print-directory pytest || status=1; \
 	exit $$status
 
@@ -114,6 +115,19 @@ deploy-check: $(CHECKOV_VENV)/.installed $(IAC_VENV)/.installed
 	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download \
 		--framework terraform dockerfile -d terraform -d ci
 	$(IAC_VENV)/bin/check-jsonschema --builtin-schema vendor.cloudbuild cloudbuild.yaml
+
+# The docs site (mkdocs.yml, docs/): guides, and reference generated from the code
+# (python -m tools.docs_reference; tests/test_docs_reference.py fails when it is stale).
+# `make docs` builds it and serves it at http://127.0.0.1:8000, rebuilding on change;
+# docs-check builds it in strict mode (a broken link or a page left out fails), offline: Mermaid
+# comes from node_modules (tools/mkdocs_hooks.py), no web fonts.
+DOCS_PORT ?= 8000
+docs: $(VENV)/.installed node_modules/.installed
+	$(VENV)/bin/mkdocs build --strict --quiet
+	$(VENV)/bin/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
+
+docs-check: $(VENV)/.installed node_modules/.installed
+	$(VENV)/bin/mkdocs build --strict --quiet
 
 # The benches serve functions from a venv of the deployed requirements alone (plus the naive
 # baseline's libraries, bench/requirements.txt): the dev venv's tools change what some

@@ -1,11 +1,13 @@
-"""The README's generated blocks: facts written once in code or Terraform, copied here by this
-tool and never by hand, so the README cannot drift from them.
+"""Generated blocks of hand-written pages: facts written once in code or Terraform, copied
+into the page by this tool and never by hand, so the page cannot drift from them. Cloud
+Scheduler's jobs (once in the README) are on the docs site's page of jobs and triggers.
 
-    python -m tools.readme_facts          # rewrite the blocks in README.md
+    python -m tools.readme_facts          # rewrite the blocks in PAGE
     python -m tools.readme_facts --check  # exit 1 if a block differs from what this makes
 
 A block sits between `<!-- generated:NAME -->` and `<!-- /generated:NAME -->`;
 tests/test_readme_facts.py fails when a committed block is not what this tool makes.
+tools/docs_reference.py fills the docs site's other blocks the same way (`fill`), these too.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from tools import schedules
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "reference" / "schedules.md"
 
 
 def scheduler_jobs() -> str:
@@ -56,35 +58,40 @@ def _block(name: str) -> re.Pattern[str]:
     )
 
 
-def render(text: str) -> str:
-    """The README with every generated block made anew."""
-    for name, make in BLOCKS.items():
+def fill(text: str, bodies: dict[str, str]) -> str:
+    """`text` with each named block's body replaced; a block that is not there is an error."""
+    for name, body in bodies.items():
         pattern = _block(name)
         if not pattern.search(text):
-            raise ValueError(f"README.md has no block {name!r}")
-        body = make()
+            raise ValueError(f"no generated block {name!r}")
 
-        def fill(found: re.Match[str], body: str = body) -> str:
+        def put(found: re.Match[str], body: str = body) -> str:
             return found.group(1) + body + "\n" + found.group(3)
 
-        text = pattern.sub(fill, text)
+        text = pattern.sub(put, text)
     return text
+
+
+def render(text: str) -> str:
+    """The page with every one of this tool's blocks made anew."""
+    return fill(text, {name: make() for name, make in BLOCKS.items()})
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="only say whether it is current")
     args = parser.parse_args(argv)
-    current = README.read_text()
+    current = PAGE.read_text()
     made = render(current)
+    where = PAGE.relative_to(ROOT)
     if args.check:
         if made != current:
-            print("README.md's generated blocks are stale: python -m tools.readme_facts")
+            print(f"{where}'s generated blocks are stale: python -m tools.readme_facts")
             return 1
         return 0
     if made != current:
-        README.write_text(made)
-        print("README.md: generated blocks rewritten")
+        PAGE.write_text(made)
+        print(f"{where}: generated blocks rewritten")
     return 0
 
 
