@@ -10,6 +10,7 @@ reports where every loaded module came from.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
 import shutil
@@ -110,12 +111,18 @@ class Server:
             self.process.wait(timeout=5)
 
 
-def _start(cwd: Path, env: dict[str, str], target: str, source: str = "main.py") -> Server:
+def _start(
+    cwd: Path,
+    env: dict[str, str],
+    target: str,
+    source: str = "main.py",
+    flags: tuple[str, ...] = (),
+) -> Server:
     port = _free_port()
     log = cwd.parent / f"{cwd.name}-{target}.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            bundle.serve_command(target, port, source=source),
+            bundle.serve_command(target, port, source=source, flags=flags),
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -128,10 +135,14 @@ def _start(cwd: Path, env: dict[str, str], target: str, source: str = "main.py")
 
 @contextlib.contextmanager
 def _served(
-    cwd: Path, env: dict[str, str], target: str, source: str = "main.py"
+    cwd: Path,
+    env: dict[str, str],
+    target: str,
+    source: str = "main.py",
+    flags: tuple[str, ...] = (),
 ) -> Iterator[Server]:
     """`target` served from `cwd`, once it answers any request; always stopped after."""
-    server = _start(cwd, env, target, source)
+    server = _start(cwd, env, target, source, flags)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -226,6 +237,36 @@ def _source_files(root: Path) -> set[str]:
     }
 
 
+def _with_bytecode(files: set[str]) -> set[str]:
+    """`files` and, beside every module, the .pyc tools/bundle.py compiles for the runtime."""
+    return files | {importlib.util.cache_from_source(f) for f in files if f.endswith(".py")}
+
+
+# Libraries none of these first requests needs (README "Dependencies": each is imported where
+# it is used): loading one on the way would cost every cold start its import. (firebase-admin,
+# and cryptography with it, is not among them: an account's very first request makes its access
+# record from its Auth record, and these accounts are new; bench.coldstart warms its accounts
+# first and holds every function's first request to the floor's time and memory.)
+DEFERRED = (
+    "google.cloud.tasks_v2",  # payout runs that enqueue
+    "shared.integrations.cloud_tasks",
+    "google.cloud.storage",  # the audit export
+    "shared.audit.export",
+    "google.cloud.logging",  # not used at all: logs are JSON lines on stdout
+)
+_CODE_FROM = re.compile(r"^# code object from '?(?P<path>[^']+)'?$", re.MULTILINE)
+_IMPORTED = re.compile(r"^import '(?P<name>[\w.]+)' #", re.MULTILINE)
+
+
+def _code_loaded(verbose_log: str, bundle_dir: Path) -> tuple[list[str], list[str]]:
+    """From a `python -v` log: the bundle's modules whose code came from a .pyc, and those
+    compiled from source at run time (paths relative to the bundle)."""
+    here = str(bundle_dir.resolve())
+    real = (os.path.realpath(m["path"]) for m in _CODE_FROM.finditer(verbose_log))
+    paths = [os.path.relpath(p, here) for p in real if p.startswith(here + os.sep)]
+    return [p for p in paths if p.endswith(".pyc")], [p for p in paths if not p.endswith(".pyc")]
+
+
 def _from_repo(paths: list[str], bundle_dir: Path) -> list[str]:
     """Those of `paths` inside the repository but neither in the venv nor the bundle."""
     return [
@@ -241,8 +282,9 @@ def _from_repo(paths: list[str], bundle_dir: Path) -> list[str]:
 def test_function_serves_from_its_bundle_alone(stack: Stack, tmp_path: Path, name: str) -> None:
     out = bundle.build(name, tmp_path / "bundle")
 
-    # Exactly the function folder, the shared package and the pinned requirements.
-    assert _bundle_files(out) == (
+    # Exactly the function folder, the shared package and the pinned requirements, and the
+    # bytecode of every module in them.
+    assert _bundle_files(out) == _with_bytecode(
         _source_files(bundle.FUNCTIONS_DIR / name)
         | {f"shared/{f}" for f in _source_files(bundle.SHARED_DIR)}
         | {"requirements.txt"}
@@ -256,7 +298,8 @@ def test_function_serves_from_its_bundle_alone(stack: Stack, tmp_path: Path, nam
 
     env = _child_env(stack)
     target = bundle.target_of(name)
-    with _served(out, env, target) as server:
+    # Served with -v: the interpreter names where each module's code came from.
+    with _served(out, env, target, flags=("-v",)) as server:
         base = server.base
         if _is_http(out):
             response = requests.get(base + "/openapi.json", timeout=30)
@@ -270,6 +313,18 @@ def test_function_serves_from_its_bundle_alone(stack: Stack, tmp_path: Path, nam
             check = AUTHENTICATED.get(name, _check_any_signed_in_get)
             if check is not None:
                 check(stack, name, base, doc)
+
+    # Every module of the bundle that starting and those first requests loaded came from the
+    # bundled bytecode: none was compiled at run time (as a cold instance would, every time).
+    verbose = server.output()
+    from_pyc, compiled = _code_loaded(verbose, out)
+    assert not compiled, f"compiled from source at run time, not loaded from the bundle: {compiled}"
+    assert importlib.util.cache_from_source("main.py") in from_pyc, from_pyc
+    assert any(p.startswith("shared/") for p in from_pyc), from_pyc
+    imported = {m["name"] for m in _IMPORTED.finditer(verbose)}
+    assert imported, "no import lines: was the function served with -v?"
+    loaded = sorted(n for n in imported if n.startswith(DEFERRED))
+    assert not loaded, f"{name}'s first requests loaded deferred libraries: {loaded}"
 
     # Where the served process found its code: the bundle and the venv, never the repository.
     (out / "_bundle_probe.py").write_text(PROBE % {"packages": REPO_PACKAGES})
