@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="one JSON object at the end")
     parser.add_argument("--strict", action="store_true", help="exit 1 on a missed target")
-    parser.add_argument("--rounds", type=int, default=3, help="cold-start rounds (3)")
+    parser.add_argument("--rounds", type=int, default=5, help="cold-start rounds (5)")
     parser.add_argument("--requests", type=int, default=150, help="warm requests per phase (150)")
     parser.add_argument("--seconds", type=float, default=60, help="length of the load run (60)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

@@ -1,7 +1,7 @@
 """Cold start of every function against the floor, the naive function and hello-world, all
 measured in the same run.
 
-    python -m bench.coldstart [--rounds N] [--json] [--strict]
+    python -m bench.coldstart [--rounds N] [--only f,g] [--no-bytecode] [--json] [--strict]
 
 Each measurement is one new process serving a bundle (tools/bundle.py, the deployable unit) with
 functions-framework, timed from just before it is spawned to the end of its first answered
@@ -21,14 +21,22 @@ Baselines, each a one-file function served the same way:
   hello-world  a function that answers a constant: the process and framework alone
 
 Target: each function's first authenticated request, and its peak memory, within TARGET_RATIO
-of the floor's median. A miss is reported per row; only --strict makes it the exit status.
-Rounds interleave all processes (in a shuffled order) so drift of the machine hits every row
-alike; one unreported warm-up round first fills the page cache so the first process measured
-does not pay for everyone's disk reads (and leaves the bundles' bytecode compiled, as a bundle
-shipping it would be). Peak RSS is the largest VmHWM in the server's process group (gunicorn's
-worker, which serves) after the first request; CPU is the user + system time of that group up
-to the answer, the steadier figure when the machine is shared. Functions are served by the
-deployed requirements alone when `make bench` has built them (bench/serving.py).
+of the floor's median (of 5 rounds by default). A miss is reported per row; only --strict makes
+it the exit status. Rounds interleave all processes (in a shuffled order) so drift of the
+machine hits every row alike; one unreported warm-up round first fills the page cache so the
+first process measured does not pay for everyone's disk reads.
+
+Bytecode is what a deployed instance has: each bundle carries the .pyc files tools/bundle.py
+compiled into it, the one-file baselines get theirs compiled the same way, and no served process
+writes any (`python -B`, bundle.serve_command), since a cold instance keeps nothing a previous
+one compiled. --no-bytecode serves the functions' bundles without their .pyc files instead
+(every cold start compiles its modules, as a bundle without them would in production; the
+baselines keep theirs): the difference is what the bundled bytecode saves.
+
+Peak RSS is the largest VmHWM in the server's process group (gunicorn's worker, which serves)
+after the first request; CPU is the user + system time of that group up to the answer, the
+steadier figure when the machine is shared. Functions are served by the deployed requirements
+alone when `make bench` has built them (bench/serving.py).
 """
 
 from __future__ import annotations
@@ -308,7 +316,12 @@ def render(results: dict[str, Any]) -> str:
             rows.append(_cells(f"{name}  {mode}", row, _verdict(row)))
     lines = [
         f"Cold start: spawn -> first answered request; {results['rounds']} rounds "
-        "(+1 warm-up, not counted), interleaved; medians",
+        "(+1 warm-up, not counted), interleaved; medians; "
+        + (
+            "bundles with their compiled bytecode"
+            if results.get("bytecode", True)
+            else "bundles WITHOUT bytecode (--no-bytecode: every module compiled at start)"
+        ),
         f"target: each function's first request and peak memory within {TARGET_RATIO:g}x the "
         "floor's (a function verifying a token and reading one document, imports deferred); "
         "CPU: user+system time of the server's processes up to the answer, steadier than the "
@@ -351,12 +364,22 @@ def _missing_naive_extras() -> list[str]:
 
 
 def _one_file_function(source: Path, directory: Path) -> Path:
+    """A baseline served as a bundle is: its main.py with its bytecode compiled beside it."""
     directory.mkdir(parents=True)
     shutil.copyfile(source, directory / "main.py")
+    bundle.compile_bytecode(directory)
     return directory
 
 
-def run(rounds: int, progress: bool = True, only: set[str] | None = None) -> dict[str, Any]:
+def _without_bytecode(root: Path) -> Path:
+    for cache in sorted(root.rglob("__pycache__"), reverse=True):
+        shutil.rmtree(cache)
+    return root
+
+
+def run(
+    rounds: int, progress: bool = True, only: set[str] | None = None, bytecode: bool = True
+) -> dict[str, Any]:
     say = Progress(progress)
     started_on = machine()
     missing = _missing_naive_extras()
@@ -374,6 +397,7 @@ def run(rounds: int, progress: bool = True, only: set[str] | None = None) -> dic
         hello_dir = work / "hello"
         hello_dir.mkdir()
         (hello_dir / "main.py").write_text(HELLO)
+        bundle.compile_bytecode(hello_dir)
         floor_dir = _one_file_function(FLOOR_SOURCE, work / "floor")
         naive_dir = _one_file_function(NAIVE_SOURCE, work / "naive")
         # HTTP functions only: an event function (audit-trigger) answers CloudEvents, not routes.
@@ -384,6 +408,8 @@ def run(rounds: int, progress: bool = True, only: set[str] | None = None) -> dic
             and (only is None or n in only)
         ]
         bundles = {n: bundle.build(n, work / "bundles" / n) for n in names}
+        if not bytecode:
+            bundles = {n: _without_bytecode(d) for n, d in bundles.items()}
 
         say("starting the Firestore and Auth emulators ...")
         stack.start(gateway=False)
@@ -425,9 +451,9 @@ def run(rounds: int, progress: bool = True, only: set[str] | None = None) -> dic
             label = f"{n}  POST {path} {{}} (bearer, 400)"
             probes.append(Probe(label, probe.cwd, probe.target, path, role, "POST", b"{}", 400))
         users = {p.role: create_user(stack, role=p.role) for p in probes if p.role is not None}
-        # Every signed-in request once too, uncounted: it compiles the bytecode of the modules
-        # only a request imports, and does whatever a first request of an account does once
-        # (an account made before its access record gets one on its first request).
+        # Every signed-in request once too, uncounted: it does whatever a first request of an
+        # account does once (an account made before its access record gets one on its first
+        # request), and reads from disk what only a request imports.
         warm_tokens = {role: id_token(stack, user) for role, user in users.items()}
         signed_in = [(p, p.role) for p in probes if p.role is not None]
         for i, (probe, role) in enumerate(signed_in):
@@ -480,6 +506,7 @@ def run(rounds: int, progress: bool = True, only: set[str] | None = None) -> dic
         }
         return {
             "rounds": rounds,
+            "bytecode": bytecode,
             "target_ratio": TARGET_RATIO,
             "machine": [started_on, machine()],
             "served_by": serving.description(),
@@ -497,19 +524,25 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--rounds", type=int, default=3, help="measured rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="measured rounds (default 5)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 when any row misses the target"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.add_argument("--only", help="comma-separated function names (default: all)")
+    parser.add_argument(
+        "--no-bytecode",
+        action="store_true",
+        help="serve the functions' bundles without their .pyc files (what the bytecode saves)",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     try:
         only = {n.strip() for n in args.only.split(",") if n.strip()} if args.only else None
-        results = run(args.rounds, progress=not args.quiet, only=only)
+        bytecode = not args.no_bytecode
+        results = run(args.rounds, progress=not args.quiet, only=only, bytecode=bytecode)
     except (BenchError, StackError) as exc:
         print(f"coldstart: error: {exc}", file=sys.stderr)
         return 1

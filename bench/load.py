@@ -1,7 +1,7 @@
 """A bounded load run of the whole day on the local stack, then the books checked.
 
-    python -m bench.load [--seconds 60] [--patients 12] [--doctors 3] [--clinics 2]
-                         [--workers 4] [--json] [--strict]
+    python -m bench.load [--seconds 60] [--floor-seconds 20] [--patients 12] [--doctors 3]
+                         [--clinics 2] [--workers 4] [--json] [--strict]
 
 Starts the local stack on free ports (Firestore and Auth emulators, the PayPal simulator, the
 gateway and the event relay, as `make dev` does), makes the accounts, then lets simulated
@@ -21,25 +21,35 @@ within a second of the last time, whose ID token would be the same):
             day's queue, sign out
 
 Reported: requests per second, p50/p99 per route, answers by status; 5xx and answers no route
-documents for that step are errors. When the time is up (and the relay has delivered every
-change to the audit trigger) the books are checked in Firestore and at PayPal: no two live
-appointments on one doctor's slot, no window over its capacity, no order paid twice (one
-PayPal capture per captured order, one payment transaction in the ledger per order, every
-transaction balanced), and the audit log whole: sealed into checkpoints (POST /audit/seal until
-nothing is left), the scheduled consistency check clean (POST /audit/check), and the chain of
-checkpoints verified with every entry the run wrote inside it (GET /audit/verify).
-Targets: zero 5xx, zero double bookings or captures, the chain whole. --strict makes a miss
-the exit status.
+documents for that step are errors. Beside the day, in the same run, the floor load: the floor
+function (bench/floor_function.py: verify the ID token, read one document) served as the
+gateway serves every function (functions-framework's app factory under werkzeug's threaded
+server, one process, the same interpreter) and driven by as many worker threads, each sending
+its signed-in GET one after another, half of --floor-seconds before the day and half after (so
+a machine growing busier during the run weighs on both alike). The day's throughput and its
+p50/p99 over every backend request are reported as ratios to the floor's: figures a reader can
+compare between runs and machines, where absolute ones move with how busy the machine is.
+When the time is up (and the relay has delivered every change to the audit trigger) the books
+are checked in Firestore and at PayPal: no two live appointments on one doctor's slot, no
+window over its capacity, no order paid twice (one PayPal capture per captured order, one
+payment transaction in the ledger per order, every transaction balanced), and the audit log
+whole: sealed into checkpoints (POST /audit/seal until nothing is left), the scheduled
+consistency check clean (POST /audit/check), and the chain of checkpoints verified with every
+entry the run wrote inside it (GET /audit/verify). Targets: zero 5xx (the floor's too), zero
+double bookings or captures, the chain whole. --strict makes a miss the exit status.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
 import random
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -55,12 +65,29 @@ from zoneinfo import ZoneInfo
 
 import requests
 
-from bench.report import Progress, machine, machine_line, percentile, table
+from bench.report import Progress, machine, machine_line, percentile, ratio, table
 from bench.requests import AVAILABILITY, CLINIC_SETUP
 from dev.stack import Ports, Stack, StackError
 from shared.platform.context import Role
 
 SETTLE_SECONDS = 90.0  # at most, for the relay to deliver every change before the checks
+FLOOR_SOURCE = Path(__file__).resolve().parent / "floor_function.py"
+FLOOR_ROUTE = "GET / (floor)"
+# The floor function served as dev/gateway.py serves each function: functions-framework's app
+# factory, werkzeug's threaded server, no access log.
+FLOOR_SERVER = """
+import sys
+import functions_framework
+from werkzeug.serving import WSGIRequestHandler, run_simple
+
+class Quiet(WSGIRequestHandler):
+    def log_request(self, code="-", size="-"):
+        pass
+
+app = functions_framework.create_app(target="floor", source=sys.argv[1])
+run_simple("127.0.0.1", int(sys.argv[2]), app, threaded=True, use_reloader=False,
+           request_handler=Quiet)
+"""
 PAST_VISITS_PER_DOCTOR = 6
 CLINIC_ZONE = ZoneInfo(str(CLINIC_SETUP["timeZone"]))
 CLINIC_CAPACITY = 4
@@ -474,6 +501,118 @@ def drive(
     }
 
 
+# -- the floor load -------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def floor_server(stack: Stack, work: Path) -> Iterator[str]:
+    """The floor function served on a free port for the block; its base URL."""
+    source = work / "floor" / "main.py"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(FLOOR_SOURCE, source)
+    port = _free_port()
+    env = {k: v for k in ("PATH", "HOME", "LANG", "TMPDIR") if (v := os.environ.get(k))}
+    log = work / "floor.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-c", FLOOR_SERVER, str(source), str(port)],
+            cwd=source.parent,
+            env=env | stack.env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise LoadError(f"the floor exited: {log.read_text(errors='replace')[-300:]}")
+            if time.monotonic() > deadline:
+                raise LoadError("the floor did not answer within 60 s")
+            try:
+                requests.get(base + "/", timeout=5)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def floor_tokens(stack: Stack, n: int) -> list[str]:
+    """ID tokens of `n` patients, one per worker thread of the floor load."""
+    from tests.support import create_user, id_token
+
+    return [id_token(stack, create_user(stack, Role.PATIENT)) for _ in range(n)]
+
+
+def drive_floor(base: str, tokens: list[str], seconds: float, stats: Stats) -> float:
+    """len(tokens) threads, each sending the floor's signed-in GET one after another for
+    `seconds`; every answer recorded in `stats` (anything but 200 is unexpected). Elapsed s."""
+    deadline = time.monotonic() + seconds
+
+    def work(token: str) -> None:
+        http = requests.Session()
+        headers = {"Authorization": f"Bearer {token}"}
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            try:
+                response = http.get(base + "/", headers=headers, timeout=60)
+            except requests.RequestException as exc:
+                stats.record(FLOOR_ROUTE, 0, time.perf_counter() - started, str(exc))
+                continue
+            elapsed = time.perf_counter() - started
+            ok = response.status_code == 200 and response.json().get("profile") is True
+            problem = None if ok else f"{response.status_code} {response.text[:160]}"
+            stats.record(FLOOR_ROUTE, response.status_code, elapsed, problem)
+
+    threads = [threading.Thread(target=work, args=(t,), daemon=True) for t in tokens]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.monotonic() - started
+
+
+def floor_summary(stats: Stats, elapsed: float) -> dict[str, Any]:
+    lat = stats.latencies[FLOOR_ROUTE]
+    if not lat:
+        raise LoadError("the floor load answered no request")
+    return {
+        "elapsed_s": round(elapsed, 1),
+        "requests": len(lat),
+        "req_per_s": round(len(lat) / elapsed, 1),
+        "p50_ms": round(percentile(lat, 50) * 1000, 1),
+        "p99_ms": round(percentile(lat, 99) * 1000, 1),
+        "errors": stats.errors(),
+        "unexpected_answers": sum(stats.unexpected_count.values()),
+    }
+
+
+def against_floor(traffic: dict[str, Any], floor: dict[str, Any]) -> dict[str, float]:
+    """The day's throughput and latencies as ratios to the floor's: throughput below 1 and
+    latencies above it, each the price of the day's routes doing more than the floor does."""
+    return {
+        "throughput_ratio": ratio(traffic["req_per_s"], floor["req_per_s"]),
+        "p50_ratio": ratio(traffic["p50_ms"], floor["p50_ms"]),
+        "p99_ratio": ratio(traffic["p99_ms"], floor["p99_ms"]),
+    }
+
+
 # -- the checks -----------------------------------------------------------------------------
 
 
@@ -633,6 +772,7 @@ def summarize(stats: Stats, elapsed: float) -> dict[str, Any]:
     routes: dict[str, dict[str, Any]] = {}
     by_status: Counter[int] = Counter()
     total = unexpected = 0
+    backend: list[float] = []
     for route in sorted(stats.latencies):
         lat = stats.latencies[route]
         routes[route] = {
@@ -647,12 +787,15 @@ def summarize(stats: Stats, elapsed: float) -> dict[str, Any]:
         if route.split(" ", 1)[1].startswith("["):
             continue
         total += len(lat)
+        backend += lat
         by_status.update(stats.statuses[route])
         unexpected += stats.unexpected_count[route]
     return {
         "elapsed_s": round(elapsed, 1),
         "requests": total,
         "req_per_s": round(total / elapsed, 1),
+        "p50_ms": round(percentile(backend, 50) * 1000, 1) if backend else None,
+        "p99_ms": round(percentile(backend, 99) * 1000, 1) if backend else None,
         "by_status": {str(s): n for s, n in sorted(by_status.items())},
         "errors_5xx": sum(n for s, n in by_status.items() if s >= 500 or s == 0),
         "unexpected_answers": unexpected,
@@ -664,6 +807,7 @@ def passed(results: dict[str, Any]) -> bool:
     c = results["checks"]
     return (
         results["traffic"]["errors_5xx"] == 0
+        and results["floor"]["errors"] == 0
         and not c["double_bookings"]
         and not c["windows_over_capacity"]
         and not c["paid_twice"]
@@ -708,6 +852,8 @@ def render(results: dict[str, Any]) -> str:
             "days: " + ", ".join(f"{k} {v}" for k, v in results["days"].items()),
             machine_line(*results["machine"]),
             "",
+            compare(results),
+            "",
             table(["route", "n", "p50 ms", "p99 ms", "statuses", "unexpected answers"], rows),
             "",
             f"{mark}: 5xx or failed {t['errors_5xx']} (other unexpected answers "
@@ -724,8 +870,42 @@ def render(results: dict[str, Any]) -> str:
     )
 
 
+def compare(results: dict[str, Any]) -> str:
+    """The day against the floor load, in one small table: the figures to compare over time."""
+    t, f, x = results["traffic"], results["floor"], results["vs_floor"]
+    rows = [
+        [
+            f"floor: GET / (token + 1 read), {results['workers']} threads",
+            str(f["requests"]),
+            f"{f['req_per_s']:.1f}",
+            f"{f['p50_ms']:.1f}",
+            f"{f['p99_ms']:.1f}",
+        ],
+        [
+            f"the day: every backend request, {results['workers']} threads",
+            str(t["requests"]),
+            f"{t['req_per_s']:.1f}",
+            f"{t['p50_ms']:.1f}",
+            f"{t['p99_ms']:.1f}",
+        ],
+        [
+            "the day x floor",
+            "",
+            f"{x['throughput_ratio']:.3f}",
+            f"{x['p50_ratio']:.2f}",
+            f"{x['p99_ratio']:.2f}",
+        ],
+    ]
+    return table(["load", "requests", "req/s", "p50 ms", "p99 ms"], rows)
+
+
 def run(
-    seconds: float, counts: dict[Role, int], workers: int, seed: int, progress: bool = True
+    seconds: float,
+    counts: dict[Role, int],
+    workers: int,
+    seed: int,
+    progress: bool = True,
+    floor_seconds: float = 20.0,
 ) -> dict[str, Any]:
     say = Progress(progress)
     started_on = machine()
@@ -739,15 +919,26 @@ def run(
         stats = Stats()
         world = build_world(stack, Stats(), counts, say)  # the setup's answers are not counted
         world.stats = stats
-        say(f"running the day for {seconds:.0f} s with {workers} workers ...")
-        elapsed, days = drive(world, seconds, workers, seed, say)
+        tokens = floor_tokens(stack, workers)
+        floor_stats, floor_elapsed = Stats(), 0.0
+        with floor_server(stack, work) as floor_base:
+            drive_floor(floor_base, tokens[:1], 1.0, Stats())  # its first request: not counted
+            say(f"the floor load, {floor_seconds / 2:.0f} s with {workers} workers ...")
+            floor_elapsed += drive_floor(floor_base, tokens, floor_seconds / 2, floor_stats)
+            say(f"running the day for {seconds:.0f} s with {workers} workers ...")
+            elapsed, days = drive(world, seconds, workers, seed, say)
+            say(f"the floor load again, {floor_seconds / 2:.0f} s ...")
+            floor_elapsed += drive_floor(floor_base, tokens, floor_seconds / 2, floor_stats)
+        traffic, floor = summarize(stats, elapsed), floor_summary(floor_stats, floor_elapsed)
         return {
             "seconds": seconds,
             "workers": workers,
             "people": ", ".join(f"{n} {r.value}s" for r, n in counts.items()),
             "seed": seed,
             "days": days,
-            "traffic": summarize(stats, elapsed),
+            "traffic": traffic,
+            "floor": floor,
+            "vs_floor": against_floor(traffic, floor),
             "checks": check(world, say),
             "machine": [started_on, machine()],
         }
@@ -765,6 +956,12 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--seconds", type=float, default=60, help="length of the run (60)")
+    parser.add_argument(
+        "--floor-seconds",
+        type=float,
+        default=20,
+        help="length of the floor load, half before the day and half after (20)",
+    )
     parser.add_argument("--patients", type=int, default=12)
     parser.add_argument("--doctors", type=int, default=3)
     parser.add_argument("--clinics", type=int, default=2)
@@ -776,9 +973,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.seconds <= 3600 or min(args.patients, args.doctors, args.clinics) < 1:
         parser.error("--seconds must be in [1, 3600] and every count at least 1")
+    if not 2 <= args.floor_seconds <= 3600:
+        parser.error("--floor-seconds must be in [2, 3600]")
     counts = {Role.PATIENT: args.patients, Role.DOCTOR: args.doctors, Role.CLINIC: args.clinics}
     try:
-        results = run(args.seconds, counts, max(args.workers, 1), args.seed, not args.quiet)
+        results = run(
+            args.seconds,
+            counts,
+            max(args.workers, 1),
+            args.seed,
+            not args.quiet,
+            args.floor_seconds,
+        )
     except (LoadError, StackError) as exc:
         print(f"load: error: {exc}", file=sys.stderr)
         return 1

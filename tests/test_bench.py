@@ -143,6 +143,132 @@ def test_windows_over_capacity_and_payments_made_twice_are_found() -> None:
     ]
 
 
+def _stats(latencies: dict[str, list[float]], status: int = 200) -> load.Stats:
+    stats = load.Stats()
+    for route, values in latencies.items():
+        for v in values:
+            stats.record(route, status, v, None)
+    return stats
+
+
+def test_the_load_report_pools_backend_requests_and_compares_them_with_the_floor() -> None:
+    day = _stats(
+        {
+            "GET /session": [0.010] * 50,
+            "POST /appointments": [0.100] * 49 + [0.900],
+            # Not the backend: listed, never counted in its throughput or latencies.
+            "POST [Auth emulator] accounts:signInWithPassword": [5.0] * 10,
+        }
+    )
+    traffic = load.summarize(day, elapsed=10.0)
+    assert traffic["requests"] == 100
+    assert traffic["req_per_s"] == 10.0
+    assert traffic["p50_ms"] == 10.0
+    assert traffic["p99_ms"] == 100.0  # nearest rank: the 99th of 100, not the one 900 ms
+    floor_stats = _stats({load.FLOOR_ROUTE: [0.005] * 99 + [0.020]})
+    floor = load.floor_summary(floor_stats, elapsed=2.0)
+    assert floor == {
+        "elapsed_s": 2.0,
+        "requests": 100,
+        "req_per_s": 50.0,
+        "p50_ms": 5.0,
+        "p99_ms": 5.0,
+        "errors": 0,
+        "unexpected_answers": 0,
+    }
+    assert load.against_floor(traffic, floor) == {
+        "throughput_ratio": 0.2,
+        "p50_ratio": 2.0,
+        "p99_ratio": 20.0,
+    }
+    with pytest.raises(load.LoadError):
+        load.floor_summary(load.Stats(), elapsed=1.0)
+
+
+def _load_results(floor_errors: int = 0) -> dict[str, Any]:
+    traffic = load.summarize(_stats({"GET /session": [0.01, 0.02]}), elapsed=1.0)
+    floor = load.floor_summary(_stats({load.FLOOR_ROUTE: [0.005, 0.006]}), elapsed=1.0)
+    floor["errors"] = floor_errors
+    chain = {"ok": True, "count": 1, "entries": 2, "written": 2, "seals": 1, "check": {"ok": True}}
+    return {
+        "people": "1 patients",
+        "workers": 4,
+        "days": {},
+        "machine": [report.machine(), report.machine()],
+        "traffic": traffic,
+        "floor": floor,
+        "vs_floor": load.against_floor(traffic, floor),
+        "checks": {
+            "double_bookings": [],
+            "windows_over_capacity": [],
+            "paid_twice": [],
+            "audit_chain": chain,
+            "appointments": 0,
+            "confirmed_or_done": 0,
+            "bookings": 0,
+            "orders_captured": 0,
+            "ledger_transactions": 0,
+            "paypal_contract_violations": [],
+        },
+    }
+
+
+def test_the_load_table_shows_the_day_against_the_floor_and_a_failing_floor_fails() -> None:
+    results = _load_results()
+    text = load.render(results)
+    compared = load.compare(results).splitlines()
+    assert compared[0].split() == ["load", "requests", "req/s", "p50", "ms", "p99", "ms"]
+    assert compared[2].startswith("floor: GET / (token + 1 read), 4 threads")
+    assert compared[3].startswith("the day: every backend request, 4 threads")
+    assert compared[4].split()[-3:] == ["1.000", "2.00", "3.33"]
+    assert "\n".join(compared) in text
+    assert load.passed(results)
+    assert not load.passed(_load_results(floor_errors=1))
+
+
+def test_the_floor_load_drives_every_thread_until_the_time_is_up() -> None:
+    seen: list[str] = []
+
+    class Floor(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers["Authorization"])
+            ok = self.headers["Authorization"] != "Bearer refused"
+            body = b'{"uid": "u", "profile": true}' if ok else b'{"error": "invalid_token"}'
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Floor)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        stats = load.Stats()
+        elapsed = load.drive_floor(base, ["t1", "t2", "refused"], 0.5, stats)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert 0.5 <= elapsed < 5
+    assert {"Bearer t1", "Bearer t2", "Bearer refused"} == set(seen)
+    statuses = stats.statuses[load.FLOOR_ROUTE]
+    assert statuses[200] > 2
+    assert statuses[401] > 0
+    assert stats.unexpected_count[load.FLOOR_ROUTE] == statuses[401]
+
+
+def test_coldstart_baselines_carry_bytecode_and_no_bytecode_strips_it(tmp_path: Any) -> None:
+    import importlib.util
+
+    served = coldstart._one_file_function(coldstart.FLOOR_SOURCE, tmp_path / "floor")
+    assert (served / importlib.util.cache_from_source("main.py")).is_file()
+    stripped = coldstart._without_bytecode(served)
+    assert sorted(p.name for p in stripped.rglob("*")) == ["main.py"]
+
+
 # -- the counters ---------------------------------------------------------------------------
 
 
