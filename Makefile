@@ -123,11 +123,11 @@ deploy-check: $(CHECKOV_VENV)/.installed $(IAC_VENV)/.installed
 # comes from node_modules (tools/mkdocs_hooks.py), no web fonts.
 DOCS_PORT ?= 8000
 docs: $(VENV)/.installed node_modules/.installed
-	$(VENV)/bin/mkdocs build --strict --quiet
-	$(VENV)/bin/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
 
 docs-check: $(VENV)/.installed node_modules/.installed
-	$(VENV)/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 # The benches serve functions from a venv of the deployed requirements alone (plus the naive
 # baseline's libraries, bench/requirements.txt): the dev venv's tools change what some
