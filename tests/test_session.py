@@ -6,8 +6,9 @@ import time
 
 import requests
 
-from shared.identity import profiles
+from shared.identity import access, profiles, sessions
 from shared.platform import clients
+from tests import counted
 from tests.support import (
     Api,
     bearer,
@@ -318,3 +319,102 @@ def test_oversized_chunked_bodies_are_refused_with_413(stack):
         timeout=30,
     )
     problem(response, 413, "payload_too_large")
+
+
+# -- the project's own session credential -----------------------------------------------------
+
+
+def _exchange(stack, token: str) -> requests.Response:  # type: ignore[no-untyped-def]
+    return requests.post(f"{stack.gateway_url}/session", json={"idToken": token}, timeout=30)
+
+
+def test_the_cookie_names_its_session_and_a_wrong_secret_opens_nothing(stack):
+    browser = sign_in(stack, create_user(stack))
+    assert browser.cookie is not None
+    session_id, _, secret = browser.cookie.partition(".")
+    listed = browser.get("/session/sessions").json()["items"]
+    assert [i["id"] for i in listed] == [session_id]
+    assert len(secret) >= 43  # 32 random bytes
+
+    forged = f"{session_id}.{'A' * len(secret)}"
+    problem(Api(stack.gateway_url, cookie=forged).get("/session"), 401, "session_unknown")
+    problem(Api(stack.gateway_url, cookie=secret).get("/session"), 401, "invalid_token")
+    stored = clients.db().collection(sessions.COLLECTION).document(session_id).get().to_dict()
+    assert secret not in str(stored)  # only its hash is kept
+    assert browser.get("/session").status_code == 200
+
+
+def test_an_id_token_makes_one_session_and_none_once_it_has_ended(stack):
+    user = create_user(stack)
+    token = id_token(stack, user)
+    first = _exchange(stack, token)
+    again = _exchange(stack, token)  # a retry whose first answer was lost, or a double submit
+
+    assert first.status_code == again.status_code == 201, again.text
+    old = session_cookie(first)["__session"].value
+    new = session_cookie(again)["__session"].value
+    assert old.partition(".")[0] == new.partition(".")[0]  # the same session, re-keyed
+    problem(Api(stack.gateway_url, cookie=old).get("/session"), 401, "session_unknown")
+    browser = Api(stack.gateway_url, cookie=new, csrf=again.json()["csrfToken"])
+    assert len(browser.get("/session/sessions").json()["items"]) == 1
+
+    assert browser.delete("/session").status_code == 204
+    problem(_exchange(stack, token), 401, "sign_in_reused")
+
+
+def test_a_sign_in_reads_the_access_record_once_writes_the_session_and_asks_auth_nothing(stack):
+    user = create_user(stack)
+    access.refresh(user.uid, by="test")  # as every account the backend makes has one
+    response, counts = counted.call("session", "POST", "/", json={"idToken": id_token(stack, user)})
+
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert counts.get("http.auth", 0) == 0
+    assert counts.get("http.keys", 0) == 0
+    assert counts["firestore.reads"] == counts["firestore.reads.access"] == 1
+    assert counts["firestore.writes"] == 1
+    assert counted.operations(counts) == 2
+
+
+def test_a_first_sign_in_of_an_account_made_outside_the_backend_asks_auth_once(stack):
+    user = create_user(stack)  # claims and profile, but no access record
+    response, counts = counted.call("session", "POST", "/", json={"idToken": id_token(stack, user)})
+
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert counts.get("http.auth", 0) == 1  # the account as Auth holds it, recorded
+    assert access.get(user.uid) is not None
+    response, counts = counted.call("session", "POST", "/", json={"idToken": id_token(stack, user)})
+    assert response.status_code == 201
+    assert counts.get("http.auth", 0) == 0
+    assert counted.operations(counts) == 2
+
+
+def test_a_refresh_asks_auth_nothing(stack):
+    user = create_user(stack)
+    browser = sign_in(stack, user)
+    response, counts = counted.call(
+        "session",
+        "POST",
+        "/refresh",
+        headers={"Cookie": f"__session={browser.cookie}", "X-CSRF-Token": browser.csrf or ""},
+        json={"idToken": id_token(stack, user)},
+    )
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert counts.get("http.auth", 0) == 0
+    problem(browser.get("/session"), 401, "session_revoked")
+
+
+def test_a_refresh_takes_an_id_token_once(stack):
+    user = create_user(stack)
+    browser = sign_in(stack, user)
+    token = id_token(stack, user)
+    rotated = browser.post("/session/refresh", json={"idToken": token})
+    assert rotated.status_code == 200, rotated.text
+    again = Api(
+        stack.gateway_url,
+        cookie=session_cookie(rotated)["__session"].value,
+        csrf=rotated.json()["csrfToken"],
+    )
+
+    problem(again.post("/session/refresh", json={"idToken": token}), 401, "sign_in_reused")
+    assert again.get("/session").status_code == 200  # the refusal leaves the session as it was

@@ -1,4 +1,5 @@
-"""Production verification of Firebase ID tokens and session cookies, without the emulators.
+"""Production verification of Firebase ID tokens, without the emulators (session cookies are
+the project's own records, tests/test_session.py).
 
 Tokens are RS256 JWTs signed here with a key whose self-signed certificate a local server
 publishes exactly as Google does ({kid: PEM certificate}, with Cache-Control). Each test gets
@@ -39,7 +40,8 @@ from tests.support import emulator_claims, unsigned_token
 PROJECT = "alodoktor-prod-test"
 KID = "f1e2d3c4b5a697887766554433221100aabbccdd"
 ID = TokenKind.ID_TOKEN
-COOKIE = TokenKind.SESSION_COOKIE
+# What Firebase session cookies carry: the backend mints none and takes none for an ID token.
+FIREBASE_SESSION_ISSUER = f"https://session.firebase.google.com/{PROJECT}"
 NOW = int(time.time())
 DROP = object()  # a claim override that removes the claim
 
@@ -113,7 +115,6 @@ class KeyServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         host, port = self._server.server_address[:2]
         self.id_url = f"http://{host}:{port}{prefix}/x509/securetoken"
-        self.cookie_url = f"http://{host}:{port}{prefix}/publicKeys"
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), daemon=True
         )
@@ -133,17 +134,12 @@ def _closed_port_url() -> str:
 
 @pytest.fixture
 def production(monkeypatch: pytest.MonkeyPatch, google_key: Key) -> Iterator[KeyServer]:
-    """Production settings: no emulators, keys from a local stand-in for Google's endpoints.
-
-    Both endpoints publish the same certificate, so a token of the wrong kind is refused for
-    its issuer alone.
-    """
+    """Production settings: no emulators, keys from a local stand-in for Google's endpoint."""
     server = KeyServer({KID: google_key.cert_pem})
     monkeypatch.delenv("FIREBASE_AUTH_EMULATOR_HOST", raising=False)
     monkeypatch.delenv("FIRESTORE_EMULATOR_HOST", raising=False)
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
     monkeypatch.setenv("ID_TOKEN_CERTS_URL", server.id_url)
-    monkeypatch.setenv("SESSION_COOKIE_CERTS_URL", server.cookie_url)
     settings.get.cache_clear()
     try:
         yield server
@@ -158,17 +154,14 @@ def emulated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", "127.0.0.1:9099")
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
     monkeypatch.setenv("ID_TOKEN_CERTS_URL", _closed_port_url())
-    monkeypatch.setenv("SESSION_COOKIE_CERTS_URL", _closed_port_url())
     settings.get.cache_clear()
     yield
     settings.get.cache_clear()
 
 
-def claims(kind: TokenKind = ID, **overrides: Any) -> dict[str, Any]:
+def claims(**overrides: Any) -> dict[str, Any]:
     uid = "uid-" + uuid.uuid4().hex[:12]
     out = emulator_claims(PROJECT, uid, firebase={"sign_in_provider": "password"})
-    if kind is COOKIE:
-        out["iss"] = f"https://session.firebase.google.com/{PROJECT}"
     for name, value in overrides.items():
         if value is DROP:
             out.pop(name, None)
@@ -204,12 +197,6 @@ def test_a_valid_id_token_is_accepted_with_its_claims(production, google_key):
     assert verified == issued
 
 
-def test_a_valid_session_cookie_is_accepted_as_a_session_cookie(production, google_key):
-    issued = claims(COOKIE)
-
-    assert tokens.verify(sign(issued, google_key), COOKIE) == issued
-
-
 def test_a_sub_of_exactly_128_characters_is_accepted(production, google_key):
     assert tokens.verify(sign(claims(sub="u" * 128), google_key), ID)["sub"] == "u" * 128
 
@@ -224,13 +211,8 @@ def test_the_keys_are_fetched_once_while_their_max_age_lasts(production, google_
 # -- refused ---------------------------------------------------------------------------------
 
 
-def test_an_id_token_is_not_a_session_cookie(production, google_key):
-    exc = refused(sign(claims(ID), google_key), COOKIE)
-    assert "issuer" in str(exc.detail)
-
-
-def test_a_session_cookie_is_not_an_id_token(production, google_key):
-    exc = refused(sign(claims(COOKIE), google_key), ID)
+def test_a_firebase_session_cookie_is_not_an_id_token(production, google_key):
+    exc = refused(sign(claims(iss=FIREBASE_SESSION_ISSUER), google_key), ID)
     assert "issuer" in str(exc.detail)
 
 
@@ -259,7 +241,6 @@ def test_an_expired_token_is_refused_as_expired(production, google_key):
     expired = claims(iat=old, auth_time=old, exp=old + 3600)
 
     refused(sign(expired, google_key), code="token_expired")
-    refused(sign({**expired, "iss": claims(COOKIE)["iss"]}, google_key), COOKIE, "token_expired")
 
 
 @pytest.mark.parametrize(
@@ -332,7 +313,6 @@ def test_emulator_mode_accepts_an_unsigned_token(emulated):
     issued = claims()
 
     assert tokens.verify(unsigned_token(issued), ID) == issued
-    assert tokens.verify(unsigned_token(claims(COOKIE)), COOKIE)["sub"]
 
 
 def test_emulator_mode_still_checks_the_claims(emulated):
@@ -340,4 +320,4 @@ def test_emulator_mode_still_checks_the_claims(emulated):
 
     refused(unsigned_token(claims(aud="another-project")))
     refused(unsigned_token(claims(iat=old, auth_time=old, exp=old + 3600)), code="token_expired")
-    refused(unsigned_token(claims(ID)), COOKIE)
+    refused(unsigned_token(claims(iss=FIREBASE_SESSION_ISSUER)))

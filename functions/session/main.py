@@ -8,6 +8,11 @@ Routes (under /session):
   DELETE /sessions/{id}    end another of the caller's sessions
   POST   /refresh          re-issue this session's cookie for a fresh ID token (rotation)
   POST   /revoke-all       end every session and revoke refresh tokens
+
+The cookie is the project's own (shared.identity.sessions), not a Firebase session cookie:
+making or rotating a session asks the Auth API nothing. A sign-in is one transaction that reads
+the access record and creates the session record; an account's first sign-in here also sets
+up its access record (from Auth), role and profile.
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ import functions_framework
 from pydantic import Field
 
 from shared.identity import access, accounts, auth, profiles, sessions, tokens
-from shared.platform import clients, clock, settings
+from shared.platform import clock, settings
 from shared.platform.context import ROLES_NEEDING_APPROVAL, Role
-from shared.platform.errors import Conflict, DependencyUnavailable, Unauthenticated
+from shared.platform.errors import Conflict, Unauthenticated
 from shared.platform.models import Body, Page, View
 from shared.platform.settings import MIN_SESSION_SECONDS
 from shared.web.http import Call, Function, Reply
@@ -104,38 +109,31 @@ def sign_in(call: Call) -> SessionOut:
             "Sign in again: a session needs a sign-in from the last few minutes.",
             code="recent_sign_in_required",
         )
-    account = access.load(claims["sub"])
-    account.check(auth_time)
-    account = profiles.ensure_on_sign_in(account, claims.get("name"))
-
-    cookie = _session_cookie(id_token, s.session_seconds)
-    expires_at = clock.now() + timedelta(seconds=s.session_seconds)
-    record = sessions.create(
-        sessions.NewSession(account.uid, cookie, auth_time, call.client_ip, call.user_agent),
-        expires_at=expires_at,
+    new = sessions.NewSession(
+        claims["sub"], sessions.id_for_token(id_token), auth_time, call.client_ip, call.user_agent
     )
-    if record is None:
+    expires_at = clock.now() + timedelta(seconds=s.session_seconds)
+    try:
+        issued = sessions.create(new, expires_at=expires_at)
+    except sessions.AccountNotReady as first:
+        # The account's first sign-in here: its access record (from Auth, when it has none),
+        # its role and its profile; then the session, as for any other sign-in.
+        account = first.account or access.adopt(new.uid)
+        account.check(auth_time)
+        profiles.ensure_on_sign_in(account, claims.get("name"))
+        try:
+            issued = sessions.create(new, expires_at=expires_at)
+        except sessions.AccountNotReady:
+            raise Unauthenticated(
+                "This account is not known; sign in again.", code="user_not_found"
+            ) from None
+    if issued is None:
         raise Unauthenticated(
             "This sign-in was already used for a session that has ended; sign in again.",
             code="sign_in_reused",
         )
-    call.set_cookies.append(_cookie(cookie, s.session_seconds))
-    return _session_out(record)
-
-
-def _session_cookie(id_token: str, seconds: int) -> str:
-    from firebase_admin import auth as firebase_auth
-    from firebase_admin import exceptions as firebase_exceptions
-
-    try:
-        cookie: str = firebase_auth.create_session_cookie(
-            id_token, expires_in=timedelta(seconds=seconds), app=clients.firebase_app()
-        )
-    except firebase_exceptions.InvalidArgumentError:
-        raise Unauthenticated("The ID token was refused.", code="invalid_token") from None
-    except (firebase_exceptions.UnavailableError, firebase_exceptions.InternalError):
-        raise DependencyUnavailable() from None
-    return cookie
+    call.set_cookies.append(_cookie(issued.cookie, s.session_seconds))
+    return _session_out(issued.record)
 
 
 def _session_out(record: sessions.SessionRecord) -> SessionOut:
@@ -164,23 +162,24 @@ def refresh(call: Call) -> SessionOut:
     claims = tokens.verify(id_token, tokens.TokenKind.ID_TOKEN)
     if claims["sub"] != p.uid:
         raise Unauthenticated("The ID token is of another account.", code="token_mismatch")
-    current = sessions.get(p.session_id)
-    if current is None or not current.active:
-        raise Unauthenticated("This session has ended; sign in again.", code="session_revoked")
-    remaining = int((current.expires_at - clock.now()).total_seconds())
-    if remaining < MIN_SESSION_SECONDS:
-        # Firebase mints no cookie this short, and the session is almost over anyway.
+    assert p.session_expires_at is not None  # a cookie session's
+    remaining = int((p.session_expires_at - clock.now()).total_seconds())
+    if remaining < MIN_SESSION_SECONDS:  # almost over anyway: a new sign-in gives a full one
         raise Unauthenticated(
             "This session is about to end; sign in again.", code="session_expiring"
         )
-    cookie = _session_cookie(id_token, remaining)
-    auth_time = int(claims["auth_time"])
-    record = sessions.rotate(
+    issued = sessions.rotate(
         p.session_id,
-        sessions.NewSession(p.uid, cookie, auth_time, call.client_ip, call.user_agent),
+        sessions.NewSession(
+            p.uid,
+            sessions.id_for_token(id_token),
+            int(claims["auth_time"]),
+            call.client_ip,
+            call.user_agent,
+        ),
     )
-    call.set_cookies.append(_cookie(cookie, remaining))
-    return _session_out(record)
+    call.set_cookies.append(_cookie(issued.cookie, remaining))
+    return _session_out(issued.record)
 
 
 @api.route("GET", "/", response=SessionOut)

@@ -149,8 +149,12 @@ def load(uid: str) -> AccessState:
     gets one from Auth on its first request, and is read from Firestore ever after.
     """
     state = get(uid)
-    if state is not None:
-        return state
+    return state if state is not None else adopt(uid)
+
+
+def adopt(uid: str) -> AccessState:
+    """Make the record of an account that has none, from Auth (one API call): the first
+    request, or the first sign-in, of an account made outside the backend."""
     from google.api_core.exceptions import Conflict
 
     state = from_auth(uid)

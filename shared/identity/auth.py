@@ -1,8 +1,9 @@
 """Authentication: turn a request's session cookie or bearer token into a caller.
 
 One document read, no Auth API call:
-- a session cookie: its signature and claims, then its session record, which holds the
-  account's role and approval and is ended whenever they change;
+- a session cookie (the project's own, shared.identity.sessions): its session record, read by
+  the id the cookie names and opened by the secret it carries; the record holds the account's
+  role and approval and is ended whenever they change;
 - a Firebase ID token: its signature and claims, then the account's access record
   (shared.identity.access), which holds what the Auth record check would tell;
 - a Google OIDC token of a configured service account (Cloud Scheduler, Cloud Tasks): its
@@ -79,9 +80,8 @@ def _bearer(token: str) -> tuple[Principal, dict[str, int]]:
 
 
 def _cookie(cookie: str) -> tuple[Principal, dict[str, int]]:
-    claims = tokens.verify(cookie, tokens.TokenKind.SESSION_COOKIE)
-    session = sessions.get(sessions.id_for_cookie(cookie))
-    if session is None or session.uid != claims["sub"]:
+    session = sessions.authenticate(cookie)
+    if session is None or session.role is None:
         raise Unauthenticated("This session is not known; sign in again.", code="session_unknown")
     if not session.active:
         raise Unauthenticated("This session has ended; sign in again.", code="session_revoked")
@@ -91,28 +91,16 @@ def _cookie(cookie: str) -> tuple[Principal, dict[str, int]]:
         raise Unauthenticated(
             "This session ended after a time without use; sign in again.", code="session_idle"
         )
-    role, approved, email = session.role, session.approved, session.email
-    consents = session.consents
-    if role is None:
-        # A record from before sessions held the account: ask its access record this once.
-        account = access.load(session.uid)
-        account.check(int(claims["auth_time"]))
-        role, approved, email = account.role, account.approved, account.email
-        consents = account.consents
-        if role is None:
-            raise Unauthenticated(
-                "This session is not known; sign in again.", code="session_unknown"
-            )
     if session.due_for_touch(now):
         sessions.touch(session.id, now)
     principal = Principal(
         uid=session.uid,
-        email=email,
-        role=role,
-        approved=approved,
+        email=session.email,
+        role=session.role,
+        approved=session.approved,
         session_id=session.id,
         csrf_token=session.csrf_token,
-        auth_time=int(claims["auth_time"]),
+        auth_time=session.auth_time,
         session_expires_at=session.expires_at,
     )
-    return principal, consents
+    return principal, session.consents

@@ -1,10 +1,17 @@
 """Server-side session records: who signed in, as what, from where, until when, last used when,
 and whether ended.
 
-A record's id is the SHA-256 of its session cookie, so the cookie itself is never stored and
-every request finds its record with one document read. The record also carries the account's
-role, approval and e-mail as they were when it was made: every change to those ends the
-account's sessions (shared.identity.accounts), so a cookie request needs no other read.
+The session is the project's own credential, not a Firebase session cookie (whose minting is
+an Auth API call): the record is the source of truth, so the cookie needs no signature, only
+to name its record and prove it was handed out. It is `<id>.<secret>`: the record's id, the
+SHA-256 of the ID token the session was made from, and 32 random bytes of which the record
+keeps only the SHA-256. A request reads the record by id (one document read) and compares the
+secret's hash in constant time; the cookie itself is never stored. Keyed by its ID token, a
+sign-in makes one session at most: exchanging the same token again finds that session (and
+re-keys it while it lives: a retry whose first answer was lost still gets a working cookie),
+and is refused once it has ended. The record also carries the account's role, approval and
+e-mail as they were when it was made: every change to those ends the account's sessions
+(shared.identity.accounts), so a cookie request needs no other read.
 
 A session ends at the first of: its absolute expiry (fixed at sign-in, kept across rotations),
 `SESSION_IDLE_SECONDS` without a request, sign-out, rotation (its successor replaces it), or a
@@ -16,8 +23,10 @@ after the last request, and a busy session costs one write a minute, not one a r
 from __future__ import annotations
 
 import hashlib
+import hmac
+import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -27,6 +36,9 @@ from shared.platform.context import Role
 from shared.platform.errors import Unauthenticated
 
 COLLECTION = "sessions"
+SECRET_BYTES = 32
+_ID = re.compile(r"[0-9a-f]{64}")
+_SECRET = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(SECRET_BYTES)
 
 EndReason = Literal["signed_out", "ended_by_user", "rotated", "idle", "access_changed"]
 
@@ -47,6 +59,10 @@ class SessionRecord:
     email: str | None = None
     started_at: datetime | None = None  # the sign-in this session descends from
     last_used_at: datetime | None = None
+    # The SHA-256 (hex) of the cookie's secret; empty on records of Firebase session cookies,
+    # which no cookie opens any more.
+    secret_hash: str = ""
+    auth_time: int = 0  # the sign-in's, in seconds (the ID token's auth_time)
     # The account's consents, mirrored as approval is (shared.identity.consent).
     consents: dict[str, int] = field(default_factory=dict)
 
@@ -78,12 +94,45 @@ class SessionRecord:
             email=d.get("email"),
             started_at=d.get("startedAt"),
             last_used_at=d.get("lastUsedAt"),
+            secret_hash=str(d.get("secretHash") or ""),
+            auth_time=int(d.get("authTime") or 0),
             consents=consent.accepted(d.get(consent.FIELD)),
         )
 
 
+def id_for_token(id_token: str) -> str:
+    """The id of the session made from this ID token (there is at most one)."""
+    return hashlib.sha256(id_token.encode()).hexdigest()
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def cookie_for(session_id: str, secret: str) -> str:
+    return f"{session_id}.{secret}"
+
+
+def parse_cookie(cookie: str) -> tuple[str, str]:
+    """The session id and secret a cookie carries; Unauthenticated if it is not one of ours."""
+    session_id, dot, secret = cookie.partition(".")
+    if not dot or not _ID.fullmatch(session_id) or not _SECRET.fullmatch(secret):
+        raise Unauthenticated("The session cookie is malformed.", code="invalid_token")
+    return session_id, secret
+
+
 def id_for_cookie(cookie: str) -> str:
-    return hashlib.sha256(cookie.encode()).hexdigest()
+    return parse_cookie(cookie)[0]
+
+
+def authenticate(cookie: str) -> SessionRecord | None:
+    """The record the cookie opens (one document read), or None: no such record, or the
+    secret is not the one the record keeps the hash of (compared in constant time)."""
+    session_id, secret = parse_cookie(cookie)
+    record = get(session_id)
+    if record is None or not record.secret_hash:
+        return None
+    return record if hmac.compare_digest(record.secret_hash, _hash(secret)) else None
 
 
 def _ref(session_id: str) -> Any:
@@ -98,10 +147,11 @@ def get(session_id: str, *, tx: Any = None) -> SessionRecord | None:
 
 @dataclass(frozen=True)
 class NewSession:
-    """A session about to be recorded: whose, for which cookie, signed in when, from where."""
+    """A session about to be recorded: whose, made from which ID token (its id,
+    `id_for_token`), signed in when, from where."""
 
     uid: str
-    cookie: str
+    session_id: str
     auth_time: int
     ip: str | None
     user_agent: str | None
@@ -123,27 +173,52 @@ def _document(record: SessionRecord) -> dict[str, Any]:
         "email": record.email,
         "startedAt": record.started_at,
         "lastUsedAt": record.last_used_at,
+        "secretHash": record.secret_hash,
+        "authTime": record.auth_time,
         consent.FIELD: record.consents,
     }
 
 
+@dataclass(frozen=True)
+class Issued:
+    """A session and the cookie that opens it (handed out once: only its hash is kept)."""
+
+    record: SessionRecord
+    cookie: str
+
+
+class AccountNotReady(Exception):
+    """The account has no access record yet (`account` None), or no role: its first sign-in
+    here, which must set it up (shared.identity.profiles) before a session can be made."""
+
+    def __init__(self, account: access.AccessState | None) -> None:
+        super().__init__("account not ready")
+        self.account = account
+
+
 def _current_account(uid: str, auth_time: int, tx: Any) -> access.AccessState:
-    """The account's access state read inside the session's transaction, so an access change
-    either commits first (and this refuses) or finds the new session when it ends them all."""
+    """The account's access state read inside the session's transaction (the sign-in's one
+    read), so an access change either commits first (and this refuses) or finds the new session
+    when it ends them all."""
     account = access.get(uid, tx=tx)
-    if account is None:
-        raise Unauthenticated("This account is not known; sign in again.", code="user_not_found")
+    if account is None or (account.role is None and not account.deleted):
+        raise AccountNotReady(account)
     account.check(auth_time)
-    if account.role is None:
-        raise Unauthenticated("This account has no profile yet.", code="profile_missing")
     return account
 
 
-def _open(tx: Any, new: NewSession, *, expires_at: datetime, started_at: datetime) -> SessionRecord:
+def _open(
+    tx: Any,
+    new: NewSession,
+    secret: str,
+    *,
+    expires_at: datetime,
+    started_at: datetime,
+) -> SessionRecord:
     account = _current_account(new.uid, new.auth_time, tx)
     now = clock.now()
     record = SessionRecord(
-        id=id_for_cookie(new.cookie),
+        id=new.session_id,
         uid=new.uid,
         ip=new.ip,
         user_agent=new.user_agent,
@@ -156,46 +231,84 @@ def _open(tx: Any, new: NewSession, *, expires_at: datetime, started_at: datetim
         email=account.email,
         started_at=started_at,
         last_used_at=now,
+        secret_hash=_hash(secret),
+        auth_time=new.auth_time,
         consents=account.consents,
     )
     store.create(_ref(record.id), _document(record), tx=tx, by=new.uid)
     return record
 
 
-def create(new: NewSession, *, expires_at: datetime) -> SessionRecord | None:
-    """Record a new session; if this very cookie was recorded before, that record (or None).
+def create(new: NewSession, *, expires_at: datetime) -> Issued | None:
+    """Record a new session: one read (the access record) and one write (the session), in one
+    transaction. None if this ID token's session has ended (a token makes one session).
 
-    Firebase mints the same cookie for the same ID token within one second, and the cookie is
-    the session: a repeated exchange is the same session, and an ended one stays ended.
+    Raises AccountNotReady on the account's first sign-in here.
     """
-    session_id = id_for_cookie(new.cookie)
+    from google.api_core.exceptions import AlreadyExists
+
+    secret = secrets.token_urlsafe(SECRET_BYTES)
+
+    def body(tx: Any) -> SessionRecord:
+        return _open(tx, new, secret, expires_at=expires_at, started_at=clock.now())
+
+    try:
+        record: SessionRecord = store.run_transaction(body)
+    except AlreadyExists:  # the session exists: created, not read, so a sign-in reads one
+        return _again(new)
+    return Issued(record, cookie_for(record.id, secret))
+
+
+def _again(new: NewSession) -> Issued | None:
+    """This ID token was exchanged before: its session, with a new secret while it lives (the
+    earlier cookie is refused from now on), or None once it has ended."""
+    secret = secrets.token_urlsafe(SECRET_BYTES)
 
     def body(tx: Any) -> SessionRecord | None:
-        existing = get(session_id, tx=tx)
-        if existing is not None:
-            return existing if existing.active else None
-        return _open(tx, new, expires_at=expires_at, started_at=clock.now())
+        existing = get(new.session_id, tx=tx)
+        if existing is None or existing.uid != new.uid or not existing.active:
+            return None
+        store.update(_ref(existing.id), {"secretHash": _hash(secret)}, tx=tx, by=new.uid)
+        return replace(existing, secret_hash=_hash(secret))
 
-    result: SessionRecord | None = store.run_transaction(body)
-    return result
+    record: SessionRecord | None = store.run_transaction(body)
+    return Issued(record, cookie_for(record.id, secret)) if record is not None else None
 
 
-def rotate(old_id: str, new: NewSession) -> SessionRecord:
-    """Replace a live session with one for a new cookie: new id and CSRF token, the same
-    absolute expiry. The old cookie is refused from the moment this commits."""
+def rotate(old_id: str, new: NewSession) -> Issued:
+    """Replace a live session with one for a fresh ID token: new id, secret and CSRF token, the
+    same absolute expiry. The old cookie is refused from the moment this commits."""
+    from google.api_core.exceptions import AlreadyExists
+
+    secret = secrets.token_urlsafe(SECRET_BYTES)
 
     def body(tx: Any) -> SessionRecord:
         old = get(old_id, tx=tx)
         if old is None or old.uid != new.uid or not old.active:
             raise Unauthenticated("This session has ended; sign in again.", code="session_revoked")
-        record = _open(
-            tx, new, expires_at=old.expires_at, started_at=old.started_at or old.created_at
-        )
+        try:
+            record = _open(
+                tx,
+                new,
+                secret,
+                expires_at=old.expires_at,
+                started_at=old.started_at or old.created_at,
+            )
+        except AccountNotReady:
+            raise Unauthenticated(
+                "This session is not known; sign in again.", code="session_unknown"
+            ) from None
         store.update(_ref(old_id), _ending("rotated") | {"rotatedTo": record.id}, tx=tx, by=new.uid)
         return record
 
-    result: SessionRecord = store.run_transaction(body)
-    return result
+    try:
+        result: SessionRecord = store.run_transaction(body)
+    except AlreadyExists:
+        raise Unauthenticated(
+            "This ID token was already used for a session; get a fresh one.",
+            code="sign_in_reused",
+        ) from None
+    return Issued(result, cookie_for(result.id, secret))
 
 
 def _ending(reason: EndReason) -> dict[str, Any]:

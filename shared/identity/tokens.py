@@ -1,4 +1,5 @@
-"""Verification of Firebase ID tokens and session cookies.
+"""Verification of Firebase ID tokens (session cookies are the project's own records:
+shared.identity.sessions).
 
 In production a token must be an RS256 JWT signed by one of Google's published keys (fetched
 from a configurable URL and cached per its Cache-Control), issued for this project. The Auth
@@ -25,18 +26,14 @@ _transport: Any = None
 
 class TokenKind(Enum):
     ID_TOKEN = "ID token"
-    SESSION_COOKIE = "session cookie"
 
 
 def _issuer(kind: TokenKind, project_id: str) -> str:
-    if kind is TokenKind.ID_TOKEN:
-        return f"https://securetoken.google.com/{project_id}"
-    return f"https://session.firebase.google.com/{project_id}"
+    return f"https://securetoken.google.com/{project_id}"
 
 
 def _certs_url(kind: TokenKind) -> str:
-    s = settings.get()
-    return s.id_token_certs_url if kind is TokenKind.ID_TOKEN else s.session_cookie_certs_url
+    return settings.get().id_token_certs_url
 
 
 def cached_transport() -> Any:

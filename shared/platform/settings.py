@@ -10,15 +10,11 @@ from dataclasses import dataclass
 GOOGLE_ID_TOKEN_CERTS = (
     "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com"
 )
-GOOGLE_SESSION_COOKIE_CERTS = (
-    "https://www.googleapis.com/identitytoolkit/v3/relyingparty/publicKeys"
-)
-
 GOOGLE_OIDC_CERTS = "https://www.googleapis.com/oauth2/v1/certs"
 
 PAYPAL_SANDBOX = "https://api-m.sandbox.paypal.com"
 
-MIN_SESSION_SECONDS = 5 * 60  # Firebase's own bounds for session cookies
+MIN_SESSION_SECONDS = 5 * 60  # a session's lifetime bounds (Firebase's, for its session cookies)
 MAX_SESSION_SECONDS = 14 * 24 * 3600
 
 log = logging.getLogger(__name__)
@@ -34,7 +30,6 @@ class Settings:
     recent_sign_in_seconds: int
     max_body_bytes: int
     id_token_certs_url: str
-    session_cookie_certs_url: str
     appointment_hold_minutes: int
     patient_cutoff_minutes: int
     # How long a clinic has to answer a booking request before the sweep declines it.
@@ -199,9 +194,6 @@ def load() -> Settings:
         recent_sign_in_seconds=_int("RECENT_SIGN_IN_SECONDS", 300),
         max_body_bytes=_int("MAX_BODY_BYTES", 64 * 1024),
         id_token_certs_url=os.environ.get("ID_TOKEN_CERTS_URL") or GOOGLE_ID_TOKEN_CERTS,
-        session_cookie_certs_url=(
-            os.environ.get("SESSION_COOKIE_CERTS_URL") or GOOGLE_SESSION_COOKIE_CERTS
-        ),
         appointment_hold_minutes=_int("APPOINTMENT_HOLD_MINUTES", 15),
         patient_cutoff_minutes=_int("PATIENT_CUTOFF_MINUTES", 120),
         booking_answer_seconds=max(_int("BOOKING_ANSWER_SECONDS", 24 * 3600), 60),
