@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import uuid
 
+from shared.identity import access
+from shared.platform import clients
 from shared.platform.context import Role
-from tests.support import Api, approved_doctor, bearer, create_user, problem
+from tests import counted
+from tests.support import Api, approved_doctor, bearer, create_user, id_token, problem
 
 PRIVATE = {"email", "phone", "licenseNumber", "approval", "disabled", "role", "approved"}
 
@@ -177,3 +180,37 @@ def test_directory_of_clinics_and_pharmacies_by_city(stack, admin):
 
 def test_directory_needs_a_signed_in_caller(stack):
     problem(Api(stack.gateway_url).get("/users/directory/doctors"), 401)
+
+
+def test_a_profile_change_asks_auth_only_for_what_auth_holds(stack):
+    user = create_user(stack, Role.PATIENT)
+    access.refresh(user.uid, by="test")  # as every account the backend makes has one
+    headers = {"Authorization": f"Bearer {id_token(stack, user)}"}
+
+    def patch(body: dict[str, str]) -> dict[str, int]:
+        response, counts = counted.call("users", "PATCH", "/me", headers=headers, json=body)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return counts
+
+    renamed = patch({"displayName": "Sari"})
+    assert renamed.get("http.auth", 0) == 1  # the name, in Auth; nothing read back
+    assert renamed["firestore.reads"] == 2  # the access record, the profile
+    from firebase_admin import auth
+
+    assert auth.get_user(user.uid, app=clients.firebase_app()).display_name == "Sari"
+    phone = f"+62811{uuid.uuid4().int % 10**7:07d}"  # numbers are unique across accounts
+    unchanged = patch({"displayName": "Sari", "phone": phone})
+    assert unchanged.get("http.auth", 0) == 1  # the phone alone
+    assert patch({"displayName": "Sari"}).get("http.auth", 0) == 0
+
+
+def test_a_doctors_practice_details_never_touch_auth(stack):
+    doctor = create_user(stack, Role.DOCTOR, approved=False)
+    access.refresh(doctor.uid, by="test")
+    headers = {"Authorization": f"Bearer {id_token(stack, doctor)}"}
+    response, counts = counted.call(
+        "users", "PATCH", "/me", headers=headers, json={"bio": "Kids.", "specialty": "pediatrics"}
+    )
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert counts.get("http.auth", 0) == 0

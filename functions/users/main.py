@@ -102,6 +102,7 @@ def update_profile(call: Call) -> ProfileView:
             accounts.AccountChanges(fields=call.body),
             actor=call.principal.uid,
             by_admin=False,
+            current=profile,
         )
     except FieldRefusal as exc:
         if exc.kind == "locked":
