@@ -23,8 +23,11 @@ Baselines, each a one-file function served the same way:
 Target: each function's first authenticated request, and its peak memory, within TARGET_RATIO
 of the floor's median (of 5 rounds by default). A miss is reported per row; only --strict makes
 it the exit status. Rounds interleave all processes (in a shuffled order) so drift of the
-machine hits every row alike; one unreported warm-up round first fills the page cache so the
-first process measured does not pay for everyone's disk reads.
+machine hits every row alike, and the floor runs FLOOR_PER_ROUND times in each, spread evenly
+through it: every row is divided by the floor's median, so that median is taken over the most
+samples (on a shared machine one cold process's CPU time varies by a third from run to run).
+One unreported warm-up round first fills the page cache so the first process measured does not
+pay for everyone's disk reads.
 
 Bytecode is what a deployed instance has: each bundle carries the .pyc files tools/bundle.py
 compiled into it, the one-file baselines get theirs compiled the same way, and no served process
@@ -72,6 +75,7 @@ NAIVE_SOURCE = BENCH_DIR / "naive_function.py"
 BASELINE_TARGET = "floor"  # the entry point of both one-file baselines
 # What the naive baseline imports besides the functions' own requirements.
 NAIVE_EXTRAS = ("google.cloud.tasks_v2", "google.cloud.logging")
+FLOOR_PER_ROUND = 4  # the denominator of every ratio: sampled more than any row
 START_TIMEOUT = 60.0
 POLL_SECONDS = 0.005  # well under the resolution that matters, yet leaves the CPU to the server
 
@@ -316,7 +320,8 @@ def render(results: dict[str, Any]) -> str:
             rows.append(_cells(f"{name}  {mode}", row, _verdict(row)))
     lines = [
         f"Cold start: spawn -> first answered request; {results['rounds']} rounds "
-        "(+1 warm-up, not counted), interleaved; medians; "
+        "(+1 warm-up, not counted), interleaved, the floor "
+        f"{results.get('floor_per_round', 1)} times a round; medians; "
         + (
             "bundles with their compiled bytecode"
             if results.get("bytecode", True)
@@ -375,6 +380,23 @@ def _without_bytecode(root: Path) -> Path:
     for cache in sorted(root.rglob("__pycache__"), reverse=True):
         shutil.rmtree(cache)
     return root
+
+
+def round_order(
+    probes: list[Probe], floor: Probe, rng: random.Random, floors: int = FLOOR_PER_ROUND
+) -> list[Probe]:
+    """One round: every probe but the floor once, shuffled, and the floor `floors` times at
+    evenly spaced places (the first at the start), so drift within the round meets it too."""
+    others = [p for p in probes if p != floor]
+    rng.shuffle(others)
+    step = len(others) / floors
+    spots = {round(i * step) for i in range(floors)}
+    out: list[Probe] = []
+    for i, probe in enumerate(others):
+        out += [floor] * (i in spots)
+        out.append(probe)
+    out += [floor] * (floors - out.count(floor))
+    return out
 
 
 def run(
@@ -465,8 +487,7 @@ def run(
         for r in range(1, rounds + 1):
             # A fresh token per round (for every role) keeps each well inside its hour.
             tokens = {role: id_token(stack, user) for role, user in users.items()}
-            shuffled = probes[:]
-            order.shuffle(shuffled)
+            shuffled = round_order(probes, floor, order)
             for i, probe in enumerate(shuffled):
                 headers = (
                     {} if probe.role is None else {"Authorization": f"Bearer {tokens[probe.role]}"}
@@ -507,6 +528,7 @@ def run(
         return {
             "rounds": rounds,
             "bytecode": bytecode,
+            "floor_per_round": FLOOR_PER_ROUND,
             "target_ratio": TARGET_RATIO,
             "machine": [started_on, machine()],
             "served_by": serving.description(),

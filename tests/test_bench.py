@@ -260,6 +260,28 @@ def test_the_floor_load_drives_every_thread_until_the_time_is_up() -> None:
     assert stats.unexpected_count[load.FLOOR_ROUTE] == statuses[401]
 
 
+def test_a_coldstart_round_runs_the_floor_often_and_every_other_probe_once() -> None:
+    import itertools
+    import random
+    from pathlib import Path
+
+    probes = [coldstart.Probe(f"p{i}", Path("."), "t", "/") for i in range(10)]
+    floor = probes[3]
+    order = coldstart.round_order(probes, floor, random.Random(1), floors=4)
+    assert order.count(floor) == 4
+    assert sorted(p.label for p in order if p != floor) == sorted(
+        p.label for p in probes if p != floor
+    )
+    assert order[0] == floor
+    gaps = [i for i, p in enumerate(order) if p == floor]
+    assert max(b - a for a, b in itertools.pairwise(gaps)) <= 4  # spread, not bunched
+    # More floors than other probes still runs the floor that many times.
+    assert (
+        coldstart.round_order(probes[:2], probes[0], random.Random(1), floors=3).count(probes[0])
+        == 3
+    )
+
+
 def test_coldstart_baselines_carry_bytecode_and_no_bytecode_strips_it(tmp_path: Any) -> None:
     import importlib.util
 
