@@ -248,10 +248,20 @@ def test_a_patient_books_pays_sees_the_receipt_and_cancels(
     assert web.unexpected_errors == []
 
 
+def _listed_clinic_without_bookings(stack: Any, admin: Api) -> None:
+    """An approved clinic in the directory that has not set up bookings (yet)."""
+    clinic = create_user(stack, Role.CLINIC, approved=False)
+    approved = admin.post(f"/admin-users/{clinic.uid}/approval", json={"decision": "approve"})
+    assert approved.status_code == 200, approved.text
+    listed = bearer(stack, create_user(stack, Role.PATIENT)).get("/users/directory/clinics")
+    assert clinic.uid in [c["uid"] for c in listed.json()["items"]]
+
+
 def test_a_buyer_who_cancels_in_paypal_comes_back_with_nothing_charged(
     stack: Any, admin: Api, sim: Sim, web: Web
 ) -> None:
     name, doctor, patient = _named_doctor_and_patient(stack, admin, "Dr Cancel", "15.00")
+    _listed_clinic_without_bookings(stack, admin)  # the page must not trip over it
     web.sign_in(patient)
     page = web.page
     details = _book_on_the_page(web, doctor, 2, "11:00")

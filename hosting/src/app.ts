@@ -150,11 +150,16 @@ async function enter(session: Session): Promise<void> {
     admin: loadPendingDoctors,
   };
   clinicUid = session.uid;
-  await loaders[session.role as View]?.();
-  if (session.role === "patient" && paypalBack !== null) {
-    const back = paypalBack;
-    paypalBack = null;
-    await backFromPayPal(back);
+  try {
+    await loaders[session.role as View]?.();
+  } finally {
+    // A buyer back from PayPal learns what became of the payment even when a part of the
+    // page could not be loaded.
+    if (session.role === "patient" && paypalBack !== null) {
+      const back = paypalBack;
+      paypalBack = null;
+      await backFromPayPal(back);
+    }
   }
 }
 
@@ -500,7 +505,9 @@ async function loadPatientView(): Promise<void> {
   $("pick-pharmacy").replaceChildren(
     ...pharmacies.items.map((p) => el("option", placeName(p), { value: p.uid })),
   );
+  // No clinic chosen at first: the patient picks one, and only then are its services asked for.
   $("pick-clinic").replaceChildren(
+    el("option", "Choose a clinic", { value: "" }),
     ...clinics.items.map((c) => el("option", placeName(c), { value: c.uid })),
   );
   const day = $<HTMLInputElement>("clinic-day");
@@ -556,9 +563,17 @@ async function loadServices(): Promise<void> {
     $("pick-service").replaceChildren();
     return;
   }
-  const clinic = await api.call(
-    api.client.GET("/bookings/clinics/{clinic_uid}", { params: { path: { clinic_uid: uid } } }),
-  );
+  let clinic: Schemas["Bookings_ClinicView"];
+  try {
+    clinic = await api.call(
+      api.client.GET("/bookings/clinics/{clinic_uid}", { params: { path: { clinic_uid: uid } } }),
+    );
+  } catch (e) {
+    if (!(e instanceof ApiError) || e.status !== 404) throw e;
+    $("pick-service").replaceChildren();
+    say("This clinic does not take bookings yet.");
+    return;
+  }
   $("pick-service").replaceChildren(
     ...clinic.services
       .filter((s) => s.active !== false)
