@@ -83,7 +83,9 @@ HEALTH_FIELDS: frozenset[str] = frozenset(
 )
 # Credentials that must not be copied into a log readable by every admin.
 SECRET_FIELDS: Mapping[str, frozenset[str]] = {
-    "sessions": frozenset({"csrfToken"}),
+    # The cookie's secret is kept only as its SHA-256 (32 random bytes: no guess finds it),
+    # redacted all the same: a digest of a credential belongs to no admin's reading.
+    "sessions": frozenset({"csrfToken", "secretHash"}),
     "notifications": frozenset({"data"}),  # holds password and sign-in links
     # A new payout address's pending change holds its code's digest (a 6-digit code: as good
     # as the code itself to anyone who reads it).
