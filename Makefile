@@ -19,7 +19,7 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# The deploy configuration's checkers, each in a venv of its own (README "Deploy").
+# The deploy configuration's checkers, each in a venv of its own (docs/guides/deploy.md).
 CHECKOV_VENV := .venv-checkov
 IAC_VENV := .venv-iac
 
@@ -51,7 +51,7 @@ client: $(VENV)/.installed node_modules/.installed
 	node_modules/.bin/openapi-typescript build/openapi.json --default-non-nullable false \
 		-o clients/web/src/schema.d.ts
 
-# The reference web app's one ES module, bundled with the Firebase JS SDK (README "Front end").
+# The reference web app's one ES module, bundled with the Firebase JS SDK (docs/guides/front-end.md).
 WEB_SOURCES := $(wildcard hosting/src/*.ts clients/web/src/*.ts)
 hosting/public/app.js: $(WEB_SOURCES) node_modules/.installed
 	node_modules/.bin/esbuild hosting/src/app.ts --bundle --format=esm --target=es2022 \

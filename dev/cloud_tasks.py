@@ -52,8 +52,8 @@ ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("alodoktor.cloud_tasks")
 
 # The queues of the local stack and how they retry. Production's (terraform/) retry more
-# patiently (see README); here a failed delivery comes back within seconds, so tests and
-# `make dev` see retries happen.
+# patiently (docs/guides/local-stack.md); here a failed delivery comes back within seconds, so
+# tests and `make dev` see retries happen.
 QUEUES: dict[str, dict[str, Any]] = {
     "payouts": {
         "retryConfig": {

@@ -242,7 +242,7 @@ def _with_bytecode(files: set[str]) -> set[str]:
     return files | {importlib.util.cache_from_source(f) for f in files if f.endswith(".py")}
 
 
-# Libraries none of these first requests needs (README "Dependencies": each is imported where
+# Libraries none of these first requests needs (docs/guides/dependencies.md: each imported where
 # it is used): loading one on the way would cost every cold start its import. (firebase-admin,
 # and cryptography with it, is not among them: an account's very first request makes its access
 # record from its Auth record, and these accounts are new; bench.coldstart warms its accounts

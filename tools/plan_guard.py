@@ -7,7 +7,7 @@ The `deployer` account (terraform/ci.tf) may grant only the project roles the co
 gives other accounts, and may read the custom roles but not write them, so that a build
 cannot give itself more. A plan that changes its own grants or a custom role would fail half
 way through the apply on a permission error; this says so before anything is applied, and
-what to do (README "What only a person applies").
+what to do (docs/guides/deploy.md, "What only a person applies").
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(
         "This plan changes what the deployer may do or grant, which only a person applies "
-        "(README 'What only a person applies'): with Owner, at this commit, run "
+        "(docs/guides/deploy.md, 'What only a person applies'): with Owner, at this commit, run "
         "`terraform apply -var-file=../build/environment.tfvars` in terraform/, then run "
         "this build again.",
         file=sys.stderr,

@@ -4,7 +4,8 @@
 
 Each project keeps its settings (every variable of terraform/variables.tf) in
 gs://<project>-tfstate/environment.tfvars, written from terraform/environments/example.tfvars
-by the README's first deploy and downloaded by cloudbuild.yaml to build/environment.tfvars
+by the first deploy (docs/guides/deploy.md) and downloaded by cloudbuild.yaml to
+build/environment.tfvars
 before `terraform plan -var-file=../build/environment.tfvars`. Nothing else sets a variable,
 except the few the build itself decides (CI_VARIABLES), so a CI deploy applies exactly what
 the operator chose and never falls back to a default.
@@ -91,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--project", help="the project the file must name")
     args = parser.parse_args(argv)
     if not args.file.is_file():
-        print(f"{args.file}: no such file (README 'Deploy' writes it)", file=sys.stderr)
+        where = "docs/guides/deploy.md's first deploy writes it"
+        print(f"{args.file}: no such file ({where})", file=sys.stderr)
         return 1
     found = problems(args.file.read_text(), args.project)
     for problem in found:

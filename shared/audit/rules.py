@@ -46,7 +46,9 @@ AUDITED_COLLECTIONS: frozenset[str] = frozenset(
         "settings",
         "notifications",
         "auditAcknowledgements",  # what an admin did about a flagged entry: itself an entry
-        "consents", "privacyRequests", "legalHolds",  # personal data (issue 27)
+        "consents",
+        "privacyRequests",
+        "legalHolds",  # personal data (issue 27)
     }
 )
 # Not audited, and why: `directory` is a projection of `users` written in the same batch (its

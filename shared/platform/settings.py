@@ -122,9 +122,10 @@ class Settings:
     consent_required: bool = True
     # A closed account is erased this long after the request (it may be taken back until then).
     erasure_cooling_off_days: int = 14
-    # What the law keeps after an erasure, counted from the record's last date (README
-    # "Personal data" gives the sources): medical records (visits, prescriptions), the books
-    # (orders, refunds, ledger, payouts, PayPal's events), and the audit log.
+    # What the law keeps after an erasure, counted from the record's last date
+    # (docs/guides/personal-data.md gives the sources): medical records (visits,
+    # prescriptions), the books (orders, refunds, ledger, payouts, PayPal's events), and the
+    # audit log.
     medical_retention_days: int = 20 * 365
     financial_retention_days: int = 10 * 365
     audit_retention_days: int = 6 * 365
