@@ -378,3 +378,27 @@ def test_every_outcome_writes_the_actors_read_of_the_note_before_answering(stack
     # A refused outcome hands nothing out and reads nothing.
     problem(doctor_api.post(f"/appointments/{missed['id']}/complete"), 409, "illegal_transition")
     assert reads_of(f"appointments/{missed['id']}", doctor.uid) == 1
+
+
+def test_a_doctors_list_names_the_patients_and_a_patients_own_does_not_need_to(stack, admin):
+    """The doctor's day reads as people: each appointment carries its patient's display name
+    (one batched read per page), for the doctor and admins; not for the patient themselves."""
+    doctor, doctor_api = approved_doctor(stack, admin)
+    named, unnamed = create_user(stack, Role.PATIENT), create_user(stack, Role.PATIENT)
+    name = f"Ayşe {uuid.uuid4().hex[:6]}"
+    patient = bearer(stack, named)
+    assert patient.request("PATCH", "/users/me", json={"displayName": name}).status_code == 200
+    for user, hours in ((named, 30), (unnamed, 31)):
+        booked = bearer(stack, user).post(
+            "/appointments", json={"doctorUid": doctor.uid, "start": slot_in(hours)}
+        )
+        assert booked.status_code == 201, booked.text
+    listed = doctor_api.get("/appointments").json()["items"]
+    assert {a["patientUid"]: a["patientName"] for a in listed} == {
+        named.uid: name,
+        unnamed.uid: None,
+    }
+    everyone = admin.get("/appointments", params={"doctorUid": doctor.uid}).json()["items"]
+    assert {a["patientName"] for a in everyone} == {name, None}
+    (own,) = patient.get("/appointments").json()["items"]
+    assert own["patientName"] is None

@@ -385,6 +385,9 @@ def test_a_doctor_writes_a_prescription_for_the_day_and_a_pharmacy_fills_it(
     stack: Any, admin: Api, sim: Sim, web: Web
 ) -> None:
     doctor, patient, start = _paid_visit(stack, admin, sim)
+    patient_name = f"Ayşe {uuid.uuid4().hex[:6]}"
+    named = bearer(stack, patient).request("PATCH", "/users/me", json={"displayName": patient_name})
+    assert named.status_code == 200, named.text
     pharmacy_name = f"Apotek {uuid.uuid4().hex[:6]}"
     pharmacy = _listed(stack, admin, Role.PHARMACY, pharmacy_name)
     at = start[11:16]
@@ -395,7 +398,8 @@ def test_a_doctor_writes_a_prescription_for_the_day_and_a_pharmacy_fills_it(
     expect(form).to_be_hidden()  # no visit chosen: no form
     view.get_by_label("Day", exact=True).fill(start[:10])
     page.get_by_role("button", name="Show the day").click()
-    expect(page.locator("#day-list")).to_contain_text(f"{at}: confirmed")
+    expect(page.locator("#day-list")).to_contain_text(f"{at}: confirmed ({patient_name})")
+    expect(page.locator("#day-list")).not_to_contain_text(patient.uid)  # people, not uids
     expect(form).to_be_hidden()
     web.shot("day")
     page.get_by_role("button", name=f"Write prescription for {at}").click()

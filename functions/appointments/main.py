@@ -29,6 +29,7 @@ from pydantic import Field, field_validator, model_validator
 from shared.appointments import service
 from shared.appointments.rules import Status
 from shared.appointments.schedule import MAX_RANGE_DAYS
+from shared.identity import profiles
 from shared.identity.profile_fields import HHMM, Weekday, price_view
 from shared.payments.views import PaymentSummary
 from shared.platform import idempotency, stored
@@ -137,6 +138,9 @@ class AppointmentOut(View):
     hold_expires_at: datetime | None
     note: Health[str | None]
     cancellation: Cancellation | None
+    patient_name: str | None = Field(
+        default=None, description="the patient's display name, in a doctor's or admin's list"
+    )
     rescheduled_from: datetime | None = None
     created_at: datetime
     payment: PaymentSummary | None = None
@@ -263,6 +267,10 @@ def list_appointments(call: Call) -> AppointmentList:
         cursor=q.cursor,
     )
     shown = stored.readable(lambda i: AppointmentOut.of(i, call.principal.role), items)
+    if call.principal.role in (Role.DOCTOR, Role.ADMIN):
+        # A doctor's day reads as people, not uids: the page's patients' names, one read.
+        names = profiles.display_names([a.patient_uid for a in shown])
+        shown = [a.model_copy(update={"patient_name": names.get(a.patient_uid)}) for a in shown]
     return AppointmentList(items=shown, next_cursor=cursor)
 
 

@@ -427,7 +427,7 @@ async function showDay(): Promise<void> {
   const page = await api.call(api.client.GET("/appointments", { params: { query: { from, to } } }));
   $("day-list").replaceChildren(
     ...page.items.map((a) => {
-      const item = el("li", `${time(a.start)}: ${a.status.replace("_", " ")} (patient ${a.patientUid}) `);
+      const item = el("li", `${time(a.start)}: ${a.status.replace("_", " ")} (${a.patientName ?? `patient ${a.patientUid}`}) `);
       if (a.status === "confirmed" || a.status === "completed") {
         item.appendChild(
           button("Write prescription", async () => startPrescription(a), {

@@ -89,6 +89,21 @@ def get(uid: str) -> dict[str, Any] | None:
     return data
 
 
+def display_names(uids: list[str]) -> dict[str, str]:
+    """The display names of these accounts that have one, in one batched read (a page of
+    appointments shows its patients by name, not by uid)."""
+    unique = sorted(set(uids))
+    if not unique:
+        return {}
+    snaps = clients.db().get_all([ref(uid) for uid in unique], field_paths=["displayName"])
+    names: dict[str, str] = {}
+    for snap in snaps:
+        name = (snap.to_dict() or {}).get("displayName") if snap.exists else None
+        if isinstance(name, str) and name.strip():
+            names[snap.id] = name
+    return names
+
+
 def write_listing(profile: dict[str, Any], *, tx: Any) -> None:
     """Keep the public directory entry in step with the profile, in the same transaction."""
     from shared.identity.profile_fields import directory_entry

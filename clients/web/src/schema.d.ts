@@ -2628,6 +2628,12 @@ export interface components {
             note: string | null;
             cancellation: components["schemas"]["Appointments_Cancellation"] | null;
             /**
+             * Patientname
+             * @description the patient's display name, in a doctor's or admin's list
+             * @default null
+             */
+            patientName?: string | null;
+            /**
              * Rescheduledfrom
              * @default null
              */
