@@ -12,6 +12,7 @@ Routes (under /privacy); the consent gate lets every signed-in account in here, 
   POST /erasure                      ask for the account's erasure (after the cooling-off)
   POST /erasure/{id}/cancel          take it back during the cooling-off
   POST /erasure/run                  erase what is due (Cloud Scheduler; admins by hand)
+  POST /holds/sweep                  erase held records whose retention is over (Cloud Scheduler)
   GET  /requests                     every request, its deadline, state and handler (admins)
 """
 
@@ -27,7 +28,7 @@ from shared.platform import stored
 from shared.platform.disclosure import Health, ResourceId
 from shared.platform.fields import Int
 from shared.platform.models import Body, Page, SweepQuery, View
-from shared.privacy import consents, erasure, rules, service
+from shared.privacy import consents, erasure, holds, rules, service
 from shared.web.http import Call, Function, Reply
 
 api = Function(
@@ -307,6 +308,26 @@ class RunView(View):
 def run_erasure(call: Call) -> RunView:
     """Erase the accounts whose cooling-off period is over."""
     return RunView(**erasure.run(call.query.limit, call.caller.uid))
+
+
+class HoldSweepQuery(Body):
+    """How many held records one call may erase or strip, at most."""
+
+    limit: Int = Field(default=500, ge=1, le=2000)
+
+
+class HoldSweepView(View):
+    holds: list[str] = Field(description="the holds worked on (by uid)")
+    closed: list[str] = Field(description="holds with nothing left to erase")
+    continuing: list[str] = Field(description="holds with more due: the next call goes on")
+    erased: int = Field(description="records deleted")
+    stripped: int = Field(description="records kept for others, the account taken out")
+
+
+@api.route("POST", "/holds/sweep", query=HoldSweepQuery, response=HoldSweepView)
+def sweep_holds(call: Call) -> HoldSweepView:
+    """Erase what erased accounts' legal holds kept, once its retention period is over."""
+    return HoldSweepView(**holds.sweep(call.query.limit, call.caller.uid))
 
 
 class RequestList(View):

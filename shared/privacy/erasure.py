@@ -9,7 +9,8 @@ is anonymized (uid, role and dates only) and the access record becomes a tombsto
 token and cookie of the account is refused on its next request.
 
 What stays, as the law and the books require, is recorded in `legalHolds/{uid}`: which
-collections hold the account's records and until when (retention periods are settings). Those
+collections hold the account's records and until when (retention periods are settings); the
+hold sweep (shared.privacy.holds) erases them when that time comes. Those
 records are pseudonymous from then on: they name the account by its uid alone, which nothing
 links to a person any more. The audit log is append-only and kept whole.
 
@@ -256,27 +257,25 @@ def _hold(uid: str, held: dict[str, int], actor: str) -> None:
         "audit": s.audit_retention_days,
     }
     kinds = {h.collection: h.retention for h in rules.HOLDINGS if h.retention}
-    store.set(
-        _db().collection(HOLDS).document(uid),
-        {
-            "uid": uid,
-            "createdAt": now,
-            "collections": {
-                c: {
-                    "count": n,
-                    "retention": kinds[c],
-                    "until": rules.retention_end(now, kinds[c], days),
-                }
-                for c, n in held.items()
-            },
-            # Always kept: the books by account name and the audit log.
-            "books": {
-                "retention": "financial",
-                "until": rules.retention_end(now, "financial", days),
-                "accounts": list(rules.ledger_accounts(uid)),
-            },
-            "auditLog": {"retention": "audit", "until": rules.retention_end(now, "audit", days)},
+    hold: dict[str, Any] = {
+        "uid": uid,
+        "createdAt": now,
+        "collections": {
+            c: {
+                "count": n,
+                "retention": kinds[c],
+                "until": rules.retention_end(now, kinds[c], days),
+            }
+            for c, n in held.items()
         },
-        merge=True,
-        by=actor,
-    )
+        # Always kept: the books by account name and the audit log.
+        "books": {
+            "retention": "financial",
+            "until": rules.retention_end(now, "financial", days),
+            "accounts": list(rules.ledger_accounts(uid)),
+        },
+        "auditLog": {"retention": "audit", "until": rules.retention_end(now, "audit", days)},
+    }
+    # When the hold sweep (shared.privacy.holds) next has something to erase.
+    hold |= {"nextEnd": rules.next_end(hold), "closedAt": None}
+    store.set(_db().collection(HOLDS).document(uid), hold, merge=True, by=actor)

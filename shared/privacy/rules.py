@@ -412,3 +412,93 @@ def referenced_practitioners(resources: list[dict[str, Any]]) -> Iterator[str]:
                 "Practitioner/"
             ):
                 yield str(ref["reference"]).split("/", 1)[1]
+
+
+# -- the end of a legal hold ----------------------------------------------------------------------
+# `legalHolds/{uid}` has parts, each with its retention and end (`until`): `collections.<name>`
+# (the account's records in a held collection), `books` (its ledger accounts) and `auditLog`.
+# When a part's end has passed, the sweep (shared.privacy.holds) erases what it holds and marks
+# it `endedAt`; the hold is closed when no part is left.
+
+AUDIT_KEPT_BY = (
+    "the audit export bucket's retention policy: the log is append-only and never deleted "
+    "by the application (docs/guides/audit.md)"
+)
+ERASED_PARTY = "erased"  # the party a stripped ledger account is named after
+
+
+def hold_parts(hold: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """A hold's parts by their field path in the hold: `collections.<name>`, `books`,
+    `auditLog`."""
+    out: list[tuple[str, Mapping[str, Any]]] = []
+    held = hold.get("collections")
+    if isinstance(held, Mapping):
+        out += [(f"collections.{c}", p) for c, p in sorted(held.items()) if isinstance(p, Mapping)]
+    for name in ("books", "auditLog"):
+        part = hold.get(name)
+        if isinstance(part, Mapping):
+            out.append((name, part))
+    return out
+
+
+def part_open(part: Mapping[str, Any]) -> bool:
+    return part.get("endedAt") is None
+
+
+def part_ended(part: Mapping[str, Any], now: datetime) -> bool:
+    """The part's retention is over and the sweep has not finished it yet."""
+    until = part.get("until")
+    return part_open(part) and isinstance(until, datetime) and until <= now
+
+
+def next_end(hold: Mapping[str, Any], finished: frozenset[str] = frozenset()) -> datetime | None:
+    """The earliest end among the hold's parts still open, but for those just `finished`
+    (None: nothing is left)."""
+    ends = [
+        p["until"]
+        for path, p in hold_parts(hold)
+        if path not in finished and part_open(p) and isinstance(p.get("until"), datetime)
+    ]
+    return min(ends) if ends else None
+
+
+def at_end(
+    holding: Holding, data: Mapping[str, Any], uid: str, health_fields: frozenset[str]
+) -> dict[str, Any] | None:
+    """What the end of `uid`'s hold does to one of its records in `holding`: None to delete it
+    (it names no one else), else the update that strips `uid` from it (the fields naming it,
+    and the health fields when it is the patient), so the record stays for the others it
+    names (an account still open, or one under a hold of its own, ended by that hold)."""
+    others = {v for f in holding.fields if isinstance(v := data.get(f), str) and v and v != uid}
+    if not others:
+        return None
+    update: dict[str, Any] = {f: None for f in holding.fields if data.get(f) == uid}
+    if data.get("patientUid") == uid:
+        update |= {f: None for f in sorted(health_fields) if f in data}
+    return update
+
+
+def erased_account(account: str) -> str:
+    """A ledger account with its party's uid taken out (`earnings:doctor:erased`): its
+    postings keep their amounts, so every transaction still balances."""
+    kind, _, _party = account.rpartition(":")
+    return f"{kind}:{ERASED_PARTY}" if kind else account
+
+
+def stripped_transaction(
+    data: Mapping[str, Any], uid: str, accounts: frozenset[str]
+) -> dict[str, Any]:
+    """A ledger transaction's update that takes `uid` out of it (its party fields and the
+    accounts of its postings); empty when it does not name `uid`."""
+    update: dict[str, Any] = {f: None for f in ("patientUid", "providerUid") if data.get(f) == uid}
+    postings = data.get("postings")
+    if isinstance(postings, list) and any(
+        isinstance(p, Mapping) and p.get("account") in accounts for p in postings
+    ):
+        update["postings"] = [
+            {**p, "account": erased_account(str(p["account"]))}
+            if isinstance(p, Mapping) and p.get("account") in accounts
+            else p
+            for p in postings
+        ]
+    return update

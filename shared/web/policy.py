@@ -308,6 +308,7 @@ POLICY: dict[RouteKey, Rule] = {
         owner=OWN_UID, admin_sees_all=False
     ),
     ("privacy", "POST", "/erasure/run"): allow(Role.ADMIN, services=(Service.SCHEDULER,)),
+    ("privacy", "POST", "/holds/sweep"): allow(Role.ADMIN, services=(Service.SCHEDULER,)),
     ("privacy", "GET", "/requests"): allow(Role.ADMIN),
 }
 POLICY.update({(fn, "GET", "/openapi.json"): PUBLIC for fn in FUNCTIONS})

@@ -1903,6 +1903,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/privacy/holds/sweep": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Erase what erased accounts' legal holds kept, once its retention period is over. */
+        post: operations["privacy.sweep_holds"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/privacy/requests": {
         parameters: {
             query?: never;
@@ -5255,6 +5272,34 @@ export interface components {
             resource: {
                 [key: string]: unknown;
             };
+        };
+        /** HoldSweepView */
+        Privacy_HoldSweepView: {
+            /**
+             * Holds
+             * @description the holds worked on (by uid)
+             */
+            holds: string[];
+            /**
+             * Closed
+             * @description holds with nothing left to erase
+             */
+            closed: string[];
+            /**
+             * Continuing
+             * @description holds with more due: the next call goes on
+             */
+            continuing: string[];
+            /**
+             * Erased
+             * @description records deleted
+             */
+            erased: number;
+            /**
+             * Stripped
+             * @description records kept for others, the account taken out
+             */
+            stripped: number;
         };
         /** Notice */
         Privacy_Notice: {
@@ -16316,6 +16361,91 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Privacy_RunView"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description Not signed in, or the sign-in is no longer valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description The caller's role, approval, origin or CSRF token does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description Not found (or not the caller's) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description A dependency is unavailable; nothing was changed */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+        };
+    };
+    "privacy.sweep_holds": {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Privacy_HoldSweepView"];
                 };
             };
             /** @description Invalid input */
