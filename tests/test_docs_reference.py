@@ -100,3 +100,16 @@ def test_every_job_trigger_kind_and_audited_collection_is_listed(
         assert f"| `{collection}` |" in audited, collection
     for field in audit.HEALTH_FIELDS:
         assert f"`{field}`" in audited, field
+
+
+def test_views_defined_by_tests_are_no_part_of_the_reference() -> None:
+    """A test's view (here one that would refuse to be planned: health data, no document id)
+    defined in the same process, as the whole run's test files are, leaves the generated
+    reference as it is."""
+    from shared.platform.disclosure import Health
+    from shared.platform.models import View
+
+    class UnnamedForTheReference(View):
+        note: Health[str | None]
+
+    assert "UnnamedForTheReference" not in docs_reference.health_views()
