@@ -423,3 +423,56 @@ def test_an_erasure_can_be_taken_back_while_it_waits(stack):
     assert cancelled.status_code == 200
     assert cancelled.json()["state"] == "cancelled"
     problem(api.post(f"/privacy/erasure/{asked['id']}/cancel"), 409, "erasure_started")
+
+
+def test_a_providers_export_holds_their_visits_without_their_patients_health(stack):
+    """A doctor's export carries the visits and prescriptions they are party to, as what
+    concerns them (times, status, money), never the patients' notes or medicines, which the
+    API shows a provider only under its own rules; nor any session's secret digest or CSRF
+    token, which the audit log redacts too."""
+    patient, doctor = create_user(stack, Role.PATIENT), create_user(stack, Role.DOCTOR)
+    mine = _seed(patient.uid, doctor.uid)
+    api = bearer(stack, doctor)
+    assert api.post("/privacy/consents", json={"document": "privacy", "version": 1}).ok
+    sign_in(stack, doctor)  # a live cookie session of the doctor's own
+    request_id = api.post("/privacy/exports").json()["id"]
+    items = [i for p in _download(api, request_id, "data") for i in p["items"]]
+    by_path = {f"{i['collection']}/{i['id']}": i["data"] for i in items}
+
+    visit = by_path[f"appointments/{mine['appointment']}"]
+    assert visit["status"] == "completed"
+    assert "note" not in visit
+    prescription = by_path[f"prescriptions/{mine['prescription']}"]
+    assert prescription["status"] == "issued"
+    assert "items" not in prescription
+    assert "notes" not in prescription
+    sessions = [i["data"] for i in items if i["collection"] == "sessions"]
+    assert sessions
+    assert all("secretHash" not in s and "csrfToken" not in s for s in sessions)
+    # The patient's own export keeps their own health data.
+    own = bearer(stack, patient)
+    assert own.post("/privacy/consents", json={"document": "privacy", "version": 1}).ok
+    own_id = own.post("/privacy/exports").json()["id"]
+    own_items = [i for p in _download(own, own_id, "data") for i in p["items"]]
+    (own_visit,) = [
+        i["data"]
+        for i in own_items
+        if i["collection"] == "appointments" and i["id"] == mine["appointment"]
+    ]
+    assert own_visit["note"] == "headache for a week"
+
+
+@pytest.mark.parametrize("after", ["a/b", "", "a/b/c", "x" * 300, "__x__"])
+def test_a_crafted_export_cursor_is_refused(stack, after):
+    import base64
+    import json
+
+    user = create_user(stack, Role.PATIENT)
+    api = bearer(stack, user)
+    assert api.post("/privacy/consents", json={"document": "privacy", "version": 1}).ok
+    request_id = api.post("/privacy/exports").json()["id"]
+    for step in (18, 36, 0):
+        raw = json.dumps([step, after]).encode()
+        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        answer = api.get(f"/privacy/exports/{request_id}/data", params={"cursor": cursor})
+        problem(answer, 400, "invalid_cursor")

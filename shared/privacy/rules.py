@@ -22,6 +22,8 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
+from shared.platform.ids import DOC_ID
+
 Treatment = Literal["delete", "anonymize", "scrub", "hold", "keep"]
 Retention = Literal["medical", "financial", "audit"]
 
@@ -204,7 +206,9 @@ def decode_cursor(token: str | None, step_count: int) -> Cursor:
         raise BadCursor("not a cursor of this export") from exc
     if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < step_count:
         raise BadCursor("not a cursor of this export")
-    if after is not None and (not isinstance(after, str) or len(after) > 1500):
+    # `after` names a document of the step's collection: a document id and nothing else (a
+    # path or an empty one would reach Firestore's client and fail there, a 500).
+    if after is not None and (not isinstance(after, str) or not DOC_ID.match(after)):
         raise BadCursor("not a cursor of this export")
     return Cursor(step, after)
 

@@ -106,6 +106,27 @@ def _reads_of(path: str) -> list[Any]:
     return list(query.stream())
 
 
+# Where the account is the record's patient (or the record is the account itself): its own
+# health data. Anywhere else (a doctor's visits, a pharmacy's prescriptions) the record is
+# someone else's health: the provider gets what concerns them, without it.
+_OWN = (None, "patientUid")
+
+
+def _for_the_account(step: rules.Step, data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """A stored record as an export gives it to the account: without the credentials the audit
+    log redacts too (a session's secret digest and CSRF token, notices' links), and without
+    other people's health data. Returns the record, and whether it carries health data (the
+    pipeline writes the read entry of those)."""
+    from shared.audit.rules import HEALTH_FIELDS, SECRET_FIELDS
+
+    hidden = set(SECRET_FIELDS.get(step.collection, ()))
+    own = step.field in _OWN
+    if step.health and not own:
+        hidden |= HEALTH_FIELDS
+    kept = {k: v for k, v in data.items() if k not in hidden}
+    return kept, step.health and own
+
+
 def export_page(uid: str, cursor: str | None, *, clinical_only: bool = False) -> ExportPage:
     """Up to PAGE_DOCUMENTS of what is held about `uid`, from `cursor` on."""
     walk = rules.steps(uid)
@@ -132,8 +153,8 @@ def export_page(uid: str, cursor: str | None, *, clinical_only: bool = False) ->
                 for read in _reads_of(path):
                     records.append(Record("audit", read.id, rules.plain(read.to_dict() or {})))
             else:
-                data = rules.plain(snap.to_dict() or {})
-                records.append(Record(step.collection, snap.id, data, step.health))
+                data, health = _for_the_account(step, rules.plain(snap.to_dict() or {}))
+                records.append(Record(step.collection, snap.id, data, health))
         budget -= len(snaps) * (10 if step.reads else 1)
         if step.field is not None and snaps and len(snaps) == limit:
             after = snaps[-1].id  # maybe more: this step goes on from here
