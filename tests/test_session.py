@@ -362,6 +362,61 @@ def test_an_id_token_makes_one_session_and_none_once_it_has_ended(stack):
     problem(_exchange(stack, token), 401, "sign_in_reused")
 
 
+def test_an_id_token_written_another_way_is_no_other_token(stack):
+    """A token decoders also read with padding, stray characters or another last character is
+    refused as malformed, so after sign-out no variant of the token makes a new session."""
+    user = create_user(stack)
+    token = id_token(stack, user)
+    browser = Api(
+        stack.gateway_url, cookie=session_cookie(_exchange(stack, token))["__session"].value
+    )
+    header, payload, signature = token.split(".")
+    variants = [
+        token + "==",
+        f"{header}.{payload}==.{signature}",
+        f"{header}.{payload[:4]}~~{payload[4:]}.{signature}",
+        f"{header}.{payload[:4]}\n{payload[4:]}.{signature}",
+        f" {token}",
+    ]
+    for variant in variants:
+        problem(_exchange(stack, variant), 401, "invalid_token")
+        if variant.strip() == variant and "\n" not in variant:  # what a header can carry
+            problem(Api(stack.gateway_url, bearer=variant).get("/session/sessions"), 401)
+    csrf = browser.get("/session").json()["csrfToken"]
+    assert (
+        Api(stack.gateway_url, cookie=browser.cookie, csrf=csrf).delete("/session").status_code
+        == 204
+    )
+    for variant in [token, *variants]:
+        assert _exchange(stack, variant).status_code == 401
+
+
+def test_exchanging_a_token_again_makes_the_session_the_new_holders(stack):
+    """A second exchange of a live session's token re-keys it for whoever sent it: their
+    address and browser in the list, a CSRF token of their own, the earlier cookie refused."""
+    user = create_user(stack)
+    token = id_token(stack, user)
+    first = requests.post(
+        f"{stack.gateway_url}/session",
+        json={"idToken": token},
+        headers={"User-Agent": "FirstBrowser"},
+        timeout=30,
+    )
+    again = requests.post(
+        f"{stack.gateway_url}/session",
+        json={"idToken": token},
+        headers={"User-Agent": "SecondBrowser"},
+        timeout=30,
+    )
+    assert first.status_code == again.status_code == 201, again.text
+    assert first.json()["csrfToken"] != again.json()["csrfToken"]
+    browser = Api(stack.gateway_url, cookie=session_cookie(again)["__session"].value)
+    (listed,) = browser.get("/session/sessions").json()["items"]
+    assert listed["userAgent"] == "SecondBrowser"
+    old = Api(stack.gateway_url, cookie=session_cookie(first)["__session"].value)
+    problem(old.get("/session"), 401, "session_unknown")
+
+
 def test_a_sign_in_reads_the_access_record_once_writes_the_session_and_asks_auth_nothing(stack):
     user = create_user(stack)
     access.refresh(user.uid, by="test")  # as every account the backend makes has one

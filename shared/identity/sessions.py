@@ -266,10 +266,33 @@ def _again(new: NewSession) -> Issued | None:
 
     def body(tx: Any) -> SessionRecord | None:
         existing = get(new.session_id, tx=tx)
-        if existing is None or existing.uid != new.uid or not existing.active:
+        now = clock.now()
+        if (
+            existing is None
+            or existing.uid != new.uid
+            or not existing.active
+            or existing.idle_at(now)
+        ):
             return None
-        store.update(_ref(existing.id), {"secretHash": _hash(secret)}, tx=tx, by=new.uid)
-        return replace(existing, secret_hash=_hash(secret))
+        # The session is the one who exchanged the token now: where from, a CSRF token of
+        # their own, used now (the list of sessions shows them, not the earlier holder).
+        secret_hash, csrf_token = _hash(secret), secrets.token_urlsafe(32)
+        change = {
+            "secretHash": secret_hash,
+            "csrfToken": csrf_token,
+            "ip": new.ip,
+            "userAgent": new.user_agent,
+            "lastUsedAt": now,
+        }
+        store.update(_ref(existing.id), change, tx=tx, by=new.uid)
+        return replace(
+            existing,
+            secret_hash=secret_hash,
+            csrf_token=csrf_token,
+            ip=new.ip,
+            user_agent=new.user_agent,
+            last_used_at=now,
+        )
 
     record: SessionRecord | None = store.run_transaction(body)
     return Issued(record, cookie_for(record.id, secret)) if record is not None else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import threading
 from enum import Enum
 from typing import Any, TypeGuard
@@ -62,9 +63,26 @@ def _segment(raw: str) -> dict[str, Any]:
     return value
 
 
+_SEGMENT = re.compile(r"^[A-Za-z0-9_-]*$")
+
+
+def _canonical(part: str) -> bool:
+    """Whether a segment is unpadded base64url that encodes its bytes in the one way: a
+    decoder also takes padding, stray characters and other last characters for the same bytes,
+    and a token written another way must not count as another token (one ID token makes one
+    session, shared.identity.sessions)."""
+    if not _SEGMENT.match(part):
+        return False
+    try:
+        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (binascii.Error, ValueError):
+        return False
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=") == part
+
+
 def unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     parts = token.split(".")
-    if len(parts) != 3:
+    if len(parts) != 3 or not all(_canonical(p) for p in parts):
         raise Unauthenticated("The token is malformed.", code="invalid_token")
     return _segment(parts[0]), _segment(parts[1])
 
