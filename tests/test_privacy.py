@@ -476,3 +476,22 @@ def test_a_crafted_export_cursor_is_refused(stack, after):
         cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
         answer = api.get(f"/privacy/exports/{request_id}/data", params={"cursor": cursor})
         problem(answer, 400, "invalid_cursor")
+
+
+def test_an_erasure_ends_however_many_records_the_law_holds(stack, monkeypatch):
+    """Held records are counted, not read: an account with more of them than one run's budget
+    is erased in a run all the same, its hold written (it ran forever before)."""
+    from shared.privacy import erasure
+
+    patient, doctor = create_user(stack, Role.PATIENT), create_user(stack, Role.DOCTOR)
+    for _ in range(6):
+        _seed(patient.uid, doctor.uid)
+    asked = bearer(stack, patient).post("/privacy/erasure")
+    assert asked.status_code == 201, asked.text
+    # Room for what is deleted or scrubbed (13 documents), not for the 18 held beside them.
+    monkeypatch.setattr(erasure, "MAX_DOCUMENTS_PER_RUN", 20)
+
+    assert erasure.erase(patient.uid, "patient", asked.json()["id"], "test") is True
+    held = clients.db().collection("legalHolds").document(patient.uid).get().to_dict()
+    assert held["collections"]["appointments"]["count"] == 6
+    assert held["collections"]["prescriptions"]["count"] == 6

@@ -43,12 +43,6 @@ class AlreadyAcknowledged(Exception):
     pass
 
 
-def _count(query: Any) -> int:
-    """A count aggregation: a read per 1,000 index entries counted."""
-    result = query.count(alias="n").get()
-    return int(result[0][0].value)
-
-
 def acknowledgement_id(n: int, entry_id: str) -> str:
     return f"{cps.checkpoint_id(n)}-{entry_id}"
 
@@ -130,7 +124,7 @@ def summarize(checkpoints: Sequence[Mapping[str, Any]], *, complete: bool = True
     from google.cloud.firestore import FieldFilter
 
     numbers = [n for n, _, _ in flags]
-    acknowledged = _count(
+    acknowledged = store.count(
         _acks()
         .where(filter=FieldFilter("checkpoint", ">=", min(numbers)))
         .where(filter=FieldFilter("checkpoint", "<=", max(numbers)))
@@ -285,7 +279,7 @@ def unsealed() -> Unsealed:
     query = query.order_by("__name__")
     if start:
         query = query.start_after({written: start["at"], "__name__": start["id"]})
-    count = _count(query.limit(UNSEALED_CAP + 1))
+    count = store.count(query.limit(UNSEALED_CAP + 1))
     first = list(query.limit(1).stream())
     oldest = first[0].get(written) if first else None
     head = sealing.legacy_head()

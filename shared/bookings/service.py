@@ -574,8 +574,7 @@ def queue_position(booking: dict[str, Any]) -> int | None:
     ahead = _queue_query(booking["clinicUid"]).where(
         filter=FieldFilter("queueKey", "<", booking["queueKey"])
     )
-    result = ahead.count(alias="n").get()
-    return int(result[0][0].value) + 1
+    return store.count(ahead) + 1
 
 
 def list_for_patient(

@@ -177,6 +177,17 @@ def _docs(holding: rules.Holding, uid: str, limit: int) -> list[Any]:
     return list(found.values())
 
 
+def _held(holding: rules.Holding, uid: str) -> int:
+    """How many of a held collection's records name `uid` (by count aggregations)."""
+    from google.cloud.firestore import FieldFilter
+
+    collection = _db().collection(holding.collection)
+    found = 1 if holding.by_id and collection.document(uid).get().exists else 0
+    for field in holding.fields:
+        found += store.count(collection.where(filter=FieldFilter(field, "==", uid)))
+    return found
+
+
 def erase(uid: str, role: str, request_id: str, actor: str) -> bool:
     """Erase what `rules.HOLDINGS` says; True when done (else the next run goes on)."""
     store.update(
@@ -192,12 +203,16 @@ def erase(uid: str, role: str, request_id: str, actor: str) -> bool:
     for holding in rules.HOLDINGS:
         if holding.collection in ("access", "privacyRequests", "consents", "legalHolds"):
             continue
+        if holding.treatment == "hold":
+            # Held records stay as they are: counted, never read, so however many a provider
+            # has they take nothing from the run's budget (or every run would stop on them).
+            if n := _held(holding, uid):
+                held[holding.collection] = n
+            continue
         snaps = _docs(holding, uid, budget)
         budget -= len(snaps)
         for snap in snaps:
             _treat(holding, snap, uid, actor)
-        if holding.treatment == "hold" and snaps:
-            held[holding.collection] = held.get(holding.collection, 0) + len(snaps)
         if budget <= 0:
             return False
     _suppressions(profile)
