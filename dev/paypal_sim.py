@@ -955,6 +955,12 @@ _KNOWN_ISSUES: dict[str, tuple[int, str]] = {
         "or bank, or it can't be used for this payment.",
     ),
     "ORDER_ALREADY_CAPTURED": (422, "Order already captured."),
+    # PayPal's wording (checkout_orders_v2.json's capture errors), for the negative test of a
+    # refused payer when the contract is off (its files not beside the repository).
+    "PAYER_ACCOUNT_LOCKED_OR_CLOSED": (
+        422,
+        "The payer account cannot be used for this transaction.",
+    ),
 }
 _ISSUE_TEXT: dict[str, str] = {
     "ORDER_ALREADY_CAPTURED": "Order already captured.If 'intent=CAPTURE' only one capture per "
