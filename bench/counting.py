@@ -8,7 +8,8 @@ same app factory, the same gunicorn server and settings), with counters installe
   firestore   every gRPC call of every channel (a client interceptor on each channel made):
               calls by method, document reads (each document a BatchGetDocuments answers, found
               or missing; each a RunQuery returns, and at least one per query; one per
-              aggregation query, as Firestore bills them) and document writes (per Commit)
+              aggregation query, as Firestore bills them) and document writes (per Commit or
+              BatchWrite)
   http        every `requests` call (Session.send, which firebase-admin and google-auth use):
               to the Auth API (identitytoolkit / securetoken, the emulator included), to a key
               endpoint (token signing keys), or elsewhere
@@ -146,7 +147,7 @@ class _Counting:
         self.counters.add(f"firestore.reads.{collection}")
 
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        if self._method(details) == "Commit":
+        if self._method(details) in ("Commit", "BatchWrite"):
             self.counters.add("firestore.writes", len(request.writes))
         return continuation(details, request)
 

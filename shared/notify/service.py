@@ -18,18 +18,22 @@ is sent again; push remembers which devices took the message and never sends to 
 
 from __future__ import annotations
 
+import queue
 import uuid
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from shared.identity import profiles
 from shared.notify import rules, templates
 from shared.notify.rules import Category, Channel, Notice, Outcome, Result, State
 from shared.platform import clients, clock, logs, outbox, pagination, settings, store
 from shared.platform.errors import BadRequest, Conflict, NotFound
+
+if TYPE_CHECKING:
+    from shared.integrations import smtp
 
 log = logs.get("alodoktor.notify")
 
@@ -74,6 +78,13 @@ class Lease:
     channels: list[Channel]
     writes: int = 0
 
+    def wrote(self, update: dict[str, Any], update_time: Any) -> Lease:
+        """Our write of `update` on the notice was applied at `update_time`."""
+        self.doc = {**self.doc, **update}
+        self.update_time = update_time
+        self.writes += 1
+        return self
+
 
 # -- recipients --------------------------------------------------------------------------
 
@@ -98,55 +109,157 @@ class Recipient:
         }
 
 
-def _recipient(uid: str, to: str | None, kind: rules.Kind) -> tuple[Recipient, rules.Preferences]:
-    """Who a notice goes to, read in as few round trips as the kind allows: the profile, the
-    preferences and the suppression of the address we were given in one; the phone number's
-    suppression when the kind texts and the profile has one; whether any device is registered
-    when the kind pushes."""
+class Reading(NamedTuple):
+    """What the claim of one notice judges it on, read for it: who a queued notice goes to
+    (its first plan), or the standing of a notice planned earlier whose time came."""
+
+    planned: tuple[Recipient, rules.Preferences] | None = None
+    standing: Standing | None = None
+
+
+class Standing(NamedTuple):
+    """What `rules.refusal` judges a later send on, as it is at the claim."""
+
+    prefs: rules.Preferences
+    reachable: Mapping[Channel, bool]
+    suppressed: frozenset[Channel]
+
+
+IN_QUERY_VALUES = 30  # Firestore's limit on an `in` filter's values
+
+
+def _first_reads(doc: dict[str, Any], now: datetime) -> list[Any]:
+    """The documents a claim of `doc` reads before anything else: for a queued notice the
+    recipient's profile, preferences and the given address's suppression; for a later send
+    the preferences and the due channels' addresses' suppressions. Nothing for a cancelled
+    notice or one of an unknown kind, which need none."""
+    kind = rules.KINDS.get(str(doc.get("kind")))
+    if doc.get("cancelled") or kind is None:
+        return []
+    uid = str(doc.get("uid") or "")
+    if doc.get("status") == Notice.QUEUED:
+        to = doc.get("to") or None
+        return [profiles.ref(uid), preferences_ref(uid)] + (
+            [suppression_ref(Channel.EMAIL, to)] if to else []
+        )
+    due = rules.due_channels(doc, now) if doc.get("status") in LATER else []
+    if not due:
+        return []
+    addresses = _addresses(doc)
+    return [preferences_ref(uid), *(suppression_ref(c, a) for c in due if (a := addresses.get(c)))]
+
+
+LATER = (Notice.PENDING, Notice.SENDING)  # planned earlier: a later send judges it again
+
+
+def _addresses(doc: dict[str, Any]) -> dict[Channel, str | None]:
+    """A planned notice's addresses (push's are the devices, which its sender reads as it
+    sends)."""
+    recipient = doc.get("recipient") or {}
+    return {
+        Channel.EMAIL: doc.get("to") or recipient.get("email"),
+        Channel.SMS: recipient.get("phone"),
+    }
+
+
+@dataclass
+class Reads:
+    """What one sweep read for its claims: each document, and whether each recipient has a
+    device, read once a sweep however many of its notices name them."""
+
+    docs: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> data ({}: none)
+    devices: dict[str, bool] = field(default_factory=dict)  # uid -> has one
+
+
+def _readings(
+    docs: Sequence[dict[str, Any]], now: datetime, reads: Reads | None = None
+) -> list[Reading]:
+    """What the claims of `docs` need, read together, each document once however many
+    notices name it (and not again when `reads` has it): one batched read of the profiles,
+    preferences and known addresses' suppressions; one more for the addresses only the
+    profiles gave (the e-mail when the notice names none, the phone when the kind texts); one
+    query per 30 recipients for whether they registered a device, when the kind pushes."""
+    reads = reads if reads is not None else Reads()
+    found = reads.docs
+    _read_all([ref for doc in docs for ref in _first_reads(doc, now)], found)
+    queued = {
+        i: kind
+        for i, doc in enumerate(docs)
+        if doc.get("status") == Notice.QUEUED
+        and not doc.get("cancelled")
+        and (kind := rules.KINDS.get(str(doc.get("kind")))) is not None
+    }
+    addresses: dict[int, dict[Channel, str | None]] = {}
+    for i, kind in queued.items():
+        doc = docs[i]
+        profile = found.get(profiles.ref(str(doc.get("uid") or "")).path) or {}
+        addresses[i] = {
+            Channel.EMAIL: doc.get("to") or profile.get("email") or None,
+            Channel.SMS: profile.get("phone") or None if Channel.SMS in kind.channels else None,
+        }
+    later = [suppression_ref(c, a) for each in addresses.values() for c, a in each.items() if a]
+    _read_all(later, found)
+    pushing = {
+        str(docs[i].get("uid") or "") for i, k in queued.items() if Channel.PUSH in k.channels
+    }
+    _with_devices(pushing, reads.devices)
+
+    def suppressed(each: Mapping[Channel, str | None]) -> frozenset[Channel]:
+        return frozenset(c for c, a in each.items() if a and found.get(suppression_ref(c, a).path))
+
+    readings = []
+    for i, doc in enumerate(docs):
+        uid = str(doc.get("uid") or "")
+        if i in addresses:
+            profile = found.get(profiles.ref(uid).path) or {}
+            prefs = rules.Preferences.from_doc(found.get(preferences_ref(uid).path) or {})
+            email, phone = addresses[i][Channel.EMAIL], addresses[i][Channel.SMS]
+            name = str(profile.get("displayName") or (email or "").split("@")[0])
+            recipient = Recipient(
+                name=name[:100],
+                email=email,
+                phone=phone,
+                locale=prefs.locale,
+                time_zone=prefs.time_zone,
+                has_devices=reads.devices.get(uid, False),
+                suppressed=suppressed(addresses[i]),
+            )
+            readings.append(Reading(planned=(recipient, prefs)))
+        elif _first_reads(doc, now):
+            every = _addresses(doc)
+            due = set(rules.due_channels(doc, now))
+            standing = Standing(
+                prefs=rules.Preferences.from_doc(found.get(preferences_ref(uid).path) or {}),
+                reachable={Channel.PUSH: True, **{c: bool(a) for c, a in every.items()}},
+                suppressed=suppressed({c: a for c, a in every.items() if c in due}),
+            )
+            readings.append(Reading(standing=standing))
+        else:
+            readings.append(Reading())
+    return readings
+
+
+def _read_all(refs: Sequence[Any], found: dict[str, dict[str, Any]]) -> None:
+    """Read into `found` (path -> data, {} when missing) each document it lacks, in one
+    round trip."""
+    unique = {ref.path: ref for ref in refs if ref.path not in found}
+    if unique:
+        found.update({s.reference.path: _data(s) for s in _db().get_all(list(unique.values()))})
+
+
+def _with_devices(uids: set[str], found: dict[str, bool]) -> None:
+    """Learn into `found` whether each of `uids` it lacks registered a push device."""
     from google.cloud.firestore import FieldFilter
 
-    profile_ref, prefs_ref = profiles.ref(uid), preferences_ref(uid)
-    first = [profile_ref, prefs_ref]
-    if to:
-        first.append(suppression_ref(Channel.EMAIL, to))
-    snaps = {s.reference.path: s for s in _db().get_all(first)}
-    profile = _data(snaps.get(profile_ref.path))
-    prefs = rules.Preferences.from_doc(_data(snaps.get(prefs_ref.path)))
-    email = to or profile.get("email") or None
-    phone = profile.get("phone") or None if Channel.SMS in kind.channels else None
-    suppressed: set[Channel] = set()
-    later = [(c, a) for c, a in ((Channel.EMAIL, email if not to else None), (Channel.SMS, phone))]
-    if to and _data(snaps.get(suppression_ref(Channel.EMAIL, to).path)):
-        suppressed.add(Channel.EMAIL)
-    checks = [(c, a) for c, a in later if a]
-    if checks:
-        refs = [suppression_ref(c, a) for c, a in checks]
-        found = {s.reference.path for s in _db().get_all(refs) if s.exists}
-        suppressed |= {c for (c, _), r in zip(checks, refs, strict=True) if r.path in found}
-    has_devices = False
-    if Channel.PUSH in kind.channels:
-        devices = (
-            _db()
-            .collection(DEVICES)
-            .where(filter=FieldFilter("uid", "==", uid))
-            .limit(1)
-            .select(["uid"])
-            .stream()
-        )
-        has_devices = any(True for _ in devices)
-    name = str(profile.get("displayName") or (email or "").split("@")[0])
-    return (
-        Recipient(
-            name=name[:100],
-            email=email,
-            phone=phone,
-            locale=prefs.locale,
-            time_zone=prefs.time_zone,
-            has_devices=has_devices,
-            suppressed=frozenset(suppressed),
-        ),
-        prefs,
-    )
+    ordered = sorted(uid for uid in uids if uid not in found)
+    for start in range(0, len(ordered), IN_QUERY_VALUES):
+        chunk = ordered[start : start + IN_QUERY_VALUES]
+        query = _db().collection(DEVICES).where(filter=FieldFilter("uid", "in", chunk))
+        query = query.select(["uid"])
+        if len(chunk) == 1:
+            query = query.limit(1)
+        having = {str((s.to_dict() or {}).get("uid")) for s in query.stream()}
+        found.update({uid: uid in having for uid in chunk})
 
 
 def _data(snap: Any) -> dict[str, Any]:
@@ -159,10 +272,13 @@ def _data(snap: Any) -> dict[str, Any]:
 # -- claiming ----------------------------------------------------------------------------
 
 
-def _plan_channels(doc: dict[str, Any], now: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The first claim of a queued notice: its channels, and who it goes to."""
+def _plan_channels(
+    doc: dict[str, Any], now: datetime, planned: tuple[Recipient, rules.Preferences] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The first claim of a queued notice: its channels, and who it goes to (`planned`, read
+    for it; None for a kind we do not know)."""
     kind = rules.KINDS.get(str(doc.get("kind")))
-    if kind is None:
+    if kind is None or planned is None:
         failed = {
             "state": State.FAILED.value,
             "attempts": 0,
@@ -170,7 +286,7 @@ def _plan_channels(doc: dict[str, Any], now: datetime) -> tuple[dict[str, Any], 
             "lastError": f"unknown kind {doc.get('kind')!r}",
         }
         return {Channel.EMAIL.value: failed}, {}
-    recipient, prefs = _recipient(str(doc.get("uid") or ""), doc.get("to") or None, kind)
+    recipient, prefs = planned
     reachable = {
         Channel.EMAIL: bool(recipient.email),
         Channel.SMS: bool(recipient.phone),
@@ -191,11 +307,12 @@ def _plan_channels(doc: dict[str, Any], now: datetime) -> tuple[dict[str, Any], 
 
 
 def _claim_update(
-    doc: dict[str, Any], now: datetime, standing: Standing | None = None
+    doc: dict[str, Any], now: datetime, reading: Reading
 ) -> tuple[dict[str, Any], list[Channel]]:
     """The write that claims `doc` at `now` and the channels it takes ({}: nothing to do).
-    `standing`, read now for a notice planned earlier: a due channel the first send's rule
-    would now refuse (turned off since, its address suppressed since) is skipped, not sent."""
+    `reading.standing`, read now for a notice planned earlier: a due channel the first send's
+    rule would now refuse (turned off since, its address suppressed since) is skipped."""
+    standing = reading.standing
     status = doc.get("status")
     if doc.get("cancelled"):
         if status == Notice.CANCELLED:
@@ -220,7 +337,7 @@ def _claim_update(
     if status == Notice.QUEUED:
         # Planned at first sight, even when not due yet (a reminder): it then waits as
         # `pending` until its channels' time.
-        channels, recipient = _plan_channels(doc, now)
+        channels, recipient = _plan_channels(doc, now, reading.planned)
         doc = {**doc, "channels": channels}
         update.update(channels=channels, recipient=recipient)
     elif status not in (Notice.PENDING, Notice.SENDING):
@@ -283,42 +400,6 @@ def _claim_update(
     return update, due
 
 
-class Standing(NamedTuple):
-    """What `rules.refusal` judges a later send on, as it is at the claim."""
-
-    prefs: rules.Preferences
-    reachable: Mapping[Channel, bool]
-    suppressed: frozenset[Channel]
-
-
-def _standing_now(doc: dict[str, Any], now: datetime) -> Standing | None:
-    """For a notice planned earlier whose time came (a reminder, a backoff retry, an admin's
-    retry): the recipient's preferences and the suppression of the due channels' addresses
-    now, in one read."""
-    if (
-        doc.get("status") not in (Notice.PENDING, Notice.SENDING)
-        or doc.get("kind") not in rules.KINDS
-    ):
-        return None
-    due = rules.due_channels(doc, now)
-    if not due:
-        return None
-    recipient = doc.get("recipient") or {}
-    addresses = {
-        Channel.EMAIL: doc.get("to") or recipient.get("email"),
-        Channel.SMS: recipient.get("phone"),
-    }
-    checks = {c: suppression_ref(c, a) for c in due if (a := addresses.get(c))}
-    prefs_ref = preferences_ref(str(doc.get("uid") or ""))
-    snaps = {s.reference.path: s for s in _db().get_all([prefs_ref, *checks.values()])}
-    return Standing(
-        prefs=rules.Preferences.from_doc(_data(snaps.get(prefs_ref.path))),
-        # Push's addresses are the devices, which its sender reads as it sends.
-        reachable={Channel.PUSH: True, **{c: bool(a) for c, a in addresses.items()}},
-        suppressed=frozenset(c for c, ref in checks.items() if _data(snaps.get(ref.path))),
-    )
-
-
 def claim(notice_id: str, now: datetime, snap: Any = None) -> Lease | None:
     """Lease notice `notice_id` if some channel of it is due; None when nothing is (or
     another worker holds it). `snap` is a fresh read of it, when the caller has one."""
@@ -331,7 +412,7 @@ def claim(notice_id: str, now: datetime, snap: Any = None) -> Lease | None:
         if not snap.exists:
             return None
         doc = snap.to_dict() or {}
-        update, due = _claim_update(doc, now, _standing_now(doc, now))
+        update, due = _claim_update(doc, now, _readings([doc], now)[0])
         if not update:
             return None
         batch = _db().batch()
@@ -368,9 +449,7 @@ def _commit(
                 raise LeaseLost(lease.ref.id) from None
             lease.doc, lease.update_time = doc, snap.update_time
             continue
-        lease.doc = {**lease.doc, **update}
-        lease.update_time = results[0].update_time
-        lease.writes += 1
+        lease.wrote(update, results[0].update_time)
         return
     raise LeaseLost(lease.ref.id)
 
@@ -386,6 +465,47 @@ class Delivery:
     lost: bool = False
 
 
+class Sending:
+    """What one delivery run shares between its notices: one SMTP connection, opened at the
+    first mail and closed with the run, and each recipient's unsubscribe link (one token per
+    user and category, not one per notice)."""
+
+    def __init__(self) -> None:
+        self._mail: smtp.Session | None = None
+        self._links: dict[tuple[str, Category], str] = {}
+        self.suppressed: set[tuple[Channel, str]] = set()  # addresses refused for good
+        self.expires = clock.now() + timedelta(days=rules.UNSUBSCRIBE_DAYS)
+
+    def __enter__(self) -> Sending:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._mail is not None:
+            self._mail.close()
+
+    def mail(self, mail: smtp.Mail) -> smtp.Answer:
+        """Send one mail on the run's connection."""
+        if self._mail is None:
+            self._mail = _relay().session()
+        return self._mail.send(mail)
+
+    def unsubscribe_url(self, doc: dict[str, Any], kind: rules.Kind) -> str | None:
+        s = settings.get()
+        if (
+            kind.category in rules.IGNORES_OPT_OUT
+            or not s.notify_signing_key
+            or not s.notifications_url
+        ):
+            return None
+        key = (str(doc.get("uid")), kind.category)
+        if key not in self._links:
+            token = rules.unsubscribe_token(
+                s.notify_signing_key.encode(), key[0], kind.category, self.expires
+            )
+            self._links[key] = f"{s.notifications_url}/unsubscribe?token={token}"
+        return self._links[key]
+
+
 def deliver(notice_id: str, snap: Any = None) -> Delivery:
     """Send whatever of this notice is due now (nothing if another worker holds it)."""
     lease = claim(notice_id, clock.now(), snap)
@@ -393,14 +513,15 @@ def deliver(notice_id: str, snap: Any = None) -> Delivery:
         return Delivery(notice_id, claimed=False)
     results: dict[str, str] = {}
     try:
-        content, error = _content(lease.doc)
-        for channel in lease.channels:
-            if error is not None:
-                result: Result | None = Result(Outcome.PERMANENT, error)
-            else:
-                assert content is not None
-                result = SENDERS[channel](lease, content)
-            results[channel.value] = _finish(lease, channel, result)
+        with Sending() as sending:
+            content, error = _content(lease, sending)
+            for channel in lease.channels:
+                if error is not None:
+                    result: Result | None = Result(Outcome.PERMANENT, error)
+                else:
+                    assert content is not None
+                    result = SENDERS[channel](lease, content, sending)
+                results[channel.value] = _finish(lease, channel, result)
     except LeaseLost:
         log.warning("notice %s: lease lost to another worker", notice_id)
         return Delivery(notice_id, claimed=True, results=results, lost=True)
@@ -412,17 +533,20 @@ class Content:
     rendered: templates.Rendered
     kind: rules.Kind
     recipient: dict[str, Any]
+    mail: smtp.Mail | None  # when e-mail is claimed and there is an address
 
 
-def _content(doc: dict[str, Any]) -> tuple[Content | None, str | None]:
+def _content(lease: Lease, sending: Sending) -> tuple[Content | None, str | None]:
     """The notice rendered for its recipient, or why it cannot be (sending cannot help)."""
     import jinja2
 
+    doc = lease.doc
     kind_name = str(doc.get("kind"))
     kind = rules.KINDS.get(kind_name)
     if kind is None:
         return None, f"unknown kind {kind_name!r}"
     recipient = doc.get("recipient") or {}
+    unsubscribe_url = sending.unsubscribe_url(doc, kind)
     try:
         rendered = templates.render(
             kind_name,
@@ -430,83 +554,160 @@ def _content(doc: dict[str, Any]) -> tuple[Content | None, str | None]:
             doc.get("data") or {},
             name=recipient.get("name") or "",
             time_zone=recipient.get("timeZone") or "UTC",
-            unsubscribe_url=_unsubscribe_url(doc, kind),
+            unsubscribe_url=unsubscribe_url,
         )
     except (jinja2.TemplateError, LookupError, TypeError, ValueError) as exc:
         log.error("notice %s (%s) does not render: %r", doc.get("uid"), kind_name, exc)
         return None, f"template: {type(exc).__name__}: {exc}"[:300]
-    return Content(rendered, kind, recipient), None
+    to = doc.get("to") or recipient.get("email")
+    mail = None
+    if Channel.EMAIL in lease.channels and to:
+        mail = _mail(lease.ref.id, str(to), kind, rendered, unsubscribe_url)
+    return Content(rendered, kind, recipient, mail), None
 
 
-def _unsubscribe_url(doc: dict[str, Any], kind: rules.Kind) -> str | None:
-    s = settings.get()
-    if (
-        kind.category in rules.IGNORES_OPT_OUT
-        or not s.notify_signing_key
-        or not s.notifications_url
-    ):
-        return None
-    token = rules.unsubscribe_token(
-        s.notify_signing_key.encode(),
-        str(doc.get("uid")),
-        kind.category,
-        clock.now() + timedelta(days=rules.UNSUBSCRIBE_DAYS),
+def _mail(
+    notice_id: str,
+    to: str,
+    kind: rules.Kind,
+    rendered: templates.Rendered,
+    unsubscribe_url: str | None,
+) -> smtp.Mail:
+    from shared.integrations import smtp
+
+    headers = {"X-Alodoktor-Notice": str(kind.category.value)}
+    if unsubscribe_url:
+        headers["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"  # RFC 8058
+    return smtp.Mail(
+        sender=settings.get().mail_from,
+        to=to,
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+        message_id=message_id_of(notice_id),
+        headers=headers,
     )
-    return f"{s.notifications_url}/unsubscribe?token={token}"
 
 
-def _finish(lease: Lease, channel: Channel, result: Result | None) -> str:
-    """Record one attempt's end on the notice (its channel and its history), under our
-    lease: one write."""
-    now = clock.now()
-    name = channel.value
-    seed = f"{lease.ref.id}:{name}"
+# A claimed channel the sweep gave back unsent: its lease would have run out before the send
+# could end (a slow relay behind a long page), and a lease that ran out is another worker's.
+UNSENT = Result(Outcome.TEMPORARY, "given back unsent")
 
-    def change(doc: dict[str, Any]) -> dict[str, Any]:
-        channels = dict(doc.get("channels") or {})
-        current = channels[name]
-        if result is None:  # nowhere to send it any more (no device left)
-            after = {**current, "state": State.SKIPPED.value, "nextAt": None}
-            after["reason"] = "no_device"
-        else:
-            after = rules.after_attempt(current, result, now, seed)
-            if result.sent_tokens:
-                after["sentTokens"] = sorted(
-                    set(current.get("sentTokens") or []) | set(result.sent_tokens)
-                )
-        channels[name] = after
-        state, due_at = rules.summary(channels)
-        history = [*(doc.get("history") or []), attempt][-MAX_HISTORY:]
-        update: dict[str, Any] = {"channels": channels, "history": history, "updatedAt": now}
-        if state is not Notice.SENDING:  # the last claimed channel: the lease ends
-            update.update(status=state.value, dueAt=due_at, lease=None)
-            if state is Notice.DONE:
-                update["outcome"] = rules.outcome_of(channels)
-        return update
 
-    current = (lease.doc.get("channels") or {}).get(name) or {}
-    attempt_no = int(current.get("attempts", 0))
-    attempt = {
-        "channel": name,
-        "attempt": attempt_no,
-        "at": now,
+@dataclass(frozen=True)
+class Attempt:
+    channel: Channel
+    result: Result | None  # None: nowhere to send it any more (no device left)
+    record: dict[str, Any]  # its entry in the notice's history
+
+
+def _attempt(lease: Lease, channel: Channel, result: Result | None) -> Attempt:
+    current = (lease.doc.get("channels") or {}).get(channel.value) or {}
+    record = {
+        "channel": channel.value,
+        "attempt": int(current.get("attempts", 0)),
+        "at": clock.now(),
         "startedAt": current.get("attemptStartedAt"),
         "outcome": result.outcome.value if result else "skipped",
         "detail": (result.detail if result else "no registered device")[:500],
         "providerId": result.provider_id if result else None,
         "leaseId": lease.id,
     }
-    # What the answer means beyond this notice is written in the same commit as the attempt:
-    # whoever sees the attempt recorded also sees the address suppressed or the token gone,
-    # and a crash cannot keep one without the other.
-    effects = (lambda batch: _after_effects(batch, lease, channel, result)) if result else None
-    _commit(lease, change, effects)
-    final = lease.doc["channels"][name]["state"]
-    _log_attempt(lease, channel, attempt, final)
-    if final == State.FAILED:
-        # An admin should hear of it (a log-based alert in terraform/monitoring.tf).
-        log.error("notice %s failed for good on %s: %s", lease.ref.id, name, attempt["detail"])
-    return str(final)
+    return Attempt(channel, result, record)
+
+
+def _recording(
+    lease: Lease, attempts: Sequence[Attempt]
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The change that records the ends of `attempts` on the leased notice (each channel and
+    its history entry); the lease ends with its last claimed channel."""
+    now = clock.now()
+
+    def change(doc: dict[str, Any]) -> dict[str, Any]:
+        channels = dict(doc.get("channels") or {})
+        history = list(doc.get("history") or [])
+        for attempt in attempts:
+            name, result = attempt.channel.value, attempt.result
+            current = channels[name]
+            if result is UNSENT:  # not an attempt: the channel is due again, now
+                after = {
+                    **current,
+                    "state": State.RETRY.value,
+                    "attempts": max(int(current.get("attempts", 1)) - 1, 0),
+                    "nextAt": now,
+                }
+            elif result is None:
+                after = {**current, "state": State.SKIPPED.value, "nextAt": None}
+                after["reason"] = "no_device"
+            else:
+                after = rules.after_attempt(current, result, now, f"{lease.ref.id}:{name}")
+                if result.sent_tokens:
+                    after["sentTokens"] = sorted(
+                        set(current.get("sentTokens") or []) | set(result.sent_tokens)
+                    )
+                history.append(attempt.record)
+            channels[name] = after
+        state, due_at = rules.summary(channels)
+        update: dict[str, Any] = {
+            "channels": channels,
+            "history": history[-MAX_HISTORY:],
+            "updatedAt": now,
+        }
+        if state is not Notice.SENDING:  # the last claimed channel: the lease ends
+            update.update(status=state.value, dueAt=due_at, lease=None)
+            if state is Notice.DONE:
+                update["outcome"] = rules.outcome_of(channels)
+        return update
+
+    return change
+
+
+def _effects(lease: Lease, attempts: Sequence[Attempt]) -> Callable[[Any], None] | None:
+    """What the answers mean beyond this notice, to be written in the commit that records
+    them: whoever sees an attempt recorded also sees the address suppressed or the token
+    gone, and a crash cannot keep one without the other. None when they mean nothing more."""
+    meaningful = [
+        a for a in attempts if a.result is not None and (a.result.suppress or a.result.dead_tokens)
+    ]
+    if not meaningful:
+        return None
+
+    def write(batch: Any) -> None:
+        for a in meaningful:
+            assert a.result is not None
+            _after_effects(batch, lease, a.channel, a.result)
+
+    return write
+
+
+def _finish(lease: Lease, channel: Channel, result: Result | None) -> str:
+    """Record one attempt's end on the notice (its channel and its history), under our
+    lease: one write."""
+    attempt = _attempt(lease, channel, result)
+    _commit(lease, _recording(lease, [attempt]), _effects(lease, [attempt]))
+    return _logged(lease, [attempt])[channel.value]
+
+
+def _logged(lease: Lease, attempts: Sequence[Attempt]) -> dict[str, str]:
+    """Each recorded attempt's line, and the state each channel was left in."""
+    states = {}
+    for attempt in attempts:
+        name = attempt.channel.value
+        final = str(lease.doc["channels"][name]["state"])
+        states[name] = final
+        if attempt.result is UNSENT:
+            continue
+        _log_attempt(lease, attempt.channel, attempt.record, final)
+        if final == State.FAILED:
+            # An admin should hear of it (a log-based alert in terraform/monitoring.tf).
+            log.error(
+                "notice %s failed for good on %s: %s",
+                lease.ref.id,
+                name,
+                attempt.record["detail"],
+            )
+    return states
 
 
 def _log_attempt(lease: Lease, channel: Channel, attempt: dict[str, Any], state: str) -> None:
@@ -537,13 +738,8 @@ def _log_attempt(lease: Lease, channel: Channel, attempt: dict[str, Any], state:
 def _after_effects(batch: Any, lease: Lease, channel: Channel, result: Result) -> None:
     """What an answer means beyond this notice, written in `batch`: a hard bounce or a STOP
     suppresses the address; FCM's UNREGISTERED deletes the device token."""
-    recipient = lease.doc.get("recipient") or {}
     if result.suppress:
-        address = (
-            (lease.doc.get("to") or recipient.get("email"))
-            if channel is Channel.EMAIL
-            else recipient.get("phone")
-        )
+        address = _addresses(lease.doc).get(channel)
         if address:
             store.set(
                 suppression_ref(channel, address),
@@ -565,29 +761,11 @@ def _after_effects(batch: Any, lease: Lease, channel: Channel, result: Result) -
 # -- the channels ------------------------------------------------------------------------
 
 
-def _send_email(lease: Lease, content: Content) -> Result:
+def _relay() -> Any:
     from shared.integrations import smtp
 
     s = settings.get()
-    to = lease.doc.get("to") or content.recipient.get("email")
-    if not to:
-        return Result(Outcome.PERMANENT, "no e-mail address")
-    headers = {"X-Alodoktor-Notice": str(content.kind.category.value)}
-    unsubscribe = _unsubscribe_url(lease.doc, content.kind)
-    if unsubscribe:
-        headers["List-Unsubscribe"] = f"<{unsubscribe}>"
-        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"  # RFC 8058
-    message_id = message_id_of(lease.ref.id)
-    mail = smtp.Mail(
-        sender=s.mail_from,
-        to=str(to),
-        subject=content.rendered.subject,
-        text=content.rendered.text,
-        html=content.rendered.html,
-        message_id=message_id,
-        headers=headers,
-    )
-    relay = smtp.Relay(
+    return smtp.Relay(
         s.smtp_host,
         s.smtp_port,
         starttls=s.smtp_starttls,
@@ -595,9 +773,14 @@ def _send_email(lease: Lease, content: Content) -> Result:
         password=s.smtp_password,
         timeout=s.notify_timeout_seconds,
     )
-    answer = relay.send(mail)
+
+
+def _send_email(lease: Lease, content: Content, sending: Sending) -> Result:
+    if content.mail is None:
+        return Result(Outcome.PERMANENT, "no e-mail address")
+    answer = sending.mail(content.mail)
     if answer.accepted:
-        return Result(Outcome.SENT, answer.detail, provider_id=message_id)
+        return Result(Outcome.SENT, answer.detail, provider_id=content.mail.message_id)
     if answer.lost:
         return Result(Outcome.UNKNOWN, answer.detail)
     if answer.code == 0:
@@ -633,7 +816,7 @@ def status_callback_url(notice_id: str) -> str | None:
     return f"{base}/twilio/status?n={notice_id}" if base else None
 
 
-def _send_sms(lease: Lease, content: Content) -> Result:
+def _send_sms(lease: Lease, content: Content, sending: Sending) -> Result:
     s = settings.get()
     phone = content.recipient.get("phone")
     if not phone:
@@ -669,7 +852,7 @@ def _send_sms(lease: Lease, content: Content) -> Result:
     )
 
 
-def _send_push(lease: Lease, content: Content) -> Result | None:
+def _send_push(lease: Lease, content: Content, sending: Sending) -> Result | None:
     from google.cloud.firestore import FieldFilter
 
     from shared.integrations import fcm
@@ -720,7 +903,7 @@ def _send_push(lease: Lease, content: Content) -> Result | None:
     )
 
 
-SENDERS: Mapping[Channel, Callable[[Lease, Content], Result | None]] = {
+SENDERS: Mapping[Channel, Callable[[Lease, Content, Sending], Result | None]] = {
     Channel.EMAIL: _send_email,
     Channel.SMS: _send_sms,
     Channel.PUSH: _send_push,
@@ -739,20 +922,41 @@ class SweepResult:
     failed: int
 
 
-def _deliver_isolated(snap: Any) -> Any:
-    """One notice of a sweep: a notice that cannot be delivered (a record that no longer
-    parses, a template that refuses its data) must not stop the others. Its lease runs out and
-    a later sweep tries it again; the error line names it."""
-    try:
-        return deliver(snap.id, snap)
-    except Exception:
-        log.exception("notice %s could not be delivered by the sweep", snap.id)
-        return None
+FIRST_CLAIMS = 10  # the first request of a sweep's claims: its first mails go out at once
+CLAIM_BATCH = 100  # claims one request carries after it
+RECORD_BATCH = 100  # notices whose attempts one request records while later mails go out
+# A send that raised: its channel is not recorded, so its lease runs out and a later sweep
+# takes it over, as one that crashed (an SMS is then looked up at Twilio before a resend).
+BROKEN = Result(Outcome.TEMPORARY, "the sender raised")
+
+
+class Claim(NamedTuple):
+    snap: Any
+    doc: dict[str, Any]
+    update: dict[str, Any]
+    due: list[Channel]
+
+
+class Claimed(NamedTuple):
+    """One request's worth of a sweep's page: how many notices it examined, the leases it
+    took (with their contents), and the notices to deliver one by one."""
+
+    examined: int
+    leases: list[Lease]
+    contents: list[tuple[Content | None, str | None]]  # each lease's, or why it has none
+    alone: list[str]
 
 
 def sweep(limit: int = 100) -> SweepResult:
     """Deliver what is due: notices whose trigger never came, retries whose time came,
-    leases that ran out. Safe to run concurrently with itself and with the trigger."""
+    leases that ran out. Safe to run concurrently with itself and with the trigger: every
+    notice is claimed with a write conditioned on the read that found it, as `deliver` claims
+    one, and one whose claim another worker's write beat is left to `deliver`, which reads it
+    again. The page is read, judged and claimed as the query streams it, a request of claims
+    at a time, on a thread of its own (`_claim_stream`); the mails of each claimed request go
+    out on the sweep's one SMTP connection, one after another, its texts and pushes from
+    SWEEP_WORKERS threads, and its records are written RECORD_BATCH notices a request from
+    another thread, while the next mails go."""
     from google.cloud.firestore import FieldFilter
 
     now = clock.now()
@@ -763,17 +967,270 @@ def sweep(limit: int = 100) -> SweepResult:
         .order_by("dueAt")
         .limit(limit)
     )
-    snaps = list(query.stream())
-    with ThreadPoolExecutor(max_workers=SWEEP_WORKERS) as pool:
-        done = [d for d in pool.map(_deliver_isolated, snaps) if d is not None]
+    stream: queue.Queue[Claimed | None] = queue.Queue()
+    examined, others = 0, []
+    with (
+        ThreadPoolExecutor(max_workers=1) as claimer,
+        ThreadPoolExecutor(max_workers=SWEEP_WORKERS) as pool,
+        Sending() as sending,
+    ):
+        claiming = claimer.submit(_claim_stream, query, now, sending, stream)
+        with _Recorder() as recorder:
+            waiting = []
+            while (claimed := stream.get()) is not None:
+                examined += claimed.examined
+                others += [pool.submit(_deliver_isolated, notice_id) for notice_id in claimed.alone]
+                waiting += _send_all(claimed, sending, pool, recorder)
+            for lease, sends in waiting:
+                recorder.add(
+                    lease, {c: r.result() if isinstance(r, Future) else r for c, r in sends.items()}
+                )
+        done = recorder.deliveries + [d for f in others if (d := f.result()) is not None]
+        claiming.result()  # what stopped the claims early, once what they took is recorded
     states = [state for d in done for state in d.results.values()]
     return SweepResult(
-        examined=len(snaps),
+        examined=examined,
         delivered=sum(1 for d in done if d.claimed),
         sent=states.count(State.SENT.value),
         waiting=states.count(State.RETRY.value),
         failed=states.count(State.FAILED.value),
     )
+
+
+def _claim_stream(
+    query: Any, now: datetime, sending: Sending, out: queue.Queue[Claimed | None]
+) -> None:
+    """Read, judge and claim what `query` streams, FIRST_CLAIMS notices and then CLAIM_BATCH
+    at a time, putting each request's `Claimed` on `out`, and None after the last. Each
+    claimed notice is rendered and its mail built here too, while the sender is busy with the
+    mails before it."""
+    try:
+        reads = Reads()
+        size, page = FIRST_CLAIMS, []
+        for snap in query.stream():
+            page.append(snap)
+            if len(page) >= size:
+                out.put(_claim_page(page, now, reads, sending))
+                size, page = CLAIM_BATCH, []
+        if page:
+            out.put(_claim_page(page, now, reads, sending))
+    finally:
+        out.put(None)
+
+
+def _claim_page(snaps: Sequence[Any], now: datetime, reads: Reads, sending: Sending) -> Claimed:
+    claims, alone = _claims(snaps, now, reads)
+    leases, refused = _claim_all(claims) if claims else ([], [])
+    contents = [_content(lease, sending) for lease in leases]
+    for content, _ in contents:
+        if content is not None and content.mail is not None:
+            content.mail.data  # noqa: B018 (built now, off the sender's thread)
+    return Claimed(len(snaps), leases, contents, alone + refused)
+
+
+def _deliver_isolated(notice_id: str) -> Delivery | None:
+    """One notice of a sweep on its own: a notice that cannot be delivered (a record that no
+    longer parses, a template that refuses its data) must not stop the others. Its lease runs
+    out and a later sweep tries it again; the error line names it."""
+    try:
+        return deliver(notice_id)
+    except Exception:
+        log.exception("notice %s could not be delivered by the sweep", notice_id)
+        return None
+
+
+def _claims(snaps: Sequence[Any], now: datetime, reads: Reads) -> tuple[list[Claim], list[str]]:
+    """The claims of a page of notices, judged as `claim` judges one, on one batched read of
+    what their plans need; and the notices too broken to be read for with the others, which
+    `deliver` tries (and logs) one by one."""
+    together: list[tuple[Any, dict[str, Any]]] = []
+    alone: list[str] = []
+    for snap in snaps:
+        doc = snap.to_dict() or {}
+        try:
+            _first_reads(doc, now)
+        except Exception:
+            alone.append(snap.id)
+            continue
+        together.append((snap, doc))
+    readings = _readings([doc for _, doc in together], now, reads)
+    claims = []
+    for (snap, doc), reading in zip(together, readings, strict=True):
+        try:
+            update, due = _claim_update(doc, now, reading)
+        except Exception:
+            log.exception("notice %s could not be delivered by the sweep", snap.id)
+            continue
+        if update:
+            claims.append(Claim(snap, doc, update, due))
+    return claims, alone
+
+
+def _claim_all(claims: Sequence[Claim]) -> tuple[list[Lease], list[str]]:
+    """Write `claims` in one request, each conditioned on the read that found its notice and
+    applied or refused on its own: the leases taken, and the notices whose claim was refused
+    (another worker wrote them since)."""
+    from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
+
+    batch = BulkWriteBatch(_db())
+    for c in claims:
+        store.update(
+            c.snap.reference, c.update, tx=batch, by="system", unchanged_since=c.snap.update_time
+        )
+    leases, refused = [], []
+    for c, update_time in zip(claims, _written(batch), strict=True):
+        if update_time is None:
+            refused.append(c.snap.id)
+        elif c.due:
+            lease_id = c.update["lease"]["id"]
+            doc = {**c.doc, **c.update}
+            leases.append(Lease(c.snap.reference, lease_id, doc, update_time, c.due))
+    return leases, refused
+
+
+def _written(batch: Any) -> list[Any]:
+    """Apply a BulkWriteBatch (each write on its own): each write's update time, None for a
+    write that was refused (its precondition failed) or whose fate is unknown."""
+    from google.api_core.exceptions import GoogleAPICallError
+
+    try:
+        response = batch.commit()
+    except GoogleAPICallError as exc:
+        # Some may have been applied: their notices are read again, found leased, and wait
+        # for the lease to run out; none is sent twice.
+        log.warning("a batch of %d notice writes failed: %r", len(batch), exc)
+        return [None] * len(batch)
+    statuses = list(response.status)
+    return [
+        result.update_time if i < len(statuses) and statuses[i].code == 0 else None
+        for i, result in enumerate(response.write_results)
+    ]
+
+
+def _send_all(
+    claimed: Claimed, sending: Sending, pool: Any, recorder: _Recorder
+) -> list[tuple[Lease, dict[Channel, Any]]]:
+    """Send the claimed channels: texts and pushes from the pool, mails one after another on
+    the run's connection, each notice handed to the recorder once all its sends ended.
+    Returns the notices still waiting for a text or a push, with their sends."""
+    work: list[tuple[Lease, Content | None, dict[Channel, Any]]] = []
+    for lease, (content, error) in zip(claimed.leases, claimed.contents, strict=True):
+        sends: dict[Channel, Any] = {}
+        for channel in lease.channels:
+            if error is not None:
+                sends[channel] = Result(Outcome.PERMANENT, error)
+            elif channel is not Channel.EMAIL:
+                sends[channel] = pool.submit(_send_in_time, lease, channel, content, sending)
+        work.append((lease, content, sends))
+    waiting = []
+    for lease, content, sends in work:
+        if Channel.EMAIL in lease.channels and Channel.EMAIL not in sends:
+            assert content is not None
+            sends[Channel.EMAIL] = _send_in_time(lease, Channel.EMAIL, content, sending)
+        if any(isinstance(r, Future) for r in sends.values()):
+            waiting.append((lease, sends))
+        else:
+            recorder.add(lease, sends)
+    return waiting
+
+
+def _send_in_time(
+    lease: Lease, channel: Channel, content: Content, sending: Sending
+) -> Result | None:
+    """Send one claimed channel while its lease has at least half of its time left (a send
+    that could outlast it might run beside another worker's), else give it back unsent."""
+    left = lease.doc["lease"]["until"] - clock.now()
+    if left < timedelta(seconds=settings.get().notify_lease_seconds / 2):
+        return UNSENT
+    address = _addresses(lease.doc).get(channel)
+    if address and (channel, address) in sending.suppressed:
+        # Refused for good earlier in this run, and its suppression maybe not written yet:
+        # given back, the next claim reads it and skips the channel by the rule of a first send.
+        return UNSENT
+    try:
+        result = SENDERS[channel](lease, content, sending)
+    except Exception:
+        log.exception("notice %s could not be delivered by the sweep", lease.ref.id)
+        return BROKEN
+    if result is not None and result.suppress and address:
+        sending.suppressed.add((channel, address))
+    return result
+
+
+class _Recorder:
+    """Records a sweep's attempts from a thread of its own, RECORD_BATCH notices a request,
+    each write conditioned on its lease's last write and applied on its own. A notice written
+    meanwhile (cancelled, or taken over), or whose answers mean more (a suppression, a dead
+    token, written in the same commit), is recorded alone by `_commit`."""
+
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1)
+        self._batch: list[tuple[Lease, list[Attempt]]] = []
+        self._recording: list[Future[list[Delivery]]] = []
+
+    def __enter__(self) -> _Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._flush()
+        self._thread.shutdown(wait=True)
+
+    def add(self, lease: Lease, results: Mapping[Channel, Result | None]) -> None:
+        attempts = [_attempt(lease, c, r) for c, r in results.items() if r is not BROKEN]
+        if attempts:
+            self._batch.append((lease, attempts))
+        if len(self._batch) >= RECORD_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._batch:
+            self._recording.append(self._thread.submit(_record, self._batch))
+            self._batch = []
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        return [d for f in self._recording for d in f.result()]
+
+
+def _record(items: Sequence[tuple[Lease, list[Attempt]]]) -> list[Delivery]:
+    from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
+
+    batch = BulkWriteBatch(_db())
+    together = []
+    alone: list[tuple[Lease, list[Attempt], Any, Callable[[Any], None] | None]] = []
+    for lease, attempts in items:
+        change, effects = _recording(lease, attempts), _effects(lease, attempts)
+        if effects is None:
+            update = change(lease.doc)
+            store.update(
+                lease.ref, update, tx=batch, by="system", unchanged_since=lease.update_time
+            )
+            together.append((lease, attempts, change, update))
+        else:
+            alone.append((lease, attempts, change, effects))
+    written = _written(batch) if together else []
+    deliveries = []
+    for (lease, attempts, change, update), update_time in zip(together, written, strict=True):
+        if update_time is None:
+            alone.append((lease, attempts, change, None))
+        else:
+            deliveries.append(_recorded(lease.wrote(update, update_time), attempts))
+    for lease, attempts, change, effects in alone:
+        try:
+            _commit(lease, change, effects)
+        except LeaseLost:
+            log.warning("notice %s: lease lost to another worker", lease.ref.id)
+            deliveries.append(Delivery(lease.ref.id, claimed=True, lost=True))
+            continue
+        except Exception:
+            log.exception("notice %s could not be delivered by the sweep", lease.ref.id)
+            continue
+        deliveries.append(_recorded(lease, attempts))
+    return deliveries
+
+
+def _recorded(lease: Lease, attempts: Sequence[Attempt]) -> Delivery:
+    return Delivery(lease.ref.id, claimed=True, results=_logged(lease, attempts))
 
 
 # -- receipts, preferences, devices, suppressions ----------------------------------------
