@@ -30,6 +30,7 @@ class Body(BaseModel):
         validate_by_name=False,
         str_max_length=4096,
         frozen=True,
+        defer_build=True,
     )
 
 
@@ -43,6 +44,7 @@ class View(BaseModel):
         alias_generator=to_camel,
         validate_by_name=True,
         serialize_by_alias=True,
+        defer_build=True,
     )
 
     @model_validator(mode="wrap")
