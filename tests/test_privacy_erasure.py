@@ -10,11 +10,11 @@ from typing import Any
 
 from google.cloud.firestore import FieldFilter
 
-from shared.platform import clients
-from shared.platform.context import Role
+from shared.platform import clients, store
+from shared.platform.context import Role, Service
 from shared.privacy import erasure
 from tests.notify_support import Mail
-from tests.support import bearer, create_user, problem, sign_in
+from tests.support import bearer, create_user, problem, service_api, sign_in
 
 
 def _notices(uid: str, kind: str) -> list[dict[str, Any]]:
@@ -90,3 +90,88 @@ def test_a_carried_out_erasure_is_recorded_on_the_request(stack):
     assert notice["cancelled"] is True
     assert notice["to"] is None
     assert notice["data"] is None
+
+
+# -- the blockers of the role the account has when the run comes --------------------------------
+
+
+def _due_now(request_id: str) -> None:
+    store.update(
+        clients.db().collection("privacyRequests").document(request_id),
+        {"eraseAfter": datetime.now(UTC) - timedelta(seconds=1)},
+        by="test",
+    )
+
+
+def test_a_patient_who_became_a_doctor_with_visits_to_come_is_not_erased(stack, admin):
+    user = create_user(stack, Role.PATIENT)
+    asked = bearer(stack, user).post("/privacy/erasure")
+    assert asked.status_code == 201, asked.text
+    request_id = asked.json()["id"]
+    # During the cooling-off the account becomes a doctor, and a patient books a visit.
+    changed = admin.request("PATCH", f"/admin-users/{user.uid}", json={"role": "doctor"})
+    assert changed.status_code == 200, changed.text
+    now = datetime.now(UTC)
+    visit = clients.db().collection("appointments").document()
+    store.create(
+        visit,
+        {
+            "patientUid": create_user(stack, Role.PATIENT).uid,
+            "doctorUid": user.uid,
+            "status": "confirmed",
+            "start": now + timedelta(days=1),
+            "end": now + timedelta(days=1, minutes=20),
+        },
+        by="test",
+    )
+    _due_now(request_id)
+    scheduler = service_api(stack, Service.SCHEDULER, "privacy")
+
+    ran = scheduler.post("/privacy/erasure/run")
+    assert ran.status_code == 200, ran.text
+    assert request_id in ran.json()["blocked"]
+    assert request_id not in ran.json()["erased"]
+    account = clients.db().collection("access").document(user.uid).get().to_dict()
+    assert account["deleted"] is False
+    assert clients.db().collection("users").document(user.uid).get().to_dict().get("email")
+
+    # The owner and the admins see why, and when it is looked at again.
+    mine = bearer(stack, user).get(f"/privacy/erasure/{request_id}")
+    assert mine.status_code == 200, mine.text
+    shown = mine.json()
+    assert shown["state"] == "blocked"
+    assert shown["blockedBy"] == ["open_appointments"]
+    assert datetime.fromisoformat(shown["eraseAfter"].replace("Z", "+00:00")) > now
+    listed = admin.get("/privacy/requests", params={"limit": 100}).json()["items"]
+    assert next(r for r in listed if r["id"] == request_id)["blockedBy"] == ["open_appointments"]
+    # Not there for anyone else; asking again is the same request.
+    problem(
+        bearer(stack, create_user(stack, Role.PATIENT)).get(f"/privacy/erasure/{request_id}"), 404
+    )
+    assert bearer(stack, user).post("/privacy/erasure").json()["id"] == request_id
+    # Not due again before its recheck: a run now leaves it alone.
+    assert request_id not in scheduler.post("/privacy/erasure/run").json()["blocked"]
+
+    # Once the visit is over, the next run erases the account.
+    store.update(visit, {"status": "completed"}, by="test")
+    _due_now(request_id)
+    ran = scheduler.post("/privacy/erasure/run")
+    assert ran.json()["erased"] == [request_id], ran.text
+    done = clients.db().collection("privacyRequests").document(request_id).get().to_dict()
+    assert done["state"] == "done"
+    assert done["role"] == "doctor"
+    assert done["blockedBy"] is None
+
+
+def test_a_blocked_erasure_can_be_cancelled(stack):
+    user = create_user(stack, Role.PATIENT)
+    api = bearer(stack, user)
+    request_id = api.post("/privacy/erasure").json()["id"]
+    store.update(
+        clients.db().collection("privacyRequests").document(request_id),
+        {"state": "blocked", "blockedBy": ["money_owed"]},
+        by="test",
+    )
+    cancelled = api.post(f"/privacy/erasure/{request_id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["state"] == "cancelled"

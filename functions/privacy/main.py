@@ -10,7 +10,8 @@ Routes (under /privacy); the consent gate lets every signed-in account in here, 
   GET  /exports/{id}/data            a page of the export as JSON (cursor)
   GET  /exports/{id}/fhir            a page of the clinical records as a FHIR R4 Bundle
   POST /erasure                      ask for the account's erasure (after the cooling-off)
-  POST /erasure/{id}/cancel          take it back during the cooling-off
+  GET  /erasure/{id}                 the request: state, when it takes effect, what blocks it
+  POST /erasure/{id}/cancel          take it back during the cooling-off (or while blocked)
   POST /erasure/run                  erase what is due (Cloud Scheduler; admins by hand)
   POST /holds/sweep                  erase held records whose retention is over (Cloud Scheduler)
   GET  /requests                     every request, its deadline, state and handler (admins)
@@ -140,7 +141,12 @@ class RequestView(View):
     handled_by: str | None = None
     completed_at: datetime | None = None
     progress: Progress | None = None
-    blocked_by: list[str] | None = None
+    blocked_by: list[str] | None = Field(
+        default=None,
+        description="erasure: what the account must settle first (its role when the run came: "
+        "open_appointments, open_bookings, payouts_in_transit, money_owed); the run looks again",
+    )
+    blocked_at: datetime | None = None
 
     @classmethod
     def of(cls, d: dict[str, Any]) -> "RequestView":
@@ -293,6 +299,12 @@ def request_erasure(call: Call) -> Reply:
     repeat); the owner is told by e-mail when it takes effect and how to cancel it."""
     req, new = erasure.request(call.principal)
     return Reply(RequestView.of(req), 201 if new else 200)
+
+
+@api.route("GET", "/erasure/<request_id>", response=RequestView)
+def get_erasure(call: Call) -> RequestView:
+    """Your erasure request: its state, when it takes effect, and what blocks it, if anything."""
+    return RequestView.of(_own_request(call, "erasure"))
 
 
 @api.route("POST", "/erasure/<request_id>/cancel", response=RequestView, problems=(409,))

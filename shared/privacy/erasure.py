@@ -22,6 +22,7 @@ blocked leaves it waiting and says why.
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 from typing import Any
 
 from shared.identity import access, sessions
@@ -83,13 +84,20 @@ def _blocked(reasons: list[str]) -> Conflict:
     )
 
 
+_OPEN = frozenset(
+    {rules.RequestState.WAITING, rules.RequestState.BLOCKED, rules.RequestState.RUNNING}
+)
+# Not yet started: the account may still cancel, and its blockers are judged before it starts.
+_NOT_STARTED = frozenset({rules.RequestState.WAITING, rules.RequestState.BLOCKED})
+
+
 def _open_request(uid: str) -> dict[str, Any] | None:
     from google.cloud.firestore import FieldFilter
 
     query = _db().collection(service.REQUESTS).where(filter=FieldFilter("uid", "==", uid))
     for snap in query.limit(50).stream():
         d = snap.to_dict() or {}
-        if d.get("kind") == "erasure" and d.get("state") in ("waiting", "running"):
+        if d.get("kind") == "erasure" and d.get("state") in _OPEN:
             return {**d, "id": snap.id}
     return None
 
@@ -152,7 +160,7 @@ def request(principal: Principal) -> tuple[dict[str, Any], bool]:
 def cancel(principal: Principal, request: dict[str, Any]) -> dict[str, Any]:
     if request.get("kind") != "erasure":
         raise NotFound()
-    if request.get("state") != rules.RequestState.WAITING.value:
+    if request.get("state") not in _NOT_STARTED:
         raise Conflict("This request can no longer be cancelled.", code="erasure_started")
     update = {
         "state": rules.RequestState.CANCELLED.value,
@@ -180,19 +188,63 @@ def due(limit: int) -> list[dict[str, Any]]:
     return [{**(s.to_dict() or {}), "id": s.id} for s in query.stream()]
 
 
+# A blocked request is looked at again this much later (by the next daily run): meanwhile it
+# leaves the front of `due`, so blocked requests never take every place of a run.
+RECHECK_BLOCKED = timedelta(hours=12)
+
+
+def current_role(uid: str, asked_as: str) -> str:
+    """The account's role now (it may have changed since it asked): its access record's, or
+    its profile's, or else the one it asked as."""
+    state = access.get(uid)
+    if state is not None and state.role is not None:
+        return state.role.value
+    snap = _db().collection("users").document(uid).get()
+    role = (snap.to_dict() or {}).get("role") if snap.exists else None
+    return role if isinstance(role, str) and role else asked_as
+
+
+def _still_blocked(req: dict[str, Any]) -> tuple[str, list[str]]:
+    """The account's current role, and what stops its erasure under that role or the one it
+    asked as (money owed as a doctor stays owed after a change of role)."""
+    asked_as = str(req.get("role"))
+    role = current_role(req["uid"], asked_as)
+    reasons: list[str] = []
+    for r in dict.fromkeys((role, asked_as)):
+        reasons += [x for x in blockers(req["uid"], r) if x not in reasons]
+    return role, reasons
+
+
 def run(limit: int, actor: str) -> dict[str, Any]:
     erased: list[str] = []
     blocked: list[str] = []
     going_on: list[str] = []
     for req in due(limit):
-        reasons = blockers(req["uid"], str(req.get("role")))
-        if reasons:
-            store.update(service.request_ref(req["id"]), {"blockedBy": reasons}, by=actor)
-            blocked.append(req["id"])
-            continue
-        finished = erase(req["uid"], str(req.get("role")), req["id"], actor)
+        role = str(req.get("role"))
+        if req.get("state") in _NOT_STARTED:
+            # Judged now, not when asked: a patient who became a doctor since, with visits to
+            # come or money owed, is not erased.
+            role, reasons = _still_blocked(req)
+            if reasons:
+                _block(req, role, reasons, actor)
+                blocked.append(req["id"])
+                continue
+        finished = erase(req["uid"], role, req["id"], actor)
         (erased if finished else going_on).append(req["id"])
     return {"erased": erased, "blocked": blocked, "continuing": going_on}
+
+
+def _block(req: dict[str, Any], role: str, reasons: list[str], actor: str) -> None:
+    now = clock.now()
+    update = {
+        "state": rules.RequestState.BLOCKED.value,
+        "blockedBy": reasons,
+        "blockedAt": now,
+        "role": role,
+        "eraseAfter": now + RECHECK_BLOCKED,
+    }
+    store.update(service.request_ref(req["id"]), update, by=actor)
+    log.info("erasure %s of %s blocked: %s", req["id"], req["uid"], ", ".join(reasons))
 
 
 def _delete_auth(uid: str) -> None:
@@ -231,7 +283,9 @@ def _held(holding: rules.Holding, uid: str) -> int:
 def erase(uid: str, role: str, request_id: str, actor: str) -> bool:
     """Erase what `rules.HOLDINGS` says; True when done (else the next run goes on)."""
     store.update(
-        service.request_ref(request_id), {"state": rules.RequestState.RUNNING.value}, by=actor
+        service.request_ref(request_id),
+        {"state": rules.RequestState.RUNNING.value, "role": role, "blockedBy": None},
+        by=actor,
     )
     profile_snap = _db().collection("users").document(uid).get()
     profile = (profile_snap.to_dict() or {}) if profile_snap.exists else {}

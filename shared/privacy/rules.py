@@ -38,6 +38,9 @@ class RequestState(StrEnum):
     # out its cooling-off period, then runs (in bounded steps) until done.
     READY = "ready"
     WAITING = "waiting"  # erasure: in its cooling-off period, may be cancelled
+    # erasure: due, but the account's role has visits or money still open (`blockedBy`); it
+    # is looked at again by later runs, and may still be cancelled
+    BLOCKED = "blocked"
     RUNNING = "running"
     DONE = "done"
     CANCELLED = "cancelled"

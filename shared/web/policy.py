@@ -304,6 +304,7 @@ POLICY: dict[RouteKey, Rule] = {
         owner=OWN_UID, admin_sees_all=False
     ),
     ("privacy", "POST", "/erasure"): signed_in(),
+    ("privacy", "GET", "/erasure/<request_id>"): signed_in(owner=OWN_UID, admin_sees_all=False),
     ("privacy", "POST", "/erasure/<request_id>/cancel"): signed_in(
         owner=OWN_UID, admin_sees_all=False
     ),

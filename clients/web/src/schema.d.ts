@@ -1869,6 +1869,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/privacy/erasure/{request_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Your erasure request: its state, when it takes effect, and what blocks it, if anything. */
+        get: operations["privacy.get_erasure"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/privacy/erasure/{request_id}/cancel": {
         parameters: {
             query?: never;
@@ -5382,9 +5399,15 @@ export interface components {
             progress?: components["schemas"]["Privacy_Progress"] | null;
             /**
              * Blockedby
+             * @description erasure: what the account must settle first (its role when the run came: open_appointments, open_bookings, payouts_in_transit, money_owed); the run looks again
              * @default null
              */
             blockedBy?: string[] | null;
+            /**
+             * Blockedat
+             * @default null
+             */
+            blockedAt?: string | null;
         };
         /** RunView */
         Privacy_RunView: {
@@ -16186,6 +16209,91 @@ export interface operations {
             };
             /** @description Success */
             201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Privacy_RequestView"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description Not signed in, or the sign-in is no longer valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description The caller's role, approval, origin or CSRF token does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description Not found (or not the caller's) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description A dependency is unavailable; nothing was changed */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+        };
+    };
+    "privacy.get_erasure": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                request_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
