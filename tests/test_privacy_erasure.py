@@ -4,6 +4,7 @@ carried out; notices scrubbed however many there are, across bounded runs."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -175,3 +176,51 @@ def test_a_blocked_erasure_can_be_cancelled(stack):
     cancelled = api.post(f"/privacy/erasure/{request_id}/cancel")
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["state"] == "cancelled"
+
+
+# -- notices scrubbed however many there are ----------------------------------------------------
+
+
+def test_an_account_with_more_notices_than_a_run_reads_is_erased_across_runs(stack, monkeypatch):
+    """A scrubbed notice keeps its uid, so each run goes on from where the last one stopped
+    (it read the same first ones again before, and never ended)."""
+    user = create_user(stack, Role.PATIENT)
+    request_id = bearer(stack, user).post("/privacy/erasure").json()["id"]
+    db = clients.db()
+    batch = db.batch()
+    now = datetime.now(UTC)
+    for n in range(23):
+        batch.set(
+            db.collection("notifications").document(f"erasure-test-{user.uid}-{n:02d}"),
+            {
+                "uid": user.uid,
+                "to": user.email,
+                "kind": "payment_received",
+                "data": {"orderId": f"o-{n}"},
+                "status": "done",
+                "createdAt": now,
+            },
+        )
+    batch.commit()
+    monkeypatch.setattr(erasure, "MAX_DOCUMENTS_PER_RUN", 5)
+
+    def scrubbed() -> int:
+        query = db.collection("notifications").where(filter=FieldFilter("uid", "==", user.uid))
+        return sum(1 for s in query.stream() if (s.to_dict() or {}).get("to") is None)
+
+    counts = []
+    for _ in range(10):
+        finished = erasure.erase(user.uid, "patient", request_id, "test")
+        counts.append(scrubbed())
+        if finished:
+            break
+    assert finished, counts
+    # 24 notices (the request's own among them), five records a run at most: every run moved
+    # on (the last may find none left, and ends the erasure).
+    assert counts[-1] == 24
+    moving = counts[:-1]
+    assert all(b > a for a, b in itertools.pairwise(moving)), counts
+    assert len(counts) <= 7, counts
+    done = db.collection("privacyRequests").document(request_id).get().to_dict()
+    assert done["state"] == "done"
+    assert db.collection("legalHolds").document(user.uid).get().exists

@@ -282,8 +282,10 @@ def _held(holding: rules.Holding, uid: str) -> int:
 
 def erase(uid: str, role: str, request_id: str, actor: str) -> bool:
     """Erase what `rules.HOLDINGS` says; True when done (else the next run goes on)."""
+    ref = service.request_ref(request_id)
+    started = ref.get().to_dict() or {}
     store.update(
-        service.request_ref(request_id),
+        ref,
         {"state": rules.RequestState.RUNNING.value, "role": role, "blockedBy": None},
         by=actor,
     )
@@ -292,7 +294,12 @@ def erase(uid: str, role: str, request_id: str, actor: str) -> bool:
     _delete_auth(uid)
     access.write(access.deleted(uid), by=actor)
     sessions.revoke_all(uid)
+    # Before the profile is anonymized (a later run of a long erasure finds no address left).
+    _suppressions(profile)
     held: dict[str, int] = {}
+    # Where each scrubbed collection's walk got to: a scrubbed record keeps the uid, so without
+    # it every run would read the same first ones again and a long erasure would never end.
+    marks: dict[str, str] = dict(started.get(SCRUB_MARKS) or {})
     budget = MAX_DOCUMENTS_PER_RUN
     for holding in rules.HOLDINGS:
         if holding.collection in ("access", "privacyRequests", "consents", "legalHolds"):
@@ -303,16 +310,21 @@ def erase(uid: str, role: str, request_id: str, actor: str) -> bool:
             if n := _held(holding, uid):
                 held[holding.collection] = n
             continue
+        if holding.treatment == "scrub":
+            budget = _scrub(holding, uid, budget, marks, actor)
+            if budget <= 0:
+                store.update(ref, {SCRUB_MARKS: marks}, by=actor)
+                return False
+            continue
         snaps = _docs(holding, uid, budget)
         budget -= len(snaps)
         for snap in snaps:
             _treat(holding, snap, uid, actor)
         if budget <= 0:
             return False
-    _suppressions(profile)
     _hold(uid, held, actor)
     store.update(
-        service.request_ref(request_id),
+        ref,
         {
             "state": rules.RequestState.DONE.value,
             "eraseAfter": None,
@@ -323,6 +335,31 @@ def erase(uid: str, role: str, request_id: str, actor: str) -> bool:
     )
     log.info("account %s erased", uid)
     return True
+
+
+SCRUB_MARKS = "scrubbedUpTo"  # on the request: {"<collection>.<field>": last document id}
+
+
+def _scrub(holding: rules.Holding, uid: str, budget: int, marks: dict[str, str], actor: str) -> int:
+    """Scrub the next records of `holding` naming `uid`, in document order from `marks`, as
+    many as `budget` allows; the budget left (0: more may remain, the next run goes on)."""
+    from google.cloud.firestore import FieldFilter
+
+    collection = _db().collection(holding.collection)
+    for field in holding.fields:
+        if budget <= 0:
+            break
+        key = f"{holding.collection}.{field}"
+        query = collection.where(filter=FieldFilter(field, "==", uid)).order_by("__name__")
+        if after := marks.get(key):
+            query = query.start_after({"__name__": after})
+        snaps = list(query.limit(budget).stream())
+        for snap in snaps:
+            _treat(holding, snap, uid, actor)
+        if snaps:
+            marks[key] = snaps[-1].id
+        budget -= len(snaps)
+    return budget
 
 
 def _treat(holding: rules.Holding, snap: Any, uid: str, actor: str) -> None:
