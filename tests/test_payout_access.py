@@ -7,12 +7,13 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from dev import stack as local
 from shared.payments import ledger, ledger_store
-from shared.payouts import rules, scheduling
+from shared.payouts import records, rules, scheduling
 from shared.platform import clients, store
 from shared.platform.context import Role, Service
 from shared.workflows.payout_deliveries import DELIVERIES
@@ -37,6 +38,7 @@ from tests.support import (
     bearer,
     create_user,
     emulator_claims,
+    eventually,
     google_token,
     problem,
     service_api,
@@ -202,6 +204,42 @@ def test_an_admin_holds_a_provider_and_releases_them(stack, payouts_sim: Sim, ad
     problem(doctor.api.post(f"/payouts/providers/{doctor.uid}/release"), 403)
 
 
+def _paid_once_then_owed_twice(stack: Any, admin: Api, sim: Sim) -> Provider:
+    """A doctor paid out for one visit (D), with two more (A, B) now due: owed 3600."""
+    doctor = provider_with_earnings(stack, admin, sim, visits=3)
+    d, a, b = doctor.orders
+    for order in (a, b):  # not yet delivered: only D is paid out now
+        store.update(
+            clients.db().collection("appointments").document(order["subjectId"]),
+            {"status": "confirmed"},
+            by="test",
+        )
+    first = record(doctor)
+    assert [line["orderId"] for line in first["lines"]] == [d["id"]]
+    assert send(stack, first["id"]).status_code == 200
+    wait_for_status(first["id"], "paid")
+    for order in (a, b):
+        delivered_long_ago(order["subjectId"])
+    assert doctor.owed() == 3600
+    return doctor
+
+
+def _take_back(doctor: Provider, debit: str, sim: Sim, admin: Api) -> int:
+    """D charged back (PayPal reverses it) or refunded (an admin's): the answer's status."""
+    order = stored_order(doctor.orders[0]["id"])
+    if debit == "chargeback":
+        sent = sim.control(
+            "POST",
+            "/webhooks",
+            json={"eventType": "PAYMENT.CAPTURE.REVERSED", "captureId": order["captureId"]},
+        )
+        return int(sent["status"])
+    refund = admin.post(
+        "/payments/refunds", json={"orderId": order["id"], "reason": "racing a payout"}
+    )
+    return refund.status_code
+
+
 @pytest.mark.parametrize("debit", ["chargeback", "refund"])
 def test_a_refund_or_chargeback_racing_a_payout_never_takes_earnings_below_zero(
     stack, payouts_sim: Sim, admin: Api, debit: str
@@ -210,25 +248,7 @@ def test_a_refund_or_chargeback_racing_a_payout_never_takes_earnings_below_zero(
     charged back (PayPal reverses it) or refunded (an admin's) while next week's payout of A
     and B is recorded: the two debit the same earnings through different orders, so only the
     provider's guard orders them. Whichever commits first, the other sees it."""
-    providers = []
-    for _ in range(3):
-        doctor = provider_with_earnings(stack, admin, payouts_sim, visits=3)
-        d, a, b = doctor.orders
-        for order in (a, b):  # not yet delivered: only D is paid out now
-            store.update(
-                clients.db().collection("appointments").document(order["subjectId"]),
-                {"status": "confirmed"},
-                by="test",
-            )
-        first = record(doctor)
-        assert [line["orderId"] for line in first["lines"]] == [d["id"]]
-        assert send(stack, first["id"]).status_code == 200
-        wait_for_status(first["id"], "paid")
-        for order in (a, b):
-            delivered_long_ago(order["subjectId"])
-        assert doctor.owed() == 3600
-        providers.append(doctor)
-
+    providers = [_paid_once_then_owed_twice(stack, admin, payouts_sim) for _ in range(3)]
     next_week = rules.period_of(datetime.now(UTC) + timedelta(days=7))
 
     def payout_of(doctor: Provider) -> tuple[dict | None, str]:
@@ -242,18 +262,7 @@ def test_a_refund_or_chargeback_racing_a_payout_never_takes_earnings_below_zero(
         )
 
     def take_back(doctor: Provider) -> int:
-        order = stored_order(doctor.orders[0]["id"])
-        if debit == "chargeback":
-            sent = payouts_sim.control(
-                "POST",
-                "/webhooks",
-                json={"eventType": "PAYMENT.CAPTURE.REVERSED", "captureId": order["captureId"]},
-            )
-            return int(sent["status"])
-        refund = admin.post(
-            "/payments/refunds", json={"orderId": order["id"], "reason": "racing a payout"}
-        )
-        return refund.status_code
+        return _take_back(doctor, debit, payouts_sim, admin)
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         payouts = [pool.submit(payout_of, p) for p in providers]
@@ -280,6 +289,50 @@ def test_a_refund_or_chargeback_racing_a_payout_never_takes_earnings_below_zero(
         assert payout["amountMinor"] + from_provider + doctor.owed() == 3600
         assert_balanced(ledger_store.transactions_of(payout["id"]))
         assert_balanced(books)
+
+
+def test_a_chargeback_between_a_runs_balance_and_its_commit_makes_the_payout_read_again(
+    stack, payouts_sim: Sim, admin: Api, monkeypatch: pytest.MonkeyPatch
+):
+    """The run reads every earnings account at its start and guards each payout with that
+    version: a chargeback of D committing after the payout summed the balance (3600), before
+    it commits, fails its commit; the retry reads 1800 and pays no more."""
+    doctor = _paid_once_then_owed_twice(stack, admin, payouts_sim)
+    [account] = [a for a in scheduling.earnings_accounts() if a.uid == doctor.uid]
+    seen = scheduling.Seen({}, records.profile(doctor.uid), account.snapshot)
+    summed: list[int] = []
+    real_owed = ledger_store.owed
+
+    def owed_then_charged_back(provider_account: str, currency: str, *, tx: Any = None) -> int:
+        value = real_owed(provider_account, currency, tx=tx)
+        summed.append(value)
+        if len(summed) == 1:  # lands between the sum and the commit
+            assert _take_back(doctor, "chargeback", payouts_sim, admin) == 200
+            eventually(
+                lambda: real_owed(doctor.account, "USD"),
+                lambda owed: owed == 1800,
+                "the chargeback to be booked",
+            )
+        return value
+
+    monkeypatch.setattr(ledger_store, "owed", owed_then_charged_back)
+    payout, outcome = scheduling.record(
+        "doctor",
+        doctor.uid,
+        "USD",
+        period=rules.period_of(datetime.now(UTC) + timedelta(days=7)),
+        now=datetime.now(UTC),
+        deliveries=DELIVERIES,
+        seen=seen,
+    )
+    monkeypatch.undo()
+    assert summed == [3600, 1800]  # read again after the failed commit
+    assert outcome == "recorded"
+    assert payout is not None
+    assert payout["amountMinor"] == 1800
+    assert payout["adjustmentMinor"] == -1800  # the statement shows the shortfall
+    assert doctor.owed() == 0
+    assert_balanced(ledger_store.transactions_of(payout["id"]))
 
 
 def test_the_daily_check_tells_admins_when_transit_and_payouts_disagree(stack, admin: Api):

@@ -6,7 +6,9 @@ Collections:
                                 its balance one sum() aggregation over them
   ledgerAccounts/{account}      the currencies a party's account has entries in (so a balance
                                 knows which sums to run); platform accounts have none, which
-                                keeps every payment from writing one hot document
+                                keeps every payment from writing one hot document. Every
+                                movement of a party's money writes it, so its version is also
+                                the guard of that party's debits (see owed_guarded)
 
 Transaction ids derive from what caused them (`payment-{order}`, `refund-{refund}`,
 `reversal-{order}`), and they are *created*, never set: a second attempt to book the same
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from shared.payments import ledger
 from shared.platform import clients, clock, pagination, store
@@ -68,17 +71,33 @@ def record(
             tx=tx,
             by="system",
         )
+    guards = _guards.get(tx, {})
     for account in {
         p.account for p in transaction.postings if p.account.startswith(PARTY_PREFIXES)
     }:
         currencies = sorted({p.currency for p in transaction.postings if p.account == account})
-        store.set(
-            _db().collection(ACCOUNTS).document(account.replace(":", "_")),
-            {"account": account, "currencies": firestore.ArrayUnion(currencies)},
-            merge=True,
-            tx=tx,
-            by="system",
-        )
+        ref = account_ref(account)
+        if account not in guards:  # a credit: it can only make a debit safer
+            store.set(
+                ref,
+                {"account": account, "currencies": firestore.ArrayUnion(currencies)},
+                merge=True,
+                tx=tx,
+                by="system",
+            )
+            continue
+        # A debit: the account must still be as owed_guarded read it, or the batch fails.
+        read_at = guards.pop(account)
+        if read_at is None:
+            store.create(ref, {"account": account, "currencies": currencies}, tx=tx, by="system")
+        else:
+            store.update(
+                ref,
+                {"currencies": firestore.ArrayUnion(currencies)},
+                tx=tx,
+                by="system",
+                unchanged_since=read_at,
+            )
 
 
 def balance(account: str, currency: str, *, tx: Any = None) -> int:
@@ -101,9 +120,13 @@ def owed(provider_account: str, currency: str, *, tx: Any = None) -> int:
     return -balance(provider_account, currency, tx=tx)
 
 
+def account_ref(account: str) -> Any:
+    return _db().collection(ACCOUNTS).document(account.replace(":", "_"))
+
+
 def balances(account: str) -> dict[str, int]:
     """Currency -> balance of a party's account (credit balances come out negative)."""
-    snap = _db().collection(ACCOUNTS).document(account.replace(":", "_")).get()
+    snap = account_ref(account).get()
     currencies = (snap.to_dict() or {}).get("currencies", []) if snap.exists else []
     return {c: balance(account, c) for c in sorted(currencies)}
 
@@ -136,36 +159,25 @@ def transactions_of(order_id: str) -> list[dict[str, Any]]:
 # -- the per-provider guard (issue 15) ----------------------------------------------------
 # Balances are sums of entries, read without locks. Two movements that each take from one
 # provider's earnings (a payout being recorded, a refund or chargeback being booked) could
-# each read the same balance and together take more than it holds. So every such debit also
-# writes the provider's guard document, with a precondition on the version it read before
-# summing: of two racing debits only the first commits; the other reads again and sees it.
-# Credits (payments, returned payouts) need no guard: they can only make a debit safer.
+# each read the same balance and together take more than it holds. So every such debit
+# writes the provider's account document (which every movement of their money writes anyway)
+# with a precondition on the version read before summing: of two racing debits only the first
+# commits; the other reads again and sees it. A credit committing meanwhile also makes the
+# debit read again, which costs a retry, never money. (Until issue 26 this was a separate
+# `ledgerGuards` document: one more read and one more write per debit.)
 
-GUARDS = "ledgerGuards"
+# The accounts a batch debits, with the version owed_guarded read (None: no document yet);
+# record() turns each into its precondition. Weak: a batch given up leaves nothing behind.
+_guards: WeakKeyDictionary[Any, dict[str, Any]] = WeakKeyDictionary()
 
 
-def guard_ref(provider_account: str, currency: str) -> Any:
-    return _db().collection(GUARDS).document(f"{provider_account}_{currency}".replace(":", "_"))
-
-
-def owed_guarded(batch: Any, provider_account: str, currency: str) -> int:
-    """What the provider is owed now, for a debit committed in `batch` (a write batch run by
-    store.run_optimistic): the batch commits only if no other guarded debit of these earnings
-    committed since this read; if one did, the commit fails and the body runs again."""
-    from google.cloud import firestore
-
-    ref = guard_ref(provider_account, currency)
-    snap = ref.get()  # first, so that a debit committing after it fails our precondition
-    owed_now = owed(provider_account, currency)
-    if snap.exists:
-        store.update(
-            ref,
-            {"debits": firestore.Increment(1)},
-            tx=batch,
-            by="system",
-            unchanged_since=snap.update_time,
-        )
-    else:
-        made = {"account": provider_account, "currency": currency, "debits": 1}
-        store.create(ref, made, tx=batch, by="system")
+def owed_guarded(batch: Any, provider_account: str, currency: str, *, seen: Any = None) -> int:
+    """What the provider is owed now, for a debit recorded (ledger_store.record) in `batch`, a
+    write batch run by store.run_optimistic: the batch commits only if no movement of these
+    earnings committed since this read; if one did, the commit fails and the body runs again.
+    `seen`: the account's snapshot if the caller has just read it (a payout run reads every
+    provider's at once); it must be read before the sum, as here."""
+    snap = seen if seen is not None else account_ref(provider_account).get()
+    owed_now = owed(provider_account, currency)  # after the version it is guarded by
+    _guards.setdefault(batch, {})[provider_account] = snap.update_time if snap.exists else None
     return owed_now

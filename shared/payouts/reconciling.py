@@ -356,7 +356,7 @@ def _stale(payout: dict[str, Any], now: datetime) -> bool:
     lease = payout.get("leaseUntil")
     if isinstance(lease, datetime) and lease > now:
         return False
-    since = payout.get("enqueuedAt") or payout.get("updatedAt")
+    since = payout.get("updatedAt")  # when it was recorded or last dispatched
     return isinstance(since, datetime) and since + STALE <= now
 
 
@@ -371,7 +371,6 @@ def _redispatch(payout: dict[str, Any], now: datetime) -> bool:
             return None
         change = {
             "dispatch": int(current.get("dispatch", 0)) + 1,
-            "enqueuedAt": None,
             "updatedAt": now,
         }
         store.update(

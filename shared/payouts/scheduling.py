@@ -11,8 +11,15 @@ For every provider and currency with earnings, once a week (Cloud Scheduler, or 
    of them fails and it reads again), never makes another.
 2. *dispatch* (`dispatch`): after the commit, one named Cloud Task per payout asks the worker
    (shared/payouts/sending.py) to send it. The name is the payout's (and its dispatch count):
-   two runs enqueueing the same payout make one task; an enqueue that failed after the commit
-   leaves the payout `scheduled` without `enqueuedAt`, and the next run enqueues it again.
+   two runs enqueueing the same payout make one task. Each run first offers Cloud Tasks every
+   payout still `scheduled` again (an enqueue that failed after the commit, or a run that
+   died between the two): a task made already is refused by its name, so nothing is sent
+   twice, and no payout needs a second write to say it was enqueued.
+
+What the run needs of every provider it reads in bulk first (`Seen`): the earnings accounts
+(one query, whose versions then guard each debit), this period's payouts (one query) and the
+payout profiles (get_all in pages); per provider it then reads only its unpaid orders, what
+they paid for and its balance.
 
 A provider with no verified payout address, in its cooling-off, or held by an admin is not
 paid this week: nothing is recorded and the earnings wait.
@@ -20,6 +27,7 @@ paid this week: nothing is recorded and the earnings wait.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +47,7 @@ MAX_LINES = 200  # orders one payout pays (one commit writes each); more wait fo
 MAX_CANDIDATES = 1000  # unpaid-out orders read per provider and currency
 CONCURRENCY = 8  # providers recorded at once by one run
 PAYABLE = [OrderStatus.CAPTURED.value, OrderStatus.PARTIALLY_REFUNDED.value]
+PAGE = 300  # documents per get_all
 
 
 @dataclass
@@ -77,8 +86,6 @@ def dispatch(payout: dict[str, Any]) -> bool:
             audience=f"{s.functions_base_url}/payouts",
         )
     )
-    if payout.get("enqueuedAt") is None:
-        store.update(records.payout_ref(payout["id"]), {"enqueuedAt": clock.now()}, by="system")
     return made
 
 
@@ -91,8 +98,25 @@ def _dispatch_quietly(payout: dict[str, Any], result: RunResult) -> None:
         result.enqueue_failed += 1
 
 
-def earnings_accounts() -> list[tuple[str, str, str]]:
-    """(kind, uid, currency) of every provider's earnings account and currency."""
+@dataclass(frozen=True)
+class Seen:
+    """What a run read in bulk before recording one provider's payout."""
+
+    payouts: Mapping[str, dict[str, Any]]  # this period's payouts (everyone's) by id
+    profile: dict[str, Any] | None  # the provider's payout profile
+    account: Any  # the earnings account's snapshot: its version guards the debit
+
+
+@dataclass(frozen=True)
+class Account:
+    kind: str
+    uid: str
+    currency: str
+    snapshot: Any  # of ledgerAccounts/{account}, shared by the account's currencies
+
+
+def earnings_accounts() -> list[Account]:
+    """Every provider's earnings account and currency, sorted, each with its snapshot."""
     from google.cloud.firestore import FieldFilter
 
     query = (
@@ -105,8 +129,28 @@ def earnings_accounts() -> list[tuple[str, str, str]]:
     for snap in query.stream():
         doc = snap.to_dict() or {}
         _, kind, uid = str(doc.get("account", "")).split(":", 2)
-        found += [(kind, uid, str(c)) for c in doc.get("currencies") or []]
-    return sorted(found)
+        found += [Account(kind, uid, str(c), snap) for c in doc.get("currencies") or []]
+    return sorted(found, key=lambda a: (a.kind, a.uid, a.currency))
+
+
+def _periods_payouts(period: str) -> dict[str, dict[str, Any]]:
+    """Every payout of `period` (one query: in a new week, one read in all)."""
+    from google.cloud.firestore import FieldFilter
+
+    query = (
+        clients.db().collection(records.PAYOUTS).where(filter=FieldFilter("period", "==", period))
+    )
+    return {s.id: s.to_dict() or {} for s in query.stream()}
+
+
+def _profiles(uids: list[str]) -> dict[str, dict[str, Any] | None]:
+    """The payout profiles of `uids`, read in pages."""
+    found: dict[str, dict[str, Any] | None] = {}
+    refs = [records.profile_ref(uid) for uid in sorted(set(uids))]
+    for start in range(0, len(refs), PAGE):
+        for snap in clients.db().get_all(refs[start : start + PAGE]):
+            found[snap.id] = snap.to_dict() if snap.exists else None
+    return found
 
 
 def _earnings(order_snaps: list[Any], currency: str, deliveries: Deliveries) -> list[rules.Earning]:
@@ -145,17 +189,25 @@ def _unpaid_orders(uid: str, currency: str) -> list[Any]:
 
 
 def record(
-    kind: str, uid: str, currency: str, *, period: str, now: datetime, deliveries: Deliveries
+    kind: str,
+    uid: str,
+    currency: str,
+    *,
+    period: str,
+    now: datetime,
+    deliveries: Deliveries,
+    seen: Seen | None = None,
 ) -> tuple[dict[str, Any] | None, str]:
     """Record this period's payout of one provider and currency. Returns (payout, outcome):
     outcome is `recorded`, `found` (recorded before), a `rules.SendBlock` value, or
-    `nothing_due`."""
+    `nothing_due`. `seen`: what a run read for it in bulk (else it is read here)."""
     s = settings.get()
-    payout_id, existing = _this_periods(rules.payout_id(period, kind, uid, currency))
+    known = seen.payouts.get if seen is not None else records.get
+    payout_id, existing = _this_periods(rules.payout_id(period, kind, uid, currency), known)
     if existing is not None:
         return existing, "found"
     ref = records.payout_ref(payout_id)
-    block = rules.send_block(records.profile(uid), now)
+    block = rules.send_block(seen.profile if seen is not None else records.profile(uid), now)
     if block is not None:
         return None, block.value
     account = ledger.earnings_account(kind, uid)
@@ -173,15 +225,23 @@ def record(
             max_lines=MAX_LINES,
         )
 
+    tries = [0]
+
     def body(batch: Any) -> tuple[dict[str, Any] | None, str]:
-        snap = ref.get()
-        if snap.exists:  # a concurrent run recorded it first
-            return snap.to_dict(), "found"
+        tries[0] += 1
+        again = tries[0] > 1  # the last commit failed: what was read before may be stale
+        if again:
+            snap = ref.get()
+            if snap.exists:  # a concurrent run recorded it first
+                return snap.to_dict(), "found"
         order_snaps = _unpaid_orders(uid, currency)
         earnings = _earnings(order_snaps, currency, deliveries)
         if plan(earnings, owed=2**62) is None:
             return None, "nothing_due"  # the guard is not taken: nothing is debited
-        owed = ledger_store.owed_guarded(batch, account, currency)
+        # The run's snapshot of the account guards the first try; a retry reads it again.
+        # (A payout recorded meanwhile by another run fails our `create` below.)
+        guard = seen.account if seen is not None and not again else None
+        owed = ledger_store.owed_guarded(batch, account, currency, seen=guard)
         chosen = plan(earnings, owed)
         if chosen is None:
             return None, "nothing_due"
@@ -202,7 +262,6 @@ def record(
             "holdReason": None,
             "attempt": 0,
             "dispatch": 0,
-            "enqueuedAt": None,
             "leaseUntil": None,
             "paypalBatchId": None,
             "paypalItemId": None,
@@ -239,22 +298,24 @@ def record(
 MAX_PER_PERIOD = 5  # payouts of one provider and currency in one period (see below)
 
 
-def _this_periods(base: str) -> tuple[str, dict[str, Any] | None]:
-    """The id of the period's payout to record, and that payout if it exists already.
+def _this_periods(
+    base: str, known: Callable[[str], dict[str, Any] | None]
+) -> tuple[str, dict[str, Any] | None]:
+    """The id of the period's payout to record, and that payout if it exists already
+    (`known`: a payout by id, or None).
 
     One payout per provider, currency and period; but when the period's payout ended with
     its money back (returned, reversed, cancelled), the provider is owed again and the next
     run (an admin's, say) may pay it: that one takes the next id, `{base}-2`, and so on."""
     for n in range(1, MAX_PER_PERIOD + 1):
         candidate = base if n == 1 else f"{base}-{n}"
-        snap = records.payout_ref(candidate).get()
-        if not snap.exists:
+        payout = known(candidate)
+        if payout is None:
             return candidate, None
-        payout: dict[str, Any] = snap.to_dict() or {}
         if Status(payout["status"]) not in rules.FINAL:
             return candidate, payout
-    last = records.get(f"{base}-{MAX_PER_PERIOD}")
-    return f"{base}-{MAX_PER_PERIOD}", last
+    last = f"{base}-{MAX_PER_PERIOD}"
+    return last, known(last)
 
 
 def run(*, deliveries: Deliveries, now: datetime | None = None) -> RunResult:
@@ -262,17 +323,29 @@ def run(*, deliveries: Deliveries, now: datetime | None = None) -> RunResult:
     one payout per provider and currency that is owed enough."""
     at = now or clock.now()
     result = RunResult(period=rules.period_of(at))
+    offered: set[str] = set()
     for waiting in _undispatched() + release_ended_holds(at):
+        offered.add(waiting["id"])
         _dispatch_quietly(waiting, result)
     accounts = earnings_accounts()
     result.accounts = len(accounts)
+    payouts = _periods_payouts(result.period)
+    profiles = _profiles([a.uid for a in accounts])
 
-    def one(account: tuple[str, str, str]) -> tuple[dict[str, Any] | None, str]:
-        kind, uid, currency = account
+    def one(a: Account) -> tuple[dict[str, Any] | None, str]:
+        seen = Seen(payouts, profiles.get(a.uid), a.snapshot)
         try:
-            return record(kind, uid, currency, period=result.period, now=at, deliveries=deliveries)
+            return record(
+                a.kind,
+                a.uid,
+                a.currency,
+                period=result.period,
+                now=at,
+                deliveries=deliveries,
+                seen=seen,
+            )
         except Exception:  # one provider's failure must not stop everyone's payout
-            log.exception("payout of %s %s in %s could not be recorded", kind, uid, currency)
+            log.exception("payout of %s %s in %s could not be recorded", a.kind, a.uid, a.currency)
             return None, "failed"
 
     with ThreadPoolExecutor(max_workers=CONCURRENCY) as pool:
@@ -286,7 +359,7 @@ def run(*, deliveries: Deliveries, now: datetime | None = None) -> RunResult:
         elif outcome == "found":
             result.found += 1
             assert payout is not None
-            if payout["status"] == Status.SCHEDULED.value and payout.get("enqueuedAt") is None:
+            if payout["status"] == Status.SCHEDULED.value and payout["id"] not in offered:
                 to_dispatch.append(payout)  # another run recorded it; maybe not enqueued yet
         else:
             result.skipped[outcome] = result.skipped.get(outcome, 0) + 1
@@ -306,17 +379,9 @@ def run(*, deliveries: Deliveries, now: datetime | None = None) -> RunResult:
 
 
 def _undispatched() -> list[dict[str, Any]]:
-    """Scheduled payouts whose task was never made (Cloud Tasks failed after the commit)."""
-    from google.cloud.firestore import FieldFilter
-
-    query = (
-        clients.db()
-        .collection(records.PAYOUTS)
-        .where(filter=FieldFilter("status", "==", Status.SCHEDULED.value))
-        .where(filter=FieldFilter("enqueuedAt", "==", None))
-        .limit(1000)
-    )
-    return [s.to_dict() or {} for s in query.stream()]
+    """Scheduled payouts, whose task may never have been made (Cloud Tasks failed after the
+    commit); offering the others again costs a refused name each, never a second task."""
+    return [s.to_dict() or {} for s in records.with_status([Status.SCHEDULED.value], limit=1000)]
 
 
 AUTO_RELEASED = (rules.SendBlock.COOLING_OFF.value, rules.SendBlock.NO_ADDRESS.value)
@@ -362,7 +427,6 @@ def reschedule(
             "status": Status.SCHEDULED.value,
             "holdReason": None,
             "dispatch": int(payout.get("dispatch", 0)) + 1,
-            "enqueuedAt": None,
             "updatedAt": now,
         }
         if new_attempt:
