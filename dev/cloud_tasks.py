@@ -54,15 +54,16 @@ log = logging.getLogger("alodoktor.cloud_tasks")
 # The queues of the local stack and how they retry. Production's (terraform/) retry more
 # patiently (docs/guides/local-stack.md); here a failed delivery comes back within seconds, so
 # tests and `make dev` see retries happen.
+_RETRIES = {"maxAttempts": 10, "minBackoffSeconds": 1, "maxBackoffSeconds": 8, "maxDoublings": 3}
 QUEUES: dict[str, dict[str, Any]] = {
     "payouts": {
-        "retryConfig": {
-            "maxAttempts": 10,
-            "minBackoffSeconds": 1,
-            "maxBackoffSeconds": 8,
-            "maxDoublings": 3,
-        },
+        "retryConfig": _RETRIES,
         # PayPal's rate limits are per app: few payouts at once, as in production.
+        "rateLimits": {"maxConcurrentDispatches": 10, "maxDispatchesPerSecond": 20},
+    },
+    # Exports' builds: one task a part, each enqueueing the next.
+    "privacy": {
+        "retryConfig": _RETRIES,
         "rateLimits": {"maxConcurrentDispatches": 10, "maxDispatchesPerSecond": 20},
     },
 }
@@ -256,7 +257,10 @@ def main() -> None:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     project = os.environ.get("GOOGLE_CLOUD_PROJECT") or "demo-alodoktor"
     location = os.environ.get("CLOUD_TASKS_LOCATION") or "us-central1"
-    queues = {os.environ.get("PAYOUTS_QUEUE") or "payouts": QUEUES["payouts"]}
+    queues = {
+        os.environ.get("PAYOUTS_QUEUE") or "payouts": QUEUES["payouts"],
+        os.environ.get("PRIVACY_QUEUE") or "privacy": QUEUES["privacy"],
+    }
     emulator = Emulator(project, location)
 
     def stop(signum: int, frame: object) -> None:

@@ -79,8 +79,9 @@ locals {
     }
     # Personal data (issue 27): consent, export, erasure (deletes Firebase Auth accounts).
     "privacy" = {
-      trigger = "http", public = true, timeout = 300
+      trigger = "http", public = true, timeout = 300, queues = ["privacy"], tasks_worker = true
       secrets = ["audit-hash-key"]
+      env     = { CLOUD_TASKS_LOCATION = var.region } # the export queue's location (schedule.tf)
     }
     # notify sends, notifications retries and sweeps: both hold the senders' credentials.
     "notify" = {

@@ -32,6 +32,17 @@ locals {
       max_backoff               = "3600s"
       max_doublings             = 6
     }
+    # Exports' builds (issue 27): one task a part, each enqueueing the next; a failed part is
+    # retried for an hour, then the request shows the build stopped where it was.
+    privacy = {
+      max_dispatches_per_second = 5
+      max_concurrent_dispatches = 10
+      max_attempts              = 20
+      max_retry_duration        = "3600s"
+      min_backoff               = "5s"
+      max_backoff               = "300s"
+      max_doublings             = 4
+    }
   }
 
   # (function, queue) pairs: enqueuer on that queue for that function.

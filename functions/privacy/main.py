@@ -9,6 +9,8 @@ Routes (under /privacy); the consent gate lets every signed-in account in here, 
   GET  /exports/{id}                 the request: state, deadline, progress
   GET  /exports/{id}/data            a page of the export as JSON (cursor)
   GET  /exports/{id}/fhir            a page of the clinical records as a FHIR R4 Bundle
+  GET  /exports/{id}/parts/{n}       a built part of the export (once its build is done)
+  POST /tasks/export                 build one part of an export (Cloud Tasks only)
   POST /erasure                      ask for the account's erasure (after the cooling-off)
   GET  /erasure/{id}                 the request: state, when it takes effect, what blocks it
   POST /erasure/{id}/cancel          take it back during the cooling-off (or while blocked)
@@ -27,7 +29,8 @@ from pydantic import Field
 from shared.identity import consent
 from shared.platform import stored
 from shared.platform.disclosure import Health, ResourceId
-from shared.platform.fields import Int
+from shared.platform.errors import DependencyUnavailable, NotFound
+from shared.platform.fields import DocId, Int
 from shared.platform.models import Body, Page, SweepQuery, View
 from shared.privacy import consents, erasure, holds, rules, service
 from shared.web.http import Call, Function, Reply
@@ -130,6 +133,19 @@ class Progress(View):
     steps: int
 
 
+class BuildView(View):
+    """An export's build: one part at a time (a Cloud Task each), then the download."""
+
+    state: str = Field(description="queued, building, done, not_queued (download the pages)")
+    parts: int = Field(description="parts built so far")
+    records: int = Field(description="records in them")
+    step: int
+    steps: int
+    finished_at: datetime | None = None
+    expires_at: datetime | None = Field(default=None, description="the download ends then")
+    download: str | None = Field(default=None, description="the first part, once done")
+
+
 class RequestView(View):
     id: str
     uid: str
@@ -147,9 +163,15 @@ class RequestView(View):
         "open_appointments, open_bookings, payouts_in_transit, money_owed); the run looks again",
     )
     blocked_at: datetime | None = None
+    build: BuildView | None = None
 
     @classmethod
     def of(cls, d: dict[str, Any]) -> "RequestView":
+        build = d.get("build")
+        if isinstance(build, dict):
+            done = build.get("state") == rules.BuildState.DONE.value
+            link = f"/privacy/exports/{d['id']}/parts/0" if done else None
+            d = {**d, "build": {**build, "download": link}}
         return cls.model_validate(d)
 
 
@@ -162,9 +184,10 @@ def _own_request(call: Call, kind: str) -> dict[str, Any]:
 
 @api.route("POST", "/exports", response=RequestView, status=201)
 def create_export(call: Call) -> RequestView:
-    """Ask for everything held about you; download it from the request's pages."""
+    """Ask for everything held about you: it is built in parts (see `build` on the request),
+    then downloaded part by part; its pages can be downloaded as they are made meanwhile."""
     req = service.new_request(call.principal, rules.RequestKind.EXPORT, rules.RequestState.READY)
-    return RequestView.of(req)
+    return RequestView.of(service.start_build(req, call.principal.uid))
 
 
 @api.route("GET", "/exports/<request_id>", response=RequestView)
@@ -224,6 +247,54 @@ def export_data(call: Call) -> ExportPage:
         next_cursor=page.next_cursor,
         progress=Progress(step=page.step, steps=page.steps),
     )
+
+
+class PartView(View):
+    request_id: str
+    part: int
+    parts: int
+    items: list[Record]
+    next: str | None = Field(description="the next part's address; null: the last")
+
+
+_PART = 6  # digits of a part's number, at most
+
+
+@api.route("GET", "/exports/<request_id>/parts/<part>", response=PartView, problems=(404,))
+def export_part(call: Call) -> PartView:
+    """A built part of your export, as stored (follow `next` until it is null)."""
+    req = _own_request(call, "export")
+    raw = call.params["part"]
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= _PART):
+        raise NotFound("No such part.", code="export_part_missing")
+    part = int(raw)
+    records, parts = service.read_part(req, part)
+    nxt = f"/privacy/exports/{req['id']}/parts/{part + 1}" if part + 1 < parts else None
+    return PartView(
+        request_id=req["id"],
+        part=part,
+        parts=parts,
+        items=[_record(r) for r in records],
+        next=nxt,
+    )
+
+
+class ExportTask(Body):
+    request_id: DocId
+    part: Int = Field(ge=0, le=10**_PART - 1)
+
+
+@api.route("POST", "/tasks/export", body=ExportTask, response=BuildView, problems=(404, 409, 503))
+def build_export(call: Call) -> BuildView:
+    """Build one part of an export, then queue the next (the Cloud Task's target)."""
+    b = call.body
+    build = service.build_part(b.request_id, b.part, call.caller.uid)
+    if build.get("state") == rules.BuildState.BUILDING.value:
+        try:
+            service.enqueue_part(b.request_id, int(build["parts"]))
+        except Exception as exc:  # this delivery is retried, and queues the next one then
+            raise DependencyUnavailable("The next part could not be queued.") from exc
+    return BuildView.model_validate(build)
 
 
 class FhirEntry(View):

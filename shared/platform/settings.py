@@ -132,6 +132,10 @@ class Settings:
     # A request to export or erase is answered within this many days (GDPR Art. 12(3): one
     # month; KVKK Art. 13(2): thirty days).
     privacy_request_deadline_days: int = 30
+    # The Cloud Tasks queue an export's build goes on (one task a part).
+    privacy_queue: str = "privacy"
+    # A built export can be downloaded this many days; then its parts are deleted (TTL).
+    export_download_days: int = 7
 
     @property
     def auth_emulated(self) -> bool:
@@ -257,6 +261,8 @@ def load() -> Settings:
         financial_retention_days=max(_int("FINANCIAL_RETENTION_DAYS", 10 * 365), 0),
         audit_retention_days=max(_int("AUDIT_RETENTION_DAYS", 6 * 365), 0),
         privacy_request_deadline_days=min(max(_int("PRIVACY_REQUEST_DEADLINE_DAYS", 30), 1), 30),
+        privacy_queue=os.environ.get("PRIVACY_QUEUE", "").strip() or "privacy",
+        export_download_days=min(max(_int("EXPORT_DOWNLOAD_DAYS", 7), 1), 30),
     )
 
 

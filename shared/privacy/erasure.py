@@ -322,6 +322,10 @@ def erase(uid: str, role: str, request_id: str, actor: str) -> bool:
             _treat(holding, snap, uid, actor)
         if budget <= 0:
             return False
+    # The account's built exports are copies of what was just erased.
+    budget = _export_parts(uid, budget, actor)
+    if budget <= 0:
+        return False
     _hold(uid, held, actor)
     store.update(
         ref,
@@ -335,6 +339,24 @@ def erase(uid: str, role: str, request_id: str, actor: str) -> bool:
     )
     log.info("account %s erased", uid)
     return True
+
+
+def _export_parts(uid: str, budget: int, actor: str) -> int:
+    """Delete the parts of the account's built exports, as many as `budget` allows; the
+    budget left."""
+    from google.cloud.firestore import FieldFilter
+
+    query = _db().collection(service.REQUESTS).where(filter=FieldFilter("uid", "==", uid))
+    for snap in query.stream():
+        if budget <= 0:
+            break
+        if (snap.to_dict() or {}).get("kind") != rules.RequestKind.EXPORT.value:
+            continue
+        parts = list(snap.reference.collection(service.PARTS).limit(budget).stream())
+        for part in parts:
+            store.delete(part.reference, by=actor)
+        budget -= len(parts)
+    return budget
 
 
 SCRUB_MARKS = "scrubbedUpTo"  # on the request: {"<collection>.<field>": last document id}

@@ -46,6 +46,15 @@ class RequestState(StrEnum):
     CANCELLED = "cancelled"
 
 
+class BuildState(StrEnum):
+    """An export's build (a Cloud Tasks job, one task a part)."""
+
+    QUEUED = "queued"
+    BUILDING = "building"
+    DONE = "done"  # every part built: download them
+    NOT_QUEUED = "not_queued"  # Cloud Tasks could not be asked: download the pages instead
+
+
 @dataclass(frozen=True)
 class Holding:
     """A collection that can hold an account's documents."""

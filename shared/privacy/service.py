@@ -11,17 +11,22 @@ MedicationRequests) as an R4 Bundle of type `collection`.
 
 from __future__ import annotations
 
+import json
+import zlib
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from shared.platform import clients, clock, pagination, settings, store
+from shared.platform import clients, clock, logs, pagination, settings, store
 from shared.platform.context import Principal
-from shared.platform.errors import BadRequest
+from shared.platform.errors import BadRequest, Conflict, NotFound
 from shared.privacy import rules
 
 REQUESTS = "privacyRequests"
 PAGE_DOCUMENTS = 200  # documents read per page, at most
 READS_PER_DOCUMENT = 50  # read entries shown per health record per page, at most
+
+log = logs.get("alodoktor.privacy")
 
 
 def _db() -> Any:
@@ -95,7 +100,9 @@ def _query_step(step: rules.Step, after: str | None, limit: int) -> list[Any]:
         return [snap] if snap.exists else []
     query = collection.where(filter=FieldFilter(step.field, "==", step.value)).order_by("__name__")
     if after is not None:
-        query = query.start_after(collection.document(after))
+        # By id: a DocumentReference is no cursor the client takes (it raised, a 500 on the
+        # second page of any step longer than a page).
+        query = query.start_after({"__name__": after})
     return list(query.limit(limit).stream())
 
 
@@ -134,8 +141,10 @@ def _for_the_account(step: rules.Step, data: dict[str, Any]) -> tuple[dict[str, 
     return kept, step.health and own
 
 
-def export_page(uid: str, cursor: str | None, *, clinical_only: bool = False) -> ExportPage:
-    """Up to PAGE_DOCUMENTS of what is held about `uid`, from `cursor` on."""
+def export_page(
+    uid: str, cursor: str | None, *, clinical_only: bool = False, documents: int = PAGE_DOCUMENTS
+) -> ExportPage:
+    """Up to `documents` of what is held about `uid`, from `cursor` on."""
     walk = rules.steps(uid)
     try:
         at = rules.decode_cursor(cursor, len(walk))
@@ -144,7 +153,7 @@ def export_page(uid: str, cursor: str | None, *, clinical_only: bool = False) ->
             "This cursor is not one this export gave.", code="invalid_cursor"
         ) from None
     records: list[Record] = []
-    budget = PAGE_DOCUMENTS
+    budget = documents
     index, after = at.step, at.after
     while index < len(walk) and budget > 0:
         step = walk[index]
@@ -152,7 +161,7 @@ def export_page(uid: str, cursor: str | None, *, clinical_only: bool = False) ->
             index, after = index + 1, None
             continue
         # A health record brings up to READS_PER_DOCUMENT read entries: fewer records a page.
-        limit = min(budget, PAGE_DOCUMENTS // 10) if step.reads else budget
+        limit = min(budget, max(documents // 10, 1)) if step.reads else budget
         snaps = _query_step(step, after, limit)
         for snap in snaps:
             if step.reads:
@@ -225,3 +234,147 @@ def list_requests(
         collection, query, [("requestedAt", Query.DESCENDING)], limit=limit, cursor=cursor
     )
     return [{**(s.to_dict() or {}), "id": s.id} for s in snaps], next_cursor
+
+
+# -- the export's build (a Cloud Tasks job) ---------------------------------------------------
+# POST /exports enqueues the build: one task a part, each one bounded walk (`export_page`)
+# from where the last stopped, its records stored as a part of the request
+# (`privacyRequests/{id}/exportParts/{n}`, compressed JSON, gone `EXPORT_DOWNLOAD_DAYS` after
+# the build by a TTL policy); the request's `build` shows how far it got, then where to
+# download it. Each task enqueues the next under a name of its own, so a delivery repeated by
+# Cloud Tasks builds nothing twice and starts no second chain.
+
+PARTS = "exportParts"
+EXPORT_TASK = "/privacy/tasks/export"
+MAX_PART_BYTES = 900_000  # a Firestore document holds 1 MiB
+
+
+def part_ref(request_id: str, part: int) -> Any:
+    return request_ref(request_id).collection(PARTS).document(f"{part:06d}")
+
+
+def _task_id(request_id: str, part: int) -> str:
+    return f"export-{request_id}-{part}"
+
+
+def enqueue_part(request_id: str, part: int) -> bool:
+    """Enqueue the task that builds part `part`; raises if Cloud Tasks cannot be asked."""
+    from shared.integrations import cloud_tasks
+
+    s = settings.get()
+    if not (s.functions_base_url and s.tasks_service_account):
+        raise RuntimeError("FUNCTIONS_BASE_URL or TASKS_SERVICE_ACCOUNT is not set")
+    return cloud_tasks.enqueue(
+        cloud_tasks.HttpTask(
+            queue=s.privacy_queue,
+            task_id=_task_id(request_id, part),
+            url=f"{s.functions_base_url}{EXPORT_TASK}",
+            body={"requestId": request_id, "part": part},
+            service_account=s.tasks_service_account,
+            audience=f"{s.functions_base_url}/privacy",
+        )
+    )
+
+
+def start_build(request: dict[str, Any], by: str) -> dict[str, Any]:
+    """Queue the build of a new export; the request as it is now. Cloud Tasks unreachable:
+    the build shows `not_queued` (the pages can still be downloaded as they are made)."""
+    build: dict[str, Any] = {
+        "state": rules.BuildState.QUEUED.value,
+        "parts": 0,
+        "records": 0,
+        "step": 0,
+        "steps": len(rules.steps(request["uid"])),
+        "cursor": None,
+        "finishedAt": None,
+        "expiresAt": None,
+    }
+    try:
+        enqueue_part(request["id"], 0)
+    except Exception:
+        log.exception("export %s recorded but its build not queued", request["id"])
+        build["state"] = rules.BuildState.NOT_QUEUED.value
+    store.update(request_ref(request["id"]), {"build": build}, by=by)
+    return {**request, "build": build}
+
+
+def _encode(records: list[Record]) -> bytes:
+    raw = json.dumps(
+        [[r.collection, r.id, r.data, r.health] for r in records], separators=(",", ":")
+    ).encode()
+    return zlib.compress(raw, 6)
+
+
+def decode_part(blob: bytes) -> list[Record]:
+    return [Record(c, i, d, bool(h)) for c, i, d, h in json.loads(zlib.decompress(blob))]
+
+
+def _fitting_page(uid: str, cursor: str | None) -> tuple[ExportPage, bytes]:
+    """The next page from `cursor` and its records as stored: a page of large documents may
+    not fit in one part, and is walked again with fewer documents until it does."""
+    documents = PAGE_DOCUMENTS
+    while True:
+        page = export_page(uid, cursor, documents=documents)
+        blob = _encode(page.records)
+        if len(blob) <= MAX_PART_BYTES or documents == 1:
+            return page, blob
+        documents = max(documents // 4, 1)
+
+
+def build_part(request_id: str, part: int, by: str) -> dict[str, Any]:
+    """Build part `part` of an export (a task's delivery); the request's build as it is now.
+    A part built already is not built again; a build that is done does nothing."""
+    req = get_request(request_id)
+    if req is None or req.get("kind") != rules.RequestKind.EXPORT.value:
+        raise NotFound("No such export.")
+    build = dict(req.get("build") or {})
+    if build.get("state") == rules.BuildState.DONE.value or int(build.get("parts") or 0) > part:
+        return build
+    if int(build.get("parts") or 0) < part:
+        raise Conflict("An earlier part of this export is not built yet.", code="part_early")
+    page, blob = _fitting_page(req["uid"], build.get("cursor"))
+    kept = len(page.records)
+    now = clock.now()
+    done = page.next_cursor is None
+    s = settings.get()
+    expires = now + timedelta(days=s.export_download_days)
+    build |= {
+        "state": (rules.BuildState.DONE if done else rules.BuildState.BUILDING).value,
+        "parts": part + 1,
+        "records": int(build.get("records") or 0) + kept,
+        "step": page.step,
+        "steps": page.steps,
+        "cursor": page.next_cursor,
+        "finishedAt": now if done else None,
+        "expiresAt": expires if done else None,
+    }
+    batch = _db().batch()
+    store.set(
+        part_ref(request_id, part),
+        {"uid": req["uid"], "part": part, "count": kept, "records": blob, "expireAt": expires},
+        tx=batch,
+        by=by,
+    )
+    update: dict[str, Any] = {"build": build}
+    if done:
+        update |= {"state": rules.RequestState.DONE.value, "completedAt": now, "handledBy": by}
+    store.update(request_ref(request_id), update, tx=batch, by=by)
+    batch.commit()
+    return build
+
+
+def read_part(req: dict[str, Any], part: int) -> tuple[list[Record], int]:
+    """A built part's records and the number of parts; NotFound when it is not there (not
+    built, or its download time is over)."""
+    build = req.get("build") or {}
+    expires = build.get("expiresAt")
+    if build.get("state") != rules.BuildState.DONE.value or not 0 <= part < int(
+        build.get("parts") or 0
+    ):
+        raise NotFound("This part of the export is not built.", code="export_part_missing")
+    if expires is not None and expires <= clock.now():
+        raise NotFound("This export's download time is over: ask again.", code="export_expired")
+    snap = part_ref(req["id"], part).get()
+    if not snap.exists:
+        raise NotFound("This export's download time is over: ask again.", code="export_expired")
+    return decode_part((snap.to_dict() or {})["records"]), int(build["parts"])

@@ -303,6 +303,11 @@ POLICY: dict[RouteKey, Rule] = {
     ("privacy", "GET", "/exports/<request_id>/fhir"): signed_in(
         owner=OWN_UID, admin_sees_all=False
     ),
+    ("privacy", "GET", "/exports/<request_id>/parts/<part>"): signed_in(
+        owner=OWN_UID, admin_sees_all=False
+    ),
+    # An export's build, one part a task: Cloud Tasks alone.
+    ("privacy", "POST", "/tasks/export"): serve(Service.TASKS),
     ("privacy", "POST", "/erasure"): signed_in(),
     ("privacy", "GET", "/erasure/<request_id>"): signed_in(owner=OWN_UID, admin_sees_all=False),
     ("privacy", "POST", "/erasure/<request_id>/cancel"): signed_in(

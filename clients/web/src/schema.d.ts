@@ -1793,7 +1793,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Ask for everything held about you; download it from the request's pages. */
+        /** Ask for everything held about you: it is built in parts (see `build` on the request), */
         post: operations["privacy.create_export"];
         delete?: never;
         options?: never;
@@ -1829,6 +1829,40 @@ export interface paths {
         get: operations["privacy.export_data"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/privacy/exports/{request_id}/parts/{part}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A built part of your export, as stored (follow `next` until it is null). */
+        get: operations["privacy.export_part"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/privacy/tasks/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Build one part of an export, then queue the next (the Cloud Task's target). */
+        post: operations["privacy.build_export"];
         delete?: never;
         options?: never;
         head?: never;
@@ -5239,6 +5273,48 @@ export interface components {
              */
             withdrawnAt?: string | null;
         };
+        /**
+         * BuildView
+         * @description An export's build: one part at a time (a Cloud Task each), then the download.
+         */
+        Privacy_BuildView: {
+            /**
+             * State
+             * @description queued, building, done, not_queued (download the pages)
+             */
+            state: string;
+            /**
+             * Parts
+             * @description parts built so far
+             */
+            parts: number;
+            /**
+             * Records
+             * @description records in them
+             */
+            records: number;
+            /** Step */
+            step: number;
+            /** Steps */
+            steps: number;
+            /**
+             * Finishedat
+             * @default null
+             */
+            finishedAt?: string | null;
+            /**
+             * Expiresat
+             * @description the download ends then
+             * @default null
+             */
+            expiresAt?: string | null;
+            /**
+             * Download
+             * @description the first part, once done
+             * @default null
+             */
+            download?: string | null;
+        };
         /** ConsentState */
         Privacy_ConsentState: {
             /** Required */
@@ -5257,6 +5333,16 @@ export interface components {
             /** Nextcursor */
             nextCursor: string | null;
             progress: components["schemas"]["Privacy_Progress"];
+        };
+        /** ExportTask */
+        Privacy_ExportTask: {
+            /**
+             * Requestid
+             * @description a document id: letters, digits, '_', '.', '-'; begins with a letter or digit
+             */
+            requestId: string;
+            /** Part */
+            part: number;
         };
         /** FhirBundle */
         Privacy_FhirBundle: {
@@ -5334,6 +5420,22 @@ export interface components {
             /** Items */
             items: components["schemas"]["Privacy_Notice"][];
         };
+        /** PartView */
+        Privacy_PartView: {
+            /** Requestid */
+            requestId: string;
+            /** Part */
+            part: number;
+            /** Parts */
+            parts: number;
+            /** Items */
+            items: components["schemas"]["Privacy_Record"][];
+            /**
+             * Next
+             * @description the next part's address; null: the last
+             */
+            next: string | null;
+        };
         /** Progress */
         Privacy_Progress: {
             /** Step */
@@ -5408,6 +5510,8 @@ export interface components {
              * @default null
              */
             blockedAt?: string | null;
+            /** @default null */
+            build?: components["schemas"]["Privacy_BuildView"] | null;
         };
         /** RunView */
         Privacy_RunView: {
@@ -16084,6 +16188,188 @@ export interface operations {
             };
             /** @description Body too large */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description A dependency is unavailable; nothing was changed */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+        };
+    };
+    "privacy.export_part": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                request_id: string;
+                part: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Privacy_PartView"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description Not signed in, or the sign-in is no longer valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description The caller's role, approval, origin or CSRF token does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description Not found (or not the caller's) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description A dependency is unavailable; nothing was changed */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+        };
+    };
+    "privacy.build_export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Privacy_ExportTask"];
+            };
+        };
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Privacy_BuildView"];
+                };
+            };
+            /** @description Invalid input */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description Not signed in, or the sign-in is no longer valid */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description The caller's role, approval, origin or CSRF token does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description Not found (or not the caller's) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description Conflicts with the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Privacy_Problem"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
