@@ -11,6 +11,7 @@ from hypothesis import settings
 
 from dev import query_indexes
 from dev.stack import Ports, Stack
+from shared.platform import settings as platform_settings
 from shared.platform.context import Role
 from tests.paypal_support import sim  # noqa: F401  (a fixture)
 from tests.support import Api, bearer, create_user
@@ -80,6 +81,9 @@ def stack(query_log: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
     s.start()
     saved = dict(os.environ)
     os.environ.update(s.env)  # the tests' own Admin SDK calls go to the same emulators
+    # Settings are read once a process; a test before this one (an OpenAPI or docs build) may
+    # have read them from the bare environment, without the stack's keys.
+    platform_settings.get.cache_clear()
     try:
         yield s
     finally:
@@ -90,6 +94,7 @@ def stack(query_log: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
             print(f"\nthe local stack's logs are kept in {s.workdir}")
         os.environ.clear()
         os.environ.update(saved)
+        platform_settings.get.cache_clear()
 
 
 @pytest.fixture
