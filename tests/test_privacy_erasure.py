@@ -145,6 +145,12 @@ def test_a_patient_who_became_a_doctor_with_visits_to_come_is_not_erased(stack, 
     assert datetime.fromisoformat(shown["eraseAfter"].replace("Z", "+00:00")) > now
     listed = admin.get("/privacy/requests", params={"limit": 100}).json()["items"]
     assert next(r for r in listed if r["id"] == request_id)["blockedBy"] == ["open_appointments"]
+    # An admin can ask for the blocked ones alone.
+    only = admin.get("/privacy/requests", params={"limit": 100, "state": "blocked"})
+    assert only.status_code == 200, only.text
+    assert request_id in {r["id"] for r in only.json()["items"]}
+    assert {r["state"] for r in only.json()["items"]} == {"blocked"}
+    problem(admin.get("/privacy/requests", params={"state": "lost"}), 400)
     # Not there for anyone else; asking again is the same request.
     problem(
         bearer(stack, create_user(stack, Role.PATIENT)).get(f"/privacy/erasure/{request_id}"), 404

@@ -16,7 +16,7 @@ Routes (under /privacy); the consent gate lets every signed-in account in here, 
   POST /erasure/{id}/cancel          take it back during the cooling-off (or while blocked)
   POST /erasure/run                  erase what is due (Cloud Scheduler; admins by hand)
   POST /holds/sweep                  erase held records whose retention is over (Cloud Scheduler)
-  GET  /requests                     every request, its deadline, state and handler (admins)
+  GET  /requests?state=             every request, its deadline, state and handler (admins)
 """
 
 from datetime import datetime
@@ -421,11 +421,18 @@ class RequestList(View):
     next_cursor: str | None
 
 
-@api.route("GET", "/requests", query=Page, response=RequestList)
+class RequestQuery(Page):
+    state: rules.RequestState | None = Field(
+        default=None, description="only the requests in this state (the blocked ones, say)"
+    )
+
+
+@api.route("GET", "/requests", query=RequestQuery, response=RequestList)
 def list_requests(call: Call) -> RequestList:
     """Every request, newest first: its legal deadline, state and who handled it."""
+    state = call.query.state.value if call.query.state is not None else None
     items, cursor = service.list_requests(
-        state=None, limit=call.query.limit, cursor=call.query.cursor
+        state=state, limit=call.query.limit, cursor=call.query.cursor
     )
     return RequestList(items=stored.readable(RequestView.of, items), next_cursor=cursor)
 

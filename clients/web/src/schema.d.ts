@@ -5461,6 +5461,11 @@ export interface components {
             /** Nextcursor */
             nextCursor: string | null;
         };
+        /**
+         * RequestState
+         * @enum {string}
+         */
+        Privacy_RequestState: "ready" | "waiting" | "blocked" | "running" | "done" | "cancelled";
         /** RequestView */
         Privacy_RequestView: {
             /** Id */
@@ -16912,6 +16917,7 @@ export interface operations {
             query?: {
                 limit?: number;
                 cursor?: string | null;
+                state?: components["schemas"]["Privacy_RequestState"] | null;
             };
             header?: never;
             path?: never;
