@@ -137,6 +137,11 @@ class Session:
             # server may have taken it.
             self._drop()
             return Answer(0, f"{type(exc).__name__}: {exc}"[:300], lost=handed_over[0])
+        except BaseException:
+            # Anything else (a bug, a cancellation) may have left a transaction open on the
+            # connection: the next message must not begin inside it.
+            self._drop()
+            raise
 
     def _transfer(self, mail: Mail, handed_over: list[bool]) -> Answer:
         smtp = self._connection()

@@ -19,6 +19,8 @@ is sent again; push remembers which devices took the message and never sends to 
 from __future__ import annotations
 
 import queue
+import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,7 +32,7 @@ from shared.identity import profiles
 from shared.notify import rules, templates
 from shared.notify.rules import Category, Channel, Notice, Outcome, Result, State
 from shared.platform import clients, clock, logs, outbox, pagination, settings, store
-from shared.platform.errors import BadRequest, Conflict, NotFound
+from shared.platform.errors import BadRequest, Conflict, NotFound, is_dependency_failure
 
 if TYPE_CHECKING:
     from shared.integrations import smtp
@@ -431,10 +433,14 @@ def claim(notice_id: str, now: datetime, snap: Any = None) -> Lease | None:
 def _commit(
     lease: Lease, change: Callable[[dict[str, Any]], dict[str, Any]], extra: Any = None
 ) -> None:
-    """Write `change(doc)` on the leased notice, only while the lease is still ours."""
+    """Write `change(doc)` on the leased notice, only while the lease is still ours. A write
+    Firestore could not take for now (unavailable, a deadline: its fate unknown) is read again
+    and tried again while the lease holds, as one refused because the notice was written
+    meanwhile: a record dropped would leave its notice to be sent again when the lease runs
+    out. `change` records only what the notice does not show recorded yet."""
     from google.api_core.exceptions import FailedPrecondition
 
-    for _ in range(CLAIM_TRIES + 2):
+    for attempt in range(CLAIM_TRIES + 2):
         update = change(lease.doc)
         batch = _db().batch()
         store.update(lease.ref, update, tx=batch, by="system", unchanged_since=lease.update_time)
@@ -443,15 +449,24 @@ def _commit(
         try:
             results = batch.commit()
         except FailedPrecondition:
-            snap = lease.ref.get()  # written meanwhile (a cancellation, or a takeover)
-            doc = snap.to_dict() or {}
-            if (doc.get("lease") or {}).get("id") != lease.id:
-                raise LeaseLost(lease.ref.id) from None
-            lease.doc, lease.update_time = doc, snap.update_time
-            continue
-        lease.wrote(update, results[0].update_time)
-        return
+            pass  # written meanwhile (a cancellation, or a takeover)
+        except Exception as exc:
+            if not is_dependency_failure(exc) or attempt == CLAIM_TRIES + 1:
+                raise
+            log.warning("notice %s: a write failed, tried again: %r", lease.ref.id, exc)
+            time.sleep(COMMIT_BACKOFF * 2**attempt)
+        else:
+            lease.wrote(update, results[0].update_time)
+            return
+        snap = lease.ref.get()
+        doc = snap.to_dict() or {}
+        if (doc.get("lease") or {}).get("id") != lease.id:
+            raise LeaseLost(lease.ref.id)
+        lease.doc, lease.update_time = doc, snap.update_time
     raise LeaseLost(lease.ref.id)
+
+
+COMMIT_BACKOFF = 0.2  # seconds before a write that failed for now is tried again, doubling
 
 
 # -- delivering --------------------------------------------------------------------------
@@ -514,10 +529,10 @@ def deliver(notice_id: str, snap: Any = None) -> Delivery:
     results: dict[str, str] = {}
     try:
         with Sending() as sending:
-            content, error = _content(lease, sending)
+            content, failure = _content(lease, sending)
             for channel in lease.channels:
-                if error is not None:
-                    result: Result | None = Result(Outcome.PERMANENT, error)
+                if failure is not None:
+                    result: Result | None = failure
                 else:
                     assert content is not None
                     result = SENDERS[channel](lease, content, sending)
@@ -536,15 +551,26 @@ class Content:
     mail: smtp.Mail | None  # when e-mail is claimed and there is an address
 
 
-def _content(lease: Lease, sending: Sending) -> tuple[Content | None, str | None]:
-    """The notice rendered for its recipient, or why it cannot be (sending cannot help)."""
+def _content(lease: Lease, sending: Sending) -> tuple[Content | None, Result | None]:
+    """The notice rendered for its recipient and its mail built, or the attempt it comes to
+    instead: a kind, template or address that refuses the notice's data cannot be helped by
+    sending again (permanent); anything else unforeseen is tried again later (temporary). Either
+    way the attempt is recorded and the lease given up, not held until it runs out."""
+    try:
+        return _built(lease, sending)
+    except Exception as exc:
+        log.exception("notice %s could not be prepared", lease.ref.id)
+        return None, Result(Outcome.TEMPORARY, f"not prepared: {type(exc).__name__}"[:300])
+
+
+def _built(lease: Lease, sending: Sending) -> tuple[Content | None, Result | None]:
     import jinja2
 
     doc = lease.doc
     kind_name = str(doc.get("kind"))
     kind = rules.KINDS.get(kind_name)
     if kind is None:
-        return None, f"unknown kind {kind_name!r}"
+        return None, Result(Outcome.PERMANENT, f"unknown kind {kind_name!r}")
     recipient = doc.get("recipient") or {}
     unsubscribe_url = sending.unsubscribe_url(doc, kind)
     try:
@@ -558,11 +584,16 @@ def _content(lease: Lease, sending: Sending) -> tuple[Content | None, str | None
         )
     except (jinja2.TemplateError, LookupError, TypeError, ValueError) as exc:
         log.error("notice %s (%s) does not render: %r", doc.get("uid"), kind_name, exc)
-        return None, f"template: {type(exc).__name__}: {exc}"[:300]
+        return None, Result(Outcome.PERMANENT, f"template: {type(exc).__name__}: {exc}"[:300])
     to = doc.get("to") or recipient.get("email")
     mail = None
     if Channel.EMAIL in lease.channels and to:
-        mail = _mail(lease.ref.id, str(to), kind, rendered, unsubscribe_url)
+        try:
+            mail = _mail(lease.ref.id, str(to), kind, rendered, unsubscribe_url)
+            mail.data  # noqa: B018 (built now: a sweep builds it off the sender's thread)
+        except (LookupError, TypeError, ValueError) as exc:  # a header that cannot be written
+            log.error("notice %s: its mail cannot be built: %r", lease.ref.id, exc)
+            return None, Result(Outcome.PERMANENT, f"mail: {type(exc).__name__}: {exc}"[:300])
     return Content(rendered, kind, recipient, mail), None
 
 
@@ -630,6 +661,8 @@ def _recording(
         for attempt in attempts:
             name, result = attempt.channel.value, attempt.result
             current = channels[name]
+            if current.get("state") != State.SENDING:
+                continue  # recorded already: our own write, whose answer was lost
             if result is UNSENT:  # not an attempt: the channel is due again, now
                 after = {
                     **current,
@@ -943,8 +976,11 @@ class Claimed(NamedTuple):
 
     examined: int
     leases: list[Lease]
-    contents: list[tuple[Content | None, str | None]]  # each lease's, or why it has none
+    contents: list[tuple[Content | None, Result | None]]  # each lease's, or what it came to
     alone: list[str]
+
+
+CLAIMS_AHEAD = 1  # claimed requests waiting for the sender: claims stay just ahead of sends
 
 
 def sweep(limit: int = 100) -> SweepResult:
@@ -953,10 +989,14 @@ def sweep(limit: int = 100) -> SweepResult:
     notice is claimed with a write conditioned on the read that found it, as `deliver` claims
     one, and one whose claim another worker's write beat is left to `deliver`, which reads it
     again. The page is read, judged and claimed as the query streams it, a request of claims
-    at a time, on a thread of its own (`_claim_stream`); the mails of each claimed request go
-    out on the sweep's one SMTP connection, one after another, its texts and pushes from
-    SWEEP_WORKERS threads, and its records are written RECORD_BATCH notices a request from
-    another thread, while the next mails go."""
+    at a time, on a thread of its own (`_claim_stream`), at most CLAIMS_AHEAD requests ahead of
+    the sends; the mails of each claimed request go out on the sweep's one SMTP connection,
+    one after another, its texts and pushes from SWEEP_WORKERS threads, and each notice's
+    attempts are recorded from another thread as soon as its sends end (`_Recorder`).
+
+    Whatever stops it (an error, a cancellation), a sweep records what it sent, gives back
+    unsent what it claimed and joins its threads before it raises; an error of its claims or
+    its records is raised once everything else is done, never swallowed."""
     from google.cloud.firestore import FieldFilter
 
     now = clock.now()
@@ -967,26 +1007,34 @@ def sweep(limit: int = 100) -> SweepResult:
         .order_by("dueAt")
         .limit(limit)
     )
-    stream: queue.Queue[Claimed | None] = queue.Queue()
+    stream: queue.Queue[Claimed | None] = queue.Queue(maxsize=CLAIMS_AHEAD)
+    stop = threading.Event()
     examined, others = 0, []
-    with (
-        ThreadPoolExecutor(max_workers=1) as claimer,
-        ThreadPoolExecutor(max_workers=SWEEP_WORKERS) as pool,
-        Sending() as sending,
-    ):
-        claiming = claimer.submit(_claim_stream, query, now, sending, stream)
-        with _Recorder() as recorder:
-            waiting = []
-            while (claimed := stream.get()) is not None:
-                examined += claimed.examined
-                others += [pool.submit(_deliver_isolated, notice_id) for notice_id in claimed.alone]
-                waiting += _send_all(claimed, sending, pool, recorder)
-            for lease, sends in waiting:
-                recorder.add(
-                    lease, {c: r.result() if isinstance(r, Future) else r for c, r in sends.items()}
-                )
-        done = recorder.deliveries + [d for f in others if (d := f.result()) is not None]
-        claiming.result()  # what stopped the claims early, once what they took is recorded
+    recorder = _Recorder()
+    try:
+        with (
+            ThreadPoolExecutor(max_workers=1) as claimer,
+            ThreadPoolExecutor(max_workers=SWEEP_WORKERS) as pool,
+            Sending() as sending,
+        ):
+            claiming = claimer.submit(_claim_stream, query, now, sending, stream, stop)
+            ended = False
+            try:
+                while (claimed := stream.get()) is not None:
+                    examined += claimed.examined
+                    others += [pool.submit(_deliver_isolated, i) for i in claimed.alone]
+                    _send_all(claimed, sending, pool, recorder)
+                ended = True
+            finally:
+                stop.set()
+                while not ended and (claimed := stream.get()) is not None:
+                    for lease in claimed.leases:  # claimed, never sent: due again now
+                        recorder.add(lease, dict.fromkeys(lease.channels, UNSENT))
+    finally:
+        recorder.close()  # after the pool: every send has handed its notice over
+    done = recorder.deliveries + [d for f in others if (d := f.result()) is not None]
+    claiming.result()  # what stopped the claims early, once what they took is recorded
+    recorder.check()
     states = [state for d in done for state in d.results.values()]
     return SweepResult(
         examined=examined,
@@ -998,21 +1046,27 @@ def sweep(limit: int = 100) -> SweepResult:
 
 
 def _claim_stream(
-    query: Any, now: datetime, sending: Sending, out: queue.Queue[Claimed | None]
+    query: Any,
+    now: datetime,
+    sending: Sending,
+    out: queue.Queue[Claimed | None],
+    stop: threading.Event,
 ) -> None:
     """Read, judge and claim what `query` streams, FIRST_CLAIMS notices and then CLAIM_BATCH
-    at a time, putting each request's `Claimed` on `out`, and None after the last. Each
-    claimed notice is rendered and its mail built here too, while the sender is busy with the
-    mails before it."""
+    at a time, putting each request's `Claimed` on `out`, and None after the last (or once
+    `stop` is set). Each claimed notice is rendered and its mail built here too, while the
+    sender is busy with the mails before it."""
     try:
         reads = Reads()
         size, page = FIRST_CLAIMS, []
         for snap in query.stream():
+            if stop.is_set():
+                return
             page.append(snap)
             if len(page) >= size:
                 out.put(_claim_page(page, now, reads, sending))
                 size, page = CLAIM_BATCH, []
-        if page:
+        if page and not stop.is_set():
             out.put(_claim_page(page, now, reads, sending))
     finally:
         out.put(None)
@@ -1021,10 +1075,7 @@ def _claim_stream(
 def _claim_page(snaps: Sequence[Any], now: datetime, reads: Reads, sending: Sending) -> Claimed:
     claims, alone = _claims(snaps, now, reads)
     leases, refused = _claim_all(claims) if claims else ([], [])
-    contents = [_content(lease, sending) for lease in leases]
-    for content, _ in contents:
-        if content is not None and content.mail is not None:
-            content.mail.data  # noqa: B018 (built now, off the sender's thread)
+    contents = [_content(lease, sending) for lease in leases]  # never raises
     return Claimed(len(snaps), leases, contents, alone + refused)
 
 
@@ -1053,7 +1104,23 @@ def _claims(snaps: Sequence[Any], now: datetime, reads: Reads) -> tuple[list[Cla
             alone.append(snap.id)
             continue
         together.append((snap, doc))
-    readings = _readings([doc for _, doc in together], now, reads)
+    try:
+        readings = _readings([doc for _, doc in together], now, reads)
+    except Exception as exc:
+        if is_dependency_failure(exc):
+            raise
+        # One notice's reads broke the page's (a record that no longer parses): each is
+        # read for on its own, and the one that cannot be is left to `deliver`, which logs it.
+        kept: list[tuple[Any, dict[str, Any]]] = []
+        readings = []
+        for snap, doc in together:
+            try:
+                readings += _readings([doc], now, reads)
+            except Exception:
+                alone.append(snap.id)
+                continue
+            kept.append((snap, doc))
+        together = kept
     claims = []
     for (snap, doc), reading in zip(together, readings, strict=True):
         try:
@@ -1091,11 +1158,9 @@ def _claim_all(claims: Sequence[Claim]) -> tuple[list[Lease], list[str]]:
 def _written(batch: Any) -> list[Any]:
     """Apply a BulkWriteBatch (each write on its own): each write's update time, None for a
     write that was refused (its precondition failed) or whose fate is unknown."""
-    from google.api_core.exceptions import GoogleAPICallError
-
     try:
         response = batch.commit()
-    except GoogleAPICallError as exc:
+    except Exception as exc:
         # Some may have been applied: their notices are read again, found leased, and wait
         # for the lease to run out; none is sent twice.
         log.warning("a batch of %d notice writes failed: %r", len(batch), exc)
@@ -1107,31 +1172,67 @@ def _written(batch: Any) -> list[Any]:
     ]
 
 
-def _send_all(
-    claimed: Claimed, sending: Sending, pool: Any, recorder: _Recorder
-) -> list[tuple[Lease, dict[Channel, Any]]]:
+def _send_all(claimed: Claimed, sending: Sending, pool: Any, recorder: _Recorder) -> None:
     """Send the claimed channels: texts and pushes from the pool, mails one after another on
-    the run's connection, each notice handed to the recorder once all its sends ended.
-    Returns the notices still waiting for a text or a push, with their sends."""
+    the run's connection, each notice handed to the recorder as soon as all its sends ended.
+    Stopped midway (a cancellation), the mail being sent is left to its lease (it may have
+    gone, as when a worker crashes) and the rest of the request is given back unsent."""
     work: list[tuple[Lease, Content | None, dict[Channel, Any]]] = []
-    for lease, (content, error) in zip(claimed.leases, claimed.contents, strict=True):
+    for lease, (content, failure) in zip(claimed.leases, claimed.contents, strict=True):
         sends: dict[Channel, Any] = {}
         for channel in lease.channels:
-            if error is not None:
-                sends[channel] = Result(Outcome.PERMANENT, error)
+            if failure is not None:
+                sends[channel] = failure
             elif channel is not Channel.EMAIL:
                 sends[channel] = pool.submit(_send_in_time, lease, channel, content, sending)
         work.append((lease, content, sends))
-    waiting = []
-    for lease, content, sends in work:
+    for n, (lease, content, sends) in enumerate(work):
         if Channel.EMAIL in lease.channels and Channel.EMAIL not in sends:
             assert content is not None
-            sends[Channel.EMAIL] = _send_in_time(lease, Channel.EMAIL, content, sending)
-        if any(isinstance(r, Future) for r in sends.values()):
-            waiting.append((lease, sends))
-        else:
-            recorder.add(lease, sends)
-    return waiting
+            try:
+                sends[Channel.EMAIL] = _send_in_time(lease, Channel.EMAIL, content, sending)
+            except BaseException:
+                sends[Channel.EMAIL] = BROKEN
+                _record_when_sent(lease, sends, recorder)
+                for rest, _, unsent in work[n + 1 :]:
+                    for send in unsent.values():
+                        if isinstance(send, Future):
+                            send.cancel()  # not begun: given back with the rest
+                    if Channel.EMAIL in rest.channels:
+                        unsent.setdefault(Channel.EMAIL, UNSENT)
+                    _record_when_sent(rest, unsent, recorder)
+                raise
+        _record_when_sent(lease, sends, recorder)
+
+
+def _record_when_sent(lease: Lease, sends: Mapping[Channel, Any], recorder: _Recorder) -> None:
+    """Hand `lease` to the recorder once each of its sends (a result, or a future of one)
+    ended: from whichever thread ends the last."""
+    futures = [f for f in sends.values() if isinstance(f, Future)]
+    left, lock = [len(futures) + 1], threading.Lock()
+
+    def one_ended(_: object = None) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0]:
+                return
+        recorder.add(lease, {c: _ended(r) for c, r in sends.items()})
+
+    for future in futures:
+        future.add_done_callback(one_ended)
+    one_ended()
+
+
+def _ended(send: Any) -> Result | None:
+    """A send's result; a future cancelled before it began is a channel given back unsent,
+    one that raised (only a cancellation gets past `_send_in_time`) is left to its lease."""
+    if not isinstance(send, Future):
+        return send  # type: ignore[no-any-return]
+    if send.cancelled():
+        return UNSENT
+    if send.exception() is not None:
+        return BROKEN
+    return send.result()  # type: ignore[no-any-return]
 
 
 def _send_in_time(
@@ -1157,42 +1258,70 @@ def _send_in_time(
     return result
 
 
+RECORD_WAIT = 0.3  # seconds the first of a request's records waits for others to join it
+
+
 class _Recorder:
-    """Records a sweep's attempts from a thread of its own, RECORD_BATCH notices a request,
-    each write conditioned on its lease's last write and applied on its own. A notice written
-    meanwhile (cancelled, or taken over), or whose answers mean more (a suppression, a dead
-    token, written in the same commit), is recorded alone by `_commit`."""
+    """Records a sweep's attempts from a thread of its own, up to RECORD_BATCH notices a
+    request, each write conditioned on its lease's last write and applied on its own. A record
+    waits at most RECORD_WAIT for others to share its request, whatever the sends after it
+    take: a record held back while the relay is slow would let its lease run out, and the
+    worker that took the notice over would send it again. A notice written meanwhile
+    (cancelled, or taken over), or whose answers mean more (a suppression, a dead token,
+    written in the same commit), is recorded alone by `_commit`. A record that cannot be
+    written is logged and its error raised by `check` once the sweep's work is done."""
 
     def __init__(self) -> None:
-        self._thread = ThreadPoolExecutor(max_workers=1)
-        self._batch: list[tuple[Lease, list[Attempt]]] = []
-        self._recording: list[Future[list[Delivery]]] = []
-
-    def __enter__(self) -> _Recorder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._flush()
-        self._thread.shutdown(wait=True)
+        self._inbox: queue.Queue[tuple[Lease, list[Attempt]] | None] = queue.Queue()
+        self.deliveries: list[Delivery] = []
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="notify-recorder", daemon=True)
+        self._thread.start()
 
     def add(self, lease: Lease, results: Mapping[Channel, Result | None]) -> None:
         attempts = [_attempt(lease, c, r) for c, r in results.items() if r is not BROKEN]
         if attempts:
-            self._batch.append((lease, attempts))
-        if len(self._batch) >= RECORD_BATCH:
-            self._flush()
+            self._inbox.put((lease, attempts))
 
-    def _flush(self) -> None:
-        if self._batch:
-            self._recording.append(self._thread.submit(_record, self._batch))
-            self._batch = []
+    def close(self) -> None:
+        """Write what was added and end the thread."""
+        self._inbox.put(None)
+        self._thread.join()
 
-    @property
-    def deliveries(self) -> list[Delivery]:
-        return [d for f in self._recording for d in f.result()]
+    def check(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _run(self) -> None:
+        more = True
+        while more:
+            first = self._inbox.get()
+            if first is None:
+                return
+            batch, until = [first], time.monotonic() + RECORD_WAIT
+            while len(batch) < RECORD_BATCH:
+                try:
+                    item = self._inbox.get(timeout=max(until - time.monotonic(), 0))
+                except queue.Empty:
+                    break
+                if item is None:
+                    more = False
+                    break
+                batch.append(item)
+            try:
+                deliveries, failure = _record(batch)
+            except BaseException as exc:
+                log.exception("the attempts of %d notices could not be recorded", len(batch))
+                deliveries, failure = [], exc
+            self.deliveries += deliveries
+            self._failure = self._failure or failure
 
 
-def _record(items: Sequence[tuple[Lease, list[Attempt]]]) -> list[Delivery]:
+def _record(
+    items: Sequence[tuple[Lease, list[Attempt]]],
+) -> tuple[list[Delivery], BaseException | None]:
+    """Record `items` in one request, those that need it alone: what was recorded, and the
+    first error of a record that could not be written."""
     from google.cloud.firestore_v1.bulk_batch import BulkWriteBatch
 
     batch = BulkWriteBatch(_db())
@@ -1209,7 +1338,7 @@ def _record(items: Sequence[tuple[Lease, list[Attempt]]]) -> list[Delivery]:
         else:
             alone.append((lease, attempts, change, effects))
     written = _written(batch) if together else []
-    deliveries = []
+    deliveries, failure = [], None
     for (lease, attempts, change, update), update_time in zip(together, written, strict=True):
         if update_time is None:
             alone.append((lease, attempts, change, None))
@@ -1222,11 +1351,12 @@ def _record(items: Sequence[tuple[Lease, list[Attempt]]]) -> list[Delivery]:
             log.warning("notice %s: lease lost to another worker", lease.ref.id)
             deliveries.append(Delivery(lease.ref.id, claimed=True, lost=True))
             continue
-        except Exception:
-            log.exception("notice %s could not be delivered by the sweep", lease.ref.id)
+        except Exception as exc:
+            log.exception("notice %s: its attempts could not be recorded", lease.ref.id)
+            failure = failure or exc
             continue
         deliveries.append(_recorded(lease, attempts))
-    return deliveries
+    return deliveries, failure
 
 
 def _recorded(lease: Lease, attempts: Sequence[Attempt]) -> Delivery:
