@@ -11,7 +11,7 @@ from typing import Any
 
 from google.cloud.firestore import FieldFilter
 
-from shared.platform import clients, store
+from shared.platform import clients, clock, outbox, store
 from shared.platform.context import Role, Service
 from shared.privacy import erasure
 from tests.notify_support import Mail
@@ -187,27 +187,32 @@ def test_a_blocked_erasure_can_be_cancelled(stack):
 # -- notices scrubbed however many there are ----------------------------------------------------
 
 
+def _old_notices(uid: str, email: str, prefix: str, n: int) -> None:
+    """`n` sent notices of the account, made long before its erasure began."""
+    batch = clients.db().batch()
+    long_ago = clock.now() - timedelta(days=30)
+    for i in range(n):
+        batch.set(
+            clients.db().collection("notifications").document(f"{prefix}-{i:02d}"),
+            {
+                "uid": uid,
+                "to": email,
+                "kind": "payment_received",
+                "data": {"orderId": f"o-{i}"},
+                "status": "done",
+                "createdAt": long_ago,
+            },
+        )
+    batch.commit()
+
+
 def test_an_account_with_more_notices_than_a_run_reads_is_erased_across_runs(stack, monkeypatch):
     """A scrubbed notice keeps its uid, so each run goes on from where the last one stopped
     (it read the same first ones again before, and never ended)."""
     user = create_user(stack, Role.PATIENT)
     request_id = bearer(stack, user).post("/privacy/erasure").json()["id"]
     db = clients.db()
-    batch = db.batch()
-    now = datetime.now(UTC)
-    for n in range(23):
-        batch.set(
-            db.collection("notifications").document(f"erasure-test-{user.uid}-{n:02d}"),
-            {
-                "uid": user.uid,
-                "to": user.email,
-                "kind": "payment_received",
-                "data": {"orderId": f"o-{n}"},
-                "status": "done",
-                "createdAt": now,
-            },
-        )
-    batch.commit()
+    _old_notices(user.uid, user.email, f"erasure-test-{user.uid}", 23)
     monkeypatch.setattr(erasure, "MAX_DOCUMENTS_PER_RUN", 5)
 
     def scrubbed() -> int:
@@ -230,3 +235,37 @@ def test_an_account_with_more_notices_than_a_run_reads_is_erased_across_runs(sta
     done = db.collection("privacyRequests").document(request_id).get().to_dict()
     assert done["state"] == "done"
     assert db.collection("legalHolds").document(user.uid).get().exists
+
+
+def test_a_notice_queued_while_an_erasure_runs_is_scrubbed_too(stack, monkeypatch):
+    """The walk goes in document order; a notice queued after it began (a refund's, say) may
+    have an id before where it had got to, and is scrubbed all the same."""
+    user = create_user(stack, Role.PATIENT)
+    request_id = bearer(stack, user).post("/privacy/erasure").json()["id"]
+    db = clients.db()
+    _old_notices(user.uid, user.email, f"m-{user.uid}", 12)
+    monkeypatch.setattr(erasure, "MAX_DOCUMENTS_PER_RUN", 5)
+    assert erasure.erase(user.uid, "patient", request_id, "test") is False
+    # Queued now, with an id that sorts before every one the walk has passed.
+    late = db.collection("notifications").document(f"a-late-{user.uid}")
+    outbox.queue(
+        late_batch := db.batch(),
+        user.uid,
+        user.email,
+        "payment_received",
+        {"orderId": "o-late", "currency": "USD", "amount": "5.00"},
+        "test",
+        notice_id=late.id,
+    )
+    late_batch.commit()
+    for _ in range(10):
+        if erasure.erase(user.uid, "patient", request_id, "test"):
+            break
+    else:
+        raise AssertionError("the erasure did not end")
+    left = late.get().to_dict() or {}
+    assert left.get("to") is None, left
+    assert left.get("data") is None, left
+    assert left.get("cancelled") is True
+    every = db.collection("notifications").where(filter=FieldFilter("uid", "==", user.uid))
+    assert all((s.to_dict() or {}).get("to") is None for s in every.stream())

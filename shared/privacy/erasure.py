@@ -22,7 +22,7 @@ blocked leaves it waiting and says why.
 from __future__ import annotations
 
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.identity import access, sessions
@@ -284,9 +284,15 @@ def erase(uid: str, role: str, request_id: str, actor: str) -> bool:
     """Erase what `rules.HOLDINGS` says; True when done (else the next run goes on)."""
     ref = service.request_ref(request_id)
     started = ref.get().to_dict() or {}
+    began = started.get("startedAt") or clock.now()
     store.update(
         ref,
-        {"state": rules.RequestState.RUNNING.value, "role": role, "blockedBy": None},
+        {
+            "state": rules.RequestState.RUNNING.value,
+            "role": role,
+            "blockedBy": None,
+            "startedAt": began,
+        },
         by=actor,
     )
     profile_snap = _db().collection("users").document(uid).get()
@@ -312,20 +318,21 @@ def erase(uid: str, role: str, request_id: str, actor: str) -> bool:
             continue
         if holding.treatment == "scrub":
             budget = _scrub(holding, uid, budget, marks, actor)
+            if budget > 0:
+                budget = _scrub(holding, uid, budget, marks, actor, since=began - LATE_MARGIN)
             if budget <= 0:
-                store.update(ref, {SCRUB_MARKS: marks}, by=actor)
-                return False
+                return _paused(ref, started, marks, actor)
             continue
         snaps = _docs(holding, uid, budget)
         budget -= len(snaps)
         for snap in snaps:
             _treat(holding, snap, uid, actor)
         if budget <= 0:
-            return False
+            return _paused(ref, started, marks, actor)
     # The account's built exports are copies of what was just erased.
     budget = _export_parts(uid, budget, actor)
     if budget <= 0:
-        return False
+        return _paused(ref, started, marks, actor)
     _hold(uid, held, actor)
     store.update(
         ref,
@@ -339,6 +346,14 @@ def erase(uid: str, role: str, request_id: str, actor: str) -> bool:
     )
     log.info("account %s erased", uid)
     return True
+
+
+def _paused(ref: Any, started: dict[str, Any], marks: dict[str, str], actor: str) -> bool:
+    """End this run with more to do: where the scrubbing walks got to is kept (whichever
+    holding ran out of budget), so the next run does not read the same records again."""
+    if marks != (started.get(SCRUB_MARKS) or {}):
+        store.update(ref, {SCRUB_MARKS: marks}, by=actor)
+    return False
 
 
 def _export_parts(uid: str, budget: int, actor: str) -> int:
@@ -362,19 +377,42 @@ def _export_parts(uid: str, budget: int, actor: str) -> int:
 SCRUB_MARKS = "scrubbedUpTo"  # on the request: {"<collection>.<field>": last document id}
 
 
-def _scrub(holding: rules.Holding, uid: str, budget: int, marks: dict[str, str], actor: str) -> int:
-    """Scrub the next records of `holding` naming `uid`, in document order from `marks`, as
-    many as `budget` allows; the budget left (0: more may remain, the next run goes on)."""
+# A record is stamped when its writer starts, and committed a moment later: one stamped just
+# before the erasure began may land after the walk went past its id.
+LATE_MARGIN = timedelta(minutes=1)
+
+
+def _scrub(
+    holding: rules.Holding,
+    uid: str,
+    budget: int,
+    marks: dict[str, str],
+    actor: str,
+    *,
+    since: datetime | None = None,
+) -> int:
+    """Scrub the next records of `holding` naming `uid`, from where `marks` says the last run
+    stopped, as many as `budget` allows; the budget left (0: more may remain, the next run
+    goes on). In document order; with `since`, only those made since then, in the order they
+    were made: a notice queued while the erasure runs (a refund's, say) may have a random id
+    that sorts before where the first walk had got to."""
     from google.cloud.firestore import FieldFilter
 
     collection = _db().collection(holding.collection)
     for field in holding.fields:
         if budget <= 0:
             break
-        key = f"{holding.collection}.{field}"
-        query = collection.where(filter=FieldFilter(field, "==", uid)).order_by("__name__")
-        if after := marks.get(key):
-            query = query.start_after({"__name__": after})
+        query = collection.where(filter=FieldFilter(field, "==", uid))
+        if since is None:
+            key = f"{holding.collection}.{field}"
+            query = query.order_by("__name__")
+            if after := marks.get(key):
+                query = query.start_after({"__name__": after})
+        else:
+            key = f"{holding.collection}.{field}.late"
+            query = query.where(filter=FieldFilter("createdAt", ">=", since)).order_by("createdAt")
+            if (after := marks.get(key)) and (last := collection.document(after).get()).exists:
+                query = query.start_after(last)
         snaps = list(query.limit(budget).stream())
         for snap in snaps:
             _treat(holding, snap, uid, actor)
