@@ -289,12 +289,15 @@ def start_build(request: dict[str, Any], by: str) -> dict[str, Any]:
         "finishedAt": None,
         "expiresAt": None,
     }
+    # Recorded before the task exists: written after, it could overwrite the progress of a
+    # first part delivered at once (and leave the next part refused as early, for good).
+    store.update(request_ref(request["id"]), {"build": build}, by=by)
     try:
         enqueue_part(request["id"], 0)
     except Exception:
         log.exception("export %s recorded but its build not queued", request["id"])
         build["state"] = rules.BuildState.NOT_QUEUED.value
-    store.update(request_ref(request["id"]), {"build": build}, by=by)
+        store.update(request_ref(request["id"]), {"build": build}, by=by)
     return {**request, "build": build}
 
 
