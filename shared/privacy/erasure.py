@@ -139,7 +139,7 @@ def request(principal: Principal) -> tuple[dict[str, Any], bool]:
     now = clock.now()
     after = rules.erasure_due(now, settings.get().erasure_cooling_off_days)
     batch = _db().batch()
-    ref = service.request_ref(_db().collection(service.REQUESTS).document().id)
+    ref = _db().collection(service.REQUESTS).document()
     made = service.new_request(
         principal,
         rules.RequestKind.ERASURE,
