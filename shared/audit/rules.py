@@ -55,7 +55,8 @@ AUDITED_COLLECTIONS: frozenset[str] = frozenset(
 # entry would only repeat the profile's); `ledgerEntries` and `ledgerAccounts` are written in
 # the same commit as their `ledger` transaction, which holds every posting; `audit` and
 # `auditHead` are the log; `reconciliation` is the Auth reconciliation's bookmark;
-# `ledgerGuards` only counts a provider's debits, each written with its `ledger` transaction.
+# `ledgerGuards` (no longer written: a debit's guard is now its `ledgerAccounts` document's
+# version) only counted a provider's debits, each written with its `ledger` transaction.
 
 # Fields that only record use, written often (a session's last request, at most once a
 # minute): an update that changes nothing else records nothing.
