@@ -160,3 +160,31 @@ def test_an_erasure_deletes_the_accounts_built_exports(stack):
     erase_id = api.post("/privacy/erasure").json()["id"]
     assert erasure.erase(user.uid, "patient", erase_id, "test") is True
     assert list(parts.stream()) == []
+
+
+def test_a_parts_health_records_are_read_on_the_audit_log(stack):
+    from google.cloud.firestore import FieldFilter
+
+    from shared.platform import clock, store
+
+    user = create_user(stack, Role.PATIENT)
+    api = bearer(stack, user)
+    prescription = clients.db().collection("prescriptions").document()
+    store.create(
+        prescription,
+        {"patientUid": user.uid, "doctorUid": None, "status": "issued", "createdAt": clock.now()},
+        by="test",
+    )
+    request_id = api.post("/privacy/exports").json()["id"]
+    url: str | None = _built(api, request_id)["build"]["download"]
+    downloaded: list[str] = []
+    while url:
+        part = api.get(url)
+        assert part.status_code == 200, part.text
+        downloaded += [f"{i['collection']}/{i['id']}" for i in part.json()["items"]]
+        url = part.json()["next"]
+    path = f"prescriptions/{prescription.id}"
+    assert path in downloaded
+    entries = clients.db().collection("audit").where(filter=FieldFilter("resource", "==", path))
+    reads = [e.to_dict() or {} for e in entries.stream()]
+    assert any(e["action"] == "read" and e["actor"] == user.uid for e in reads), reads
