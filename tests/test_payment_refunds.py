@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import pytest
 
 from shared.payments import ledger, ledger_store
 from shared.platform import clients
@@ -84,11 +87,27 @@ def test_admins_refund_part_then_the_rest_never_more_than_captured(stack, sim, a
     assert visit.appointment_now()["payment"]["status"] == "refunded"
 
 
+def test_a_debit_of_earnings_not_read_with_owed_guarded_is_refused(stack):
+    """Every debit of a provider's earnings is guarded (owed_guarded read in the same batch):
+    one recorded without it could commit beside a racing debit against the same balance."""
+    provider = ledger.earnings_account("doctor", f"unguarded-{time.time_ns()}")
+    batch = clients.db().batch()
+    with pytest.raises(RuntimeError, match="owed_guarded"):
+        ledger_store.record(
+            batch,
+            f"payout-{provider}",
+            ledger.payout(provider, 100, "USD", 100),
+            order_id="unguarded",
+            parties={},
+        )
+
+
 def test_an_admin_refund_may_not_take_back_what_the_doctor_was_paid_out(stack, sim, admin):
     visit = book_visit(stack, admin, price="20.00")
     order = pay(visit, sim)
     provider = f"earnings:doctor:{visit.doctor.uid}"
     batch = clients.db().batch()  # as the payout job will book one
+    ledger_store.owed_guarded(batch, provider, "USD")  # as the payout job reads it
     ledger_store.record(
         batch,
         f"payout-{order['id']}",

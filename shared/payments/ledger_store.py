@@ -77,6 +77,10 @@ def record(
     }:
         currencies = sorted({p.currency for p in transaction.postings if p.account == account})
         ref = account_ref(account)
+        taken = sum(p.amount_minor for p in transaction.postings if p.account == account)
+        if account.startswith("earnings:") and taken > 0 and account not in guards:
+            # Unguarded, this debit could commit beside a racing one against the same balance.
+            raise RuntimeError(f"{tx_id} debits {account}: read it with owed_guarded first")
         if account not in guards:  # a credit: it can only make a debit safer
             store.set(
                 ref,
