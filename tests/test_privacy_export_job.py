@@ -188,3 +188,21 @@ def test_a_parts_health_records_are_read_on_the_audit_log(stack):
     entries = clients.db().collection("audit").where(filter=FieldFilter("resource", "==", path))
     reads = [e.to_dict() or {} for e in entries.stream()]
     assert any(e["action"] == "read" and e["actor"] == user.uid for e in reads), reads
+
+
+def test_a_build_still_going_when_its_account_is_erased_builds_nothing_more(stack):
+    from shared.platform import store
+    from shared.privacy import erasure
+
+    user = create_user(stack, Role.PATIENT)
+    api = bearer(stack, user)
+    export_id = api.post("/privacy/exports").json()["id"]
+    _built(api, export_id)
+    erase_id = api.post("/privacy/erasure").json()["id"]
+    assert erasure.erase(user.uid, "patient", erase_id, "test") is True
+    # As if its next part's task came after the erasure.
+    ref = clients.db().collection("privacyRequests").document(export_id)
+    build = {**ref.get().to_dict()["build"], "state": "building", "parts": 1, "cursor": None}
+    store.update(ref, {"build": build}, by="test")
+    assert service.build_part(export_id, 1, "test")["parts"] == 1
+    assert list(ref.collection("exportParts").stream()) == []

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from shared.identity import access
 from shared.platform import clients, clock, logs, pagination, settings, store
 from shared.platform.context import Principal
 from shared.platform.errors import BadRequest, Conflict, NotFound
@@ -335,6 +336,11 @@ def build_part(request_id: str, part: int, by: str) -> dict[str, Any]:
         return build
     if int(build.get("parts") or 0) < part:
         raise Conflict("An earlier part of this export is not built yet.", code="part_early")
+    if (account := access.get(req["uid"])) is not None and account.deleted:
+        # Erased while its build went on (the erasure deleted the parts built so far): nothing
+        # more is built, and the next part is not queued (its task is this one).
+        log.info("export %s not built further: its account is erased", request_id)
+        return build
     page, blob = _fitting_page(req["uid"], build.get("cursor"))
     kept = len(page.records)
     now = clock.now()
