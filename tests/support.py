@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 from typing import Any, TypeVar
 
@@ -280,6 +280,15 @@ def approved_doctor(
     )
     assert published.status_code == 200, published.text
     return user, api
+
+
+def erasure_due_now(request_id: str) -> None:
+    """The erasure request as if its cooling-off had ended, so the next run carries it out."""
+    store.update(
+        clients.db().collection("privacyRequests").document(request_id),
+        {"eraseAfter": datetime.now(UTC) - timedelta(seconds=1)},
+        by="test",
+    )
 
 
 def slot_in(hours_ahead: float) -> str:

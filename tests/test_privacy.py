@@ -29,6 +29,7 @@ from tests.support import (
     Api,
     bearer,
     create_user,
+    erasure_due_now,
     id_token,
     problem,
     service_api,
@@ -322,14 +323,6 @@ def test_the_clinical_export_is_a_valid_fhir_r4_bundle(stack):
 # -- erasure --------------------------------------------------------------------------------------
 
 
-def _due_now(request_id: str) -> None:
-    store.update(
-        clients.db().collection("privacyRequests").document(request_id),
-        {"eraseAfter": datetime.now(UTC) - timedelta(seconds=1)},
-        by="test",
-    )
-
-
 def test_an_erased_account_leaves_only_held_pseudonymous_records(stack, admin):
     patient, doctor = create_user(stack, Role.PATIENT), create_user(stack, Role.DOCTOR)
     store.set(
@@ -355,7 +348,7 @@ def test_an_erased_account_leaves_only_held_pseudonymous_records(stack, admin):
     assert again.json()["id"] == asked.json()["id"]
     scheduler = service_api(stack, Service.SCHEDULER, "privacy")
     assert scheduler.post("/privacy/erasure/run").json()["erased"] == []  # cooling off
-    _due_now(asked.json()["id"])
+    erasure_due_now(asked.json()["id"])
     ran = scheduler.post("/privacy/erasure/run")
     assert ran.status_code == 200, ran.text
     assert ran.json()["erased"] == [asked.json()["id"]], ran.text

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from google.cloud.firestore import FieldFilter
 
@@ -15,17 +14,15 @@ from shared.platform import clients, clock, outbox, store
 from shared.platform.context import Role, Service
 from shared.privacy import erasure
 from tests.notify_support import Mail
-from tests.support import bearer, create_user, problem, service_api, sign_in
-
-
-def _notices(uid: str, kind: str) -> list[dict[str, Any]]:
-    query = (
-        clients.db()
-        .collection("notifications")
-        .where(filter=FieldFilter("uid", "==", uid))
-        .where(filter=FieldFilter("kind", "==", kind))
-    )
-    return [s.to_dict() or {} for s in query.stream()]
+from tests.payout_support import notices_to
+from tests.support import (
+    bearer,
+    create_user,
+    erasure_due_now,
+    problem,
+    service_api,
+    sign_in,
+)
 
 
 def _age_session(uid: str, seconds: int) -> None:
@@ -47,7 +44,7 @@ def test_closing_an_account_needs_a_recent_sign_in(stack):
     refused = problem(browser.post("/privacy/erasure"), 401, "reauthenticate")
     assert refused["type"].endswith("/reauthenticate")
     assert refused["maxAgeSeconds"] == 300
-    assert _notices(user.uid, "erasure_requested") == []
+    assert notices_to(user.uid, "erasure_requested") == []
     requests_of = clients.db().collection("privacyRequests")
     mine = requests_of.where(filter=FieldFilter("uid", "==", user.uid)).get()
     assert mine == [], "a refused request leaves nothing behind"
@@ -63,7 +60,7 @@ def test_the_owner_is_told_when_and_how_to_cancel(stack):
     assert asked.status_code == 201, asked.text
     request = asked.json()
 
-    (notice,) = _notices(user.uid, "erasure_requested")
+    (notice,) = notices_to(user.uid, "erasure_requested")
     assert notice["data"]["requestId"] == request["id"]
     erase_after = datetime.fromisoformat(notice["data"]["eraseAfter"])
     assert erase_after == datetime.fromisoformat(request["eraseAfter"].replace("Z", "+00:00"))
@@ -74,7 +71,7 @@ def test_the_owner_is_told_when_and_how_to_cancel(stack):
     assert "cancel" in mail["text"]
     # Asking again is the same request, told once.
     assert bearer(stack, user).post("/privacy/erasure").json()["id"] == request["id"]
-    assert len(_notices(user.uid, "erasure_requested")) == 1
+    assert len(notices_to(user.uid, "erasure_requested")) == 1
 
 
 def test_a_carried_out_erasure_is_recorded_on_the_request(stack):
@@ -87,21 +84,13 @@ def test_a_carried_out_erasure_is_recorded_on_the_request(stack):
     assert done["state"] == "done"
     assert done["handledBy"] == "test"
     assert done["completedAt"] is not None
-    (notice,) = _notices(user.uid, "erasure_requested")
+    (notice,) = notices_to(user.uid, "erasure_requested")
     assert notice["cancelled"] is True
     assert notice["to"] is None
     assert notice["data"] is None
 
 
 # -- the blockers of the role the account has when the run comes --------------------------------
-
-
-def _due_now(request_id: str) -> None:
-    store.update(
-        clients.db().collection("privacyRequests").document(request_id),
-        {"eraseAfter": datetime.now(UTC) - timedelta(seconds=1)},
-        by="test",
-    )
 
 
 def test_a_patient_who_became_a_doctor_with_visits_to_come_is_not_erased(stack, admin):
@@ -125,7 +114,7 @@ def test_a_patient_who_became_a_doctor_with_visits_to_come_is_not_erased(stack, 
         },
         by="test",
     )
-    _due_now(request_id)
+    erasure_due_now(request_id)
     scheduler = service_api(stack, Service.SCHEDULER, "privacy")
 
     ran = scheduler.post("/privacy/erasure/run")
@@ -161,7 +150,7 @@ def test_a_patient_who_became_a_doctor_with_visits_to_come_is_not_erased(stack, 
 
     # Once the visit is over, the next run erases the account.
     store.update(visit, {"status": "completed"}, by="test")
-    _due_now(request_id)
+    erasure_due_now(request_id)
     ran = scheduler.post("/privacy/erasure/run")
     assert ran.json()["erased"] == [request_id], ran.text
     done = clients.db().collection("privacyRequests").document(request_id).get().to_dict()
