@@ -1,14 +1,16 @@
 """Every benchmark, one after the other, in one report: `make bench`.
 
-    python -m bench [--json] [--strict] [--rounds N] [--requests N] [--seconds S] [--quiet]
+    python -m bench [--json] [--strict] [--rounds N] [--requests N] [--seconds S]
+                    [--notices N] [--providers A,B] [--quiet]
 
-modules (bench/modules.py), cold start (bench/coldstart.py), warm requests (bench/requests.py)
-and the load run (bench/load.py), each bounded, each in its own process on its own stack on
-free ports (the Firebase app, the Firestore client and the settings are cached per process,
-so one stack's addresses must not outlive it); the defaults take about a quarter of an hour on
-2 cores. Each bench's table goes to stdout as it ends (progress lines to stderr); --json prints
-one JSON object with every bench's results at the end instead. --strict: exit 1 when any target
-is missed (otherwise misses are only reported).
+modules (bench/modules.py), cold start (bench/coldstart.py), warm requests (bench/requests.py),
+the load run (bench/load.py), the notify sweep (bench/notify_sweep.py) and a payout run
+(bench/payouts.py), each bounded, each in its own process on its own stack on free ports (the
+Firebase app, the Firestore client and the settings are cached per process, so one stack's
+addresses must not outlive it); the defaults take about twenty minutes on 2 cores. Each bench's
+table goes to stdout as it ends (progress lines to stderr); --json prints one JSON object with
+every bench's results at the end instead. --strict: exit 1 when any target is missed
+(otherwise misses are only reported).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bench import coldstart, load, modules
+from bench import coldstart, load, modules, notify_sweep, payouts
 from bench import requests as warm
 
 
@@ -50,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="cold-start rounds (5)")
     parser.add_argument("--requests", type=int, default=150, help="warm requests per phase (150)")
     parser.add_argument("--seconds", type=float, default=60, help="length of the load run (60)")
+    parser.add_argument("--notices", type=int, default=400, help="notices the sweep sends (400)")
+    parser.add_argument(
+        "--providers", default="10,1000", help="payout run sizes, small first (10,1000)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
     quiet = ["--quiet"] if args.quiet else []
@@ -58,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         ("coldstart", ["--rounds", str(args.rounds), *quiet], coldstart.render, coldstart.all_pass),
         ("requests", ["--requests", str(args.requests), *quiet], warm.render, warm.all_pass),
         ("load", ["--seconds", str(args.seconds), *quiet], load.render, load.passed),
+        (
+            "notify_sweep",
+            ["--notices", str(args.notices)],
+            notify_sweep.render,
+            notify_sweep.passed,
+        ),
+        ("payouts", ["--providers", args.providers], payouts.render, payouts.passed),
     ]
     results: dict[str, Any] = {}
     met = True

@@ -466,3 +466,78 @@ def test_the_floor_accepts_and_refuses_emulator_tokens_as_the_pipeline_does() ->
         except floor_function.Refused:
             floor_accepts = False
         assert floor_accepts == pipeline_accepts == (name == "valid"), name
+
+
+def _sweep_report(**changes: Any) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "notices": 400,
+        "users": 100,
+        "sweepCalls": 2,
+        "sent": 400,
+        "mailsReceived": 400,
+        "duplicates": 0,
+        "seconds": 3.0,
+        "messagesPerSecond": 133.3,
+        "firestoreOpsPerMessage": 3.76,
+        "floor": {
+            "sent": 400,
+            "seconds": 2.4,
+            "messagesPerSecond": 166.7,
+            "firestoreOpsPerMessage": 2.0,
+        },
+        "messagesPerSecondXFloor": 0.8,
+        "firestoreCalls": {"Commit": 10},
+    }
+    return {**report, **changes}
+
+
+def test_the_sweep_passes_at_its_share_of_the_floor_only_when_every_mail_came_once() -> None:
+    from bench import notify_sweep
+
+    assert notify_sweep.passed(_sweep_report())
+    assert not notify_sweep.passed(_sweep_report(messagesPerSecondXFloor=0.79))
+    assert not notify_sweep.passed(_sweep_report(duplicates=1))
+    assert not notify_sweep.passed(_sweep_report(mailsReceived=399))
+    assert not notify_sweep.passed(_sweep_report(sent=399, messagesPerSecondXFloor=2.0))
+    text = notify_sweep.render(_sweep_report(messagesPerSecondXFloor=0.5))
+    assert text.splitlines()[-1].startswith("MISSED: 0.5x the floor's rate")
+    assert "floor (baseline)" in text
+
+
+def _payout_run(providers: int, reads: float, writes: float, **changes: Any) -> dict[str, Any]:
+    run: dict[str, Any] = {
+        "providers": providers,
+        "ordersPerProvider": 2,
+        "recorded": providers,
+        "enqueueFailed": 0,
+        "seconds": 1.0,
+        "msPerProvider": 1000 / providers,
+        "readsPerProvider": reads,
+        "writesPerProvider": writes,
+        "readsByCollection": {"orders": 2 * providers},
+    }
+    return {**run, **changes}
+
+
+def test_a_payout_run_is_judged_by_operations_per_provider_against_the_run_before() -> None:
+    from bench import payouts
+
+    growth = {
+        "msPerProviderRatio": 1.4,
+        "readsPerProviderRatio": 1.0,
+        "writesPerProviderRatio": 1.0,
+    }
+    half = payouts.BEFORE_OPS_PER_PROVIDER * payouts.TARGET_SHARE
+    met = {
+        "runs": [_payout_run(10, 5, half - 5), _payout_run(1000, 5, half - 5)],
+        "largeOverSmall": growth,
+    }
+    assert payouts.passed(met)
+    over = {"runs": [_payout_run(10, 7, 7), _payout_run(1000, 7, 7)], "largeOverSmall": growth}
+    assert not payouts.passed(over)
+    short = {"runs": [_payout_run(10, 5, 4, recorded=9)], "largeOverSmall": growth}
+    assert not payouts.passed(short)
+    assert not payouts.recorded_all(short)
+    text = payouts.render(over)
+    assert f"{14 / payouts.BEFORE_OPS_PER_PROVIDER:.2f}" in text
+    assert text.splitlines()[-1].startswith("MISSED")
