@@ -428,6 +428,30 @@ def test_ci_stops_before_applying_what_only_a_person_may(tf: Config) -> None:
     ]
 
 
+def test_ci_stops_before_changing_the_trigger_that_runs_it(tf: Config) -> None:
+    """The trigger runs builds as the deployer: changing it takes a Cloud Build role and actAs
+    on the deployer itself, neither of which the deployer holds, so a person applies it."""
+    from tools import plan_guard
+
+    trigger = tf.resource("google_cloudbuild_trigger", "main")
+    assert trigger["service_account"] == "${google_service_account.build.id}"
+    build_roles = _x(tf.locals["build_roles"])
+    assert "roles/cloudbuild." not in build_roles, "the deployer may now edit Cloud Build"
+    assert "google_cloudbuild_trigger" in plan_guard.PERSON_ONLY_TYPES
+    plan = {
+        "resource_changes": [
+            {
+                "address": "google_cloudbuild_trigger.main[0]",
+                "type": "google_cloudbuild_trigger",
+                "name": "main",
+                "mode": "managed",
+                "change": {"actions": ["update"]},
+            }
+        ]
+    }
+    assert plan_guard.person_only(plan) == ["google_cloudbuild_trigger.main[0] (update)"]
+
+
 def test_no_role_is_broader_than_needed(tf: Config) -> None:
     everything = list(_strings(tf.files))
     roles = {r for s in everything for r in re.findall(r"roles/[A-Za-z0-9_.]+", s)}

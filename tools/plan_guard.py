@@ -5,8 +5,9 @@
 
 The `deployer` account (terraform/ci.tf) may grant only the project roles the configuration
 gives other accounts, and may read the custom roles but not write them, so that a build
-cannot give itself more. A plan that changes its own grants or a custom role would fail half
-way through the apply on a permission error; this says so before anything is applied, and
+cannot give itself more; nor may it change the trigger that runs it. A plan that changes its
+own grants, a custom role or the trigger would fail half way through the apply on a
+permission error; this says so before anything is applied, and
 what to do (docs/guides/deploy.md, "What only a person applies").
 """
 
@@ -18,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 # Resources only a person (Owner) may change: the deployer's own project roles, which carry
-# the list of roles it may grant, and the permissions inside the custom roles.
-PERSON_ONLY_TYPES = {"google_project_iam_custom_role"}
+# the list of roles it may grant, the permissions inside the custom roles, and the Cloud Build
+# trigger (it runs builds as the deployer: the deployer holds no Cloud Build role, and may not
+# act as itself).
+PERSON_ONLY_TYPES = {"google_project_iam_custom_role", "google_cloudbuild_trigger"}
 PERSON_ONLY_ADDRESSES = {
     "google_project_iam_member.build",
     "google_project_iam_member.build_iam_admin",
