@@ -378,3 +378,48 @@ def test_an_appointment_outcome_whose_read_cannot_be_logged_discloses_nothing(st
 
     _refused(answered, "cough")
     assert reads_of(f"appointments/{appt['id']}", doctor.uid) == 0
+
+
+def _documents_with_health(
+    model: type[BaseModel], namespace: dict[str, Any], seen: set[type] | None = None
+) -> Iterator[tuple[str, str]]:
+    """(collection, field) of every health field a view (and the views inside it) shows."""
+    seen = set() if seen is None else seen
+    if model in seen:
+        return
+    seen.add(model)
+    hints = _hints(model, namespace)
+    collections = [
+        m.collection
+        for h in hints.values()
+        if typing.get_origin(h) is Annotated
+        for m in typing.get_args(h)[1:]
+        if isinstance(m, ResourceId)
+    ]
+    for name, info in model.model_fields.items():
+        if _marked(hints[name]):
+            yield from ((c, info.alias or name) for c in collections)
+        for leaf in _nested(hints[name]):
+            if isinstance(leaf, type) and issubclass(leaf, BaseModel):
+                yield from _documents_with_health(leaf, namespace, seen)
+
+
+def test_every_collection_an_answer_shows_health_of_is_health_to_personal_data() -> None:
+    """A record the API hands out as health data is health data in an export too: a provider's
+    export leaves it out and the patient's own logs its read (shared/privacy/rules.py
+    HOLDINGS), and its stored field is one the audit log keeps as a keyed hash and an ended
+    hold strips (shared/audit/rules.py HEALTH_FIELDS)."""
+    from shared.privacy import rules as privacy
+
+    shown = {
+        pair
+        for model, namespace in _response_models().values()
+        for pair in _documents_with_health(model, namespace)
+    }
+    assert {c for c, _ in shown} >= {"appointments", "prescriptions", "bookings"}
+    holdings = {h.collection: h for h in privacy.HOLDINGS}
+    for collection, stored in sorted(shown):
+        if collection not in holdings:
+            continue  # not an account's record (no such view today)
+        assert holdings[collection].health, f"{collection} shows {stored} but is not health"
+        assert stored in audit_log.HEALTH_FIELDS, f"{collection}.{stored}"

@@ -490,3 +490,42 @@ def test_an_erasure_ends_however_many_records_the_law_holds(stack, monkeypatch):
     held = clients.db().collection("legalHolds").document(patient.uid).get().to_dict()
     assert held["collections"]["appointments"]["count"] == 6
     assert held["collections"]["prescriptions"]["count"] == 6
+
+
+def test_a_clinics_export_holds_its_bookings_without_the_patients_notes(stack):
+    """A booking's note is the patient's health, as the bookings API marks it: a clinic's
+    export carries the booking without it, and the patient's own export, which holds it, writes
+    the read entry of it as any answer with health data does."""
+    from tests.test_prescriptions import reads_of
+
+    patient, clinic = create_user(stack, Role.PATIENT), create_user(stack, Role.CLINIC)
+    now = datetime.now(UTC)
+    booking = clients.db().collection("bookings").document()
+    store.create(
+        booking,
+        {
+            "patientUid": patient.uid,
+            "clinicUid": clinic.uid,
+            "status": "requested",
+            "note": "sore throat since Monday",
+            "requestedAt": now,
+        },
+        by=patient.uid,
+    )
+    path = f"bookings/{booking.id}"
+
+    def exported(user: Any) -> dict[str, Any]:
+        api = bearer(stack, user)
+        assert api.post("/privacy/consents", json={"document": "privacy", "version": 1}).ok
+        request_id = api.post("/privacy/exports").json()["id"]
+        items = [i for p in _download(api, request_id, "data") for i in p["items"]]
+        (record,) = [i["data"] for i in items if f"{i['collection']}/{i['id']}" == path]
+        return record
+
+    theirs = exported(clinic)
+    assert theirs["status"] == "requested"
+    assert "note" not in theirs
+    assert reads_of(path, clinic.uid) == 0
+    own = exported(patient)
+    assert own["note"] == "sore throat since Monday"
+    assert reads_of(path, patient.uid) >= 1

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 import flask
 import functions_framework
-from pydantic import Field
+from pydantic import Field, create_model
 
 from shared.identity import consent
 from shared.platform import stored
@@ -206,18 +206,22 @@ class Record(View):
     data: dict[str, Any]
 
 
-# A record holding health data: shown as a Record, marked so its read entry is written (the
-# pipeline finds the subclass' marks on the instance).
-class AppointmentRecord(Record):
-    collection: str = "appointments"
-    id: Annotated[str, ResourceId("appointments")]
-    data: Health[dict[str, Any]]
+def _health_record(collection: str) -> type[Record]:
+    """The view of a record of `collection` holding the account's own health data: marked so
+    the pipeline writes its read entry (it finds the subclass' marks on the instance)."""
+    return create_model(
+        f"{collection[:1].upper()}{collection[1:]}Record",
+        __base__=Record,
+        collection=(str, collection),
+        id=(Annotated[str, ResourceId(collection)], ...),
+        data=(Health[dict[str, Any]], ...),
+    )
 
 
-class PrescriptionRecord(Record):
-    collection: str = "prescriptions"
-    id: Annotated[str, ResourceId("prescriptions")]
-    data: Health[dict[str, Any]]
+# One for every collection personal data counts as health (shared/privacy/rules.py HOLDINGS).
+HEALTH_RECORDS: dict[str, type[Record]] = {
+    h.collection: _health_record(h.collection) for h in rules.HOLDINGS if h.health
+}
 
 
 class ExportPage(View):
@@ -228,10 +232,8 @@ class ExportPage(View):
 
 
 def _record(r: service.Record) -> Record:
-    if r.health and r.collection == "appointments":
-        return AppointmentRecord(id=r.id, data=r.data)
-    if r.health and r.collection == "prescriptions":
-        return PrescriptionRecord(id=r.id, data=r.data)
+    if r.health:
+        return HEALTH_RECORDS[r.collection].model_validate({"id": r.id, "data": r.data})
     return Record(collection=r.collection, id=r.id, data=r.data)
 
 

@@ -109,7 +109,13 @@ HOLDINGS: tuple[Holding, ...] = (
         retention=MEDICAL,
         health=True,
     ),
-    Holding("bookings", "hold", fields=("patientUid", "clinicUid"), retention=MEDICAL),
+    Holding(
+        "bookings",
+        "hold",
+        fields=("patientUid", "clinicUid"),
+        retention=MEDICAL,
+        health=True,  # the patient's note to the clinic
+    ),
     Holding("bookingWindows", "hold", fields=("clinicUid",), retention=MEDICAL),
     Holding("bookingDays", "hold", fields=("clinicUid",), retention=MEDICAL),
     # Money: the books are kept; where a provider is paid is not (its payouts keep it).
@@ -220,7 +226,7 @@ def decode_cursor(token: str | None, step_count: int) -> Cursor:
         raise BadCursor("not a cursor of this export")
     # `after` names a document of the step's collection: a document id and nothing else (a
     # path or an empty one would reach Firestore's client and fail there, a 500).
-    if after is not None and (not isinstance(after, str) or not DOC_ID.match(after)):
+    if after is not None and (not isinstance(after, str) or not DOC_ID.fullmatch(after)):
         raise BadCursor("not a cursor of this export")
     return Cursor(step, after)
 
