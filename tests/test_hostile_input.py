@@ -64,13 +64,53 @@ def test_crafted_cursors_are_refused(stack, doc_id):
     problem(api.get("/session/sessions", params={"cursor": cursor}), 400, "invalid_cursor")
 
 
-@pytest.mark.parametrize("value", [10**20, -(2**63) - 1, {"a": 1}, [1, 2], float("inf")])
+@pytest.mark.parametrize(
+    "value",
+    [
+        10**20,
+        -(2**63) - 1,
+        {"a": 1},
+        [1, 2],
+        float("inf"),
+        # Times whose UTC falls outside years 1 to 9999: Firestore's client cannot encode them.
+        {"t": "0001-01-01T00:00:00+14:00"},
+        {"t": "9999-12-31T23:59:59-14:00"},
+    ],
+)
 def test_cursors_with_values_no_listing_returns_are_refused(stack, value):
-    """A crafted cursor's sort value past int64 (or not a scalar) never reaches a query."""
+    """A crafted cursor's sort value past int64, a time Firestore cannot hold, or a value that
+    is not a scalar never reaches a query."""
     api = bearer(stack, create_user(stack, Role.PATIENT))
     cursor = _cursor([value], "a1")
     problem(api.get("/appointments", params={"cursor": cursor}), 400, "invalid_cursor")
     problem(api.get("/session/sessions", params={"cursor": cursor}), 400, "invalid_cursor")
+    problem(api.get("/users/directory/doctors", params={"cursor": cursor}), 400, "invalid_cursor")
+
+
+def test_a_cursor_naming_an_id_with_a_line_break_is_refused(stack):
+    """`$` in a Python pattern also matches before a final newline: an id check must match
+    the whole id."""
+    api = bearer(stack, create_user(stack, Role.PATIENT))
+    cursor = _cursor([{"t": "2026-01-01T00:00:00+00:00"}], "a1\n")
+    problem(api.get("/appointments", params={"cursor": cursor}), 400, "invalid_cursor")
+
+
+def test_every_anchored_pattern_of_the_code_matches_the_whole_value() -> None:
+    """`PATTERN.match(value)` with `^...$` lets `value + "\\n"` through; the code's module
+    patterns are all applied with fullmatch."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    partial = re.compile(r"\b_?[A-Z][A-Z0-9_]*\.match\(")
+    found = [
+        f"{path.relative_to(root)}:{n}"
+        for folder in ("shared", "functions")
+        for path in sorted((root / folder).rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if partial.search(line)
+    ]
+    assert found == []
 
 
 @pytest.mark.parametrize("bad_id", ["__reserved__", "a.b..c%2Fd", "%00", "x" * 300])

@@ -34,7 +34,7 @@ def notice_of(attributes: Mapping[str, Any]) -> str | None:
     if attributes.get("type") not in EVENT_TYPES:
         return None
     parts = str(attributes.get("document") or "").split("/")
-    if len(parts) != 2 or parts[0] != service.NOTIFICATIONS or not ids.DOC_ID.match(parts[1]):
+    if len(parts) != 2 or parts[0] != service.NOTIFICATIONS or not ids.DOC_ID.fullmatch(parts[1]):
         return None
     return parts[1]
 

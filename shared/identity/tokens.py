@@ -71,7 +71,7 @@ def _canonical(part: str) -> bool:
     decoder also takes padding, stray characters and other last characters for the same bytes,
     and a token written another way must not count as another token (one ID token makes one
     session, shared.identity.sessions)."""
-    if not _SEGMENT.match(part):
+    if not _SEGMENT.fullmatch(part):
         return False
     try:
         raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))

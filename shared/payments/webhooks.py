@@ -46,7 +46,7 @@ def receive(
     from google.api_core.exceptions import AlreadyExists
 
     event_id = str(event.get("id", ""))
-    if not EVENT_ID.match(event_id):
+    if not EVENT_ID.fullmatch(event_id):
         raise BadRequest("The event has no usable id.", code="webhook_invalid")
     problem = malformed(event.get("resource"))
     if problem:

@@ -193,7 +193,7 @@ def receive(headers: dict[str, str], event: dict[str, Any]) -> dict[str, Any]:
     from google.api_core.exceptions import AlreadyExists
 
     event_id = str(event.get("id", ""))
-    if not EVENT_ID.match(event_id):
+    if not EVENT_ID.fullmatch(event_id):
         raise BadRequest("The event has no usable id.", code="webhook_invalid")
     resource = event.get("resource")
     if not isinstance(resource, dict):

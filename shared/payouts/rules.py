@@ -207,7 +207,7 @@ def period_of(when: datetime) -> str:
 def payout_id(period: str, kind: str, uid: str, currency: str) -> str:
     """The payout's id and PayPal `sender_batch_id` (at most 256 characters, a document id)."""
     made = f"{period}_{kind}_{uid}_{currency}"
-    if DOC_ID.match(made) and len(made) <= 200:
+    if DOC_ID.fullmatch(made) and len(made) <= 200:
         return made
     digest = hashlib.sha256(uid.encode()).hexdigest()[:32]
     return f"{period}_{kind}_{digest}_{currency}"
@@ -247,9 +247,9 @@ _PAYPAL_ID = re.compile(r"^[A-Z0-9]{13}$")
 def receiver_problem(recipient_type: RecipientType, receiver: str) -> str | None:
     """Why PayPal would not take this receiver; None when it looks right."""
     if recipient_type is RecipientType.EMAIL:
-        if len(receiver) > 127 or not _EMAIL.match(receiver):
+        if len(receiver) > 127 or not _EMAIL.fullmatch(receiver):
             return "not an e-mail address PayPal can pay (at most 127 characters)"
-    elif not _PAYPAL_ID.match(receiver):
+    elif not _PAYPAL_ID.fullmatch(receiver):
         return "a PayPal account id is 13 capital letters and digits"
     return None
 

@@ -50,7 +50,7 @@ def _real_date(value: Any) -> Any:
     # Only the ISO calendar form (pydantic alone would also take a number of seconds), and
     # only real days: 2030-02-30 or 0000-01-01 is refused here, never stored.
     if isinstance(value, str):
-        if not _ISO_DATE.match(value):
+        if not _ISO_DATE.fullmatch(value):
             raise ValueError("not a calendar date (YYYY-MM-DD)")
         try:
             return date.fromisoformat(value)

@@ -54,7 +54,7 @@ def from_header(header: str | None, *, scope: str, caller: str, request: Any) ->
     """The key of this request, None when it sent none; 400 for a malformed one."""
     if header is None:
         return None
-    if not _KEY.match(header):
+    if not _KEY.fullmatch(header):
         raise BadRequest(
             f"{HEADER} must be 1 to 255 printable characters without spaces.",
             code="invalid_idempotency_key",

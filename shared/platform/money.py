@@ -47,7 +47,7 @@ class Money:
         """From PayPal's shape: a decimal string with no more places than the currency has."""
         if currency not in EXPONENTS:
             raise MoneyError(f"unsupported currency {currency!r}")
-        if not _DECIMAL.match(value):
+        if not _DECIMAL.fullmatch(value):
             raise MoneyError("value must be a plain decimal string such as '25.00'")
         exponent = EXPONENTS[currency]
         try:

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.platform import ids
@@ -34,7 +34,7 @@ def decode(cursor: str) -> tuple[list[Any], str]:
         ]
     except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError):
         raise bad from None
-    if not isinstance(doc_id, str) or not ids.DOC_ID.match(doc_id):
+    if not isinstance(doc_id, str) or not ids.DOC_ID.fullmatch(doc_id):
         raise bad
     if not all(_storable(v) for v in values):
         raise bad
@@ -44,8 +44,14 @@ def decode(cursor: str) -> tuple[list[Any], str]:
 def _storable(value: Any) -> bool:
     """Whether a cursor's sort value is one a listing could have returned, and one a query can
     compare with: a crafted cursor's 10**20 or nested object is refused, not sent to Firestore
-    (whose client fails on an int past int64, a 500)."""
-    if value is None or isinstance(value, (bool, str, datetime)):
+    (whose client fails on an int past int64, or a time that leaves its years in UTC: a 500)."""
+    if isinstance(value, datetime):
+        try:  # Firestore's timestamps are years 1 to 9999 in UTC; +14:00 on 0001-01-01 is not
+            value.astimezone(UTC)
+        except (OverflowError, ValueError):
+            return False
+        return True
+    if value is None or isinstance(value, (bool, str)):
         return True
     if isinstance(value, int):
         return INT64_MIN <= value <= INT64_MAX
