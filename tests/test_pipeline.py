@@ -51,6 +51,7 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[Function]:
             **policy.POLICY,
             (NAME, "GET", "/openapi.json"): policy.PUBLIC,
             (NAME, "GET", "/ok"): policy.PUBLIC,
+            (NAME, "DELETE", "/ok"): policy.PUBLIC,
             (NAME, "GET", "/boom"): policy.PUBLIC,
             (NAME, "GET", "/down"): policy.PUBLIC,
             (NAME, "POST", "/greet"): policy.PUBLIC,
@@ -66,6 +67,10 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[Function]:
     @fn.route("GET", "/ok")
     def ok(call: Call) -> Any:
         return {"ok": True}
+
+    @fn.route("DELETE", "/ok")
+    def gone(call: Call) -> Any:
+        return None
 
     @fn.route("GET", "/boom")
     def boom(call: Call) -> Any:
@@ -227,3 +232,19 @@ def test_someone_elses_resource_answers_404_like_a_missing_one(api, monkeypatch)
     assert {k: v for k, v in theirs.items() if k not in drop} == {
         k: v for k, v in missing.items() if k not in drop
     }
+
+
+def test_every_answer_carries_the_security_headers_and_an_empty_one_no_type(api):
+    """Called at the function's own URL, not through the hosting origin that adds them to the
+    front end's files: JSON, problems and empty answers alike."""
+    for response in (send(api, "/ok"), send(api, "/nowhere"), send(api, "/ok", "DELETE")):
+        headers = response.headers
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["Strict-Transport-Security"].startswith("max-age=")
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+        assert headers["Referrer-Policy"] == "no-referrer"
+    empty = send(api, "/ok", "DELETE")
+    assert empty.status_code == 204
+    assert "Content-Type" not in empty.headers
+    assert send(api, "/nowhere").mimetype == "application/problem+json"

@@ -33,6 +33,17 @@ from shared.web import forms, pages, policy
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
 ALLOWED_REQUEST_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-CSRF-Token, X-Request-Id"
+# On every answer, whichever URL it was called at: the hosting origin adds the same to the
+# front end's files (firebase.json), but a function's own URL is reachable too.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+    "X-Frame-Options": "DENY",
+}
+API_PAGE_POLICY = {
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+}
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
 log = logs.get("alodoktor.http")
@@ -255,7 +266,7 @@ class Function:
             # otherwise reach another route once the slashes are read or merged.
             raise errors.NotFound("No such route.", code="route_not_found")
         route, params = self._match(request.method, self._route_path(request))
-        if not all(ids.DOC_ID.match(str(v)) for v in params.values()):
+        if not all(ids.DOC_ID.fullmatch(str(v)) for v in params.values()):
             # Every path parameter is a document id; anything else names nothing here.
             raise errors.NotFound("No such resource.", code="not_found")
         if not route.rule.public:
@@ -349,8 +360,12 @@ class Function:
         self, response: flask.Response, request: flask.Request, ctx: RequestContext
     ) -> None:
         response.headers["X-Request-Id"] = ctx.request_id
-        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers.update(SECURITY_HEADERS)
+        for name, value in API_PAGE_POLICY.items():  # a page (shared/web/pages.py) sets its own
+            response.headers.setdefault(name, value)
         response.headers.setdefault("Cache-Control", "no-store")
+        if response.status_code in (204, 304):
+            response.headers.remove("Content-Type")  # no body: not the default text/html
         origin = request.headers.get("Origin")
         if origin and origin in settings.get().allowed_origins:
             response.headers["Access-Control-Allow-Origin"] = origin
@@ -372,7 +387,7 @@ def _raw_path(request: flask.Request) -> str:
 
 def _new_context(function: str, request: flask.Request) -> RequestContext:
     supplied = request.headers.get("X-Request-Id", "")
-    request_id = supplied if _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    request_id = supplied if _REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
     ctx = RequestContext(request_id=request_id, function=function)
     trace_header = request.headers.get("X-Cloud-Trace-Context", "")
     trace_id, _, rest = trace_header.partition("/")
