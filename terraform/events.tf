@@ -24,14 +24,8 @@ locals {
   ]...)
 }
 
-# Each event function's triggers sign in as their own account, which may invoke only that
-# function.
-resource "google_service_account" "trigger" {
-  for_each     = local.event_functions
-  account_id   = "events-${each.key}"
-  display_name = "Eventarc triggers of ${each.key}"
-}
-
+# Each event function's triggers sign in as their own account (accounts.tf), which may invoke
+# only that function.
 resource "google_project_iam_member" "trigger_receiver" {
   for_each = local.event_functions
   project  = var.project_id

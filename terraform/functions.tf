@@ -165,25 +165,11 @@ resource "google_project_iam_custom_role" "fn" {
   permissions = each.value
 }
 
-# One identity per function, so each holds only what its own code needs.
-resource "google_service_account" "fn" {
-  for_each     = local.fn
-  account_id   = "fn-${each.key}"
-  display_name = "Alo Doktor function ${each.key}"
-}
-
 resource "google_project_iam_member" "fn" {
   for_each = local.function_roles
   project  = var.project_id
   role     = each.value.role
   member   = "serviceAccount:${google_service_account.fn[each.value.function].email}"
-}
-
-# Cloud Functions builds each function's image with this identity, not the project's default
-# compute account (which new projects no longer grant anything).
-resource "google_service_account" "builder" {
-  account_id   = "functions-builder"
-  display_name = "Builds the functions' images"
 }
 
 # What a function build does: read its zip, push its image, write the build log.

@@ -1,17 +1,7 @@
-# Cloud Scheduler and Cloud Tasks call functions with Google-signed OIDC tokens of these two
-# accounts, for the audience `${FUNCTIONS_BASE_URL}/<function>`; the code knows them by
-# SCHEDULER_SERVICE_ACCOUNT and TASKS_SERVICE_ACCOUNT and lets each call only the routes the
-# policy names for it (shared/web/policy.py, Service.SCHEDULER / Service.TASKS).
-resource "google_service_account" "scheduler" {
-  account_id   = "scheduler-invoker"
-  display_name = "Cloud Scheduler's jobs"
-}
-
-resource "google_service_account" "tasks" {
-  account_id   = "tasks-invoker"
-  display_name = "Cloud Tasks deliveries"
-}
-
+# Cloud Scheduler and Cloud Tasks call functions with Google-signed OIDC tokens of their two
+# accounts (accounts.tf), for the audience `${FUNCTIONS_BASE_URL}/<function>`; the code knows
+# them by SCHEDULER_SERVICE_ACCOUNT and TASKS_SERVICE_ACCOUNT and lets each call only the
+# routes the policy names for it (shared/web/policy.py, Service.SCHEDULER / Service.TASKS).
 locals {
   # The jobs, their time zone and retry policy: terraform/schedules.json, which the local
   # stack's scheduler reads too, so both run exactly the same jobs.
@@ -126,15 +116,6 @@ resource "google_cloud_tasks_queue_iam_member" "enqueuer" {
   name     = google_cloud_tasks_queue.queue[each.value.queue].name
   role     = "roles/cloudtasks.enqueuer"
   member   = "serviceAccount:${google_service_account.fn[each.value.function].email}"
-}
-
-# A task carrying an OIDC token of the tasks account may be created only by a caller that may
-# act as that account: granted on that one account, never project-wide.
-resource "google_service_account_iam_member" "tasks_act_as" {
-  for_each           = local.task_creators
-  service_account_id = google_service_account.tasks.name
-  role               = "roles/iam.serviceAccountUser"
-  member             = "serviceAccount:${google_service_account.fn[each.key].email}"
 }
 
 resource "google_cloud_run_service_iam_member" "tasks_invoker" {

@@ -380,8 +380,79 @@ def test_deployer_may_grant_only_the_roles_the_configuration_grants(tf: Config) 
     act_as = tf.resource("google_service_account_iam_member", "build_act_as")
     assert act_as["for_each"] == "${local.deployed_accounts}"
     assert act_as["role"] == "roles/iam.serviceAccountUser"
-    # Why it keeps serviceAccountAdmin is written where it is granted.
-    assert "iam.serviceAccounts.setIamPolicy" in (TERRAFORM / "ci.tf").read_text()
+
+
+# Roles with which the deployer could make or grant on service accounts, and so give itself
+# actAs or token creation on any of them (the Firebase Admin SDK's, the default compute one).
+ACCOUNT_ADMIN_ROLES = {
+    "roles/iam.serviceAccountAdmin",
+    "roles/iam.serviceAccountKeyAdmin",
+    "roles/iam.serviceAccountTokenCreator",
+    "roles/iam.securityAdmin",
+    "roles/iam.roleAdmin",
+}
+
+
+def test_the_deployer_makes_no_service_account_and_grants_no_actas(tf: Config) -> None:
+    """Service accounts and actAs grants are in terraform/accounts.tf, which a person applies:
+    CI's plan guard stops on them, and the deployer holds no role that could make them."""
+    from tools import plan_guard
+
+    build_roles = set(re.findall(r"roles/[\w.]+", _x(tf.locals["build_roles"])))
+    assert not build_roles & ACCOUNT_ADMIN_ROLES, build_roles & ACCOUNT_ADMIN_ROLES
+    assert "roles/iam.serviceAccountViewer" in build_roles  # it refreshes them in its plan
+
+    # Every account and every grant on one is in accounts.tf, and nothing else is.
+    person_file = tf.files["accounts.tf"]
+    in_file = {
+        (kind, name)
+        for block in person_file.get("resource", [])
+        for kind, named in block.items()
+        for name in named
+    }
+    for kind in ("google_service_account", "google_service_account_iam_member"):
+        for name in tf.of_type(kind):
+            assert (kind, name) in in_file, f"{kind}.{name} belongs in terraform/accounts.tf"
+    for kind, name in in_file:
+        assert kind in plan_guard.PERSON_ONLY_TYPES, (
+            f"terraform/accounts.tf is applied by a person, but CI would apply {kind}.{name}"
+        )
+    assert {"google_service_account", "google_service_account_iam_member"} <= (
+        plan_guard.PERSON_ONLY_TYPES
+    )
+    # No account is granted on by IAM policy or binding, which would replace grants wholesale.
+    kinds = {kind for kind, _ in tf.resources}
+    assert not kinds & {"google_service_account_iam_policy", "google_service_account_iam_binding"}
+
+    # The default compute and App Engine accounts lose older projects' Editor, for good.
+    default = tf.resource("google_project_default_service_accounts", "deprivileged")
+    assert (default["action"], default["restore_policy"]) == ("DEPRIVILEGE", "NONE")
+    assert "google_project_default_service_accounts" in plan_guard.PERSON_ONLY_TYPES
+
+    def change(address: str, kind: str) -> dict[str, Any]:
+        name = address.split("[")[0].split(".")[1]
+        return {
+            "address": address,
+            "type": kind,
+            "name": name,
+            "mode": "managed",
+            "change": {"actions": ["create"]},
+        }
+
+    plan = {
+        "resource_changes": [
+            change('google_service_account.fn["new"]', "google_service_account"),
+            change(
+                'google_service_account_iam_member.build_act_as["fn-new"]',
+                "google_service_account_iam_member",
+            ),
+            change('google_cloudfunctions2_function.fn["new"]', "google_cloudfunctions2_function"),
+        ]
+    }
+    assert plan_guard.person_only(plan) == [
+        'google_service_account.fn["new"] (create)',
+        'google_service_account_iam_member.build_act_as["fn-new"] (create)',
+    ]
 
 
 def test_ci_stops_before_applying_what_only_a_person_may(tf: Config) -> None:

@@ -5,8 +5,9 @@
 
 The `deployer` account (terraform/ci.tf) may grant only the project roles the configuration
 gives other accounts, and may read the custom roles but not write them, so that a build
-cannot give itself more; nor may it change the trigger that runs it. A plan that changes its
-own grants, a custom role or the trigger would fail half way through the apply on a
+cannot give itself more; it neither creates service accounts nor grants actAs on them, nor
+changes the trigger that runs it. A plan that changes its own grants, a custom role, a service
+account or who may act as one, or the trigger would fail half way through the apply on a
 permission error; this says so before anything is applied, and
 what to do (docs/guides/deploy.md, "What only a person applies").
 """
@@ -19,10 +20,18 @@ from pathlib import Path
 from typing import Any
 
 # Resources only a person (Owner) may change: the deployer's own project roles, which carry
-# the list of roles it may grant, the permissions inside the custom roles, and the Cloud Build
-# trigger (it runs builds as the deployer: the deployer holds no Cloud Build role, and may not
-# act as itself).
-PERSON_ONLY_TYPES = {"google_project_iam_custom_role", "google_cloudbuild_trigger"}
+# the list of roles it may grant, the permissions inside the custom roles, the service
+# accounts and who may act as them (terraform/accounts.tf: whoever may set an account's IAM
+# policy may mint its tokens), the default accounts' privileges, and the Cloud Build trigger
+# (it runs builds as the deployer: the deployer holds no Cloud Build role, and may not act as
+# itself).
+PERSON_ONLY_TYPES = {
+    "google_project_iam_custom_role",
+    "google_service_account",
+    "google_service_account_iam_member",
+    "google_project_default_service_accounts",
+    "google_cloudbuild_trigger",
+}
 PERSON_ONLY_ADDRESSES = {
     "google_project_iam_member.build",
     "google_project_iam_member.build_iam_admin",
