@@ -15,13 +15,11 @@ locals {
     # give itself no actAs or token creation on any account (the Firebase Admin SDK's, the
     # default compute one) beyond the deployed accounts' actAs granted there.
     "roles/iam.serviceAccountViewer",
-    "roles/iam.roleViewer",      # reads the custom roles (it cannot change them)
-    "roles/storage.admin",       # the source bucket, the state bucket and the environment's settings
-    "roles/secretmanager.admin", # secrets and who may read them
-    "roles/cloudtasks.admin",    # queues and their enqueuers
+    "roles/iam.roleViewer",   # reads the custom roles (it cannot change them)
+    "roles/storage.admin",    # the source bucket, the state bucket and the environment's settings
+    "roles/cloudtasks.admin", # queues and their enqueuers
     "roles/cloudscheduler.admin",
     "roles/eventarc.admin",
-    "roles/datastore.owner", # the database, indexes and TTL policies
     "roles/firebaserules.admin",
     "roles/firebasehosting.admin",          # firebase deploy --only hosting
     "roles/logging.configWriter",           # log-based metrics
@@ -32,10 +30,68 @@ locals {
   ])
 }
 
+# Secret Manager and Firestore: no predefined role manages them without their data
+# (secretmanager.admin reads every secret's value, datastore.owner every document, so every
+# patient's records). These roles hold what applying secrets.tf and firestore.tf takes: the
+# secrets, their metadata and who may read them, never a value (no
+# secretmanager.versions.access; values are added by hand); the database's settings, indexes
+# and field overrides (TTL policies) and the operations that build them, never a document (no
+# datastore.entities.*, no export or import). Custom roles: a person applies them.
+locals {
+  deployer_roles = {
+    secrets = {
+      title = "Alo Doktor deployer: secrets without their values"
+      permissions = [
+        "secretmanager.secrets.create",
+        "secretmanager.secrets.delete",
+        "secretmanager.secrets.get",
+        "secretmanager.secrets.getIamPolicy",
+        "secretmanager.secrets.list",
+        "secretmanager.secrets.setIamPolicy",
+        "secretmanager.secrets.update",
+        "secretmanager.versions.get", # a version's metadata (state, time), not its value
+        "secretmanager.versions.list",
+      ]
+    }
+    firestore = {
+      title = "Alo Doktor deployer: Firestore administration without data"
+      permissions = [
+        # Reading a database is getMetadata; datastore.databases.get only begins and rolls
+        # back transactions, which applying nothing here needs.
+        "datastore.databases.getMetadata",
+        "datastore.databases.update",
+        "datastore.indexes.create", # composite indexes, and field overrides (TTL policies)
+        "datastore.indexes.delete",
+        "datastore.indexes.get",
+        "datastore.indexes.list",
+        "datastore.indexes.update",
+        "datastore.operations.get", # index builds and TTL changes are long-running operations
+        "datastore.operations.list",
+      ]
+    }
+  }
+}
+
+resource "google_project_iam_custom_role" "deployer" {
+  for_each    = local.deployer_roles
+  project     = var.project_id
+  role_id     = "alodoktor.deployer_${each.key}"
+  title       = each.value.title
+  description = "What the deployer's terraform apply takes of ${each.key}, without reading data (terraform/ci.tf)"
+  permissions = each.value.permissions
+}
+
 resource "google_project_iam_member" "build" {
   for_each = local.build_roles
   project  = var.project_id
   role     = each.value
+  member   = "serviceAccount:${google_service_account.build.email}"
+}
+
+resource "google_project_iam_member" "build_custom" {
+  for_each = google_project_iam_custom_role.deployer
+  project  = var.project_id
+  role     = each.value.name
   member   = "serviceAccount:${google_service_account.build.email}"
 }
 
@@ -84,5 +140,9 @@ resource "google_cloudbuild_trigger" "main" {
     _TF_STATE_BUCKET = "${var.project_id}-tfstate"
   }
 
-  depends_on = [google_project_iam_member.build, google_project_iam_member.build_iam_admin]
+  depends_on = [
+    google_project_iam_member.build,
+    google_project_iam_member.build_custom,
+    google_project_iam_member.build_iam_admin,
+  ]
 }

@@ -366,7 +366,12 @@ def test_deployer_may_grant_only_the_roles_the_configuration_grants(tf: Config) 
     # The list names the role of every other project-level grant, and none of the deployer's.
     grantable = _x(tf.locals["grantable_roles"])
     named = set(re.findall(r"google_project_iam_member\.(\w+)", grantable))
-    deployers = {"build", "build_iam_admin"}
+    deployers = {
+        name
+        for name, body in tf.of_type("google_project_iam_member").items()
+        if "google_service_account.build.email" in body["member"]
+    }
+    assert deployers == {"build", "build_custom", "build_iam_admin"}
     others = set(tf.of_type("google_project_iam_member")) - deployers
     assert named == others, (
         f"grantable_roles names {sorted(named)}, the grants are {sorted(others)}"
@@ -380,6 +385,86 @@ def test_deployer_may_grant_only_the_roles_the_configuration_grants(tf: Config) 
     act_as = tf.resource("google_service_account_iam_member", "build_act_as")
     assert act_as["for_each"] == "${local.deployed_accounts}"
     assert act_as["role"] == "roles/iam.serviceAccountUser"
+
+
+# What applying each CI-applied resource of secrets.tf and firestore.tf takes (create, read,
+# update, delete, and the long-running operations Firestore answers with), and what reads
+# their data: the deployer's custom roles hold the first and none of the second.
+DEPLOYER_NEEDS = {
+    "google_secret_manager_secret": {
+        "secretmanager.secrets.create",
+        "secretmanager.secrets.get",
+        "secretmanager.secrets.update",
+        "secretmanager.secrets.delete",
+    },
+    "google_secret_manager_secret_iam_member": {
+        "secretmanager.secrets.getIamPolicy",
+        "secretmanager.secrets.setIamPolicy",
+    },
+    "google_firestore_database": {
+        "datastore.databases.getMetadata",
+        "datastore.databases.update",
+        "datastore.operations.get",
+    },
+    "google_firestore_index": {
+        "datastore.indexes.create",
+        "datastore.indexes.get",
+        "datastore.indexes.delete",
+        "datastore.operations.get",
+    },
+    "google_firestore_field": {
+        "datastore.indexes.get",
+        "datastore.indexes.update",
+        "datastore.operations.get",
+    },
+}
+DATA_READING = re.compile(
+    r"secretmanager\.versions\.access|datastore\.entities\.|"
+    r"datastore\.databases\.(?:export|import|get$)|datastore\.backups\.restore"
+)
+DATA_READING_ROLES = {
+    "roles/secretmanager.admin",
+    "roles/secretmanager.secretAccessor",
+    "roles/datastore.owner",
+    "roles/datastore.user",
+    "roles/datastore.viewer",
+    "roles/datastore.importExportAdmin",
+}
+
+
+def test_the_deployer_administers_secrets_and_firestore_without_reading_them(tf: Config) -> None:
+    """No secret value and no document (patient data) is readable by the deployer: its Secret
+    Manager and Firestore permissions are custom roles holding what applying the configuration
+    takes, no more."""
+    from tools import plan_guard
+
+    build_roles = set(re.findall(r"roles/[\w.]+", _x(tf.locals["build_roles"])))
+    assert not build_roles & DATA_READING_ROLES, build_roles & DATA_READING_ROLES
+    assert not [
+        r for r in build_roles if r.startswith(("roles/secretmanager.", "roles/datastore."))
+    ]
+
+    roles = tf.locals["deployer_roles"]
+    held = {p for role in roles.values() for p in role["permissions"]}
+    reading = sorted(p for p in held if DATA_READING.search(p))
+    assert not reading, f"the deployer's custom roles read data: {reading}"
+    for kind, needs in DEPLOYER_NEEDS.items():
+        if not tf.of_type(kind) or kind in plan_guard.PERSON_ONLY_TYPES:
+            continue
+        missing = sorted(needs - held)
+        assert not missing, f"applying {kind} takes {missing}, which the deployer lacks"
+    for name, role in roles.items():
+        assert len(role["permissions"]) == len(set(role["permissions"])), name
+        assert re.fullmatch(r"[a-zA-Z0-9_.]{3,64}", f"alodoktor.deployer_{name}"), name
+
+    custom = tf.resource("google_project_iam_custom_role", "deployer")
+    assert custom["for_each"] == "${local.deployer_roles}"
+    assert custom["permissions"] == "${each.value.permissions}"
+    grant = tf.resource("google_project_iam_member", "build_custom")
+    assert grant["for_each"] == "${google_project_iam_custom_role.deployer}"
+    assert grant["role"] == "${each.value.name}"
+    assert grant["member"] == "serviceAccount:${google_service_account.build.email}"
+    assert "google_project_iam_member.build_custom" in plan_guard.PERSON_ONLY_ADDRESSES
 
 
 # Roles with which the deployer could make or grant on service accounts, and so give itself

@@ -34,6 +34,7 @@ PERSON_ONLY_TYPES = {
 }
 PERSON_ONLY_ADDRESSES = {
     "google_project_iam_member.build",
+    "google_project_iam_member.build_custom",
     "google_project_iam_member.build_iam_admin",
 }
 
