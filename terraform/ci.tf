@@ -26,7 +26,6 @@ locals {
     "roles/logging.logWriter",              # the build's own logs
     "roles/monitoring.editor",              # alert policies and channels
     "roles/serviceusage.serviceUsageAdmin", # enabling the APIs
-    "roles/artifactregistry.writer",        # the CI image
   ])
 }
 

@@ -1103,6 +1103,20 @@ def test_cloudbuild_tests_then_deploys_main_only() -> None:
         assert needed in dockerfile, f"ci/Dockerfile lacks {needed}, which make test needs"
 
 
+def test_the_deployer_pushes_no_image() -> None:
+    """The CI image is built on the build's own machine and used there (cloudbuild.yaml never
+    pushes it), and the functions' images are pushed by the builder account: the deployer
+    needs no Artifact Registry role."""
+    build = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
+    assert "images" not in build and "artifacts" not in build
+    for step in build["steps"]:
+        assert "push" not in step.get("args", []), step["id"]
+        assert "docker push" not in " ".join(map(str, step.get("args", []))), step["id"]
+    assert "roles/artifactregistry." not in _x(_config().locals["build_roles"])
+    builder = _config().resource("google_project_iam_member", "builder")
+    assert "roles/artifactregistry.writer" in builder["for_each"]
+
+
 def test_terraform_uploads_the_bundles_tools_build(tf: Config, tmp_path: Path) -> None:
     from tools import deploy_bundles
 
