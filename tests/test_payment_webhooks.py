@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import requests
 
 from shared.payments import refunds
@@ -261,3 +262,42 @@ def test_a_chargeback_of_a_payment_that_was_refused_its_appointment_leaves_it_al
     assert account_sum(books, "paypal_clearing") == 0
     assert account_sum(books, f"earnings:doctor:{visit.doctor.uid}") == 0
     assert stored_order(order["id"])["refundingMinor"] == 0
+
+
+@pytest.mark.parametrize("custom_id", ["__RMA55__", "INV/2026"])
+def test_a_custom_id_that_names_no_document_is_looked_up_by_paypals_ids(
+    stack, sim, admin, custom_id
+):
+    """PayPal's custom_id is the seller's free text (a dashboard refund's, another
+    integration's): one that could name no document of ours (reserved, or holding a slash)
+    answers 200 and is matched by the capture it refunds, never a 500 PayPal retries for
+    days while the refund stays unbooked."""
+    visit = book_visit(stack, admin)
+    order = pay(visit, sim)
+    made = sim.client().refund_capture(
+        order["captureId"],
+        request_id=f"dashboard-{order['id']}",
+        money=Money("USD", 300),
+        custom_id="__RMA55__",  # a reserved id; a refund's custom_id can hold no slash
+    )
+    (delivery,) = eventually(
+        lambda: deliveries(sim, "PAYMENT.CAPTURE.REFUNDED", made["id"]),
+        lambda got: len(got) == 1 and got[0]["status"] is not None,
+        "the REFUNDED webhook",
+    )
+    assert delivery["status"] == 200
+    assert stored_order(order["id"])["refundedMinor"] == 300
+
+    client = sim.client()
+    foreign = client.create_order(
+        Money("USD", 100), request_id=f"foreign-{order['id']}", custom_id=custom_id
+    )
+    sim.approve(foreign)
+    captured = client.capture_order(foreign["id"], request_id=f"foreign-cap-{order['id']}")
+    capture_id = captured["purchase_units"][0]["payments"]["captures"][0]["id"]
+    (delivery,) = eventually(
+        lambda: deliveries(sim, "PAYMENT.CAPTURE.COMPLETED", capture_id),
+        lambda got: len(got) == 1 and got[0]["status"] is not None,
+        "the COMPLETED webhook of a capture not ours",
+    )
+    assert delivery["status"] == 200

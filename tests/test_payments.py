@@ -352,6 +352,7 @@ def test_after_paypal_denied_a_pending_capture_the_patient_can_pay_again(stack, 
     assert stored_order(first["id"])["status"] == "denied"
     assert ledger_of(first["id"]) == []
     assert visit.appointment_now()["status"] == "pending_payment"
+    problem(visit.capture(first["id"]), 409, "payment_denied")  # not a 200: nothing was paid
 
     again = visit.order()
     assert again.status_code == 201, again.text
@@ -457,6 +458,19 @@ def test_paypal_refusing_the_payer_is_a_clear_answer_with_nothing_recorded(stack
     assert visit.appointment_now()["status"] == "pending_payment"
 
 
+def test_paypal_refusing_to_make_the_order_is_a_documented_answer_with_nothing_recorded(
+    stack, sim, admin
+):
+    """The answer is one the route's OpenAPI document lists (the test client checks each)."""
+    visit = book_visit(stack, admin)
+    sim.fault(mock="PAYEE_ACCOUNT_RESTRICTED", pathContains="/v2/checkout/orders")
+    body = problem(visit.order(), 422, "paypal_refused")
+    assert body["paypalIssue"] == "PAYEE_ACCOUNT_RESTRICTED"
+    assert visit.appointment_now()["status"] == "pending_payment"
+    made = visit.order()  # PayPal takes it now: the order is made, as if asked for the first time
+    assert made.status_code == 201, made.text
+
+
 def test_the_payer_is_told_of_the_payment_and_of_the_refund(stack, sim, admin):
     visit, _ = _hours_ahead_visit(stack, admin, sim, 72)
     assert visit.patient.post(f"/appointments/{visit.id}/cancel", json={}).status_code == 200
@@ -481,6 +495,8 @@ def test_an_order_paypal_let_lapse_is_replaced_by_a_new_one(stack, sim, admin):
     sim.control("POST", f"/orders/{first['paypalOrderId']}/expire")  # left unapproved too long
     problem(visit.capture(first["id"]), 409, "order_expired")
     assert stored_order(first["id"])["status"] == "abandoned"
+    # Asked again, it answers as it did: nothing was paid (not a 200 of an abandoned order).
+    problem(visit.capture(first["id"]), 409, "order_expired")
     again = visit.order()
     assert again.status_code == 201, again.text
     assert again.json()["id"] == first["id"] + "-2"

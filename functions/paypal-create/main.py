@@ -52,7 +52,7 @@ class PayFor(Body):
     response=OrderView,
     status=201,
     also=(200,),  # the subject's order exists already: the same order again
-    problems=(404, 409, 503),
+    problems=(404, 409, 422, 502, 503),  # 422, 502: PayPal refused the order (PayPalRefused)
 )
 def create(call: Call) -> Reply:
     """The PayPal order for one's appointment or booking: approve it at `approveLink`."""

@@ -190,7 +190,7 @@ class Settled:
 def capture(order: dict[str, Any], *, subjects: Subjects) -> Settled:
     """Capture an approved order (the owner's call) and settle what PayPal answers."""
     if OrderStatus(order["status"]) not in rules.CAPTURABLE:
-        return Settled(order)  # captured before: the same answer again, nothing new
+        return _settled_before(order)
     kind = Kind(order["kind"])
     try:
         # Not charged at all is better than charged and refunded: look before capturing.
@@ -202,7 +202,7 @@ def capture(order: dict[str, Any], *, subjects: Subjects) -> Settled:
     except NotPayable as refusal:
         fresh = order_records.get(order["id"])
         if fresh is not None and OrderStatus(fresh["status"]) not in rules.CAPTURABLE:
-            return Settled(fresh)  # a concurrent capture of this very order settled it
+            return _settled_before(fresh)  # a concurrent capture of this very order settled it
         raise Conflict(refusal.message, code=refusal.code) from None
     try:
         answer = _captured_order(order)
@@ -223,10 +223,7 @@ def capture(order: dict[str, Any], *, subjects: Subjects) -> Settled:
         ) from None
     except paypal.PayPalError as exc:
         if _lapsed(order):
-            raise Conflict(
-                "PayPal let this order lapse before it was paid; ask to pay again for a new one.",
-                code="order_expired",
-            ) from None
+            raise _expired() from None
         _next_attempt(order)  # PayPal refused: whatever comes next is a new request
         raise PayPalRefused(exc) from None
     found = first_capture(answer)
@@ -241,6 +238,28 @@ def capture(order: dict[str, Any], *, subjects: Subjects) -> Settled:
             action="choose_other_funding_source",
         )
     return settle(order["id"], found, subjects=subjects)
+
+
+def _expired() -> Conflict:
+    return Conflict(
+        "PayPal let this order lapse before it was paid; ask to pay again for a new one.",
+        code="order_expired",
+    )
+
+
+def _settled_before(order: dict[str, Any]) -> Settled:
+    """A capture of an order that is past capturing answers as its first capture did: the
+    order, if it was paid; the same refusal, if it ended unpaid (it lapsed, or PayPal denied
+    its pending capture), never a 200 for a payment that was not made."""
+    status = OrderStatus(order["status"])
+    if status is OrderStatus.ABANDONED:
+        raise _expired()
+    if status is OrderStatus.DENIED:
+        raise Conflict(
+            "PayPal denied this payment; nothing was paid. Ask to pay again for a new order.",
+            code="payment_denied",
+        )
+    return Settled(order)  # captured before: the same answer again, nothing new
 
 
 def _lapsed(order: dict[str, Any]) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.payments.rules import OrderStatus
-from shared.platform import clients, pagination
+from shared.platform import clients, pagination, store
 
 ORDERS = "orders"
 MAX_PER_ORDER = 200  # refunds or ledger transactions of one order: a handful in practice
@@ -19,11 +19,7 @@ def order_ref(order_id: str) -> Any:
 
 
 def get(order_id: str) -> dict[str, Any] | None:
-    if not 1 <= len(order_id) <= 200:
-        return None
-    snap = order_ref(order_id).get()
-    data: dict[str, Any] | None = snap.to_dict() if snap.exists else None
-    return data
+    return store.read_by_id(order_ref, order_id)
 
 
 def by_paypal_id(paypal_order_id: str) -> dict[str, Any] | None:

@@ -55,11 +55,7 @@ def refund_ref(refund_id: str) -> Any:
 
 
 def get(refund_id: str) -> dict[str, Any] | None:
-    if not 1 <= len(refund_id) <= 200:
-        return None
-    snap = refund_ref(refund_id).get()
-    data: dict[str, Any] | None = snap.to_dict() if snap.exists else None
-    return data
+    return store.read_by_id(refund_ref, refund_id)
 
 
 # -- queueing ----------------------------------------------------------------------------

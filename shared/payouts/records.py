@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.platform import clients, pagination
+from shared.platform import clients, pagination, store
 
 PAYOUTS = "payouts"
 PROFILES = "payoutProfiles"
@@ -25,11 +25,7 @@ def profile_ref(uid: str) -> Any:
 
 
 def get(payout_id: str) -> dict[str, Any] | None:
-    if not 1 <= len(payout_id) <= 256:
-        return None
-    snap = payout_ref(payout_id).get()
-    data: dict[str, Any] | None = snap.to_dict() if snap.exists else None
-    return data
+    return store.read_by_id(payout_ref, payout_id)
 
 
 def profile(uid: str) -> dict[str, Any] | None:

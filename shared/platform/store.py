@@ -1,4 +1,5 @@
-"""Firestore writes that stamp `_meta = {by, at, requestId, function}` on every document.
+"""Firestore writes that stamp `_meta = {by, at, requestId, function}` on every document,
+and the read of one document by an id that may come from outside.
 
 Admin SDK writes carry no end-user identity, so the audit trigger learns who acted from
 `_meta`. Every write in the codebase goes through these helpers; `tx` may be a transaction or
@@ -7,10 +8,22 @@ a write batch, whose create/set/update share one signature.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from shared.platform import context
+from shared.platform import context, ids
 from shared.platform.errors import Conflict
+
+
+def read_by_id(ref_of: Callable[[str], Any], doc_id: object) -> dict[str, Any] | None:
+    """The document `ref_of(doc_id)` names, or None if there is none: also when `doc_id` (a
+    webhook's custom_id, a task's body) could name no document (`__x__`, `a/b`, a trailing
+    newline), which Firestore would refuse with an error, a 500 and a retry without end."""
+    if not isinstance(doc_id, str) or not ids.DOC_ID.fullmatch(doc_id):
+        return None
+    snap = ref_of(doc_id).get()
+    data: dict[str, Any] | None = snap.to_dict() if snap.exists else None
+    return data
 
 
 def meta(by: str | None = None) -> dict[str, Any]:
