@@ -22,14 +22,13 @@ locals {
     "roles/eventarc.admin",
     "roles/firebaserules.admin",
     "roles/firebasehosting.admin",          # firebase deploy --only hosting
-    "roles/logging.configWriter",           # log-based metrics
     "roles/logging.logWriter",              # the build's own logs
     "roles/monitoring.editor",              # alert policies and channels
     "roles/serviceusage.serviceUsageAdmin", # enabling the APIs
   ])
 }
 
-# Secret Manager and Firestore: no predefined role manages them without their data
+# Secret Manager, Firestore and Logging: no predefined role manages them without their data
 # (secretmanager.admin reads every secret's value, datastore.owner every document, so every
 # patient's records). These roles hold what applying secrets.tf and firestore.tf takes: the
 # secrets, their metadata and who may read them, never a value (no
@@ -66,6 +65,19 @@ locals {
         "datastore.indexes.update",
         "datastore.operations.get", # index builds and TTL changes are long-running operations
         "datastore.operations.list",
+      ]
+    }
+    # The log-based metrics of monitoring.tf, and nothing else of Logging's configuration:
+    # roles/logging.configWriter would also let it add exclusions and sinks, and so drop or
+    # divert the Data Access audit logs (audit_logs.tf).
+    logs = {
+      title = "Alo Doktor deployer: log-based metrics"
+      permissions = [
+        "logging.logMetrics.create",
+        "logging.logMetrics.delete",
+        "logging.logMetrics.get",
+        "logging.logMetrics.list",
+        "logging.logMetrics.update",
       ]
     }
   }

@@ -1,6 +1,6 @@
 # The functions' source: one content-hashed zip per function and version (functions.tf).
 resource "google_storage_bucket" "source" {
-  #checkov:skip=CKV_GCP_62:Holds only build inputs written by Terraform; Cloud Audit Logs already record who wrote and read them, a usage-log bucket would duplicate that
+  #checkov:skip=CKV_GCP_62:Holds only build inputs written by Terraform; the Data Access audit logs of audit_logs.tf record who wrote and read them, a usage-log bucket would duplicate that
   name                        = "${var.project_id}-function-source"
   location                    = var.region
   uniform_bucket_level_access = true
@@ -31,7 +31,7 @@ resource "google_storage_bucket" "source" {
 # retention policy refuses every delete and overwrite before an object's time is up; locked,
 # nobody (the project's owners included) can shorten it.
 resource "google_storage_bucket" "audit_export" {
-  #checkov:skip=CKV_GCP_62:Cloud Audit Logs record who wrote and read these objects; a usage-log bucket would duplicate that
+  #checkov:skip=CKV_GCP_62:The Data Access audit logs of audit_logs.tf record who wrote and read these objects; a usage-log bucket would duplicate that
   #checkov:skip=CKV_GCP_78:The retention policy already refuses every overwrite and delete, so there is never a noncurrent version to keep; the export only creates objects
   name                        = "${var.project_id}-audit-export"
   location                    = var.region

@@ -417,12 +417,21 @@ DEPLOYER_NEEDS = {
         "datastore.indexes.update",
         "datastore.operations.get",
     },
+    "google_logging_metric": {
+        "logging.logMetrics.create",
+        "logging.logMetrics.get",
+        "logging.logMetrics.update",
+        "logging.logMetrics.delete",
+    },
 }
 DATA_READING = re.compile(
     r"secretmanager\.versions\.access|datastore\.entities\.|"
     r"datastore\.databases\.(?:export|import|get$)|datastore\.backups\.restore"
 )
 DATA_READING_ROLES = {
+    # Logging's configuration: exclusions and sinks that would drop or divert audit logs.
+    "roles/logging.configWriter",
+    "roles/logging.admin",
     "roles/secretmanager.admin",
     "roles/secretmanager.secretAccessor",
     "roles/datastore.owner",
@@ -448,6 +457,10 @@ def test_the_deployer_administers_secrets_and_firestore_without_reading_them(tf:
     held = {p for role in roles.values() for p in role["permissions"]}
     reading = sorted(p for p in held if DATA_READING.search(p))
     assert not reading, f"the deployer's custom roles read data: {reading}"
+    logging_config = sorted(
+        p for p in held if p.startswith("logging.") and not p.startswith("logging.logMetrics.")
+    )
+    assert not logging_config, f"the deployer may change what is logged: {logging_config}"
     for kind, needs in DEPLOYER_NEEDS.items():
         if not tf.of_type(kind) or kind in plan_guard.PERSON_ONLY_TYPES:
             continue
@@ -465,6 +478,38 @@ def test_the_deployer_administers_secrets_and_firestore_without_reading_them(tf:
     assert grant["role"] == "${each.value.name}"
     assert grant["member"] == "serviceAccount:${google_service_account.build.email}"
     assert "google_project_iam_member.build_custom" in plan_guard.PERSON_ONLY_ADDRESSES
+
+
+def test_direct_reads_of_health_data_and_secrets_are_audit_logged(tf: Config) -> None:
+    """Data Access audit logs for Firestore, Secret Manager and Cloud Storage: every read and
+    write, by anyone, none exempted; a person applies them, so CI cannot turn them off."""
+    from tools import plan_guard
+
+    wanted = {"ADMIN_READ", "DATA_READ", "DATA_WRITE"}
+    logs = tf.locals["data_access_logs"]
+    # datastore.googleapis.com configures Firestore's entries too (its audit logging docs).
+    for service in ("datastore.googleapis.com", "secretmanager.googleapis.com"):
+        assert set(logs.get(service, [])) == wanted, service
+    assert {"DATA_READ", "DATA_WRITE"} <= set(logs.get("storage.googleapis.com", []))
+    config = tf.resource("google_project_iam_audit_config", "data_access")
+    assert config["for_each"] == "${local.data_access_logs}"
+    assert config["project"] == "${var.project_id}"
+    dynamic = config["dynamic"][0]["audit_log_config"]
+    assert dynamic["for_each"] == "${toset(each.value)}"
+    assert dynamic["content"][0] == {"log_type": "${audit_log_config.value}"}
+    assert "exempted_members" not in json.dumps(tf.files), "an account exempted from audit logs"
+    assert "google_project_iam_audit_config" in plan_guard.PERSON_ONLY_TYPES
+    assert set(tf.of_type("google_project_iam_audit_config")) == {"data_access"}
+
+    # The buckets' access-logging skips say Data Access logs record their reads: they must.
+    skips = [
+        line
+        for line in (TERRAFORM / "storage.tf").read_text().splitlines()
+        if "checkov:skip=CKV_GCP_62" in line
+    ]
+    assert len(skips) == len(tf.of_type("google_storage_bucket")), skips
+    for line in skips:
+        assert "audit_logs.tf" in line, line
 
 
 # Roles with which the deployer could make or grant on service accounts, and so give itself
@@ -1108,7 +1153,8 @@ def test_the_deployer_pushes_no_image() -> None:
     pushes it), and the functions' images are pushed by the builder account: the deployer
     needs no Artifact Registry role."""
     build = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
-    assert "images" not in build and "artifacts" not in build
+    assert "images" not in build
+    assert "artifacts" not in build
     for step in build["steps"]:
         assert "push" not in step.get("args", []), step["id"]
         assert "docker push" not in " ".join(map(str, step.get("args", []))), step["id"]

@@ -22,7 +22,8 @@ from typing import Any
 # Resources only a person (Owner) may change: the deployer's own project roles, which carry
 # the list of roles it may grant, the permissions inside the custom roles, the service
 # accounts and who may act as them (terraform/accounts.tf: whoever may set an account's IAM
-# policy may mint its tokens), the default accounts' privileges, and the Cloud Build trigger
+# policy may mint its tokens), the default accounts' privileges, the Data Access audit logs
+# (terraform/audit_logs.tf: CI may turn no logging off), and the Cloud Build trigger
 # (it runs builds as the deployer: the deployer holds no Cloud Build role, and may not act as
 # itself).
 PERSON_ONLY_TYPES = {
@@ -30,6 +31,7 @@ PERSON_ONLY_TYPES = {
     "google_service_account",
     "google_service_account_iam_member",
     "google_project_default_service_accounts",
+    "google_project_iam_audit_config",
     "google_cloudbuild_trigger",
 }
 PERSON_ONLY_ADDRESSES = {
