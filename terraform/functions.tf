@@ -11,6 +11,7 @@
 #   queues         Cloud Tasks queues (schedule.tf) it creates tasks in
 #   tasks_worker   Cloud Tasks delivers to it (routes the policy opens to Service.TASKS)
 #   min_instances, max_instances, memory, timeout (seconds), env: sizing and extra environment
+#                  (a tasks worker's timeout is at least Cloud Tasks' dispatch deadline)
 #
 # secrets, queues and tasks_worker are what `python -m tools.code_facts` reads in the code; the
 # test holds this table to it, so a grant the code no longer needs fails CI. What a function
@@ -69,8 +70,11 @@ locals {
       trigger = "http", public = true
       secrets = ["paypal-client-id", "paypal-client-secret", "paypal-webhook-id", "audit-hash-key"]
     }
+    # A tasks worker's timeout covers Cloud Tasks' dispatch deadline (300 s, HttpTask in
+    # shared/integrations/cloud_tasks.py): cut off sooner, a delivery still running would be
+    # retried while it runs.
     "payouts" = {
-      trigger = "http", public = true, queues = ["payouts"], tasks_worker = true
+      trigger = "http", public = true, timeout = 300, queues = ["payouts"], tasks_worker = true
       secrets = [
         "paypal-client-id", "paypal-client-secret", "paypal-webhook-id", "paypal-payouts-webhook-id",
         "audit-hash-key",

@@ -898,6 +898,33 @@ def test_queues_are_protected_and_bounded(tf: Config) -> None:
     assert "payouts" in tf.locals["queues"]
 
 
+def test_tasks_workers_outlast_the_dispatch_deadline(tf: Config) -> None:
+    """Cloud Tasks waits for a delivery up to the task's dispatch deadline: a worker that timed
+    out sooner would be retried while its first run may still be writing."""
+    import dataclasses
+
+    from shared.integrations import cloud_tasks
+
+    (deadline,) = [
+        f.default
+        for f in dataclasses.fields(cloud_tasks.HttpTask)
+        if f.name == "dispatch_deadline_seconds"
+    ]
+    assert isinstance(deadline, int)
+    source = "\n".join(
+        path.read_text() for path in [*ROOT.glob("shared/**/*.py"), *ROOT.glob("functions/*/*.py")]
+    )
+    assert "dispatch_deadline_seconds=" not in source, "a task sets its own deadline: check it"
+    workers = {name: e for name, e in _table(tf).items() if e["tasks_worker"]}
+    assert {"payouts", "privacy"} <= set(workers)
+    for name, entry in workers.items():
+        assert entry["timeout"] >= deadline, (
+            f"{name}: timeout {entry['timeout']} s, but Cloud Tasks waits up to {deadline} s"
+        )
+    service = tf.resource("google_cloudfunctions2_function", "fn")["service_config"][0]
+    assert service["timeout_seconds"] == "${each.value.timeout}"
+
+
 def test_secrets_carry_no_values(tf: Config) -> None:
     kinds = {kind for kind, _ in tf.resources}
     assert "google_secret_manager_secret_version" not in kinds
