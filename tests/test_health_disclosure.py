@@ -423,3 +423,15 @@ def test_every_collection_an_answer_shows_health_of_is_health_to_personal_data()
             continue  # not an account's record (no such view today)
         assert holdings[collection].health, f"{collection} shows {stored} but is not health"
         assert stored in audit_log.HEALTH_FIELDS, f"{collection}.{stored}"
+
+
+def test_the_export_has_a_marked_view_for_every_health_holding() -> None:
+    """The patient's own export writes a read entry for each health record it hands out: the
+    privacy function shows each through a view marking its data as health."""
+    from shared.privacy import rules as privacy
+
+    module = load("privacy")
+    health = {h.collection for h in privacy.HOLDINGS if h.health}
+    assert set(module.HEALTH_RECORDS) == health
+    for collection, view in module.HEALTH_RECORDS.items():
+        assert disclosure.plan(view) == disclosure.Plan(("data",), collection, "id")

@@ -14511,6 +14511,24 @@ export interface operations {
                     "application/problem+json": components["schemas"]["PaypalCreate_Problem"];
                 };
             };
+            /** @description Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["PaypalCreate_Problem"];
+                };
+            };
+            /** @description Error */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["PaypalCreate_Problem"];
+                };
+            };
             /** @description A dependency is unavailable; nothing was changed */
             503: {
                 headers: {
