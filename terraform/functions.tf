@@ -12,6 +12,11 @@
 #   tasks_worker   Cloud Tasks delivers to it (routes the policy opens to Service.TASKS)
 #   min_instances, max_instances, memory, timeout (seconds), env: sizing and extra environment
 #                  (a tasks worker's timeout is at least Cloud Tasks' dispatch deadline)
+#   concurrency, cpu  requests one instance serves at once, and its vCPUs. HTTP functions: 8
+#                  on 1 vCPU, as functions-framework's 8 threads serve them locally (the code is
+#                  thread-safe; at 512Mi Cloud Run's default is about 0.33 vCPU and one request
+#                  at a time). Event functions: one event at a time on the default CPU, each
+#                  delivery retried on its own; Eventarc scales them out.
 #
 # secrets, queues and tasks_worker are what `python -m tools.code_facts` reads in the code; the
 # test holds this table to it, so a grant the code no longer needs fails CI. What a function
@@ -127,6 +132,8 @@ locals {
       max_instances = try(f.max_instances, 10)
       memory        = try(f.memory, "512Mi")
       timeout       = try(f.timeout, 60)
+      concurrency   = try(f.concurrency, f.trigger == "http" ? 8 : 1)
+      cpu           = try(f.cpu, f.trigger == "http" ? "1" : null)
       env           = tomap(try(f.env, {}))
     }
   }
@@ -220,12 +227,14 @@ resource "google_cloudfunctions2_function" "fn" {
   }
 
   service_config {
-    service_account_email          = google_service_account.fn[each.key].email
-    min_instance_count             = each.value.min_instances
-    max_instance_count             = each.value.max_instances
-    available_memory               = each.value.memory
-    timeout_seconds                = each.value.timeout
-    all_traffic_on_latest_revision = true
+    service_account_email            = google_service_account.fn[each.key].email
+    min_instance_count               = each.value.min_instances
+    max_instance_count               = each.value.max_instances
+    available_memory                 = each.value.memory
+    available_cpu                    = each.value.cpu
+    max_instance_request_concurrency = each.value.concurrency
+    timeout_seconds                  = each.value.timeout
+    all_traffic_on_latest_revision   = true
     # Event functions take Eventarc's pushes, which Cloud Run counts as internal traffic.
     ingress_settings      = each.value.public ? "ALLOW_ALL" : "ALLOW_INTERNAL_ONLY"
     environment_variables = merge(local.common_env, var.settings, each.value.env)

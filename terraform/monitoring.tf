@@ -179,3 +179,49 @@ resource "google_monitoring_alert_policy" "http_5xx" {
     }
   }
 }
+
+# Requests Cloud Run refused for want of an instance: every one of the function's
+# max_instances was serving its `concurrency` requests (functions.tf). The code never answers
+# 429 itself, so each one counted here is a caller turned away at the door.
+resource "google_monitoring_alert_policy" "overflow" {
+  for_each              = local.fn
+  display_name          = "Alo Doktor: ${each.key} at its instance limit"
+  combiner              = "OR"
+  severity              = "WARNING"
+  notification_channels = local.notification_channels
+
+  conditions {
+    display_name = "${each.key}: requests refused with 429 for want of an instance"
+    condition_threshold {
+      filter          = "resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${each.key}\" AND metric.type=\"run.googleapis.com/request_count\" AND metric.labels.response_code=\"429\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+        group_by_fields      = ["resource.labels.service_name"]
+      }
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  documentation {
+    content   = "Cloud Run answered ${each.key}'s callers 429: all ${each.value.max_instances} instances were serving ${each.value.concurrency} request(s) each. If the traffic is real, raise max_instances (or concurrency) in terraform/functions.tf; if requests are slow, find what holds them (a dependency's latency in the logs: resource.type=\"cloud_run_revision\" resource.labels.service_name=\"${each.key}\")."
+    mime_type = "text/markdown"
+  }
+
+  lifecycle {
+    precondition {
+      condition     = local.alerts_reach_someone
+      error_message = local.no_channel_error
+    }
+  }
+}

@@ -111,12 +111,37 @@ def tf() -> Config:
     return _config()
 
 
+@dataclass(frozen=True)
+class _ByTrigger:
+    """A default that depends on the trigger: `try(f.x, f.trigger == "http" ? a : b)`."""
+
+    trigger: str
+    then: Any
+    otherwise: Any
+
+    def pick(self, trigger: str) -> Any:
+        return self.then if trigger == self.trigger else self.otherwise
+
+
+def _literal(text: str) -> Any:
+    literal: dict[str, Any] = {"false": False, "true": True, "null": None, "[]": [], "{}": {}}
+    return literal[text] if text in literal else json.loads(text)
+
+
 def _defaults(tf: Config) -> dict[str, Any]:
-    """The defaults `local.fn` fills in (`x = try(f.x, <default>)`), read from the HCL."""
+    """The defaults `local.fn` fills in (`x = try(f.x, <default>)`), read from the HCL; a
+    default by trigger is a _ByTrigger."""
     found = dict(re.findall(r"(\w+)=(?:to\w+\()?try\(f\.\1,([^()]*)\)", _x(tf.locals["fn"])))
     assert found, "local.fn does not fill in defaults with try(f.<attr>, <default>)"
-    literal: dict[str, Any] = {"false": False, "true": True, "null": None, "[]": [], "{}": {}}
-    return {k: literal[v] if v in literal else json.loads(v) for k, v in found.items()}
+    defaults: dict[str, Any] = {}
+    for key, text in found.items():
+        by_trigger = re.fullmatch(r'f\.trigger=="(\w+)"\?([^?:]+):([^?:]+)', text)
+        defaults[key] = (
+            _ByTrigger(by_trigger[1], _literal(by_trigger[2]), _literal(by_trigger[3]))
+            if by_trigger
+            else _literal(text)
+        )
+    return defaults
 
 
 def _table(tf: Config) -> dict[str, dict[str, Any]]:
@@ -128,10 +153,12 @@ def _table(tf: Config) -> dict[str, dict[str, Any]]:
         match = re.fullmatch(r"\$\{local\.(\w+)\}", value) if isinstance(value, str) else None
         return tf.locals[match.group(1)] if match else value
 
-    return {
-        name: {**defaults, **{k: resolved(v) for k, v in entry.items()}}
-        for name, entry in tf.locals["functions"].items()
-    }
+    def filled(entry: dict[str, Any]) -> dict[str, Any]:
+        trigger = entry["trigger"]
+        base = {k: d.pick(trigger) if isinstance(d, _ByTrigger) else d for k, d in defaults.items()}
+        return {**base, **{k: resolved(v) for k, v in entry.items()}}
+
+    return {name: filled(entry) for name, entry in tf.locals["functions"].items()}
 
 
 def _rules() -> dict[tuple[str, str, str], policy.Rule]:
@@ -898,6 +925,41 @@ def test_queues_are_protected_and_bounded(tf: Config) -> None:
     assert "payouts" in tf.locals["queues"]
 
 
+def test_http_functions_serve_concurrent_requests_on_a_whole_cpu(tf: Config) -> None:
+    """One request at a time on about a third of a vCPU (Cloud Run's default at 512Mi) makes
+    each instance a queue of one: HTTP functions serve 8 at once on 1 vCPU, as the 8 threads
+    of functions-framework serve them locally; event functions take one event at a time."""
+    defaults = _defaults(tf)
+    assert defaults["concurrency"] == _ByTrigger("http", 8, 1)
+    assert defaults["cpu"] == _ByTrigger("http", "1", None)
+    for name, entry in _table(tf).items():
+        if entry["trigger"] == "http":
+            assert entry["concurrency"] > 1, f"{name} serves one request at a time"
+        # Cloud Run refuses more than one request at a time on less than one vCPU.
+        if entry["concurrency"] > 1:
+            assert entry["cpu"] is not None, name
+            assert float(entry["cpu"]) >= 1, name
+    service = tf.resource("google_cloudfunctions2_function", "fn")["service_config"][0]
+    assert service["max_instance_request_concurrency"] == "${each.value.concurrency}"
+    assert service["available_cpu"] == "${each.value.cpu}"
+
+    # A request refused for want of an instance (429) alerts: the code never answers 429.
+    web = [*ROOT.glob("shared/web/*.py"), *ROOT.glob("functions/*/main.py")]
+    for path in web:
+        text = path.read_text()
+        assert "429" not in text, path
+        assert "TOO_MANY_REQUESTS" not in text, path
+    overflow = tf.resource("google_monitoring_alert_policy", "overflow")
+    assert overflow["for_each"] == "${local.fn}"
+    condition = overflow["conditions"][0]["condition_threshold"][0]
+    assert condition["filter"] == (
+        'resource.type="cloud_run_revision" AND resource.labels.service_name="${each.key}" '
+        'AND metric.type="run.googleapis.com/request_count" '
+        'AND metric.labels.response_code="429"'
+    )
+    assert condition["threshold_value"] == 0
+
+
 def test_tasks_workers_outlast_the_dispatch_deadline(tf: Config) -> None:
     """Cloud Tasks waits for a delivery up to the task's dispatch deadline: a worker that timed
     out sooner would be retried while its first run may still be writing."""
@@ -1044,7 +1106,7 @@ def test_alerts_reach_someone_outside_a_throwaway_project(tf: Config) -> None:
     )
     assert tf.variables["throwaway_project"]["default"] is False
     policies = tf.of_type("google_monitoring_alert_policy")
-    assert set(policies) == {"log_alert", "http_5xx"}
+    assert set(policies) == {"log_alert", "http_5xx", "overflow"}
     for name, policy_body in policies.items():
         assert policy_body["notification_channels"] == "${local.notification_channels}", name
         (check,) = policy_body["lifecycle"][0]["precondition"]
