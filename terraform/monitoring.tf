@@ -225,3 +225,140 @@ resource "google_monitoring_alert_policy" "overflow" {
     }
   }
 }
+
+# Failures no function logs, because the function never ran or ran too often: what Cloud
+# Scheduler and Cloud Tasks log of their own attempts. Each matches that service's log entries
+# (resource type and filter) and counts them by job or queue.
+locals {
+  delivery_alerts = {
+    scheduler_job_failed = {
+      resource = "cloud_scheduler_job", target = "job_id", threshold = 0
+      # A failed attempt's AttemptFinished entry is logged at ERROR, with jsonPayload.status.
+      filter = "severity>=ERROR"
+      doc    = "A Cloud Scheduler job's attempt failed: its function answered non-2xx, timed out or could not be reached (jsonPayload.status and httpRequest.status say which). The job retries as terraform/schedules.json says; one that keeps failing leaves its work undone (audit seals, sweeps, the payout run). Read the function's logs at that time, fix, then run the job: gcloud scheduler jobs run <job> --location <region>."
+    }
+    task_failed_for_good = {
+      resource = "cloud_tasks_queue", target = "queue_id", threshold = 0
+      # A failed attempt with no retryTime is the last one: max attempts or retry duration
+      # reached (schedule.tf's queues), and Cloud Tasks drops the task.
+      filter = "jsonPayload.attemptResponseLog.status!=\"OK\" AND NOT jsonPayload.attemptResponseLog.retryTime:*"
+      doc    = "A Cloud Tasks task failed its last attempt and was dropped (jsonPayload.task names it): a payout delivery or an export part that will not run again by itself. payouts queue: a payout left scheduled is enqueued again by the next run (docs/runbooks/payout-failed.md); privacy queue: the export's request shows its build stopped where it was (GET /privacy/exports/<id>)."
+    }
+    task_attempts_failing = {
+      resource = "cloud_tasks_queue", target = "queue_id", threshold = 10
+      filter   = "jsonPayload.attemptResponseLog.status!=\"OK\""
+      doc      = "More than 10 Cloud Tasks deliveries failed in 5 minutes (jsonPayload.attemptResponseLog.status says how: the worker's answer, a timeout, a refused token). They are being retried, but a queue failing this often will drop tasks once their retries run out. Read the worker function's logs."
+    }
+  }
+}
+
+resource "google_logging_metric" "delivery_alert" {
+  for_each    = local.delivery_alerts
+  name        = "alodoktor/${each.key}"
+  filter      = "resource.type=\"${each.value.resource}\" AND ${each.value.filter}"
+  description = each.value.doc
+
+  metric_descriptor {
+    metric_kind = "DELTA"
+    value_type  = "INT64"
+    unit        = "1"
+    labels {
+      key         = "target"
+      value_type  = "STRING"
+      description = "The Cloud Scheduler job or the Cloud Tasks queue"
+    }
+  }
+
+  label_extractors = {
+    target = "EXTRACT(resource.labels.${each.value.target})"
+  }
+}
+
+resource "google_monitoring_alert_policy" "delivery_alert" {
+  for_each              = local.delivery_alerts
+  display_name          = "Alo Doktor: ${replace(each.key, "_", " ")}"
+  combiner              = "OR"
+  severity              = "ERROR"
+  notification_channels = local.notification_channels
+
+  conditions {
+    display_name = "${each.key} logged"
+    condition_threshold {
+      filter          = "resource.type=\"${each.value.resource}\" AND metric.type=\"logging.googleapis.com/user/${google_logging_metric.delivery_alert[each.key].name}\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = each.value.threshold
+      duration        = "0s"
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+        group_by_fields      = ["metric.label.target"]
+      }
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  documentation {
+    content   = each.value.doc
+    mime_type = "text/markdown"
+  }
+
+  lifecycle {
+    precondition {
+      condition     = local.alerts_reach_someone
+      error_message = local.no_channel_error
+    }
+  }
+}
+
+# Eventarc delivers the Firestore events (events.tf) through Pub/Sub subscriptions it makes and
+# names itself, the only subscriptions of the project. A message unacknowledged for 15 minutes
+# is an event its function keeps refusing or cannot take: audit entries or notices are late,
+# and Pub/Sub drops a message after its retention (a day, by default): an unaudited change.
+resource "google_monitoring_alert_policy" "event_backlog" {
+  display_name          = "Alo Doktor: event deliveries stuck"
+  combiner              = "OR"
+  severity              = "ERROR"
+  notification_channels = local.notification_channels
+
+  conditions {
+    display_name = "oldest unacknowledged event older than 15 minutes"
+    condition_threshold {
+      filter          = "resource.type=\"pubsub_subscription\" AND metric.type=\"pubsub.googleapis.com/subscription/oldest_unacked_message_age\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 900
+      duration        = "60s"
+      aggregations {
+        alignment_period     = "60s"
+        per_series_aligner   = "ALIGN_MAX"
+        cross_series_reducer = "REDUCE_MAX"
+        group_by_fields      = ["resource.labels.subscription_id"]
+      }
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  documentation {
+    content   = "An Eventarc subscription (subscription_id names its trigger: audit-trigger-<collection> or notify-notifications) holds an event older than 15 minutes: its function refuses it (5xx, a timeout) or cannot keep up. Read that function's logs; audit-trigger's lag leaves changes unaudited until it catches up, and an event past Pub/Sub's retention is lost (compare with GET /audit/verify)."
+    mime_type = "text/markdown"
+  }
+
+  lifecycle {
+    precondition {
+      condition     = local.alerts_reach_someone
+      error_message = local.no_channel_error
+    }
+  }
+}

@@ -1106,13 +1106,59 @@ def test_alerts_reach_someone_outside_a_throwaway_project(tf: Config) -> None:
     )
     assert tf.variables["throwaway_project"]["default"] is False
     policies = tf.of_type("google_monitoring_alert_policy")
-    assert set(policies) == {"log_alert", "http_5xx", "overflow"}
+    assert set(policies) == {"log_alert", "http_5xx", "overflow", "delivery_alert", "event_backlog"}
     for name, policy_body in policies.items():
         assert policy_body["notification_channels"] == "${local.notification_channels}", name
         (check,) = policy_body["lifecycle"][0]["precondition"]
         assert check["condition"] == "${local.alerts_reach_someone}", name
         assert check["error_message"] == "${local.no_channel_error}", name
     assert "throwaway_project" in tf.locals["no_channel_error"]
+
+
+def test_failures_no_function_logs_alert_too(tf: Config) -> None:
+    """A scheduled job whose function never answered, a task dropped after its last retry, a
+    queue failing its deliveries, an Eventarc event nobody acknowledged: none reaches the
+    functions' logs, so each is read where its service logs or measures it."""
+    alerts = tf.locals["delivery_alerts"]
+    by_resource = {name: a["resource"] for name, a in alerts.items()}
+    assert by_resource == {
+        "scheduler_job_failed": "cloud_scheduler_job",
+        "task_failed_for_good": "cloud_tasks_queue",
+        "task_attempts_failing": "cloud_tasks_queue",
+    }
+    assert alerts["scheduler_job_failed"]["filter"] == "severity>=ERROR"
+    assert alerts["scheduler_job_failed"]["target"] == "job_id"
+    dropped = alerts["task_failed_for_good"]["filter"]
+    assert 'jsonPayload.attemptResponseLog.status!="OK"' in dropped
+    assert "NOT jsonPayload.attemptResponseLog.retryTime:*" in dropped  # the last attempt
+    for name, alert in alerts.items():
+        assert len(alert["doc"].split()) >= 20, f"{name}: say what to do"
+        assert re.fullmatch(r"[a-z_]+", name), name
+    # Cloud Tasks logs every attempt, which the two task alerts count.
+    queue = tf.resource("google_cloud_tasks_queue", "queue")
+    assert queue["stackdriver_logging_config"][0]["sampling_ratio"] == 1.0
+    # Scheduler logs each job's attempts; jobs exist for the alert to watch.
+    assert tf.resource("google_cloud_scheduler_job", "job")
+
+    metric = tf.resource("google_logging_metric", "delivery_alert")
+    assert metric["for_each"] == "${local.delivery_alerts}"
+    assert metric["filter"] == 'resource.type="${each.value.resource}" AND ${each.value.filter}'
+    assert metric["label_extractors"] == {"target": "EXTRACT(resource.labels.${each.value.target})"}
+    policy = tf.resource("google_monitoring_alert_policy", "delivery_alert")
+    condition = policy["conditions"][0]["condition_threshold"][0]
+    assert "${google_logging_metric.delivery_alert[each.key].name}" in condition["filter"]
+    assert condition["threshold_value"] == "${each.value.threshold}"
+    assert policy["documentation"][0]["content"] == "${each.value.doc}"
+
+    # The Firestore events' Pub/Sub subscriptions: an event unacknowledged for 15 minutes.
+    backlog = tf.resource("google_monitoring_alert_policy", "event_backlog")
+    condition = backlog["conditions"][0]["condition_threshold"][0]
+    assert "pubsub.googleapis.com/subscription/oldest_unacked_message_age" in condition["filter"]
+    assert 'resource.type="pubsub_subscription"' in condition["filter"]
+    assert condition["threshold_value"] == 900
+    assert condition["aggregations"][0]["group_by_fields"] == ["resource.labels.subscription_id"]
+    assert tf.resource("google_eventarc_trigger", "firestore")
+    assert "pubsub.googleapis.com" in _x(tf.locals["apis"])
 
 
 def test_readme_says_pending_only_of_pending_alerts(tf: Config) -> None:
