@@ -65,6 +65,13 @@ locals {
         "datastore.indexes.update",
         "datastore.operations.get", # index builds and TTL changes are long-running operations
         "datastore.operations.list",
+        # The backup schedules (firestore.tf); not the backups, which it can neither read,
+        # restore nor delete.
+        "datastore.backupSchedules.create",
+        "datastore.backupSchedules.delete",
+        "datastore.backupSchedules.get",
+        "datastore.backupSchedules.list",
+        "datastore.backupSchedules.update",
       ]
     }
     # The log-based metrics of monitoring.tf, and nothing else of Logging's configuration:

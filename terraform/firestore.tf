@@ -15,6 +15,29 @@ resource "google_firestore_database" "main" {
   depends_on = [google_project_service.api]
 }
 
+# Backups beyond point-in-time recovery's 7 days: a daily one kept a week and a weekly one
+# kept 14 weeks (the longest each recurrence allows), in the database's location. They recover
+# from what PITR cannot reach (a corruption noticed late, a bad migration a month old); they
+# are not the archive of the records' retention, which the records themselves keep. Restoring
+# makes a new database (docs/runbooks/roll-back.md). A backup outlives its schedule.
+resource "google_firestore_backup_schedule" "daily" {
+  project   = var.project_id
+  database  = google_firestore_database.main.name
+  retention = "604800s" # 7 days
+
+  daily_recurrence {}
+}
+
+resource "google_firestore_backup_schedule" "weekly" {
+  project   = var.project_id
+  database  = google_firestore_database.main.name
+  retention = "8467200s" # 14 weeks
+
+  weekly_recurrence {
+    day = "SUNDAY"
+  }
+}
+
 # Every composite index of firestore.indexes.json (through generated/code.json, under a
 # stable key: an index cannot change in place, so a changed one is a new key).
 resource "google_firestore_index" "index" {

@@ -444,6 +444,12 @@ DEPLOYER_NEEDS = {
         "datastore.indexes.update",
         "datastore.operations.get",
     },
+    "google_firestore_backup_schedule": {
+        "datastore.backupSchedules.create",
+        "datastore.backupSchedules.get",
+        "datastore.backupSchedules.update",
+        "datastore.backupSchedules.delete",
+    },
     "google_logging_metric": {
         "logging.logMetrics.create",
         "logging.logMetrics.get",
@@ -453,7 +459,7 @@ DEPLOYER_NEEDS = {
 }
 DATA_READING = re.compile(
     r"secretmanager\.versions\.access|datastore\.entities\.|"
-    r"datastore\.databases\.(?:export|import|get$)|datastore\.backups\.restore"
+    r"datastore\.databases\.(?:export|import|get$|clone)|datastore\.backups\."
 )
 DATA_READING_ROLES = {
     # Logging's configuration: exclusions and sinks that would drop or divert audit logs.
@@ -817,6 +823,24 @@ def test_every_index_and_ttl_policy_is_provisioned(tf: Config) -> None:
     )
     release = tf.resource("google_firebaserules_release", "firestore")
     assert release["name"] == "cloud.firestore"
+
+
+def test_firestore_is_backed_up_beyond_point_in_time_recovery(tf: Config) -> None:
+    """PITR reaches back 7 days; medical records are kept for decades. A daily backup kept a
+    week and a weekly one kept 14 weeks (each recurrence's longest) cover what PITR cannot."""
+    schedules = tf.of_type("google_firestore_backup_schedule")
+    assert set(schedules) == {"daily", "weekly"}
+    for name, schedule in schedules.items():
+        assert schedule["database"] == "${google_firestore_database.main.name}", name
+        assert schedule["project"] == "${var.project_id}", name
+    seconds = {name: int(b["retention"].removesuffix("s")) for name, b in schedules.items()}
+    day, week = 86400, 7 * 86400
+    assert "daily_recurrence" in schedules["daily"]
+    assert seconds["daily"] == 7 * day  # the longest a daily backup may be kept
+    assert schedules["weekly"]["weekly_recurrence"][0]["day"] in ("SATURDAY", "SUNDAY")
+    assert 12 * week <= seconds["weekly"] <= 14 * week
+    database = tf.resource("google_firestore_database", "main")
+    assert database["point_in_time_recovery_enablement"] == "POINT_IN_TIME_RECOVERY_ENABLED"
 
 
 def test_every_audited_collection_has_its_trigger(tf: Config) -> None:
