@@ -301,3 +301,37 @@ def test_a_custom_id_that_names_no_document_is_looked_up_by_paypals_ids(
         "the COMPLETED webhook of a capture not ours",
     )
     assert delivery["status"] == 200
+
+
+def test_a_reversal_naming_its_amount_leaves_a_refund_under_way_its_share(stack, sim, admin):
+    """A refund-shaped reversal says how much PayPal took back (here all of the capture): the
+    ledger reverses only what a refund already under way leaves, so that refund is booked when
+    PayPal makes it, and the books return exactly what was captured."""
+    from shared.payments import refund_sending, webhooks
+    from shared.workflows.payment_subjects import SUBJECTS
+
+    visit = book_visit(stack, admin)
+    order = pay(visit, sim)
+    refund_id = f"{order['id']}-under-way"
+    batch = clients.db().batch()
+    refunds.queue_in(
+        batch,
+        refund_id,
+        stored_order(order["id"]),
+        reason="goodwill",
+        cause="admin",
+        requested_by="admin",
+        amount_minor=500,
+    )
+    batch.commit()
+    assert refunds.reserve(refund_id)["status"] == refunds.SENDING
+    assert stored_order(order["id"])["refundingMinor"] == 500
+
+    webhooks.take_back(order["id"], order["captureId"], "reversed", 2000, subjects=SUBJECTS)
+    assert stored_order(order["id"])["reversedMinor"] == 1500
+    assert refund_sending.send(refund_id)["status"] == refunds.COMPLETED
+    books = ledger_of(order["id"])
+    assert sorted(t["kind"] for t in books) == ["payment", "refund", "reversal"]
+    assert_balanced(books)
+    assert account_sum(books, "paypal_clearing") == 0  # 20 in, 15 reversed, 5 refunded
+    assert account_sum(books, f"earnings:doctor:{visit.doctor.uid}") == 0

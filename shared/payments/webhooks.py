@@ -207,8 +207,8 @@ def take_back(
         refunded = int(order.get("refundedMinor", 0))
         # Refunds under way are PayPal's too: a chargeback only takes what they leave.
         left = capture.amount_minor - refunded - int(order.get("refundingMinor", 0))
-        if amount_minor is not None:
-            left = min(amount_minor, capture.amount_minor - refunded)
+        if amount_minor is not None:  # what PayPal says it took, of what refunds leave it
+            left = min(amount_minor, left)
         if left > 0:
             owed = ledger_store.owed_guarded(tx, capture.provider, capture.currency)
             transaction = ledger.give_back(
