@@ -1,8 +1,9 @@
 # Cloud Build deploys as the `deployer` account (accounts.tf, cloudbuild.yaml), never the
-# project's default one. The first `terraform apply` is run by a person (README "Deploy"); every
-# later one by it, except a change that widens what it may do or grant: its own roles, the
-# roles it may grant, the custom roles (functions.tf), the service accounts and who may act as
-# them (accounts.tf), and the trigger below, which a person applies (README "What only a person
+# project's default one. The first `terraform apply` is run by a person (docs/guides/deploy.md,
+# "From zero"); every later one by it, except a change that widens what it may do or grant: its
+# own roles, the roles it may grant, the custom roles (functions.tf, below), the service
+# accounts and who may act as them (accounts.tf), the audit log configuration (audit_logs.tf)
+# and the trigger below, which a person applies (docs/guides/deploy.md, "What only a person
 # applies"): the deployer cannot grant itself more, nor write a permission into a role.
 locals {
   # What applying this configuration takes, and nothing project-wide beyond it: no owner or

@@ -12,7 +12,7 @@ locals {
   # An alert policy without a channel opens incidents nobody hears of: only a throwaway
   # project may have none (the alert policies below refuse to be applied otherwise).
   alerts_reach_someone = length(local.notification_channels) > 0 || var.throwaway_project
-  no_channel_error     = "alert_email is empty: alerts would notify nobody. Set it in the environment's settings file (README \"Deploy\"), or throwaway_project = true for a test project."
+  no_channel_error     = "alert_email is empty: alerts would notify nobody. Set it in the environment's settings file (docs/guides/deploy.md, From zero, step 3), or throwaway_project = true for a test project."
 
   # Log lines an admin must hear about. Each is matched by its logger, its severity and the
   # start of its message: the code's format string (module constants filled in) up to where

@@ -1,6 +1,6 @@
 # Secret id -> the environment variable the code reads it from. Terraform makes the secrets
-# and grants access; their values are added by hand (README "Deploy", "Rotate a secret") and
-# so never appear in this configuration or its state.
+# and grants access; their values are added by hand (docs/guides/deploy.md, "From zero", step 4;
+# docs/runbooks/rotate-a-secret.md) and so never appear in this configuration or its state.
 locals {
   secrets = {
     "paypal-client-id"          = "PAYPAL_CLIENT_ID"

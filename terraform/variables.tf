@@ -56,13 +56,13 @@ variable "twilio_from" {
 }
 
 variable "settings" {
-  description = "Extra environment for every function (README 'Settings'), e.g. { SESSION_IDLE_SECONDS = \"1800\" }."
+  description = "Extra environment for every function (docs/reference/settings.md), e.g. { SESSION_IDLE_SECONDS = \"1800\" }."
   type        = map(string)
   default     = {}
 }
 
 variable "secret_versions" {
-  description = "Secret id -> the version functions read (a number to pin, or latest). Rotating a secret is adding a version and naming it here (README 'Rotate a secret')."
+  description = "Secret id -> the version functions read (a number to pin, or latest). Rotating a secret is adding a version and naming it here (docs/runbooks/rotate-a-secret.md)."
   type        = map(string)
   default     = {}
 }

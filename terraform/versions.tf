@@ -9,8 +9,8 @@ terraform {
     }
   }
 
-  # State lives in a GCS bucket made once by hand (README "Deploy"); its name is given at
-  # init: terraform init -backend-config=bucket=<project>-tfstate
+  # State lives in a GCS bucket made once by hand (docs/guides/deploy.md, "From zero", step 2);
+  # its name is given at init: terraform init -backend-config=bucket=<project>-tfstate
   backend "gcs" {
     prefix = "alodoktor"
   }

@@ -1462,6 +1462,59 @@ def test_readme_first_deploy_and_ci_read_the_same_settings_file() -> None:
 
 # --- names in prose -------------------------------------------------------------------------------
 
+
+def _from_zero_steps() -> dict[int, str]:
+    """The deploy guide's numbered steps under "From zero", by number."""
+    section = _readme_deploy().split("## From zero", 1)[1].split("\n## ", 1)[0]
+    parts = re.split(r"^(\d+)\. ", section, flags=re.MULTILINE)
+    return {int(number): text for number, text in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def test_the_deploy_guide_names_what_terraform_makes(tf: Config) -> None:
+    """Where the guide and the runbooks list secrets by hand (the values to add, the way to
+    rotate each), the list is the Terraform's; its file table points at the Terraform for
+    queues and secrets instead of naming them; its steps refer to the right step."""
+    secrets = set(tf.locals["secrets"])
+    secret_name = re.compile(r"\b(?:" + "|".join(map(re.escape, secrets)) + r")\b")
+    steps = _from_zero_steps()
+    assert sorted(steps) == list(range(1, len(steps) + 1)), sorted(steps)
+    values = next(text for text in steps.values() if "gcloud secrets versions add" in text)
+    missing = sorted(secrets - set(secret_name.findall(values)))
+    assert not missing, f"the deploy guide's step adding secret values misses {missing}"
+    rotate = (ROOT / "docs" / "runbooks" / "rotate-a-secret.md").read_text()
+    missing = sorted(secrets - set(secret_name.findall(rotate)))
+    assert not missing, f"rotate-a-secret.md misses {missing}"
+    table = {
+        line.split("|")[1].strip(): line
+        for line in _readme_deploy().splitlines()
+        if line.startswith("| `terraform/")
+    }
+    assert "`locals.secrets`" in table["`terraform/secrets.tf`"]
+    assert "`locals.queues`" in table["`terraform/schedule.tf`"]
+    for name in tf.locals["queues"]:
+        assert f"`{name}` queue" not in table["`terraform/schedule.tf`"], name
+    # "(step N)" points at the step that does it.
+    for match in re.finditer(r"import it first \(step (\d+)\)", _readme_deploy()):
+        assert "terraform import" in steps[int(match.group(1))], match.group(0)
+
+
+def test_comments_point_at_pages_that_exist() -> None:
+    """Comments once pointed at README sections that moved to the docs site; each page a
+    Terraform comment, description or the settings example names exists, and none names the
+    README's old sections."""
+    texts = [
+        *TERRAFORM.glob("*.tf"),
+        TERRAFORM / "environments" / "example.tfvars",
+        ROOT / "cloudbuild.yaml",
+        ROOT / "tools" / "plan_guard.py",
+    ]
+    for path in texts:
+        text = path.read_text()
+        assert "README" not in text, f"{path.name} points at the README, whose sections moved"
+        for page in re.findall(r"docs/[\w/.-]+\.md", text):
+            assert (ROOT / page).is_file(), f"{path.name} names {page}, which does not exist"
+
+
 _TF_NAME = re.compile(r"(?<![\w*.-])((?:[\w-]+/)*[\w-]+\.tf)(?![\w.])")
 
 

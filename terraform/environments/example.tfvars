@@ -1,6 +1,6 @@
 # One environment's settings: every variable of terraform/variables.tf (but bundles_dir, where
 # the build puts the bundles, which cloudbuild.yaml passes itself), in one file that the
-# first deploy and every Cloud Build deploy read (README "Deploy"). Its copy for a project lives
+# first deploy and every Cloud Build deploy read (docs/guides/deploy.md). Its copy for a project lives
 # at gs://<project>-tfstate/environment.tfvars (the state bucket: versioned, so every change is
 # kept); CI downloads it to build/environment.tfvars and plans with
 # -var-file=../build/environment.tfvars, after `python -m tools.terraform_settings check`
@@ -35,10 +35,11 @@ mail_from = "Alo Doktor <no-reply@alodoktor.com>"
 # The Twilio number (or messaging service) SMS are sent from. CHANGE.
 twilio_from = "+15005550006"
 
-# Extra environment for every function (README "Settings (environment)").
+# Extra environment for every function (docs/reference/settings.md lists each setting).
 settings = {}
 
-# Secret id -> the version functions read; pin a number while rotating (README "Rotate a secret").
+# Secret id -> the version functions read; pin a number while rotating
+# (docs/runbooks/rotate-a-secret.md).
 secret_versions = {}
 
 # Where alerts are e-mailed: required unless throwaway_project. CHANGE.
