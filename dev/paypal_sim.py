@@ -9,9 +9,10 @@ the first answer) and the sandbox's negative-testing header `PayPal-Mock-Respons
 What PayPal does with an id reused after a 4xx is not documented: its idempotency guide says
 calls may be retried with the same id after "network timeouts or HTTP 5xx status codes" and
 that a reused id "returns the latest status of the previous request". The simulator takes the
-strict reading: a 2xx or 4xx answer (but a 400, which PayPal never stores as work done) is
-replayed for the same id and body, so a client that reuses an id after a refusal is caught
-here rather than in production. 5xx answers are not stored: a retry is processed anew.
+strict reading: a 2xx or 4xx answer (but a 400, which PayPal never stores as work done, and a
+401, refused before PayPal knew whose request it was) is replayed for the same id and body, so
+a client that reuses an id after a refusal is caught here rather than in production. 5xx
+answers are not stored: a retry is processed anew.
 
 Every request and response of a documented operation is checked against PayPal's OpenAPI files
 (dev/paypal_contract.py). A request that breaks the contract is answered 400 INVALID_REQUEST and
@@ -70,15 +71,33 @@ GENERIC_ERRORS: dict[int, tuple[str, str]] = {
         "Authentication failed due to missing authorization header, or invalid authentication "
         "credentials.",
     ),
+    403: ("NOT_AUTHORIZED", "Authorization failed due to insufficient permissions."),
     404: ("RESOURCE_NOT_FOUND", "The specified resource does not exist."),
+    409: ("RESOURCE_CONFLICT", "The server has detected a conflict while processing this request."),
+    415: (
+        "UNSUPPORTED_MEDIA_TYPE",
+        "The server does not support the request payload's media type.",
+    ),
     422: (
         "UNPROCESSABLE_ENTITY",
         "The requested action could not be performed, semantically incorrect, or failed business "
         "validation.",
     ),
+    # Not in the OpenAPI files: PayPal's rate-limiting guide documents "429 Unprocessable
+    # Entity - RATE_LIMIT_REACHED" (developer.paypal.com/api/rest/reference/rate-limiting).
+    429: ("RATE_LIMIT_REACHED", "Too many requests. Blocked due to rate limiting."),
     500: ("INTERNAL_SERVER_ERROR", "An internal server error occurred."),
     503: ("SERVICE_UNAVAILABLE", "Service Unavailable."),
 }
+# Negative-testing codes answered with a status's generic error (no details), as PayPal answers
+# them: its own two, and a rate limit (which the sandbox has no code for).
+GENERIC_MOCKS: dict[str, int] = {
+    "INTERNAL_SERVER_ERROR": 500,
+    "SERVICE_UNAVAILABLE": 503,
+    "RATE_LIMIT_REACHED": 429,
+}
+# Answers PayPal documents outside its OpenAPI files, so not held to them.
+UNDOCUMENTED_STATUSES = frozenset({429})
 
 
 def now_iso() -> str:
@@ -326,8 +345,8 @@ def create_app(
         except (ValueError, KeyError, TypeError):
             answer = fail(400, "INVALID_PARAMETER_VALUE", field="PayPal-Mock-Response")
             return _json(answer.status, answer.body)
-        if code in ("INTERNAL_SERVER_ERROR", "SERVICE_UNAVAILABLE"):
-            status = 500 if code == "INTERNAL_SERVER_ERROR" else 503
+        if code in GENERIC_MOCKS:
+            status = GENERIC_MOCKS[code]
             return _json(status, error_body(status))
         issues = issue_descriptions(state.contract, op) if state.contract and op else {}
         if code in issues:
@@ -345,7 +364,11 @@ def create_app(
         if request.path.startswith("/_sim/"):
             return response
         found = documented()
-        if found is not None and response.mimetype == "application/json":
+        if (
+            found is not None
+            and response.mimetype == "application/json"
+            and response.status_code not in UNDOCUMENTED_STATUSES
+        ):
             assert state.contract is not None
             problems = state.contract.check_response(
                 found[0], response.status_code, response.get_data()
@@ -359,7 +382,9 @@ def create_app(
             and not getattr(flask.g, "replayed", False)
             and not getattr(flask.g, "mocked", False)
             and response.status_code < 500
-            and response.status_code != 400
+            # 401: refused before any work, for an unknown caller; the retry with a renewed
+            # token is processed, not answered 401 again
+            and response.status_code not in (400, 401)
         ):
             digest = hashlib.sha256(request.get_data()).hexdigest()
             with state.lock:
@@ -955,6 +980,14 @@ _KNOWN_ISSUES: dict[str, tuple[int, str]] = {
         "or bank, or it can't be used for this payment.",
     ),
     "ORDER_ALREADY_CAPTURED": (422, "Order already captured."),
+    # The Payments API documents it for refunds (payments_payment_v2.json); PayPal may answer it
+    # to any call on a resource another call is still working on (a payout batch's, too).
+    "PREVIOUS_REQUEST_IN_PROGRESS": (
+        409,
+        "A previous request on this resource is currently in progress. Please wait for "
+        "sometime and try again. It is best to space out the initial and the subsequent "
+        "request(s) to avoid receiving this error.",
+    ),
     # PayPal's wording (checkout_orders_v2.json's capture errors), for the negative test of a
     # refused payer when the contract is off (its files not beside the repository).
     "PAYER_ACCOUNT_LOCKED_OR_CLOSED": (

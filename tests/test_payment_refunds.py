@@ -258,3 +258,78 @@ def test_each_party_sees_only_their_payments_and_admins_see_all(stack, sim, admi
     )
     assert doctor_two.json()["balances"][0]["owed"] == {"currency": "USD", "value": "27.00"}
     problem(admin.get("/payments/ledger", params={"cursor": "garbage"}), 400)
+
+
+# -- PayPal saying "not now" versus "no" (shared.integrations.paypal.transient) -------------
+
+
+def _aged(refund_id: str) -> None:
+    """As if the refund had waited past the sweep's grace period."""
+    clients.db().collection("refunds").document(refund_id).update(
+        {"updatedAt": datetime.now(UTC) - timedelta(minutes=5)}
+    )
+
+
+@pytest.mark.parametrize("code", ["PREVIOUS_REQUEST_IN_PROGRESS", "RATE_LIMIT_REACHED"])
+def test_paypal_saying_not_now_leaves_a_cancellations_refund_for_the_sweep(stack, sim, admin, code):
+    """PayPal's 409 PREVIOUS_REQUEST_IN_PROGRESS ("wait and try again") or 429 is no refusal:
+    the refund stays `sending`, its amount held from the doctor's earnings, and the sweep
+    sends the very same request (one PayPal-Request-Id), so PayPal refunds it exactly once."""
+    from shared.payments import refunds
+
+    admin_user = create_user(stack, Role.ADMIN)
+    visit = book_visit(stack, admin, hours_ahead=72, price="20.00")
+    order = pay(visit, sim)
+    capture_id = stored_order(order["id"])["captureId"]
+    sim.fault(mock=code, pathContains=f"{capture_id}/refund")
+    cancelled = visit.patient.post(f"/appointments/{visit.id}/cancel", json={})
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["cancellation"]["refund"] == "full"
+    (refund,) = refunds.for_order(order["id"])
+    assert refund["status"] == "sending", refund
+    waiting = stored_order(order["id"])
+    assert (waiting["status"], waiting["refundingMinor"]) == ("captured", 2000)
+    assert [t["kind"] for t in ledger_of(order["id"])] == ["payment"]
+
+    _aged(refund["id"])
+    swept = admin.post("/payments/refunds/sweep")
+    assert swept.status_code == 200, swept.text
+    (refund,) = refunds.for_order(order["id"])
+    assert refund["status"] == "completed", refund
+    assert stored_order(order["id"])["status"] == "refunded"
+    assert [t["kind"] for t in ledger_of(order["id"])] == ["payment", "refund"]
+    tries = sim.requests_with(refund["id"])
+    assert [t["path"] for t in tries] == [f"/v2/payments/captures/{capture_id}/refund"] * 2
+    assert sim.client().get_capture(capture_id)["status"] == "REFUNDED"
+    assert _refund_alerts(admin_user.uid) == []
+
+
+@pytest.mark.parametrize("code", ["CAPTURE_FULLY_REFUNDED", "PERMISSION_DENIED"])
+def test_a_refund_paypal_refuses_for_good_fails_and_the_admins_are_told(stack, sim, admin, code):
+    """A definite refusal (422 business, 403 permission) fails the refund, gives its amount
+    back to the order, and tells every admin: the patient is still owed."""
+    from shared.payments import refunds
+
+    admin_user = create_user(stack, Role.ADMIN)
+    visit = book_visit(stack, admin, price="20.00")
+    order = pay(visit, sim)
+    capture_id = stored_order(order["id"])["captureId"]
+    sim.fault(mock=code, pathContains=f"{capture_id}/refund")
+    made = _refund(admin, order["id"], "5.00")
+    assert made.status_code == 201, made.text
+    assert made.json()["status"] == "failed"
+    (refund,) = refunds.for_order(order["id"])
+    assert (refund["status"], refund["error"]) == ("failed", code)
+    after = stored_order(order["id"])
+    assert (after["status"], after.get("refundingMinor", 0)) == ("captured", 0)
+    assert [t["kind"] for t in ledger_of(order["id"])] == ["payment"]
+    (alert,) = _refund_alerts(admin_user.uid)
+    assert alert["data"]["refundId"] == refund["id"]
+    assert alert["data"]["orderId"] == order["id"]
+    assert code in alert["data"]["message"]
+
+
+def _refund_alerts(admin_uid: str) -> list[dict[str, Any]]:
+    from tests.payout_support import admin_alerts
+
+    return admin_alerts(admin_uid, "refund_failed")

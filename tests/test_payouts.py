@@ -305,3 +305,39 @@ def test_cloud_tasks_refuses_a_second_task_of_the_same_name(
     assert len(tasks.refused_for(payout["id"])) == 1
     wait_for_status(payout["id"], "paid")  # delivered with Cloud Tasks' OIDC token
     assert len(batches_sent(payouts_sim, payout["id"])) == 1
+
+
+def test_a_rate_limit_on_a_payout_is_a_503_for_the_retry_not_a_refusal(
+    stack, payouts_sim: Sim, admin: Api
+):
+    _not_now_then_sent(stack, payouts_sim, admin, "RATE_LIMIT_REACHED", "30")
+
+
+def test_a_previous_request_in_progress_on_a_payout_is_a_503_for_the_retry(
+    stack, payouts_sim: Sim, admin: Api
+):
+    _not_now_then_sent(stack, payouts_sim, admin, "PREVIOUS_REQUEST_IN_PROGRESS", "5")
+
+
+def _not_now_then_sent(stack, payouts_sim: Sim, admin: Api, code: str, retry_after: str) -> None:
+    """A 429 or a 409 PREVIOUS_REQUEST_IN_PROGRESS is PayPal saying "later": the worker frees
+    the lease and answers 503 with Retry-After, Cloud Tasks delivers again, and the retry
+    sends the same request; no admin has to retry a payout PayPal never refused."""
+    admin_user = create_user(stack, Role.ADMIN)
+    doctor = provider_with_earnings(stack, admin, payouts_sim)
+    pid = record(doctor)["id"]
+    payouts_sim.fault(mock=code, pathContains="/v1/payments/payouts", bodyContains=pid)
+    busy = send(stack, pid)
+    problem(busy, 503, "paypal_unavailable")
+    assert busy.headers["Retry-After"] == retry_after
+    waiting = records.get(pid)
+    assert waiting is not None
+    assert (waiting["status"], waiting["leaseUntil"]) == ("sending", None)
+    assert admin_alerts(admin_user.uid, "payout_refused") == []
+
+    retried = send(stack, pid)  # Cloud Tasks' next delivery
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["status"] in ("sent", "paid")
+    wait_for_status(pid, "paid")
+    assert {r["requestId"] for r in batches_sent(payouts_sim, pid)} == {f"{pid}-0"}
+    assert len(ledger_store.transactions_of(pid)) == 2  # paid once

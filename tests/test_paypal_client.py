@@ -178,3 +178,107 @@ def test_wrong_credentials_are_refused(sim: Sim) -> None:
     with pytest.raises(PayPalError) as caught:
         client.access_token()
     assert caught.value.status == 401
+
+
+# -- "not now" versus "no": the one classification every caller uses ----------------------
+
+
+def test_the_classification_of_paypals_answers() -> None:
+    from shared.integrations.paypal import transient
+
+    for status in (401, 408, 409, 429, 500, 502, 503, 504):
+        assert transient(status), status
+    for status in (400, 403, 404, 415, 422):
+        assert not transient(status), status
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "retry_after"),
+    [("PREVIOUS_REQUEST_IN_PROGRESS", 409, 5), ("RATE_LIMIT_REACHED", 429, 30)],
+)
+def test_paypal_saying_not_now_is_unavailable_and_the_same_request_refunds_later(
+    sim: Sim, code: str, status: int, retry_after: int
+) -> None:
+    _, capture_id = captured(sim)
+    client = sim.client()
+    key = rid()
+    busy = {MOCK: f'{{"mock_application_codes": "{code}"}}'}
+    with pytest.raises(PayPalUnavailable) as caught:
+        client.refund_capture(capture_id, request_id=key, money=Money("USD", 500), headers=busy)
+    assert caught.value.status == 503
+    assert caught.value.paypal_status == status
+    assert caught.value.headers == {"Retry-After": str(retry_after)}
+    if status == 409:
+        assert (caught.value.name, caught.value.issue) == ("RESOURCE_CONFLICT", code)
+    else:
+        assert caught.value.name == "RATE_LIMIT_REACHED"
+    assert len(sim.requests_with(key)) == 1  # not hammered: the caller tries again later
+    done = client.refund_capture(capture_id, request_id=key, money=Money("USD", 500))
+    assert done["status"] == "COMPLETED"
+    assert client.get_capture(capture_id)["status"] == "PARTIALLY_REFUNDED"
+
+
+def test_paypals_definite_refusals_stay_errors(sim: Sim) -> None:
+    from shared.integrations.paypal import PayPalError
+
+    _, capture_id = captured(sim)
+    client = sim.client()
+    for code in ("CAPTURE_FULLY_REFUNDED", "PERMISSION_DENIED"):
+        refused = {MOCK: f'{{"mock_application_codes": "{code}"}}'}
+        with pytest.raises(PayPalError) as caught:
+            client.refund_capture(capture_id, request_id=rid(), headers=refused)
+        assert not isinstance(caught.value, PayPalUnavailable)
+        assert caught.value.issue == code
+    assert client.get_capture(capture_id)["status"] == "COMPLETED"
+
+
+def test_a_token_paypal_dropped_is_renewed_and_the_call_made_once_more(sim: Sim) -> None:
+    client = sim.client()
+    client.access_token()
+    assert client._token is not None
+    client._token.value = "A21AAdroppedbypaypal"  # PayPal forgot it before its stated expiry
+    order = client.create_order(Money("USD", 300), request_id=rid())
+    assert order["status"] == "CREATED"
+    assert client._token.value != "A21AAdroppedbypaypal"
+
+
+def test_credentials_paypal_refuses_make_a_call_unavailable_not_refused(sim: Sim) -> None:
+    """No token is no judgment of the payment: the work waits (503), it is not given up."""
+    from shared.integrations.paypal import PayPal
+
+    client = PayPal(sim.url, "sim-client-id", "not-the-secret", sleep=lambda s: None)
+    with pytest.raises(PayPalUnavailable) as caught:
+        client.create_order(Money("USD", 300), request_id=rid())
+    assert caught.value.paypal_status == 401
+    assert caught.value.headers == {"Retry-After": "60"}
+
+
+def test_a_capture_meeting_a_rate_limit_answers_503_with_retry_after_not_502(
+    stack: Any, sim: Sim, admin: Any
+) -> None:
+    """The classification as a route's caller sees it: PayPal's 429 is the dependency being
+    unavailable (503, Retry-After), not PayPal refusing the payment (502 paypal_refused);
+    nothing is recorded, and the next capture, the same request, is taken."""
+    from tests.payment_support import book_visit, ledger_of, stored_order
+    from tests.support import problem
+
+    visit = book_visit(stack, admin)
+    order: dict[str, Any] = visit.order().json()
+    sim.approve({"links": [{"rel": "approve", "href": order["approveLink"]}]})
+    sim.fault(mock="RATE_LIMIT_REACHED", pathContains=f"{order['paypalOrderId']}/capture")
+    busy = visit.capture(order["id"])
+    problem(busy, 503, "paypal_unavailable")
+    assert busy.headers["Retry-After"] == "30"
+    assert stored_order(order["id"])["status"] == "created"
+    assert ledger_of(order["id"]) == []
+    tried = [
+        r
+        for r in sim.control("GET", "/requests")["requests"]
+        if r["path"].endswith(f"{order['paypalOrderId']}/capture")
+    ]
+    assert len(tried) == 1  # a rate limit is not hammered with the client's quick retries
+
+    again = visit.capture(order["id"])
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "captured"
+    assert len(sim.requests_with(tried[0]["requestId"])) == 2  # the same request, again

@@ -241,3 +241,42 @@ def test_contract_is_unavailable_with_a_reason_when_the_files_are_missing(tmp_pa
     with pytest.raises(ContractUnavailable) as caught:
         Contract(tmp_path)
     assert "PAYPAL_OPENAPI_DIR" in str(caught.value)
+
+
+def _capture_id(s: Sim) -> str:
+    client = s.client()
+    order = client.create_order(Money("USD", 1500), request_id=uuid.uuid4().hex)
+    s.approve(order)
+    done = client.capture_order(order["id"], request_id=uuid.uuid4().hex)
+    return str(done["purchase_units"][0]["payments"]["captures"][0]["id"])
+
+
+def test_a_previous_request_in_progress_is_a_409_resource_conflict(sim: Sim) -> None:
+    """The Payments API's error_409: RESOURCE_CONFLICT, never a 500's name; the sim fixture
+    fails the test should the answer break PayPal's contract."""
+    capture_id = _capture_id(sim)
+    mock = '{"mock_application_codes": "PREVIOUS_REQUEST_IN_PROGRESS"}'
+    by_header = post(
+        sim, f"/v2/payments/captures/{capture_id}/refund", {}, **{"PayPal-Mock-Response": mock}
+    )
+    sim.fault(mock="PREVIOUS_REQUEST_IN_PROGRESS", pathContains=f"{capture_id}/refund")
+    by_control = post(sim, f"/v2/payments/captures/{capture_id}/refund", {})
+    for answer in (by_header, by_control):
+        assert answer.status_code == 409
+        body = answer.json()
+        assert body["name"] == "RESOURCE_CONFLICT"
+        assert body["message"] == (
+            "The server has detected a conflict while processing this request."
+        )
+        assert body["details"][0]["issue"] == "PREVIOUS_REQUEST_IN_PROGRESS"
+    sim.fault(status=409, pathContains="/v2/checkout/orders")  # after the work, as a lost answer
+    lost = post(sim, "/v2/checkout/orders", ONE_DOLLAR)
+    assert (lost.status_code, lost.json()["name"]) == (409, "RESOURCE_CONFLICT")
+
+
+def test_a_rate_limit_is_a_429_rate_limit_reached(sim: Sim) -> None:
+    sim.fault(mock="RATE_LIMIT_REACHED", pathContains="/v2/checkout/orders")
+    limited = post(sim, "/v2/checkout/orders", ONE_DOLLAR)
+    assert limited.status_code == 429
+    assert limited.json()["name"] == "RATE_LIMIT_REACHED"
+    assert post(sim, "/v2/checkout/orders", ONE_DOLLAR).status_code == 201  # nothing was done

@@ -5,6 +5,13 @@ simulator (dev/paypal_sim.py); only PAYPAL_API_BASE and the credentials differ. 
 money carry a `PayPal-Request-Id`, and every retry of a call reuses its id, so a retry after a
 lost answer cannot pay or refund twice. 5xx answers and timeouts are retried a bounded number of
 times, then raise `PayPalUnavailable` (a 503 through shared.web.http).
+
+Every answer is classified here, once, for every caller (captures, refunds, payouts, webhooks):
+PayPal saying "not now" (`transient`: 5xx, timeouts, 429 RATE_LIMIT_REACHED, 409
+PREVIOUS_REQUEST_IN_PROGRESS, a 401 that a renewed token did not cure) raises
+`PayPalUnavailable`, and the caller leaves its work to be tried again with the same
+PayPal-Request-Id; only PayPal saying "no" (400, 403, 404, 422: a validation, permission or
+business refusal) raises `PayPalError`, which callers take as final.
 """
 
 from __future__ import annotations
@@ -23,12 +30,18 @@ if TYPE_CHECKING:
     import requests
 
 TOKEN_MARGIN_SECONDS = 300  # renew this long before PayPal's expiry, so no call races it
+# What a caller is told to wait (Retry-After) when PayPal said "not now" without saying how
+# long; PayPal's own Retry-After is kept, within MAX_RETRY_AFTER_SECONDS.
+RETRY_AFTER_SECONDS = {429: 30, 401: 60}
+DEFAULT_RETRY_AFTER_SECONDS = 5
+MAX_RETRY_AFTER_SECONDS = 300
 
 log = logs.get("alodoktor.paypal")
 
 
 class PayPalError(Exception):
-    """PayPal refused the call (4xx). `name` and `issue` are PayPal's own codes."""
+    """PayPal refused the call (a definite 4xx: see `transient` for the ones that are not).
+    `name` and `issue` are PayPal's own codes."""
 
     def __init__(self, status: int, body: dict[str, Any], operation: str) -> None:
         self.status = status
@@ -57,8 +70,46 @@ class RefundRefused(PayPalError):
 
 
 class PayPalUnavailable(errors.DependencyUnavailable):
+    """PayPal did not answer, or answered "not now": the same request may be made again later.
+    A 503 with Retry-After to a caller; `paypal_status`, `name`, `issue` and `debug_id` are
+    what PayPal said, if it said anything."""
+
     code = "paypal_unavailable"
     title = "PayPal is unavailable"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        retry_after: int = DEFAULT_RETRY_AFTER_SECONDS,
+        paypal_status: int | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+        self.retry_after = retry_after
+        self.paypal_status = paypal_status
+        body = body or {}
+        self.name = str(body.get("name") or body.get("error") or "")
+        details = body.get("details") or []
+        first = details[0] if details and isinstance(details[0], dict) else {}
+        self.issue = str(first.get("issue", ""))
+        self.debug_id = str(body.get("debug_id", ""))
+
+
+def transient(status: int) -> bool:
+    """Whether PayPal's answer `status` means "not now" rather than "no": the one rule by which
+    every caller tells a retry from a refusal.
+
+    5xx and 408: PayPal failed (its idempotency guide: retry with the same PayPal-Request-Id).
+    429 RATE_LIMIT_REACHED: too many requests (its rate-limiting guide: back off, try again).
+    409 RESOURCE_CONFLICT: the only issue PayPal documents for it is
+    PREVIOUS_REQUEST_IN_PROGRESS ("please wait for sometime and try again").
+    401 AUTHENTICATION_FAILURE: reached only after the client renewed its token once, so it is
+    our credentials or PayPal's token service, never a judgment of the payment; the work waits
+    (with an ERROR line) rather than being given up.
+    Everything else of 4xx (400 validation, 403 permission, 404, 422 business) is a refusal.
+    """
+    return status >= 500 or status in (401, 408, 409, 429)
 
 
 _TYPED: dict[str, type[PayPalError]] = {
@@ -131,6 +182,7 @@ class PayPal:
         import requests
 
         failure = ""
+        last: requests.Response | None = None
         for attempt in range(1, self.attempts + 1):
             try:
                 response = self.session.request(
@@ -138,16 +190,23 @@ class PayPal:
                 )
             except (requests.Timeout, requests.ConnectionError) as exc:
                 failure = type(exc).__name__
+                last = None
             else:
                 if response.status_code < 500:
                     return response
                 failure = f"HTTP {response.status_code}"
+                last = response
             log.warning(
                 "PayPal %s attempt %d/%d failed: %s", operation, attempt, self.attempts, failure
             )
             if attempt < self.attempts:
                 self.sleep(self.backoff * 2 ** (attempt - 1))
-        raise PayPalUnavailable(f"PayPal {operation} failed {self.attempts} times ({failure})")
+        raise PayPalUnavailable(
+            f"PayPal {operation} failed {self.attempts} times ({failure})",
+            retry_after=_retry_after(last),
+            paypal_status=last.status_code if last is not None else None,
+            body=_json(last) if last is not None else None,
+        )
 
     def access_token(self) -> str:
         with self._lock:
@@ -190,7 +249,7 @@ class PayPal:
         elif method == "POST":
             sent["Content-Type"] = "application/json"
         for renewed in (False, True):
-            token = self.access_token()
+            token = self._token_for(operation)
             response = self._send(
                 operation, method, path, headers={**sent, "Authorization": f"Bearer {token}"}, **kw
             )
@@ -202,10 +261,43 @@ class PayPal:
                 continue
             break
         body = _json(response)
-        if response.status_code >= 400:
-            error = PayPalError(response.status_code, body, operation)
-            raise _TYPED.get(error.issue, PayPalError)(response.status_code, body, operation)
+        status = response.status_code
+        if status >= 400 and transient(status):
+            unavailable = PayPalUnavailable(
+                f"PayPal {operation}: {status} {body.get('name') or ''}, try again later",
+                retry_after=_retry_after(response),
+                paypal_status=status,
+                body=body,
+            )
+            if status == 401:
+                log.error("PayPal refuses our access token for %s, even a new one", operation)
+            else:
+                log.warning(
+                    "PayPal %s: %d %s %s (not now: left to be tried again)",
+                    operation,
+                    status,
+                    unavailable.name,
+                    unavailable.issue,
+                )
+            raise unavailable
+        if status >= 400:
+            error = PayPalError(status, body, operation)
+            raise _TYPED.get(error.issue, PayPalError)(status, body, operation)
         return body
+
+    def _token_for(self, operation: str) -> str:
+        """A token for a call: failing to get one is PayPal unavailable to that call (our
+        credentials or PayPal's token service), never a refusal of what the call asks."""
+        try:
+            return self.access_token()
+        except PayPalError as exc:
+            log.error("PayPal gave no access token for %s: %s", operation, exc)
+            raise PayPalUnavailable(
+                f"PayPal {operation}: no access token ({exc.status} {exc.name})",
+                retry_after=RETRY_AFTER_SECONDS.get(401, DEFAULT_RETRY_AFTER_SECONDS),
+                paypal_status=exc.status,
+                body=exc.body,
+            ) from None
 
     # -- Orders v2 ------------------------------------------------------------------------
 
@@ -410,6 +502,18 @@ def _linked_batch_id(exc: PayPalError) -> str | None:
             found = href.rsplit("/v1/payments/payouts/", 1)[1].split("?")[0].split("/")[0]
             return found or None
     return None
+
+
+def _retry_after(response: requests.Response | None) -> int:
+    """How long a caller should wait: PayPal's Retry-After (seconds) when it sent one, else
+    what its status suggests; within 1 and MAX_RETRY_AFTER_SECONDS."""
+    if response is None:
+        return DEFAULT_RETRY_AFTER_SECONDS
+    raw = (response.headers.get("Retry-After") or "").strip()
+    seconds = int(raw) if raw.isdigit() else None
+    if seconds is None:
+        seconds = RETRY_AFTER_SECONDS.get(response.status_code, DEFAULT_RETRY_AFTER_SECONDS)
+    return max(1, min(seconds, MAX_RETRY_AFTER_SECONDS))
 
 
 def _segment(value: str) -> str:

@@ -3,7 +3,14 @@
 `refunds` queues, reserves and books refunds, all in Firestore; this module is the only one
 that calls PayPal for them, outside any transaction, with `PayPal-Request-Id` = the refund's
 id so a retry (by the next call or the sweep) is the same request and cannot refund twice.
-PayPal down leaves the refund `sending`, for the sweep.
+
+What PayPal answers decides by the client's one rule (shared.integrations.paypal.transient):
+PayPal down or saying "not now" (5xx, timeouts, 429, 409 PREVIOUS_REQUEST_IN_PROGRESS, a token
+it will not take) leaves the refund `sending`, its amount still held, for the sweep; only a
+definite refusal (400, 403, 404, 422, or a refund PayPal reports FAILED or CANCELLED) fails it,
+gives the amount back to the order, and alerts the admins (a `payout_alert` notice with
+`alert` = `refund_failed`, and the ERROR line `PayPal refused refund ...` that monitoring
+matches): a patient is owed money only a person can now return.
 """
 
 from __future__ import annotations
@@ -16,12 +23,17 @@ from shared.integrations import paypal
 from shared.payments import ledger, ledger_store, refunds, rules
 from shared.payments.records import order_ref
 from shared.payments.rules import OrderStatus
-from shared.platform import clients, clock, idempotency, logs, store
+from shared.platform import alert_recipients, clients, clock, idempotency, logs, outbox, store
 from shared.platform.context import Principal
 from shared.platform.errors import Conflict, NotFound
 from shared.platform.money import Money
 
 log = logs.get("alodoktor.refunds")
+
+# The admins' alert of a failed refund: the notice kind every operations alert uses so far
+# (shared/notify/rules.py), told apart by its `alert`.
+ALERT_KIND = "payout_alert"
+REFUND_FAILED = "refund_failed"
 
 
 def send_quietly(refund_id: str) -> dict[str, Any] | None:
@@ -55,28 +67,35 @@ def send(refund_id: str) -> dict[str, Any]:
             custom_id=refund_id,
             note_to_payer=refund["reason"],
         )
-    except paypal.PayPalError as exc:
-        log.error("PayPal refused refund %s: %s", refund_id, exc)
-        return _fail(refund_id, exc.issue or exc.name or "refused")
+    except paypal.PayPalUnavailable:
+        raise  # "not now": the refund stays `sending`; the sweep makes the same request again
+    except paypal.PayPalError as exc:  # a definite refusal (paypal.transient said so)
+        return _fail(refund_id, exc.issue or exc.name or "refused", str(exc))
     if answer.get("status") in ("FAILED", "CANCELLED"):
-        return _fail(refund_id, str(answer.get("status")).lower())
+        status = str(answer.get("status"))
+        return _fail(refund_id, status.lower(), f"PayPal answered the refund {status}")
     return refunds.book(refund_id, answer)
 
 
-def _fail(refund_id: str, error: str) -> dict[str, Any]:
-    """PayPal refused: give the reserved amount back to the order, or, once a chargeback has
-    reversed the order, book that amount as reversed too (PayPal took it back with the rest)."""
+def _fail(refund_id: str, error: str, why: str) -> dict[str, Any]:
+    """PayPal refused for good: give the reserved amount back to the order, or, once a
+    chargeback has reversed the order, book that amount as reversed too (PayPal took it back
+    with the rest); and tell the admins in the same commit, since the patient is still owed."""
+    failed_now = [False]  # whether this call's commit failed it (not an earlier one's)
 
     def body(batch: Any) -> dict[str, Any]:
+        failed_now[0] = False
         snap = refunds.refund_ref(refund_id).get()
         refund: dict[str, Any] = snap.to_dict()
         if refund["status"] != refunds.SENDING:
             return refund
+        failed_now[0] = True
         now = clock.now()
         change = {"status": refunds.FAILED, "error": error, "updatedAt": now}
         store.update(
             snap.reference, change, tx=batch, by="system", unchanged_since=snap.update_time
         )
+        _alert_admins(batch, refund, error)
         order_snap = order_ref(refund["orderId"]).get()
         order = order_snap.to_dict()
         amount = int(refund["amountMinor"])
@@ -120,7 +139,34 @@ def _fail(refund_id: str, error: str) -> dict[str, Any]:
         return {**refund, **change}
 
     result: dict[str, Any] = store.run_optimistic(body, attempts=10)
+    if failed_now[0]:
+        # monitoring.tf's `refund_refused` matches this line's start: keep its wording.
+        log.error(
+            "PayPal refused refund %s: %s (order %s; admins alerted)",
+            refund_id,
+            why,
+            result.get("orderId"),
+        )
     return result
+
+
+def _alert_admins(batch: Any, refund: dict[str, Any], error: str) -> None:
+    """A notice to each admin, in `batch`: the refund failed and the patient is owed."""
+    amount = Money(refund["currency"], int(refund["amountMinor"]))
+    message = (
+        f"PayPal refused refund {refund['id']} of {amount.value} {amount.currency} "
+        f"(order {refund['orderId']}): {error}. The patient has not been paid back; fix the "
+        "cause in PayPal and refund again, or pay them back outside PayPal."
+    )
+    data = {
+        "alert": REFUND_FAILED,
+        "message": message,
+        "refundId": refund["id"],
+        "orderId": refund["orderId"],
+        "error": error,
+    }
+    for uid, email in alert_recipients.admins():
+        outbox.queue(batch, uid, email, ALERT_KIND, data, "system")
 
 
 def send_for_cancellation(subject: dict[str, Any]) -> dict[str, Any] | None:

@@ -15,9 +15,12 @@ deliver one task twice (at once, even). So:
    it made, which is taken as that answer).
 3. *save* PayPal's batch id at once (`sent`), before anything else.
 
-PayPal down (5xx, timeouts) answers 503 and frees the lease, so Cloud Tasks' retry resends.
-PayPal refusing (insufficient funds, a receiver it will not pay, a restricted account) is no
-reason to retry: the payout is `refused`, admins are alerted, and the answer is 200.
+PayPal down or saying "not now" (the client's one rule, shared.integrations.paypal.transient:
+5xx, timeouts, 429 RATE_LIMIT_REACHED, 409 PREVIOUS_REQUEST_IN_PROGRESS, a token it will not
+take) answers 503 with Retry-After and frees the lease, so Cloud Tasks' retry resends the same
+request. Only PayPal refusing (insufficient funds, a receiver it will not pay, a restricted
+account: a 400, 403, 404 or 422) is no reason to retry: the payout is `refused`, admins are
+alerted, and the answer is 200.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def send(payout_id: str, *, now: datetime | None = None) -> dict[str, Any]:
     except paypal.PayPalUnavailable:
         _release(payout_id)
         raise  # 503: Cloud Tasks delivers again, and the retry sends the very same request
-    except paypal.PayPalError as exc:
+    except paypal.PayPalError as exc:  # a definite refusal (paypal.transient said so)
         return _refused(payout_id, exc)
     header = answer.get("batch_header") or {}
     return _sent(payout_id, header.get("payout_batch_id"), header.get("batch_status"))
