@@ -8,7 +8,8 @@ never edited. Accounts:
 - `platform_fees`: the platform's commission (credit balance).
 - `earnings:{doctor|clinic}:{uid}`: what the platform owes a provider (credit balance).
 - `platform_losses`: what a reversal (chargeback) took back that the provider had already been
-  paid (debit balance: the platform's loss).
+  paid (debit balance: the platform's loss). If that money was only in transit and comes
+  back (a payout failed or was returned), it pays the loss back first (`loss_recovered`).
 - `patient_payments:{patient}`, `refunds`, `payouts`: pass-through accounts. Each payment,
   refund or payout posts to its one in and out within the same transaction, so their entries
   list every such movement (a patient's payments, all refunds) while their balance stays zero.
@@ -253,4 +254,17 @@ def payout_reversed(provider: str, amount_minor: int, currency: str) -> Transact
             Posting(PAYOUTS, -amount_minor, currency),
             Posting(provider, -amount_minor, currency),
         ),
+    )
+
+
+def loss_recovered(provider: str, amount_minor: int, currency: str) -> Transaction:
+    """Money that came back from a payout pays first for what the platform lost meanwhile
+    on the provider's orders: a reversal or refund booked while that money was away could
+    not take it from the earnings (`give_back` booked the shortfall to `platform_losses`).
+    Booked beside `payout_returned` / `payout_reversed`, whose credit it never exceeds."""
+    if amount_minor <= 0:
+        raise LedgerError("invalid_amount", "a recovery is positive")
+    return Transaction(
+        "loss_recovered",
+        (Posting(provider, amount_minor, currency), Posting(LOSSES, -amount_minor, currency)),
     )

@@ -13,7 +13,14 @@ money once (ledger ids derive from the payout):
   UNCLAIMED                  still in transit; the provider is told to claim it, and after
                              PAYOUT_UNCLAIMED_CANCEL_DAYS the sweep cancels it (RETURNED)
 
-Money that comes back also unmarks the payout's orders, so the next payout pays them.
+Money that comes back also unmarks the payout's orders, so the next payout pays them. It
+first pays back what the platform lost meanwhile on the provider's earnings: a chargeback or
+refund booked while the money was away found nothing to take (the earnings were in transit)
+and booked the shortfall to `platform_losses`; had the money not been away, it would have
+taken it from there. So the losses booked since the payout was recorded (the provider's, in
+its currency, less what earlier returns recovered of them) go back from the earnings
+(`payout-recovered-{payout}`, recorded in the payout's `recoveredLosses`), and only the
+rest is owed again. While a payout stays paid, its losses stay booked: they were real.
 `check_transit` (daily) compares the ledger's money in transit with the open payouts.
 """
 
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,6 +40,7 @@ from shared.payouts import notices, records, rules, scheduling
 from shared.payouts.rules import Status
 from shared.platform import clients, clock, eventlog, logs, settings, store
 from shared.platform.errors import BadRequest, Conflict, NotFound
+from shared.platform.ids import DOC_ID
 from shared.platform.money import EXPONENTS, Money
 
 log = logs.get("alodoktor.payouts")
@@ -39,6 +48,9 @@ log = logs.get("alodoktor.payouts")
 WATCH_DAYS = 30  # how long a paid payout is still asked about (a reversal has no webhook)
 STALE = timedelta(minutes=30)  # a task that has not sent its payout by then is enqueued anew
 EVENT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+MAX_LOSS_ENTRIES = 1000  # `platform_losses` entries read since a returned payout was recorded
+# PayPal's answers to cancelling an item that is no longer unclaimed (claimed, or returned).
+ITEM_MOVED_ON = frozenset({"ITEM_INCORRECT_STATUS", "ITEM_ALREADY_CANCELLED"})
 
 
 # -- applying PayPal's news ------------------------------------------------------------------
@@ -133,9 +145,7 @@ def _book(
             else ledger.payout_returned(payout["providerAccount"], amount, currency)
         )
         tx_id = f"payout-{'reversed' if taken_back else 'returned'}-{pid}"
-        ledger_store.record(
-            batch, tx_id, transaction, order_id=pid, parties={"providerUid": uid}, at=now
-        )
+        change |= _book_return(batch, payout, tx_id, transaction, now)
         _unmark_orders(batch, payout)
         change |= {"returnedAt": now}
         notices.to_provider(batch, uid, "payout_returned", {**shown, "reason": target.value})
@@ -160,6 +170,100 @@ def _fee_minor(item: dict[str, Any], currency: str) -> int:
     with contextlib.suppress(Exception):
         return max(Money.parse(currency, str(fee.get("value", "0"))).amount_minor, 0)
     return 0
+
+
+def _book_return(
+    batch: Any,
+    payout: dict[str, Any],
+    tx_id: str,
+    transaction: ledger.Transaction,
+    now: datetime,
+) -> dict[str, Any]:
+    """Book the payout's money back in the provider's earnings (`transaction`, as `tx_id`),
+    less what pays back the losses the platform booked meanwhile; returns the payout's fields
+    that record the recovery (none when nothing was recovered)."""
+    pid, uid = payout["id"], payout["providerUid"]
+    account, currency = payout["providerAccount"], payout["currency"]
+    # The guard is read before the losses: a loss booked after this read writes the provider's
+    # account document too, so this commit fails and the body reads the losses again.
+    ledger_store.owed_guarded(batch, account, currency)
+    since = payout.get("createdAt")
+    losses = _losses_since(account, currency, since) if isinstance(since, datetime) else []
+    taken = rules.recoveries(losses, int(payout["amountMinor"]))
+    recovered = sum(part for _, part in taken)
+    parties = {"providerUid": uid}
+    if recovered:  # the debit first: it is the one the guard is for
+        ledger_store.record(
+            batch,
+            f"payout-recovered-{pid}",
+            ledger.loss_recovered(account, recovered, currency),
+            order_id=pid,
+            parties=parties,
+            at=now,
+        )
+    ledger_store.record(batch, tx_id, transaction, order_id=pid, parties=parties, at=now)
+    if not recovered:
+        return {}
+    log.info("payout %s: %d of its money paid back the platform's losses", pid, recovered)
+    return {
+        "recoveredMinor": recovered,
+        "recoveredLosses": [
+            {"txId": loss.tx_id, "orderId": loss.order_id, "amountMinor": part}
+            for loss, part in taken
+        ],
+    }
+
+
+def _losses_since(account: str, currency: str, since: datetime) -> list[rules.Loss]:
+    """The losses booked on the provider's earnings in `currency` since `since`, each with
+    what earlier returned payouts recovered of it. Losses are rare: all of the platform's
+    since then are read (one query on `platform_losses`), then their transactions."""
+    from google.cloud.firestore import FieldFilter, Query
+
+    db = clients.db()
+    query = (
+        db.collection(ledger_store.ENTRIES)
+        .where(filter=FieldFilter("account", "==", ledger.LOSSES))
+        .where(filter=FieldFilter("at", ">=", since))
+        .order_by("at", direction=Query.DESCENDING)
+        .limit(MAX_LOSS_ENTRIES)
+    )
+    entries = [s.to_dict() or {} for s in query.stream()]
+    if len(entries) >= MAX_LOSS_ENTRIES:
+        log.warning(
+            "more than %d losses since %s: the oldest are not recovered", len(entries), since
+        )
+    tx_ids = sorted({str(e["txId"]) for e in entries if e.get("currency") == currency})
+    if not tx_ids:
+        return []
+    refs = [db.collection(ledger_store.LEDGER).document(t) for t in tx_ids]
+    theirs = [
+        t
+        for t in (s.to_dict() or {} for s in db.get_all(refs) if s.exists)
+        if any(
+            p.get("account") == account and p.get("currency") == currency
+            for p in t.get("postings") or []
+        )
+    ]
+    recovered: dict[str, int] = defaultdict(int)
+    recovering = sorted({str(t["orderId"]) for t in theirs if t.get("kind") == "loss_recovered"})
+    for snap in db.get_all([records.payout_ref(p) for p in recovering]) if recovering else []:
+        for part in (snap.to_dict() or {}).get("recoveredLosses") or []:
+            recovered[str(part["txId"])] += int(part["amountMinor"])
+    losses = []
+    for t in theirs:
+        if t.get("kind") == "loss_recovered":
+            continue
+        lost = sum(
+            int(p["amountMinor"])
+            for p in t.get("postings") or []
+            if p.get("account") == ledger.LOSSES and p.get("currency") == currency
+        )
+        if lost > 0:
+            losses.append(
+                rules.Loss(t["id"], str(t.get("orderId")), t["createdAt"], lost, recovered[t["id"]])
+            )
+    return losses
 
 
 def _unmark_orders(batch: Any, payout: dict[str, Any]) -> None:
@@ -266,7 +370,11 @@ def _apply_event(event_type: str, resource: dict[str, Any]) -> str:
 
 
 def _payout_of(sender_batch_id: Any, batch_id: Any, item_id: Any) -> dict[str, Any] | None:
+    # Our sender_batch_ids are payout ids; another's (a reserved `__x__`, a slashed `a/b`)
+    # could not even be looked up as a document: it is not ours, whatever PayPal's ids say.
     if isinstance(sender_batch_id, str) and sender_batch_id:
+        if not DOC_ID.fullmatch(sender_batch_id):
+            return None
         found = records.get(sender_batch_id)
         if found is not None:
             return found
@@ -307,8 +415,8 @@ def sweep(*, limit: int, now: datetime | None = None) -> dict[str, int | bool]:
                 if not payout.get("paypalItemId"):
                     reconcile(payout)  # learn the item's id first
                     payout = records.get(payout["id"]) or payout
-                item = paypal.get().cancel_payout_item(payout["paypalItemId"])
-                cancelled += 1
+                item, made = _cancel_item(payout["paypalItemId"])
+                cancelled += int(made)
                 after = apply_item(payout["id"], item)
             else:
                 after = reconcile(payout)
@@ -328,6 +436,22 @@ def sweep(*, limit: int, now: datetime | None = None) -> dict[str, int | bool]:
         "failed": failed,
         "more": len(candidates) > limit,
     }
+
+
+def _cancel_item(item_id: str) -> tuple[dict[str, Any], bool]:
+    """Cancel an unclaimed item; returns PayPal's item and whether this call cancelled it.
+    An item PayPal has moved on meanwhile (claimed late, or returned by PayPal itself, with
+    its webhook lost) cannot be cancelled: then it is read as it stands, to be reconciled."""
+    client = paypal.get()
+    try:
+        return client.cancel_payout_item(item_id), True
+    except paypal.PayPalUnavailable:
+        raise
+    except paypal.PayPalError as exc:
+        if exc.name not in ITEM_MOVED_ON and exc.issue not in ITEM_MOVED_ON:
+            raise
+        log.info("payout item %s is no longer unclaimed (%s): reading it", item_id, exc)
+    return client.get_payout_item(item_id), False
 
 
 def _watched_paid(now: datetime, limit: int) -> list[dict[str, Any]]:
@@ -514,15 +638,14 @@ def cancel(payout_id: str, reason: str) -> dict[str, Any]:
             raise Conflict(
                 f"A {status.value} payout cannot be cancelled.", code="payout_not_cancellable"
             )
-        ledger_store.record(
+        recovery = _book_return(
             batch,
+            payout,
             f"payout-returned-{payout_id}",
             ledger.payout_returned(
                 payout["providerAccount"], int(payout["amountMinor"]), payout["currency"]
             ),
-            order_id=payout_id,
-            parties={"providerUid": payout["providerUid"]},
-            at=now,
+            now,
         )
         _unmark_orders(batch, payout)
         change = {
@@ -530,6 +653,7 @@ def cancel(payout_id: str, reason: str) -> dict[str, Any]:
             "cancelNote": reason,
             "returnedAt": now,
             "updatedAt": now,
+            **recovery,
         }
         store.update(snap.reference, change, tx=batch, unchanged_since=snap.update_time)
         return {**payout, **change}

@@ -102,6 +102,36 @@ def after_batch(current: Status, batch_status: str) -> Status | None:
     return None
 
 
+# -- money that comes back pays the platform's losses first ------------------------------
+
+
+@dataclass(frozen=True)
+class Loss:
+    """What one reversal or refund booked to `platform_losses` for a provider's earnings in
+    one currency (the part it could not take from them), and how much of it money that came
+    back from payouts has paid back since."""
+
+    tx_id: str  # the ledger transaction that booked it
+    order_id: str
+    at: datetime
+    amount_minor: int
+    recovered_minor: int = 0
+
+
+def recoveries(losses: Iterable[Loss], returned_minor: int) -> list[tuple[Loss, int]]:
+    """What of `returned_minor` (a payout's money back in the provider's earnings) pays which
+    loss: oldest first, each never beyond what is left of it, together never beyond the
+    money returned. The rest is owed to the provider again."""
+    left = max(returned_minor, 0)
+    taken: list[tuple[Loss, int]] = []
+    for loss in sorted(losses, key=lambda x: (x.at, x.tx_id)):
+        part = min(left, max(loss.amount_minor - loss.recovered_minor, 0))
+        if part > 0:
+            taken.append((loss, part))
+            left -= part
+    return taken
+
+
 # -- what is payable ---------------------------------------------------------------------
 
 
