@@ -216,6 +216,9 @@ class State:
     webhooks_held: bool = False
     # Captures left PENDING (as an eCheck is) until a COMPLETED or DENIED webhook settles them.
     pending_captures: int = 0
+    # Refunds left PENDING (an eCheck's: `status_details.reason` ECHECK) until a control
+    # completes or fails them.
+    pending_refunds: int = 0
     webhooks_waiting: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -691,13 +694,17 @@ def create_app(
                     raise fail(422, "REFUND_AMOUNT_EXCEEDED")
             places = len(cap["amount"]["value"].partition(".")[2])
             refund_id = paypal_id()
+            pending = state.pending_refunds > 0
+            state.pending_refunds = max(state.pending_refunds - 1, 0)
             item: dict[str, Any] = {
                 "id": refund_id,
-                "status": "COMPLETED",
+                "status": "PENDING" if pending else "COMPLETED",
                 "amount": {"currency_code": currency, "value": f"{value:.{places}f}"},
                 "create_time": now_iso(),
                 "update_time": now_iso(),
             }
+            if pending:
+                item["status_details"] = {"reason": "ECHECK"}
             for k in ("invoice_id", "custom_id", "note_to_payer"):
                 if k in body:
                     item[k] = body[k]
@@ -706,8 +713,42 @@ def create_app(
             cap["status"] = "REFUNDED" if value == remaining else "PARTIALLY_REFUNDED"
             cap["update_time"] = now_iso()
         shown = refund_view(refund_id)
-        deliver_later("PAYMENT.CAPTURE.REFUNDED", shown)
+        if not pending:  # a pending refund's news comes when it completes
+            deliver_later("PAYMENT.CAPTURE.REFUNDED", shown)
         return _json(201, shown)
+
+    @app.post("/_sim/refunds/pending")
+    def pend_refunds() -> flask.Response:
+        """Leave the next `count` refunds PENDING, as PayPal does for an eCheck's."""
+        count = int(flask.request.get_json(force=True).get("count", 1))
+        with state.lock:
+            state.pending_refunds = count
+        return _json(200, {"pending": count})
+
+    @app.post("/_sim/refunds/<refund_id>")
+    def settle_refund(refund_id: str) -> flask.Response:
+        """PayPal finishes a PENDING refund: COMPLETED (its PAYMENT.CAPTURE.REFUNDED webhook is
+        sent) or FAILED (the capture has that amount again)."""
+        status = str(flask.request.get_json(force=True).get("status", ""))
+        if status not in ("COMPLETED", "FAILED"):
+            return _json(400, {"error": "status must be COMPLETED or FAILED"})
+        with state.lock:
+            stored = state.refunds.get(refund_id)
+            if stored is None or stored["status"] != "PENDING":
+                return _json(409, {"error": "no such pending refund"})
+            stored["status"] = status
+            stored["update_time"] = now_iso()
+            if status == "COMPLETED":
+                stored.pop("status_details", None)
+            else:
+                cap = state.captures[stored["_capture"]]
+                cap["_refunds"].remove(refund_id)
+                cap["status"] = "PARTIALLY_REFUNDED" if cap["_refunds"] else "COMPLETED"
+                cap["update_time"] = now_iso()
+        shown = refund_view(refund_id)
+        if status == "COMPLETED":
+            deliver_later("PAYMENT.CAPTURE.REFUNDED", shown)
+        return _json(200, shown)
 
     def refund_view(refund_id: str) -> dict[str, Any]:
         with state.lock:
@@ -883,6 +924,7 @@ def create_app(
         with state.lock:
             state.faults.clear()
             state.pending_captures = 0
+            state.pending_refunds = 0
             state.webhooks_held = False
             state.webhooks_waiting.clear()
         return _json(200, {"queued": 0})

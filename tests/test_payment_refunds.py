@@ -333,3 +333,56 @@ def _refund_alerts(admin_uid: str) -> list[dict[str, Any]]:
     from tests.payout_support import admin_alerts
 
     return admin_alerts(admin_uid, "refund_failed")
+
+
+def _pending_refund(stack, sim, admin) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A captured 20.00 order and an admin's 5.00 refund of it that PayPal left PENDING."""
+    from shared.payments import refunds
+
+    visit = book_visit(stack, admin, price="20.00")
+    order = pay(visit, sim)
+    sim.control("POST", "/refunds/pending", json={"count": 1})
+    made = _refund(admin, order["id"], "5.00")
+    assert made.status_code == 201, made.text
+    assert made.json()["status"] == "sending"  # not done: nothing booked, nothing told
+    (refund,) = refunds.for_order(order["id"])
+    assert (refund["status"], refund["paypalStatus"]) == ("sending", "PENDING")
+    held = stored_order(order["id"])
+    assert (held["status"], held["refundingMinor"]) == ("captured", 500)
+    assert [t["kind"] for t in ledger_of(order["id"])] == ["payment"]
+    _aged(refund["id"])
+    assert admin.post("/payments/refunds/sweep").status_code == 200
+    (refund,) = refunds.for_order(order["id"])
+    assert refund["status"] == "sending"  # PayPal still has it PENDING: the sweep waits
+    return order, refund
+
+
+def test_a_refund_paypal_leaves_pending_is_booked_only_once_paypal_completes_it(stack, sim, admin):
+    from shared.payments import refunds
+
+    hold_webhooks(sim)  # the sweep, not PayPal's webhook, finds it done
+    order, refund = _pending_refund(stack, sim, admin)
+    sim.control("POST", f"/refunds/{refund['paypalRefundId']}", json={"status": "COMPLETED"})
+    assert admin.post("/payments/refunds/sweep").status_code == 200
+    (refund,) = refunds.for_order(order["id"])
+    assert (refund["status"], refund["paypalStatus"]) == ("completed", "COMPLETED")
+    assert stored_order(order["id"])["status"] == "partially_refunded"
+    release_webhooks(sim)  # PayPal's REFUNDED event, late: it finds the refund booked
+    assert [t["kind"] for t in ledger_of(order["id"])] == ["payment", "refund"]
+    assert stored_order(order["id"])["refundingMinor"] == 0
+
+
+def test_a_pending_refund_paypal_fails_is_failed_and_the_admins_are_told(stack, sim, admin):
+    from shared.payments import refunds
+
+    admin_user = create_user(stack, Role.ADMIN)
+    order, refund = _pending_refund(stack, sim, admin)
+    sim.control("POST", f"/refunds/{refund['paypalRefundId']}", json={"status": "FAILED"})
+    assert admin.post("/payments/refunds/sweep").status_code == 200
+    (refund,) = refunds.for_order(order["id"])
+    assert (refund["status"], refund["error"]) == ("failed", "failed")
+    after = stored_order(order["id"])
+    assert (after["status"], after["refundingMinor"]) == ("captured", 0)
+    assert [t["kind"] for t in ledger_of(order["id"])] == ["payment"]
+    (alert,) = _refund_alerts(admin_user.uid)
+    assert alert["data"]["refundId"] == refund["id"]

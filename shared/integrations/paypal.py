@@ -392,6 +392,10 @@ class PayPal:
             headers={"Prefer": "return=representation", **(headers or {})},
         )
 
+    def get_refund(self, refund_id: str) -> dict[str, Any]:
+        """A refund as PayPal has it now (a PENDING one: COMPLETED, FAILED or still PENDING)."""
+        return self._call("get refund", "GET", f"/v2/payments/refunds/{_segment(refund_id)}")
+
     # -- webhooks -------------------------------------------------------------------------
 
     def verify_webhook(

@@ -11,6 +11,11 @@ definite refusal (400, 403, 404, 422, or a refund PayPal reports FAILED or CANCE
 gives the amount back to the order, and alerts the admins (a `payout_alert` notice with
 `alert` = `refund_failed`, and the ERROR line `PayPal refused refund ...` that monitoring
 matches): a patient is owed money only a person can now return.
+
+A refund PayPal answers PENDING (an eCheck's) is not done: it stays `sending`, its amount held,
+with PayPal's refund id noted; the next send (the sweep) asks PayPal how it stands, booking it
+once COMPLETED (or PayPal's PAYMENT.CAPTURE.REFUNDED webhook does) and failing it, with the
+admins told, should PayPal fail it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ log = logs.get("alodoktor.refunds")
 # (shared/notify/rules.py), told apart by its `alert`.
 ALERT_KIND = "payout_alert"
 REFUND_FAILED = "refund_failed"
+PENDING = "PENDING"  # PayPal's refund status while it is not done (an eCheck's refund)
 
 
 def send_quietly(refund_id: str) -> dict[str, Any] | None:
@@ -60,20 +66,26 @@ def send(refund_id: str) -> dict[str, Any]:
     order = order_ref(refund["orderId"]).get().to_dict()
     money = Money(refund["currency"], int(refund["amountMinor"]))
     try:
-        answer = paypal.get().refund_capture(
-            order["captureId"],
-            request_id=refund_id,
-            money=money,
-            custom_id=refund_id,
-            note_to_payer=refund["reason"],
-        )
+        if refund.get("paypalStatus") == PENDING and refund.get("paypalRefundId"):
+            # PayPal took it and has not finished (an eCheck's): ask how it stands.
+            answer = paypal.get().get_refund(refund["paypalRefundId"])
+        else:
+            answer = paypal.get().refund_capture(
+                order["captureId"],
+                request_id=refund_id,
+                money=money,
+                custom_id=refund_id,
+                note_to_payer=refund["reason"],
+            )
     except paypal.PayPalUnavailable:
         raise  # "not now": the refund stays `sending`; the sweep makes the same request again
     except paypal.PayPalError as exc:  # a definite refusal (paypal.transient said so)
         return _fail(refund_id, exc.issue or exc.name or "refused", str(exc))
-    if answer.get("status") in ("FAILED", "CANCELLED"):
-        status = str(answer.get("status"))
+    status = str(answer.get("status"))
+    if status in ("FAILED", "CANCELLED"):
         return _fail(refund_id, status.lower(), f"PayPal answered the refund {status}")
+    if status == PENDING:
+        return refunds.note_pending(refund_id, answer)
     return refunds.book(refund_id, answer)
 
 

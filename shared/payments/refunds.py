@@ -12,7 +12,8 @@ or skipped when nothing is left to refund):
 3. *sent* to PayPal by shared/payments/refund_sending.py (the only half that calls PayPal),
    with `PayPal-Request-Id` = the refund's id, outside any transaction. A retry after a lost
    answer, by the sweep or by the next call, is the same request to PayPal and cannot refund
-   twice. PayPal down leaves the refund `sending`, for the sweep.
+   twice. PayPal down leaves the refund `sending`, for the sweep; so does a refund PayPal
+   answers PENDING (`note_pending`), until PayPal says it is done.
 4. *booked*: one transaction writes the reversing ledger entries, the order's refunded total
    and status, the subject's payment status, and the refund's completion. The PayPal webhook
    for the refund (PAYMENT.CAPTURE.REFUNDED) ends in the same step, whichever comes first.
@@ -310,6 +311,34 @@ def book(refund_id: str, paypal_refund: dict[str, Any]) -> dict[str, Any]:
         return {**refund, **change}
 
     result: dict[str, Any] = store.run_optimistic(body, attempts=10)
+    return result
+
+
+def note_pending(refund_id: str, paypal_refund: dict[str, Any]) -> dict[str, Any]:
+    """PayPal took the refund but has not finished it (PENDING): it stays `sending`, its amount
+    held, with PayPal's refund id, so the next send asks PayPal how it stands instead of
+    booking money the patient may never get."""
+
+    def body(tx: Any) -> dict[str, Any]:
+        snap = refund_ref(refund_id).get()
+        refund: dict[str, Any] = snap.to_dict()
+        if refund["status"] != SENDING:
+            return refund  # booked or failed meanwhile (the webhook, another send)
+        change = {
+            "paypalRefundId": paypal_refund.get("id"),
+            "paypalStatus": paypal_refund.get("status"),
+            "updatedAt": clock.now(),
+        }
+        if (
+            refund.get("paypalRefundId") == change["paypalRefundId"]
+            and refund.get("paypalStatus") == change["paypalStatus"]
+        ):
+            return refund  # nothing new: not written, so the sweep's order stays as it was
+        store.update(snap.reference, change, tx=tx, by="system", unchanged_since=snap.update_time)
+        return {**refund, **change}
+
+    result: dict[str, Any] = store.run_optimistic(body, attempts=10)
+    log.info("refund %s is PENDING at PayPal (%s)", refund_id, paypal_refund.get("id"))
     return result
 
 
