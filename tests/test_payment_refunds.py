@@ -386,3 +386,54 @@ def test_a_pending_refund_paypal_fails_is_failed_and_the_admins_are_told(stack, 
     assert [t["kind"] for t in ledger_of(order["id"])] == ["payment"]
     (alert,) = _refund_alerts(admin_user.uid)
     assert alert["data"]["refundId"] == refund["id"]
+
+
+def test_an_admins_refund_paypal_is_down_for_is_made_and_sent_by_the_sweep(stack, sim, admin):
+    """A failing dependency answers 503 only when it changed nothing: this refund is queued
+    and its amount held before PayPal is asked, so PayPal down answers it 201 `sending` (a
+    503 would invite the admin to ask again, and a second refund); the sweep sends it, once."""
+    from shared.payments import refunds
+
+    visit = book_visit(stack, admin, price="20.00")
+    order = pay(visit, sim)
+    sim.fault(mock="INTERNAL_SERVER_ERROR", pathContains="/refund", count=3)
+    made = _refund(admin, order["id"], "5.00")
+    assert made.status_code == 201, made.text
+    assert made.json()["status"] == "sending"
+    assert stored_order(order["id"])["refundingMinor"] == 500
+    assert [t["kind"] for t in ledger_of(order["id"])] == ["payment"]
+
+    _aged(made.json()["id"])
+    assert admin.post("/payments/refunds/sweep").status_code == 200
+    (refund,) = refunds.for_order(order["id"])
+    assert refund["status"] == "completed", refund
+    assert stored_order(order["id"])["refundedMinor"] == 500
+    assert [t["kind"] for t in ledger_of(order["id"])] == ["payment", "refund"]
+
+
+def test_paypals_refunded_event_for_a_refund_still_pending_books_nothing(stack, sim, admin):
+    """PayPal's PAYMENT.CAPTURE.REFUNDED names the refund as it stands: one still PENDING is
+    noted, not booked (the patient has not got the money); the sweep books it once COMPLETED."""
+    from shared.payments import refunds, webhooks
+    from shared.workflows.payment_subjects import SUBJECTS
+
+    hold_webhooks(sim)
+    order, refund = _pending_refund(stack, sim, admin)
+    event = {
+        "event_type": "PAYMENT.CAPTURE.REFUNDED",
+        "resource": {
+            "id": refund["paypalRefundId"],
+            "status": "PENDING",
+            "custom_id": refund["id"],
+            "amount": {"currency_code": "USD", "value": "5.00"},
+        },
+    }
+    assert webhooks.apply(event, subjects=SUBJECTS) == "refund_pending"
+    (still,) = refunds.for_order(order["id"])
+    assert still["status"] == "sending"
+    assert [t["kind"] for t in ledger_of(order["id"])] == ["payment"]
+    sim.control("POST", f"/refunds/{refund['paypalRefundId']}", json={"status": "COMPLETED"})
+    _aged(refund["id"])
+    assert admin.post("/payments/refunds/sweep").status_code == 200
+    assert [t["kind"] for t in ledger_of(order["id"])] == ["payment", "refund"]
+    release_webhooks(sim)

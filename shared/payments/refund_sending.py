@@ -200,7 +200,9 @@ def request(
     admin: Principal,
     key: idempotency.Key | None,
 ) -> tuple[dict[str, Any], bool]:
-    """An admin's refund of all or part of a capture; returns (refund, replayed)."""
+    """An admin's refund of all or part of a capture; returns (refund, replayed). The refund
+    is `completed` when PayPal made it, `sending` while PayPal is down or has it pending (the
+    sweep sends or asks again), `failed` when PayPal refused it."""
     refund_id = f"{order_id}-{uuid.uuid4().hex[:12]}"
 
     def create(batch: Any) -> str:
@@ -236,7 +238,10 @@ def request(
         if first is None:
             raise Conflict("This Idempotency-Key's refund is gone.", code="idempotency_key_reused")
         return first, True
-    sent = send(made)
+    # Queued and held: whatever PayPal answers now, the refund exists (a retry by the admin
+    # would make a second one), so PayPal down answers it `sending`, for the sweep, not a 503.
+    sent = send_quietly(made)
+    assert sent is not None  # created above
     return sent, False
 
 

@@ -252,6 +252,10 @@ def _refunded(refund: dict[str, Any]) -> str:
     ours = refunds.get(custom) if isinstance(custom, str) else None
     if ours is not None:
         if ours["status"] == refunds.SENDING:
+            if str(refund.get("status", "COMPLETED")) != "COMPLETED":
+                # Not done at PayPal (PENDING): the sweep asks PayPal again; booked when done.
+                refunds.note_pending(ours["id"], refund)
+                return "refund_pending"
             refunds.book(ours["id"], refund)
             return "refund_booked"
         return f"refund_{ours['status']}"
