@@ -52,6 +52,10 @@ locals {
       logger = "alodoktor.refunds", severity = "ERROR", message = "PayPal refused refund "
       doc    = "PayPal refused a refund for good: the patient is owed money the platform has not returned."
     }
+    refund_stuck = {
+      logger = "alodoktor.refunds", severity = "ERROR", message = "refund %s has waited for PayPal since "
+      doc    = "A refund has waited a day or more for PayPal to take it (PayPal down, or answering 'not now' or refusing our credentials): the sweep keeps trying, but the patient is still waiting. Check PAYPAL credentials and PayPal's status; jsonPayload.fields names the refund and order."
+    }
   }
 }
 

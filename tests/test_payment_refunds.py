@@ -437,3 +437,31 @@ def test_paypals_refunded_event_for_a_refund_still_pending_books_nothing(stack, 
     assert admin.post("/payments/refunds/sweep").status_code == 200
     assert [t["kind"] for t in ledger_of(order["id"])] == ["payment", "refund"]
     release_webhooks(sim)
+
+
+def test_a_refund_waiting_a_day_for_paypal_is_alerted_at_each_sweep(stack, sim, admin, caplog):
+    """PayPal answering "not now" for good (an outage, credentials it refuses) leaves a
+    refund `sending`: from a day on, each sweep logs the ERROR line monitoring alerts on."""
+    import logging
+
+    from shared.payments import refund_sending, refunds
+
+    visit = book_visit(stack, admin, price="20.00")
+    order = pay(visit, sim)
+    sim.fault(mock="INTERNAL_SERVER_ERROR", pathContains="/refund", count=9)
+    made = _refund(admin, order["id"], "5.00").json()
+    assert made["status"] == "sending"
+
+    def swept_lines() -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="alodoktor.refunds"):
+            assert refund_sending.sweep(limit=50, older_than=timedelta(0))[1] >= 1
+        return [r.getMessage() for r in caplog.records if r.name == "alodoktor.refunds"]
+
+    assert not any("has waited for PayPal" in line for line in swept_lines())  # an hour is fine
+    clients.db().collection("refunds").document(made["id"]).update(
+        {"createdAt": datetime.now(UTC) - refund_sending.STUCK_AFTER - timedelta(minutes=1)}
+    )
+    alert = f"refund {made['id']} has waited for PayPal since"
+    assert any(line.startswith(alert) for line in swept_lines())
+    assert refunds.get(made["id"])["status"] == "sending"  # still tried, never given up

@@ -21,7 +21,7 @@ admins told, should PayPal fail it.
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.integrations import paypal
@@ -275,6 +275,24 @@ def sweep(*, limit: int, older_than: timedelta = timedelta(minutes=1)) -> tuple[
             continue
         if result is not None and result["status"] in refunds.OPEN:
             waiting += 1
+            _alert_if_stuck(result)
         else:
             done += 1
     return done, waiting, len(due) == limit
+
+
+STUCK_AFTER = timedelta(hours=24)  # a patient waiting this long for PayPal needs a person
+
+
+def _alert_if_stuck(refund: dict[str, Any]) -> None:
+    """PayPal saying "not now" for a day (wrong credentials, a lasting outage) would leave a
+    refund waiting with no one told: each sweep then logs the ERROR line monitoring alerts on
+    (terraform/monitoring.tf, refund_stuck)."""
+    created = refund.get("createdAt")
+    if isinstance(created, datetime) and clock.now() - created >= STUCK_AFTER:
+        log.error(
+            "refund %s has waited for PayPal since %s",
+            refund["id"],
+            created.isoformat(),
+            extra={"fields": {"refundId": refund["id"], "orderId": refund.get("orderId")}},
+        )
