@@ -107,6 +107,38 @@ def test_idempotent_write(stack, visit):
     assert len(doctor.get("/prescriptions").json()["items"]) == 1
 
 
+@pytest.mark.parametrize("same_body", [True, False])
+def test_one_key_sent_at_once_makes_one_prescription(stack, visit, same_body):
+    """Eight writes with one Idempotency-Key at once: one is made; the others replay it, or,
+    sent with another body, are refused (409); none is a 500 of the key's lost race."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    doctor, _, _, appointment_id = visit
+    key = uuid.uuid4().hex
+
+    def write(n: int) -> Any:
+        item = ITEM if same_body else {**ITEM, "quantity": n + 1}
+        return doctor.post(
+            "/prescriptions",
+            json={"appointmentId": appointment_id, "items": [item]},
+            headers={"Idempotency-Key": key},
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(write, range(8)))
+    statuses = sorted(a.status_code for a in answers)
+    made = [a for a in answers if a.status_code == 201 and "Idempotent-Replayed" not in a.headers]
+    assert len(made) == 1, statuses
+    if same_body:
+        assert set(statuses) == {201}, statuses  # replays answer as the first, marked replayed
+        assert {a.json()["id"] for a in answers} == {made[0].json()["id"]}
+    else:
+        for answer in answers:
+            if answer.status_code != 201:
+                problem(answer, 409, "idempotency_key_reused")
+    assert len(doctor.get("/prescriptions").json()["items"]) == 1
+
+
 def test_the_full_lifecycle_to_dispensed_and_then_frozen(stack, admin, visit):
     doctor, patient, patient_user, appointment_id = visit
     rx = _write(doctor, appointment_id).json()

@@ -56,21 +56,28 @@ def write(
         "createdAt": now,
         "updatedAt": now,
     }
-    batch = clients.db().batch()
-    store.create(doc_ref, record, tx=batch)
-    # The event names the prescription; what it prescribes stays in the prescription.
-    eventlog.record(
-        batch,
-        "prescription_written",
-        f"{COLLECTION}/{doc_ref.id}",
-        actor=doctor.uid,
-        at=now,
-        uid=appointment["patientUid"],
-        data={"appointmentId": appointment["id"], "doctorUid": doctor.uid},
-    )
-    idempotency.remember(key, batch, doc_ref.id)
-    batch.commit()
-    return record, False
+
+    def create() -> str:
+        batch = clients.db().batch()
+        store.create(doc_ref, record, tx=batch)
+        # The event names the prescription; what it prescribes stays in the prescription.
+        eventlog.record(
+            batch,
+            "prescription_written",
+            f"{COLLECTION}/{doc_ref.id}",
+            actor=doctor.uid,
+            at=now,
+            uid=appointment["patientUid"],
+            data={"appointmentId": appointment["id"], "doctorUid": doctor.uid},
+        )
+        idempotency.remember(key, batch, doc_ref.id)
+        batch.commit()
+        return str(doc_ref.id)
+
+    # A concurrent request with this key that committed first is replayed (or, sent with
+    # another body, refused with 409), not a 500 of the key's AlreadyExists.
+    made, replayed = idempotency.once(key, create)
+    return (load(made), True) if replayed else (record, False)
 
 
 def load(prescription_id: str) -> dict[str, Any]:
