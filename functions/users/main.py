@@ -80,22 +80,23 @@ def _subject(call: Call) -> str:
     return call.principal.uid if uid == "me" else uid
 
 
-def _load_visible(call: Call) -> dict[str, Any]:
+def _load_visible(call: Call) -> tuple[dict[str, Any], Any]:
+    """The profile the caller may see, and its update time."""
     uid = _subject(call)
-    profile = profiles.get(uid) if 1 <= len(uid) <= 128 else None
-    return call.authorize(profile)
+    profile, read_at = profiles.read(uid) if 1 <= len(uid) <= 128 else (None, None)
+    return call.authorize(profile), read_at
 
 
 @api.route("GET", "/<uid>", response=ProfileView)
 def get_profile(call: Call) -> ProfileView:
     """A whole profile: your own (`me`), or anyone's for an admin."""
-    return ProfileView.of(_load_visible(call))
+    return ProfileView.of(_load_visible(call)[0])
 
 
 @api.route("PATCH", "/<uid>", body=ProfileFields, response=ProfileView, problems=(409,))
 def update_profile(call: Call) -> ProfileView:
     """Change your own profile: only the fields your role has, and not locked ones."""
-    profile = _load_visible(call)
+    profile, read_at = _load_visible(call)
     try:
         updated = accounts.update(
             profile["uid"],
@@ -103,6 +104,7 @@ def update_profile(call: Call) -> ProfileView:
             actor=call.principal.uid,
             by_admin=False,
             current=profile,
+            read_at=read_at,
         )
     except FieldRefusal as exc:
         if exc.kind == "locked":

@@ -174,3 +174,51 @@ def refresh(uid: str, *, tx: Any = None, by: str | None = None) -> AccessState:
 
 def with_claims(state: AccessState, role: Role, approved: bool) -> AccessState:
     return replace(state, role=role, approved=approved)
+
+
+def mirror(
+    uid: str,
+    *,
+    role: Role,
+    approved: bool,
+    disabled: bool | None = None,
+    tx: Any,
+    by: str | None = None,
+) -> None:
+    """Write the role and approval (and disabled) a change decided into the record, in `tx`
+    beside the profile it decided them in: merged, so the revocation instant and consents
+    stay what they are. A record not made yet is made whole from Auth."""
+    if get(uid) is None:
+        state = with_claims(from_auth(uid), role, approved)
+        write(state if disabled is None else replace(state, disabled=disabled), tx=tx, by=by)
+        return
+    fields: dict[str, Any] = {"uid": uid, "role": role.value, "approved": approved}
+    if disabled is not None:
+        fields["disabled"] = disabled
+    store.set(ref(uid), fields, merge=True, tx=tx, by=by)
+
+
+def record_revocation(uid: str, *, by: str | None = None) -> None:
+    """Write the revocation instant Auth holds now (it has just revoked the account's tokens)
+    into the record, and nothing else of Auth's: a role or approval read from Auth while
+    another change is settling would undo it. The instant never moves back, though two
+    revocations race; a record not made yet is made whole from Auth."""
+    state = from_auth(uid)
+
+    def body(batch: Any) -> None:
+        snap = ref(uid).get()
+        if not snap.exists:
+            store.create(ref(uid), to_document(state), tx=batch, by=by)
+            return
+        held = from_document(uid, snap.to_dict() or {})
+        if held.valid_after_ms >= state.valid_after_ms:
+            return
+        store.update(
+            ref(uid),
+            {"validAfterMs": state.valid_after_ms},
+            tx=batch,
+            by=by,
+            unchanged_since=snap.update_time,
+        )
+
+    store.run_optimistic(body)

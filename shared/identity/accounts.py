@@ -138,6 +138,14 @@ def load(uid: str) -> dict[str, Any]:
     return profile
 
 
+def _read(uid: str) -> tuple[dict[str, Any], Any]:
+    """The profile and its update time; NotFound if there is none."""
+    profile, version = profiles.read(uid)
+    if profile is None:
+        raise NotFound()
+    return profile, version
+
+
 def revoke_access(uid: str, *, by: str | None = None) -> int:
     """End every session and refresh token of the user: their next request is refused.
 
@@ -146,7 +154,7 @@ def revoke_access(uid: str, *, by: str | None = None) -> int:
     """
     with contextlib.suppress(_auth().UserNotFoundError):
         _auth().revoke_refresh_tokens(uid, app=clients.firebase_app())
-    access.refresh(uid, by=by)
+    access.record_revocation(uid, by=by)
     return sessions.revoke_all(uid)
 
 
@@ -165,28 +173,29 @@ def update(
     actor: str,
     by_admin: bool,
     current: dict[str, Any] | None = None,
+    read_at: Any = None,
 ) -> dict[str, Any]:
     """Apply changes to the Auth user and the profile; revoke sessions when access changes.
 
-    Auth is asked only for what it holds and what changes: the display name or phone when
-    they differ from the profile's, disabled, the role claims; the access record is rewritten
-    (from Auth) only when role, approval or disabled change. `current`: the profile, when the
-    caller has just read it.
+    Only the fields that change are written, and only if the profile is still the version read
+    (else it is read again and the change decided afresh), so two edits of different fields
+    both land, and an edit racing an approval neither undoes it nor changes a field the
+    approval locked. Auth is asked only for what it holds and what changes: the display name
+    or phone when they differ from the profile's, disabled (both before Firestore: Auth may
+    refuse a phone), the role claims (after the commit, from the committed profile: `_settle`).
+    The access record is written only when role, approval or disabled change. `current` and
+    `read_at`: the profile and its update time, when the caller has just read them.
     """
     auth = _auth()
     app = clients.firebase_app()
-    current = current if current is not None else load(uid)
-    role = changes.role or Role(current["role"])
-    role_changed = role.value != current["role"]
-    if changes.approved is not None:
-        approved = default_approval(role, changes.approved)
-    elif role_changed:
-        approved = default_approval(role, None)
-    else:
-        approved = bool(current.get("approved"))
+    if current is None or read_at is None:
+        current, read_at = profiles.read(uid)
+        if current is None:
+            raise NotFound()
+    first: list[tuple[dict[str, Any], Any]] = [(current, read_at)]
     sent = changes.fields.model_fields_set if changes.fields else set()
-    check_editable(role, bool(current.get("approved")), set(sent), by_admin=by_admin)
     doc = to_document(changes.fields) if changes.fields else {}
+    _decide_update(current, changes, sent, by_admin=by_admin)  # refused before Auth is asked
     if doc.get("clinicUid"):
         clinic = profiles.get(doc["clinicUid"])
         if clinic is None or clinic.get("role") != Role.CLINIC.value:
@@ -199,37 +208,69 @@ def update(
         user_update["phone_number"] = doc["phone"] or auth.DELETE_ATTRIBUTE
     if changes.disabled is not None:
         user_update["disabled"] = changes.disabled
-    claims_change = role_changed or approved != bool(current.get("approved"))
     try:
         if user_update:
             _update_user(uid, app, user_update)
-        if claims_change:
-            existing = auth.get_user(uid, app=app).custom_claims or {}
-            auth.set_custom_user_claims(
-                uid, {**existing, "role": role.value, "approved": approved}, app=app
-            )
     except auth.PhoneNumberAlreadyExistsError:
         raise Conflict("Another account has this phone.", code="phone_taken") from None
     except auth.UserNotFoundError:
         raise NotFound() from None
-    account = None
-    if claims_change or changes.disabled is not None:
-        account = access.from_auth(uid)  # what Auth holds now, mirrored with the profile
 
-    now = clock.now()
-    updated = {**current, **doc, "role": role.value, "approved": approved, "updatedAt": now}
-    if changes.disabled is not None:
-        updated["disabled"] = changes.disabled
-    if role_changed or approved != bool(current.get("approved")):
-        updated["approval"] = {
-            "status": "approved" if approved else "pending",
-            "at": now,
-            "by": actor,
-        }
-    _save(updated, account, actor)
-    if role_changed or changes.disabled is True or (not approved and current.get("approved")):
+    def body(batch: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        profile, version = first.pop() if first else _read(uid)
+        role, approved = _decide_update(profile, changes, sent, by_admin=by_admin)
+        now = clock.now()
+        patch: dict[str, Any] = {**doc, "updatedAt": now}
+        if role.value != profile["role"]:
+            patch["role"] = role.value
+        if approved != bool(profile.get("approved")) or "role" in patch:
+            patch["approved"] = approved
+            patch["approval"] = {
+                "status": "approved" if approved else "pending",
+                "at": now,
+                "by": actor,
+            }
+        if changes.disabled is not None:
+            patch["disabled"] = changes.disabled
+        store.update(profiles.ref(uid), patch, tx=batch, by=actor, unchanged_since=version)
+        updated = {**profile, **patch}
+        profiles.write_listing(updated, tx=batch)
+        if "approved" in patch or changes.disabled is not None:
+            access.mirror(
+                uid, role=role, approved=approved, disabled=changes.disabled, tx=batch, by=actor
+            )
+        return profile, updated
+
+    before: dict[str, Any]
+    updated: dict[str, Any]
+    before, updated = store.run_optimistic(body)
+    claims_changed = (updated["role"], bool(updated.get("approved"))) != (
+        before["role"],
+        bool(before.get("approved")),
+    )
+    if claims_changed:
+        _settle(uid, actor=actor)
+    role_changed = updated["role"] != before["role"]
+    withdrawn = before.get("approved") and not updated["approved"]
+    if role_changed or changes.disabled is True or withdrawn:
         revoke_access(uid, by=actor)
     return updated
+
+
+def _decide_update(
+    profile: dict[str, Any], changes: AccountChanges, sent: set[str], *, by_admin: bool
+) -> tuple[Role, bool]:
+    """The role and approval `changes` give this profile; FieldRefusal if it may not make
+    them (a licence is locked once the profile read is approved)."""
+    role = changes.role or Role(profile["role"])
+    if changes.approved is not None:
+        approved = default_approval(role, changes.approved)
+    elif role.value != profile["role"]:
+        approved = default_approval(role, None)
+    else:
+        approved = bool(profile.get("approved"))
+    check_editable(role, bool(profile.get("approved")), set(sent), by_admin=by_admin)
+    return role, approved
 
 
 def _update_user(uid: str, app: Any, fields: dict[str, Any]) -> None:
@@ -244,59 +285,108 @@ def _update_user(uid: str, app: Any, fields: dict[str, Any]) -> None:
         manager.update_user(uid, **fields)
 
 
-def _save(profile: dict[str, Any], account: access.AccessState | None, actor: str) -> None:
-    """The profile and its listing, and the access record when `account` says it changed."""
-    batch = clients.db().batch()
-    data = {k: v for k, v in profile.items() if k != "_meta"}
-    store.set(profiles.ref(profile["uid"]), data, tx=batch, by=actor)
-    profiles.write_listing(profile, tx=batch)
-    if account is not None:
-        access.write(account, tx=batch, by=actor)
-    batch.commit()
+SETTLE_ROUNDS = 8
+
+
+def _settle(
+    uid: str, *, actor: str, granting: bool = False, ending: bool = False
+) -> dict[str, Any]:
+    """Make Auth's role claims, the access record and the sessions say what the committed
+    profile says, after a change of role or approval committed (or was found in force).
+
+    Auth cannot join a Firestore commit, so its claims follow the commit: read the profile,
+    set them (and the record) from it, read the profile again, and go round while its role or
+    approval changed meanwhile. Whatever the interleaving, the last claims written are of the
+    last decision committed: a request whose write was overtaken sees so on its second read,
+    and a decision committed after that read is settled by its own request. `granting`: this
+    request approved the account (its live sessions learn it); `ending`: it rejected or
+    withdrew the approval (they end). Returns the profile last read.
+    """
+    auth = _auth()
+    app = clients.firebase_app()
+    granted = ended = False
+    profile: dict[str, Any] | None = None
+    for _ in range(SETTLE_ROUNDS):
+        profile = load(uid)
+        role, approved = Role(profile["role"]), bool(profile.get("approved"))
+        try:
+            claims = auth.get_user(uid, app=app).custom_claims or {}
+            if claims.get("role") != role.value or claims.get("approved") is not approved:
+                auth.set_custom_user_claims(
+                    uid, {**claims, "role": role.value, "approved": approved}, app=app
+                )
+        except auth.UserNotFoundError:
+            raise NotFound() from None
+        held = access.get(uid)
+        if held is None or (held.role, held.approved) != (role, approved):
+            batch = clients.db().batch()
+            access.mirror(uid, role=role, approved=approved, tx=batch, by=actor)
+            batch.commit()
+        if approved and granting:
+            # More access: the sessions the account has learn it in place, no sign-out needed.
+            sessions.grant_approval(uid)
+            granted = True
+        elif not approved and (granted or (ending and not ended)):
+            revoke_access(uid, by=actor)
+            granted, ended = False, True
+        again = load(uid)
+        if (again["role"], bool(again.get("approved"))) == (role.value, approved):
+            return again
+    log.warning("account %s kept changing while its claims were settled", uid)
+    assert profile is not None
+    return profile
 
 
 def decide_approval(uid: str, approve: bool, reason: str | None, *, actor: str) -> dict[str, Any]:
-    profile = load(uid)
-    role = Role(profile["role"])
-    if role not in ROLES_NEEDING_APPROVAL:
-        raise Conflict(f"A {role.value} account needs no approval.", code="approval_not_applicable")
-    auth = _auth()
-    app = clients.firebase_app()
-    existing = auth.get_user(uid, app=app).custom_claims or {}
-    auth.set_custom_user_claims(uid, {**existing, "role": role.value, "approved": approve}, app=app)
-    now = clock.now()
-    updated = {
-        **profile,
-        "approved": approve,
-        "approval": {
-            "status": "approved" if approve else "rejected",
-            "reason": reason,
-            "at": now,
-            "by": actor,
-        },
-        "updatedAt": now,
-    }
-    batch = clients.db().batch()
-    data = {k: v for k, v in updated.items() if k != "_meta"}
-    store.set(profiles.ref(uid), data, tx=batch, by=actor)
-    profiles.write_listing(updated, tx=batch)
-    access.write(access.from_auth(uid), tx=batch, by=actor)
-    if profile.get("email"):
-        outbox.queue(
-            batch,
-            uid,
-            profile["email"],
-            "approval_decided",
-            {"approved": approve, "reason": reason},
-            actor,
+    """Approve or reject an account, once: the decision is written only if the profile is
+    still the version read (else read again and decided afresh), so of decisions racing each
+    commits in turn, a repeat of the decision in force changes nothing and queues no second
+    notice, and a different one is a change with its own notice. An admin may reverse a
+    decision (an approval withdrawn ends the account's sessions). Auth's claims follow the
+    commit (`_settle`); a failure there answers 503 with the decision made, and asking again
+    (a repeat) settles them."""
+    status = "approved" if approve else "rejected"
+
+    def body(batch: Any) -> tuple[dict[str, Any], bool]:
+        profile, version = _read(uid)
+        role = Role(profile["role"])
+        if role not in ROLES_NEEDING_APPROVAL:
+            raise Conflict(
+                f"A {role.value} account needs no approval.", code="approval_not_applicable"
+            )
+        in_force = (
+            bool(profile.get("approved"))
+            if approve
+            else (
+                not profile.get("approved")
+                and (profile.get("approval") or {}).get("status") == status
+            )
         )
-    batch.commit()
-    if approve:
-        # More access: the sessions the account has learn it in place, no sign-out needed.
-        sessions.grant_approval(uid)
-    else:
-        revoke_access(uid, by=actor)
-    return updated
+        if in_force:
+            return profile, False
+        now = clock.now()
+        patch = {
+            "approved": approve,
+            "approval": {"status": status, "reason": reason, "at": now, "by": actor},
+            "updatedAt": now,
+        }
+        store.update(profiles.ref(uid), patch, tx=batch, by=actor, unchanged_since=version)
+        updated = {**profile, **patch}
+        profiles.write_listing(updated, tx=batch)
+        access.mirror(uid, role=role, approved=approve, tx=batch, by=actor)
+        if profile.get("email"):
+            outbox.queue(
+                batch,
+                uid,
+                profile["email"],
+                "approval_decided",
+                {"approved": approve, "reason": reason},
+                actor,
+            )
+        return updated, True
+
+    _, changed = store.run_optimistic(body)
+    return _settle(uid, actor=actor, granting=changed and approve, ending=changed and not approve)
 
 
 def has_upcoming_confirmed_appointments(doctor_uid: str) -> bool:

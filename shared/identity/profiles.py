@@ -84,9 +84,15 @@ def directory_ref(uid: str) -> Any:
 
 
 def get(uid: str) -> dict[str, Any] | None:
+    return read(uid)[0]
+
+
+def read(uid: str) -> tuple[dict[str, Any] | None, Any]:
+    """The profile (None if there is none) and its update time, for a write that must find
+    it unchanged (`store.update(..., unchanged_since=...)`)."""
     snap = ref(uid).get()
     data: dict[str, Any] | None = snap.to_dict() if snap.exists else None
-    return data
+    return data, snap.update_time if snap.exists else None
 
 
 def display_names(uids: list[str]) -> dict[str, str]:
