@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from shared.appointments import rules
 from shared.appointments.rules import Status
 from shared.appointments.schedule import DayException, Interval, Schedule, is_slot, slots_between
-from shared.identity import profiles
+from shared.identity import access, profiles
 from shared.platform import (
     clients,
     clock,
@@ -89,6 +89,21 @@ def availability(doctor_uid: str) -> dict[str, Any] | None:
     snap = _db().collection(AVAILABILITY).document(doctor_uid).get()
     data: dict[str, Any] | None = snap.to_dict() if snap.exists else None
     return data
+
+
+# Set on an account's access record by its erasure (shared/privacy/erasure.py `CLOSING`) in the
+# commit that begins it, before the erasure judges what blocks it.
+CLOSING = "closing"
+
+
+def refuse_closing(tx: Any, doctor_uid: str) -> None:
+    """404 for a doctor whose erasure has begun or is done, read inside the booking's
+    transaction: the booking commits before the erasure's fence (which then finds it and
+    waits) or sees the fence, so none lands with a doctor being erased."""
+    snap = access.ref(doctor_uid).get(transaction=tx)
+    found = snap.to_dict() if snap.exists else None
+    if found and (found.get(CLOSING) or found.get("deleted")):
+        raise NotFound("No bookable doctor with this id.", code="doctor_not_found")
 
 
 def bookable_doctor(doctor_uid: str) -> tuple[dict[str, Any], Schedule]:
@@ -192,39 +207,43 @@ def book(
     first = idempotency.earlier(key)
     if first is not None:
         return get(first), True
-    # No read-then-write transaction: creating the slot document is itself the atomic claim,
-    # so racing patients never wait on each other's locks; exactly one create succeeds.
-    batch = _db().batch()
-    store.create(appointment, record, tx=batch)
-    eventlog.record(
-        batch,
-        "appointment_booked",
-        f"{APPOINTMENTS}/{appointment.id}",
-        actor=patient.uid,
-        at=now,
-        uid=patient.uid,
-        data={"doctorUid": booking.doctor_uid},
-    )
-    idempotency.remember(key, batch, appointment.id)
-    held = slot.get()
-    if not held.exists:
-        store.create(slot, slot_fields, tx=batch)
-    elif _released(held.to_dict(), now):
-        # Take over a run-out hold, only if nobody else did since we read it.
-        store.update(slot, slot_fields, tx=batch, unchanged_since=held.update_time)
-        stale = appointment_ref(held.to_dict()["appointmentId"]).get()
-        if stale.exists and stale.to_dict()["status"] == Status.PENDING_PAYMENT.value:
-            store.update(
-                stale.reference,
-                _expiry_fields(),
-                tx=batch,
-                by="system",
-                unchanged_since=stale.update_time,
-            )
-    else:
-        raise Conflict("Someone else has this slot.", code="slot_taken")
+
+    def claim(tx: Any) -> None:
+        # The one read in the transaction (so the one lock): the doctor is not being erased.
+        # The slot is read outside it: creating the slot document is itself the atomic claim,
+        # so racing patients never wait on each other's locks; exactly one create succeeds.
+        refuse_closing(tx, booking.doctor_uid)
+        store.create(appointment, record, tx=tx)
+        eventlog.record(
+            tx,
+            "appointment_booked",
+            f"{APPOINTMENTS}/{appointment.id}",
+            actor=patient.uid,
+            at=now,
+            uid=patient.uid,
+            data={"doctorUid": booking.doctor_uid},
+        )
+        idempotency.remember(key, tx, appointment.id)
+        held = slot.get()
+        if not held.exists:
+            store.create(slot, slot_fields, tx=tx)
+        elif _released(held.to_dict(), now):
+            # Take over a run-out hold, only if nobody else did since we read it.
+            store.update(slot, slot_fields, tx=tx, unchanged_since=held.update_time)
+            stale = appointment_ref(held.to_dict()["appointmentId"]).get()
+            if stale.exists and stale.to_dict()["status"] == Status.PENDING_PAYMENT.value:
+                store.update(
+                    stale.reference,
+                    _expiry_fields(),
+                    tx=tx,
+                    by="system",
+                    unchanged_since=stale.update_time,
+                )
+        else:
+            raise Conflict("Someone else has this slot.", code="slot_taken")
+
     try:
-        batch.commit()
+        _transactional(claim)
     except (AlreadyExists, FailedPrecondition):
         first = idempotency.earlier(key)  # a concurrent retry with the same key won
         if first is not None:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.bookings import rules
 from shared.bookings.rules import Action, Refusal, Schedule, Status
-from shared.identity import profiles
+from shared.identity import access, profiles
 from shared.platform import (
     clients,
     clock,
@@ -123,6 +123,21 @@ def save_clinic(uid: str, setup: dict[str, Any], *, actor: str) -> dict[str, Any
     return doc
 
 
+# Set on an account's access record by its erasure (shared/privacy/erasure.py `CLOSING`) in the
+# commit that begins it, before the erasure judges what blocks it.
+CLOSING = "closing"
+
+
+def refuse_closing(tx: Any, clinic_uid: str) -> None:
+    """404 for a clinic whose erasure has begun or is done, read inside the request's
+    transaction: the booking commits before the erasure's fence (which then finds it and
+    waits) or sees the fence, so none lands with a clinic being erased."""
+    snap = access.ref(clinic_uid).get(transaction=tx)
+    found = snap.to_dict() if snap.exists else None
+    if found and (found.get(CLOSING) or found.get("deleted")):
+        raise NotFound("No such clinic takes bookings.", code="clinic_not_found")
+
+
 def bookable_clinic(uid: str) -> dict[str, Any]:
     profile = profiles.get(uid) if 1 <= len(uid) <= 128 else None
     clinic = get_clinic(uid) if profile else None
@@ -161,7 +176,7 @@ def request(
 
     The open bookings are one document per patient (`bookingPatients/{uid}`, `open`: booking
     id -> window end). A request reads it, checks the cap, and commits the booking, its
-    counters, its key and its entry in one batch whose write of that document is conditional
+    counters, its key and its entry in one commit whose write of that document is conditional
     on it being unchanged since the read (`last_update_time`). Every move out of the open set
     removes its entry in that move's own commit (`_move`, `revoke_payment_in`), and the next
     request drops entries whose window has ended. So the document holds exactly the patient's
@@ -169,14 +184,17 @@ def request(
     the other fails its precondition, reads again, finds the place taken and is refused. The
     race is lock-free (as the window's places are): a read-then-write transaction would make
     one patient's concurrent requests wait on each other's locks. Bookings made before the
-    cap existed have no entry and do not count.
+    cap existed have no entry and do not count. The commit is a transaction all the same, for
+    its one read: the clinic's access record, which the clinic's erasure fences
+    (`refuse_closing`), shared by every request to the clinic (readers do not wait on each
+    other), so a booking commits before the fence (and the erasure finds it) or is refused.
 
     An Idempotency-Key replay answers the first booking before any of this, so it counts once;
     a concurrent retry that finds the last place taken by the first request of its own key is
     answered that booking too.
 
     Reads: the clinic's profile and setup (2), the patient's open bookings (1, once more per
-    lost race), plus the key (1) when one is sent.
+    lost race), the clinic's access record (1 a commit), plus the key (1) when one is sent.
     """
     from google.cloud import firestore
 
@@ -234,22 +252,25 @@ def request(
             ended = [b for b in recorded if b not in counting]
             entries: dict[str, Any] = {f"open.{b}": firestore.DELETE_FIELD for b in ended}
             entries[f"open.{booking_id}"] = window.end
-            batch = _db().batch()
-            store.create(booking_ref(booking_id), booking, tx=batch)
-            eventlog.record(
-                batch,
-                "booking_requested",
-                f"{BOOKINGS}/{booking_id}",
-                actor=new.patient_uid,
-                at=at,
-                uid=new.patient_uid,
-                data={"clinicUid": new.clinic_uid},
-            )
-            _count(batch, booking, rules.moved_counts(None, Status.REQUESTED))
-            store.update(mine, entries, tx=batch, unchanged_since=snap.update_time)
-            idempotency.remember(key, batch, booking_id, now=at)
+
+            def commit(tx: Any, entries: dict[str, Any] = entries, snap: Any = snap) -> None:
+                refuse_closing(tx, new.clinic_uid)  # the transaction's one read (and lock)
+                store.create(booking_ref(booking_id), booking, tx=tx)
+                eventlog.record(
+                    tx,
+                    "booking_requested",
+                    f"{BOOKINGS}/{booking_id}",
+                    actor=new.patient_uid,
+                    at=at,
+                    uid=new.patient_uid,
+                    data={"clinicUid": new.clinic_uid},
+                )
+                _count(tx, booking, rules.moved_counts(None, Status.REQUESTED))
+                store.update(mine, entries, tx=tx, unchanged_since=snap.update_time)
+                idempotency.remember(key, tx, booking_id, now=at)
+
             try:
-                batch.commit()
+                store.run_transaction(commit, attempts=TX_ATTEMPTS)
             except FailedPrecondition:
                 continue  # the patient's open bookings changed since the read: count again
             return booking_id

@@ -5,7 +5,8 @@ What goes: the Firebase Auth account, the sessions (ended, then deleted), device
 preferences, the directory listing, the provider's setup (availability, clinic), the payout
 address, suppressions of its addresses, the event log's entries of it, replayable answers
 (idempotency); notices are cancelled and stripped of their addresses and contents; the profile
-is anonymized (uid, role and dates only) and the access record becomes a tombstone, so every
+is anonymized (uid, role and dates only, never approved: no one can book it) and the access
+record becomes a tombstone, so every
 token and cookie of the account is refused on its next request.
 
 What stays, as the law and the books require, is recorded in `legalHolds/{uid}`: which
@@ -17,6 +18,18 @@ links to a person any more. The audit log is append-only and kept whole.
 A provider with visits still to come or money still owed or in transit cannot be erased until
 those are settled: the request is refused (409 `erasure_blocked`), and a run that finds one
 blocked leaves it waiting and says why.
+
+Races, closed by construction on the account's access record (`access/{uid}`, which every path
+merges into, so nothing else overwrites these fields):
+- `erasureRequest` names the account's open erasure request. A request is made in one batch
+  with its notice and this field, written only if the record is unchanged since it was read:
+  of requests racing, one commits; the others read again and are answered with it.
+- `closing`: the run has begun on the account (the fence). The booking paths read it inside
+  their transactions (shared.appointments.service, shared.bookings.service) and refuse the
+  account; the run writes it in the commit that starts the request, and only then judges the
+  blockers. A booking that committed before the fence is found (the request is `blocked`),
+  one after it was refused: none lands with an account being erased. A blocked request keeps
+  the fence (the account takes no new visits while it waits); a cancelled one lifts it.
 """
 
 from __future__ import annotations
@@ -91,7 +104,14 @@ _OPEN = frozenset(
 _NOT_STARTED = frozenset({rules.RequestState.WAITING, rules.RequestState.BLOCKED})
 
 
+# On the account's access record (see the module's docstring); booking paths read `closing`
+# by this name (shared.appointments.service, shared.bookings.service cannot import this room).
+OPEN_REQUEST = "erasureRequest"
+CLOSING = "closing"
+
+
 def _open_request(uid: str) -> dict[str, Any] | None:
+    """An open erasure request made before the access record named it (a legacy one)."""
     from google.cloud.firestore import FieldFilter
 
     query = _db().collection(service.REQUESTS).where(filter=FieldFilter("uid", "==", uid))
@@ -128,54 +148,108 @@ def _cancel_url(request_id: str) -> str | None:
 
 def request(principal: Principal) -> tuple[dict[str, Any], bool]:
     """Ask for the account's erasure; (the request, whether it is new). The owner is told at
-    once, with the date it takes effect and how to cancel."""
+    once, with the date it takes effect and how to cancel. One open request per account, by
+    construction: the request, its notice and the access record naming it are one commit,
+    conditional on that record being unchanged since it was read."""
     _recently_signed_in(principal)
-    existing = _open_request(principal.uid)
-    if existing is not None:
-        return existing, False
-    reasons = blockers(principal.uid, principal.role.value)
-    if reasons:
-        raise _blocked(reasons)
-    now = clock.now()
-    after = rules.erasure_due(now, settings.get().erasure_cooling_off_days)
-    batch = _db().batch()
-    ref = _db().collection(service.REQUESTS).document()
-    made = service.new_request(
-        principal,
-        rules.RequestKind.ERASURE,
-        rules.RequestState.WAITING,
-        tx=batch,
-        ref=ref,
-        eraseAfter=after,
-    )
-    data: dict[str, Any] = {"requestId": ref.id, "eraseAfter": after.isoformat()}
-    if url := _cancel_url(ref.id):
-        data["cancelUrl"] = url
-    # In the request's commit (the outbox): no request without its notice, nor the reverse.
-    outbox.queue(batch, principal.uid, "", NOTICE, data, principal.uid)
-    batch.commit()
-    return made, True
+    uid = principal.uid
+    account = access.ref(uid)
+    judged: list[str] | None = None
+
+    def attempt(batch: Any) -> tuple[dict[str, Any], bool]:
+        nonlocal judged
+        snap = account.get()
+        if not snap.exists:  # a record is made on an account's first request: not yet here
+            access.load(uid)
+            raise store.ReadAgain()
+        named = (snap.to_dict() or {}).get(OPEN_REQUEST)
+        existing = service.get_request(named) if isinstance(named, str) and named else None
+        if existing is None or existing.get("state") not in _OPEN:
+            existing = _open_request(uid)  # made before the record named it
+        if existing is not None:
+            if named != existing["id"]:
+                store.update(
+                    account,
+                    {OPEN_REQUEST: existing["id"]},
+                    tx=batch,
+                    by=uid,
+                    unchanged_since=snap.update_time,
+                )
+            return existing, False
+        if judged is None:
+            judged = blockers(uid, principal.role.value)
+        if judged:
+            raise _blocked(judged)
+        now = clock.now()
+        after = rules.erasure_due(now, settings.get().erasure_cooling_off_days)
+        ref = _db().collection(service.REQUESTS).document()
+        made = service.new_request(
+            principal,
+            rules.RequestKind.ERASURE,
+            rules.RequestState.WAITING,
+            tx=batch,
+            ref=ref,
+            eraseAfter=after,
+        )
+        data: dict[str, Any] = {"requestId": ref.id, "eraseAfter": after.isoformat()}
+        if url := _cancel_url(ref.id):
+            data["cancelUrl"] = url
+        # In the request's commit (the outbox): no request without its notice, nor the reverse.
+        outbox.queue(batch, uid, "", NOTICE, data, uid)
+        store.update(
+            account,
+            {OPEN_REQUEST: ref.id, CLOSING: False},
+            tx=batch,
+            by=uid,
+            unchanged_since=snap.update_time,
+        )
+        return made, True
+
+    result: tuple[dict[str, Any], bool] = store.run_optimistic(attempt, attempts=10)
+    return result
 
 
 def cancel(principal: Principal, request: dict[str, Any]) -> dict[str, Any]:
+    """Take the request back while it has not started; the fence of a blocked one is lifted.
+    Conditional on the request being unchanged since read: a run that started it meanwhile
+    wins, and the cancellation is refused (409 `erasure_started`)."""
     if request.get("kind") != "erasure":
         raise NotFound()
-    if request.get("state") not in _NOT_STARTED:
-        raise Conflict("This request can no longer be cancelled.", code="erasure_started")
-    update = {
-        "state": rules.RequestState.CANCELLED.value,
-        "eraseAfter": None,
-        "completedAt": clock.now(),
-        "handledBy": principal.uid,
-    }
-    store.update(service.request_ref(request["id"]), update, by=principal.uid)
-    return {**request, **update}
+    ref = service.request_ref(request["id"])
+    account = access.ref(request["uid"])
+
+    def attempt(batch: Any) -> dict[str, Any]:
+        snap = ref.get()
+        current = {**(snap.to_dict() or {}), "id": snap.id}
+        if current.get("state") not in _NOT_STARTED:
+            raise Conflict("This request can no longer be cancelled.", code="erasure_started")
+        update = {
+            "state": rules.RequestState.CANCELLED.value,
+            "eraseAfter": None,
+            "completedAt": clock.now(),
+            "handledBy": principal.uid,
+        }
+        store.update(ref, update, tx=batch, by=principal.uid, unchanged_since=snap.update_time)
+        held = account.get()
+        if held.exists and (held.to_dict() or {}).get(OPEN_REQUEST) in (request["id"], None):
+            store.update(
+                account,
+                {OPEN_REQUEST: None, CLOSING: False},
+                tx=batch,
+                by=principal.uid,
+                unchanged_since=held.update_time,
+            )
+        return {**current, **update}
+
+    result: dict[str, Any] = store.run_optimistic(attempt, attempts=10)
+    return result
 
 
 # -- the scheduled run ----------------------------------------------------------------------
 
 
 def due(limit: int) -> list[dict[str, Any]]:
+    """The requests due, oldest first; each with `_read`, the update time it was read at."""
     from google.cloud.firestore import FieldFilter
 
     query = (
@@ -185,7 +259,10 @@ def due(limit: int) -> list[dict[str, Any]]:
         .order_by("eraseAfter")
         .limit(limit)
     )
-    return [{**(s.to_dict() or {}), "id": s.id} for s in query.stream()]
+    return [{**(s.to_dict() or {}), "id": s.id, READ: s.update_time} for s in query.stream()]
+
+
+READ = "_read"
 
 
 # A blocked request is looked at again this much later (by the next daily run): meanwhile it
@@ -221,9 +298,13 @@ def run(limit: int, actor: str) -> dict[str, Any]:
     going_on: list[str] = []
     for req in due(limit):
         role = str(req.get("role"))
-        if req.get("state") in _NOT_STARTED:
-            # Judged now, not when asked: a patient who became a doctor since, with visits to
-            # come or money owed, is not erased.
+        # Not started, or fenced by a run that stopped before it judged the blockers.
+        if req.get("state") in _NOT_STARTED or not req.get("startedAt"):
+            if not _fence(req, actor):
+                continue  # cancelled (or changed) since it was read: not this run's
+            # Judged now, after the fence, not when asked: a patient who became a doctor
+            # since, with visits to come or money owed, is not erased; a booking made before
+            # the fence is found here, and none is made after it.
             role, reasons = _still_blocked(req)
             if reasons:
                 _block(req, role, reasons, actor)
@@ -232,6 +313,40 @@ def run(limit: int, actor: str) -> dict[str, Any]:
         finished = erase(req["uid"], role, req["id"], actor)
         (erased if finished else going_on).append(req["id"])
     return {"erased": erased, "blocked": blocked, "continuing": going_on}
+
+
+def _fence(req: dict[str, Any], actor: str) -> bool:
+    """Start the request and close the account to bookings, in one commit, only if the
+    request is as `due` read it (a cancellation since wins); False when it was not."""
+    from google.api_core.exceptions import FailedPrecondition
+    from google.api_core.exceptions import NotFound as Gone
+
+    batch = _db().batch()
+    store.update(
+        service.request_ref(req["id"]),
+        {"state": rules.RequestState.RUNNING.value, "closingAt": clock.now()},
+        tx=batch,
+        by=actor,
+        unchanged_since=req.get(READ),
+    )
+    _close(batch, req["uid"], req["id"], actor)
+    try:
+        batch.commit()
+    except (FailedPrecondition, Gone):
+        log.info("erasure %s changed since read: left to the next run", req["id"])
+        return False
+    return True
+
+
+def _close(batch: Any, uid: str, request_id: str, actor: str) -> None:
+    """The fence: from this commit on, the booking paths refuse the account."""
+    store.set(
+        access.ref(uid),
+        {CLOSING: True, OPEN_REQUEST: request_id},
+        merge=True,
+        tx=batch,
+        by=actor,
+    )
 
 
 def _block(req: dict[str, Any], role: str, reasons: list[str], actor: str) -> None:
@@ -285,6 +400,7 @@ def erase(uid: str, role: str, request_id: str, actor: str) -> bool:
     ref = service.request_ref(request_id)
     started = ref.get().to_dict() or {}
     began = started.get("startedAt") or clock.now()
+    batch = _db().batch()
     store.update(
         ref,
         {
@@ -293,8 +409,11 @@ def erase(uid: str, role: str, request_id: str, actor: str) -> bool:
             "blockedBy": None,
             "startedAt": began,
         },
+        tx=batch,
         by=actor,
     )
+    _close(batch, uid, request_id, actor)  # fenced already when `run` called (here for others)
+    batch.commit()
     profile_snap = _db().collection("users").document(uid).get()
     profile = (profile_snap.to_dict() or {}) if profile_snap.exists else {}
     _delete_auth(uid)
@@ -429,7 +548,7 @@ def _treat(holding: rules.Holding, snap: Any, uid: str, actor: str) -> None:
     elif holding.treatment == "anonymize":  # the profile
         kept = {k: v for k, v in data.items() if k in rules.KEPT_PROFILE_FIELDS}
         store.set(
-            snap.reference, {**kept, "uid": uid, "erased": True, "erasedAt": clock.now()}, by=actor
+            snap.reference, {**kept, **rules.anonymized(uid), "erasedAt": clock.now()}, by=actor
         )
     elif holding.treatment == "scrub":
         # A notice: stopped (shared.platform.outbox's cancellation), its address and content gone.

@@ -164,7 +164,14 @@ HOLDS: tuple[str, ...] = (
 )
 
 # Profile fields kept when a profile is anonymized (nothing that names or reaches a person).
-KEPT_PROFILE_FIELDS = frozenset({"uid", "role", "approved", "createdAt"})
+KEPT_PROFILE_FIELDS = frozenset({"uid", "role", "createdAt"})
+
+
+def anonymized(uid: str) -> dict[str, Any]:
+    """What an anonymized profile is beside the fields kept: erased, and, as the access
+    record's tombstone, neither approved nor enabled, so no booking path takes it (they
+    refuse a profile not approved or disabled) whatever else is put back by hand."""
+    return {"uid": uid, "erased": True, "approved": False, "disabled": True}
 
 
 # -- the export's walk -----------------------------------------------------------------------
