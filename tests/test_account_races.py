@@ -156,3 +156,19 @@ def test_conflicting_decisions_serialize_with_one_notice_per_change(stack, admin
         # Each notice is a change from the state before it, and the last is what holds.
         assert all(a != b for a, b in itertools.pairwise(decided)), decided
         assert decided[-1] is profile["approved"], (decided, profile["approval"])
+
+
+def test_a_repeated_decision_settles_claims_a_failure_left_behind(stack, admin):
+    uid, _ = _doctor(stack)
+    approve = {"decision": "approve"}
+    assert admin.post(f"/admin-users/{uid}/approval", json=approve).status_code == 200
+    # As if setting Auth's claims had failed after the decision committed (a 503).
+    from firebase_admin import auth
+
+    auth.set_custom_user_claims(
+        uid, {"role": "doctor", "approved": False}, app=clients.firebase_app()
+    )
+    again = admin.post(f"/admin-users/{uid}/approval", json=approve)
+    assert again.status_code == 200, again.text
+    _assert_consistent(uid)
+    assert _decisions(uid) == [{"approved": True, "reason": None}]

@@ -3,7 +3,9 @@
 Used by the admin-users and users functions and by tools/create_admin.py. Firebase Auth and
 Firestore cannot share a transaction, so every operation orders its steps so that a failure
 leaves nothing half-made: the Auth user is created first and deleted again if any later step
-fails; Firestore documents that must agree are written in one batch.
+fails; Firestore documents that must agree are written in one batch. A change of role or
+approval is the other way round: decided and committed in Firestore first, guarded by the
+profile's version, and Auth's claims then follow from the committed profile (`_settle`).
 """
 
 from __future__ import annotations
