@@ -172,3 +172,18 @@ def test_a_repeated_decision_settles_claims_a_failure_left_behind(stack, admin):
     assert again.status_code == 200, again.text
     _assert_consistent(uid)
     assert _decisions(uid) == [{"approved": True, "reason": None}]
+
+
+def test_an_erased_profile_is_neither_approved_nor_changed(stack, admin):
+    from shared.platform import store
+
+    uid, _ = _doctor(stack)
+    store.update(profiles.ref(uid), {"erased": True, "disabled": True}, by="test")
+    approve = admin.post(f"/admin-users/{uid}/approval", json={"decision": "approve"})
+    assert approve.status_code == 404, approve.text
+    edit = admin.request("PATCH", f"/admin-users/{uid}", json={"bio": "Back."})
+    assert edit.status_code == 404, edit.text
+    profile = profiles.get(uid)
+    assert profile is not None
+    assert (profile["approved"], profile.get("bio")) == (False, None)
+    assert _decisions(uid) == []

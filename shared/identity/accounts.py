@@ -141,9 +141,10 @@ def load(uid: str) -> dict[str, Any]:
 
 
 def _read(uid: str) -> tuple[dict[str, Any], Any]:
-    """The profile and its update time; NotFound if there is none."""
+    """The profile and its update time; NotFound if there is none, or it is what an erased
+    account leaves (shared.privacy: never changed, approved or listed again)."""
     profile, version = profiles.read(uid)
-    if profile is None:
+    if profile is None or profile.get("erased"):
         raise NotFound()
     return profile, version
 
@@ -190,10 +191,8 @@ def update(
     """
     auth = _auth()
     app = clients.firebase_app()
-    if current is None or read_at is None:
-        current, read_at = profiles.read(uid)
-        if current is None:
-            raise NotFound()
+    if current is None or read_at is None or current.get("erased"):
+        current, read_at = _read(uid)
     first: list[tuple[dict[str, Any], Any]] = [(current, read_at)]
     sent = changes.fields.model_fields_set if changes.fields else set()
     doc = to_document(changes.fields) if changes.fields else {}
