@@ -4,9 +4,13 @@ turned off since, is skipped, and the channel's state says why."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from tests.notify_support import PAYMENT, channel_state, later, queue, recipient
+from shared.notify import service
+from shared.platform import store
+from tests.notify_support import PAYMENT, channel, channel_state, later, queue, recipient
 from tests.support import Api, bearer, eventually
 
 pytest_plugins = ("tests.notify_fixtures",)  # mail
@@ -64,3 +68,47 @@ def test_a_backoff_retry_skips_an_address_suppressed_while_it_waited(stack, mail
     )
     assert email["reason"] == "suppressed"
     assert mail.messages(user.email) == []
+
+
+def _quiet_now(user: Any) -> None:
+    """Quiet hours around now, in a zone of the user's own, ending two hours from now."""
+    zone = "Asia/Tokyo"
+    now_there = datetime.now(ZoneInfo(zone))
+    quiet = {
+        "start": (now_there - timedelta(hours=1)).strftime("%H:%M"),
+        "end": (now_there + timedelta(hours=2)).strftime("%H:%M"),
+    }
+    store.set(
+        service.preferences_ref(user.uid),
+        {"uid": user.uid, "timeZone": zone, "quietHours": quiet},
+        merge=True,
+        by="test",
+    )
+
+
+def test_a_backoff_retry_due_in_quiet_hours_waits_until_they_end(stack, mail, admin):
+    """A retry is held by quiet hours set since its first send, as a first send would be;
+    a security notice, which ignores quiet hours, is not held."""
+    user = recipient(stack)
+    mail.down()
+    payment = queue(user, "payment_received", PAYMENT)
+    reset = queue(user, "password_reset", {"link": "https://example.test/r"})
+    channel_state(payment, "email", "retry")
+    channel_state(reset, "email", "retry")
+    mail.up()
+    _quiet_now(user)
+
+    later(payment)
+    later(reset)
+    assert admin.post("/notifications/sweep").status_code == 200
+    channel_state(reset, "email", "sent")
+    held = channel_state(payment, "email", "retry")
+    assert held["reason"] == "quiet_hours"
+    assert held["nextAt"] > datetime.now(UTC) + timedelta(minutes=100)
+    assert held["attempts"] == 1  # waiting is no attempt
+    (sent,) = mail.messages(user.email)
+    assert sent["subject"].startswith("Reset your")
+    # And the next sweep leaves it waiting too.
+    assert admin.post("/notifications/sweep").status_code == 200
+    assert channel(payment, "email")["state"] == "retry"
+    assert len(mail.messages(user.email)) == 1

@@ -355,3 +355,48 @@ def test_the_notify_function_reads_the_notice_id_from_the_event_and_nothing_else
     assert notice_of({"type": created, "document": "notifications/n1/attempts/a"}) is None
     assert notice_of({"type": created, "document": "notifications/__x__"}) is None
     assert notice_of({"type": "google.cloud.storage.object.v1.finalized"}) is None
+
+
+def test_a_later_send_is_held_by_quiet_hours_as_a_first_send_is():
+    """Every send judges quiet hours by one rule (`quiet_hold`): a backoff retry, an admin's
+    retry or a reminder whose time came waits for their end, unless its category ignores
+    them; the wait is no attempt."""
+    prefs = _quiet("Europe/Istanbul", "22:00", "07:00")  # UTC+3
+    night = datetime(2031, 6, 1, 23, 30, tzinfo=UTC)  # 02:30 local
+    end = datetime(2031, 6, 2, 4, 0, tzinfo=UTC)  # 07:00 local
+    for name, kind in rules.KINDS.items():
+        first = rules.plan(kind, prefs, dict.fromkeys(Channel, True), frozenset(), night)
+        later = rules.quiet_hold(kind, prefs, night)
+        assert {p.next_at for p in first.values()} == {later or night}, name
+        assert (later is None) == (kind.category in rules.IGNORES_QUIET_HOURS), name
+    retry = {"state": "retry", "attempts": 2, "nextAt": night, "lastError": "421"}
+    assert rules.held(retry, end) == {**retry, "nextAt": end, "reason": "quiet_hours"}
+    # Left sending by a lease that ran out: it may have gone, so the next send looks first.
+    crashed = {"state": "sending", "attempts": 3, "attemptStartedAt": night}
+    waits = rules.held(crashed, end)
+    assert (waits["state"], waits["nextAt"], waits["attempts"]) == ("retry", end, 3)
+    assert (waits["unknown"], waits["lostAttemptAt"]) == (True, night)
+    assert rules.quiet_hold(rules.KINDS["payment_received"], prefs, end) is None
+
+
+def test_a_notice_of_an_erased_account_is_stopped_on_every_open_channel():
+    kind = rules.KINDS["booking_declined"]
+    never_planned = rules.stopped({}, kind, rules.RECIPIENT_ERASED)
+    assert set(never_planned) == {c.value for c in kind.channels}
+    assert {(c["state"], c["reason"]) for c in never_planned.values()} == {
+        ("cancelled", "recipient_erased")
+    }
+    planned = {
+        "email": {"state": "sent", "attempts": 1, "nextAt": None},
+        "sms": {"state": "retry", "attempts": 1, "nextAt": NOW},
+        "push": {"state": "skipped", "reason": "no_address", "nextAt": None},
+    }
+    stopped = rules.stopped(planned, kind, rules.RECIPIENT_ERASED)
+    assert stopped["email"] == planned["email"]
+    assert stopped["push"] == planned["push"]
+    assert stopped["sms"] == {
+        "state": "cancelled",
+        "attempts": 1,
+        "nextAt": None,
+        "reason": "recipient_erased",
+    }

@@ -461,9 +461,7 @@ def plan(
     end of the user's quiet hours unless the category ignores them.
     """
     start = max(now, not_before) if not_before else now
-    quiet_end = None
-    if kind.category not in IGNORES_QUIET_HOURS:
-        quiet_end = quiet_until(start, prefs.time_zone, prefs.quiet_start, prefs.quiet_end)
+    quiet_end = quiet_hold(kind, prefs, start)
     plans: dict[Channel, ChannelPlan] = {}
     for channel in kind.channels:
         if refused := refusal(kind, channel, prefs, reachable, suppressed):
@@ -473,6 +471,58 @@ def plan(
         else:
             plans[channel] = ChannelPlan(State.PENDING, start)
     return plans
+
+
+def quiet_hold(kind: Kind, prefs: Preferences, at: datetime) -> datetime | None:
+    """When the quiet hours that hold a send of a notice of `kind` at `at` end, or None when
+    nothing holds it (`at` is outside them, or its category ignores them). The one rule of
+    every send: the first (`plan`) and each later one (`held`)."""
+    if kind.category in IGNORES_QUIET_HOURS:
+        return None
+    return quiet_until(at, prefs.time_zone, prefs.quiet_start, prefs.quiet_end)
+
+
+def held(channel: Mapping[str, Any], until: datetime) -> dict[str, Any]:
+    """A due channel of a later send (a backoff retry, an admin's retry, a reminder whose time
+    came) that `quiet_hold` holds: it waits until `until`, as a first send would, and the wait
+    is no attempt. One left `sending` by a lease that ran out (its attempt may have gone out)
+    waits as a retry whose answer was lost, so the send after the quiet hours looks first."""
+    record = {**channel, "nextAt": until, "reason": "quiet_hours"}
+    if channel.get("state") == State.SENDING:
+        check_transition(State.SENDING, State.RETRY)
+        record.update(
+            state=State.RETRY.value,
+            unknown=True,
+            lostAttemptAt=channel.get("lostAttemptAt") or channel.get("attemptStartedAt"),
+        )
+    return record
+
+
+# Why a notice of an erased account (its access record a tombstone) was stopped: nothing is
+# ever sent to one, whatever queued the notice, with whatever address, in whatever category.
+RECIPIENT_ERASED = "recipient_erased"
+
+
+def stopped(
+    channels: Mapping[str, Mapping[str, Any]], kind: Kind | None, reason: str
+) -> dict[str, dict[str, Any]]:
+    """A notice's channels once it is stopped for `reason`: each one still open cancelled with
+    that reason, those that ended kept; a notice never planned gets each channel of its kind,
+    cancelled."""
+    if not channels:
+        fresh = {"attempts": 0, "nextAt": None, "lastError": None}
+        return {
+            c.value: {**fresh, "state": State.CANCELLED.value, "reason": reason}
+            for c in (kind.channels if kind else (Channel.EMAIL,))
+        }
+    return {
+        name: (
+            {**c, "state": State.CANCELLED.value, "nextAt": None, "reason": reason}
+            if c.get("state") in OPEN
+            else dict(c)
+        )
+        for name, c in channels.items()
+    }
 
 
 def refusal(

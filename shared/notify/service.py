@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from shared.identity import profiles
+from shared.identity import access, profiles
 from shared.notify import rules, templates
 from shared.notify.rules import Category, Channel, Notice, Outcome, Result, State
 from shared.platform import clients, clock, logs, outbox, pagination, settings, store
@@ -49,6 +49,9 @@ CLAIM_TRIES = 3
 SWEEP_WORKERS = 8
 MAX_PUSH_TOKENS = 500  # FCM's multicast limit
 HARD_BOUNCES = frozenset({550, 551, 553})
+# What a notice of an erased account is stripped of when notify stops it, as the erasure
+# strips the notices it finds (shared/privacy/rules.py HOLDINGS; a test holds them equal).
+ERASED_SCRUBBED = ("to", "data", "recipient")
 
 
 def _db() -> Any:
@@ -113,10 +116,12 @@ class Recipient:
 
 class Reading(NamedTuple):
     """What the claim of one notice judges it on, read for it: who a queued notice goes to
-    (its first plan), or the standing of a notice planned earlier whose time came."""
+    (its first plan), or the standing of a notice planned earlier whose time came; and, for
+    either, whether its account was erased (its access record a tombstone)."""
 
     planned: tuple[Recipient, rules.Preferences] | None = None
     standing: Standing | None = None
+    erased: bool = False
 
 
 class Standing(NamedTuple):
@@ -132,23 +137,27 @@ IN_QUERY_VALUES = 30  # Firestore's limit on an `in` filter's values
 
 def _first_reads(doc: dict[str, Any], now: datetime) -> list[Any]:
     """The documents a claim of `doc` reads before anything else: for a queued notice the
-    recipient's profile, preferences and the given address's suppression; for a later send
-    the preferences and the due channels' addresses' suppressions. Nothing for a cancelled
-    notice or one of an unknown kind, which need none."""
+    recipient's access record, profile, preferences and the given address's suppression; for
+    a later send the access record, the preferences and the due channels' addresses'
+    suppressions. Nothing for a cancelled notice or one of an unknown kind, which need none."""
     kind = rules.KINDS.get(str(doc.get("kind")))
     if doc.get("cancelled") or kind is None:
         return []
     uid = str(doc.get("uid") or "")
     if doc.get("status") == Notice.QUEUED:
         to = doc.get("to") or None
-        return [profiles.ref(uid), preferences_ref(uid)] + (
+        return [access.ref(uid), profiles.ref(uid), preferences_ref(uid)] + (
             [suppression_ref(Channel.EMAIL, to)] if to else []
         )
     due = rules.due_channels(doc, now) if doc.get("status") in LATER else []
     if not due:
         return []
     addresses = _addresses(doc)
-    return [preferences_ref(uid), *(suppression_ref(c, a) for c in due if (a := addresses.get(c)))]
+    return [
+        access.ref(uid),
+        preferences_ref(uid),
+        *(suppression_ref(c, a) for c in due if (a := addresses.get(c))),
+    ]
 
 
 LATER = (Notice.PENDING, Notice.SENDING)  # planned earlier: a later send judges it again
@@ -209,10 +218,15 @@ def _readings(
     def suppressed(each: Mapping[Channel, str | None]) -> frozenset[Channel]:
         return frozenset(c for c, a in each.items() if a and found.get(suppression_ref(c, a).path))
 
+    def erased(uid: str) -> bool:
+        return (found.get(access.ref(uid).path) or {}).get("deleted") is True
+
     readings = []
     for i, doc in enumerate(docs):
         uid = str(doc.get("uid") or "")
-        if i in addresses:
+        if i in addresses and erased(uid):
+            readings.append(Reading(erased=True))
+        elif i in addresses:
             profile = found.get(profiles.ref(uid).path) or {}
             prefs = rules.Preferences.from_doc(found.get(preferences_ref(uid).path) or {})
             email, phone = addresses[i][Channel.EMAIL], addresses[i][Channel.SMS]
@@ -227,6 +241,8 @@ def _readings(
                 suppressed=suppressed(addresses[i]),
             )
             readings.append(Reading(planned=(recipient, prefs)))
+        elif _first_reads(doc, now) and erased(uid):
+            readings.append(Reading(erased=True))
         elif _first_reads(doc, now):
             every = _addresses(doc)
             due = set(rules.due_channels(doc, now))
@@ -335,6 +351,10 @@ def _claim_update(
             "dueAt": None,
             "lease": None,
         }, []
+    if reading.erased:
+        if status == Notice.SENDING and not rules.due_channels(doc, now):
+            return {}, []  # its worker is still at it; the claim after it stops the rest
+        return _stopped_for_erasure(doc, now), []
     update: dict[str, Any] = {}
     if status == Notice.QUEUED:
         # Planned at first sight, even when not due yet (a reminder): it then waits as
@@ -366,10 +386,21 @@ def _claim_update(
         doc = {**doc, "channels": channels}
         update["channels"] = channels
         due = [c for c in due if c not in refused]
+    quiet = rules.quiet_hold(kind, standing.prefs, now) if standing and kind and due else None
+    if quiet is not None:
+        # A later send inside quiet hours set since: it waits for their end, as a first would.
+        channels = dict(doc.get("channels") or {})
+        for channel in due:
+            channels[channel.value] = rules.held(channels[channel.value], quiet)
+        doc = {**doc, "channels": channels}
+        update["channels"] = channels
+        due = []
     if not due:
         if update:  # planned, nothing due yet (quiet hours, all skipped)
             state, due_at = rules.summary(update["channels"])
             update.update(status=state.value, dueAt=due_at, updatedAt=now)
+            if state is not Notice.SENDING:
+                update["lease"] = None
             if state is Notice.DONE:
                 update["outcome"] = rules.outcome_of(update["channels"])
         return update, []
@@ -402,6 +433,31 @@ def _claim_update(
     return update, due
 
 
+def _stopped_for_erasure(doc: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The write that stops a notice of an erased account for good: cancelled with the reason
+    on each channel still open, and stripped of its address and contents as the erasure strips
+    the notices it finds (one queued after the erasure, from a record kept under a legal hold,
+    or planned before it and due again before the erasure's walk reached it)."""
+    kind = rules.KINDS.get(str(doc.get("kind")))
+    channels = rules.stopped(doc.get("channels") or {}, kind, rules.RECIPIENT_ERASED)
+    return {
+        **dict.fromkeys(ERASED_SCRUBBED),
+        "status": Notice.CANCELLED.value,
+        "channels": channels,
+        "cancelled": True,
+        "cancelledAt": now,
+        "cancelReason": rules.RECIPIENT_ERASED,
+        "dueAt": None,
+        "lease": None,
+        "updatedAt": now,
+    }
+
+
+def _stopped(notice_id: str, reading: Reading) -> None:
+    if reading.erased:
+        log.info("notice %s cancelled: its recipient's account was erased", notice_id)
+
+
 def claim(notice_id: str, now: datetime, snap: Any = None) -> Lease | None:
     """Lease notice `notice_id` if some channel of it is due; None when nothing is (or
     another worker holds it). `snap` is a fresh read of it, when the caller has one."""
@@ -414,7 +470,8 @@ def claim(notice_id: str, now: datetime, snap: Any = None) -> Lease | None:
         if not snap.exists:
             return None
         doc = snap.to_dict() or {}
-        update, due = _claim_update(doc, now, _readings([doc], now)[0])
+        reading = _readings([doc], now)[0]
+        update, due = _claim_update(doc, now, reading)
         if not update:
             return None
         batch = _db().batch()
@@ -424,6 +481,7 @@ def claim(notice_id: str, now: datetime, snap: Any = None) -> Lease | None:
         except (FailedPrecondition, Missing):
             snap = None  # someone else wrote it first: read what they did
             continue
+        _stopped(notice_id, reading)
         if not due:
             return None
         return Lease(ref, update["lease"]["id"], {**doc, **update}, result.update_time, due)
@@ -968,6 +1026,7 @@ class Claim(NamedTuple):
     doc: dict[str, Any]
     update: dict[str, Any]
     due: list[Channel]
+    reading: Reading = Reading()
 
 
 class Claimed(NamedTuple):
@@ -1129,7 +1188,7 @@ def _claims(snaps: Sequence[Any], now: datetime, reads: Reads) -> tuple[list[Cla
             log.exception("notice %s could not be delivered by the sweep", snap.id)
             continue
         if update:
-            claims.append(Claim(snap, doc, update, due))
+            claims.append(Claim(snap, doc, update, due, reading))
     return claims, alone
 
 
@@ -1148,7 +1207,9 @@ def _claim_all(claims: Sequence[Claim]) -> tuple[list[Lease], list[str]]:
     for c, update_time in zip(claims, _written(batch), strict=True):
         if update_time is None:
             refused.append(c.snap.id)
-        elif c.due:
+            continue
+        _stopped(c.snap.id, c.reading)
+        if c.due:
             lease_id = c.update["lease"]["id"]
             doc = {**c.doc, **c.update}
             leases.append(Lease(c.snap.reference, lease_id, doc, update_time, c.due))
