@@ -22,6 +22,9 @@ fixture can fail on any.
 A buyer approves (or cancels) in the window at an order's `approve` link: the page shows the
 amount with Approve and Cancel buttons (a form post), then sends the buyer to the order's
 `experience_context.return_url` (with `token` and `PayerID`) or `cancel_url` (with `token`).
+It asks a CREATED order's buyer, and the buyer of an APPROVED order whose capture was declined
+(INSTRUMENT_DECLINED): PayPal's documented recovery redirects that buyer to the approve link to
+choose another funding source, and the capture after they approve again goes through.
 
 Test-only controls live under `/_sim/`: faults (delay or fail the next N responses), webhooks
 (send one now, list those sent), violations, and the request log.
@@ -359,7 +362,20 @@ def create_app(
         else:
             answer = fail(400, "INVALID_PARAMETER_VALUE", field="PayPal-Mock-Response", value=code)
             return _json(answer.status, answer.body)
+        if code == "INSTRUMENT_DECLINED":
+            declined(flask.request.path)
         return _json(status, error_body(status, code, description))
+
+    def declined(path: str) -> None:
+        """A capture declined the approved order's funding source: its approve link asks the
+        buyer again (to choose another), as PayPal's recovery for INSTRUMENT_DECLINED has it."""
+        parts = path.strip("/").split("/")
+        if len(parts) != 5 or parts[:3] != ["v2", "checkout", "orders"] or parts[4] != "capture":
+            return
+        with state.lock:
+            order = state.orders.get(parts[3])
+            if order is not None and order["status"] == "APPROVED":
+                order["_declined"] = True
 
     @app.after_request
     def after(response: flask.Response) -> flask.Response:
@@ -534,6 +550,13 @@ def create_app(
     def get_order(order_id: str) -> flask.Response:
         return _json(200, representation(load_order(order_id)))
 
+    def asks_buyer(order: dict[str, Any]) -> bool:
+        """Whether the approve link asks the buyer: an order not approved yet, or an approved
+        one whose capture declined the funding source the buyer chose."""
+        return order["status"] == "CREATED" or (
+            order["status"] == "APPROVED" and bool(order.get("_declined"))
+        )
+
     @app.get("/checkoutnow")
     def checkout() -> flask.Response:
         """PayPal's window: what the buyer is asked to pay, with Approve and Cancel. Seeing it
@@ -545,12 +568,15 @@ def create_app(
                 return _page(404, "No such order", "<p>This payment does not exist.</p>")
             status = order["status"]
             unit = order["purchase_units"][0]
-        if status != "CREATED":
+            asking = asks_buyer(order)
+            again = bool(order.get("_declined"))
+        if not asking:
             return _page(200, "PayPal", f"<p>Order {_esc(order_id)}: {_esc(status)}.</p>")
         amount = f"{unit['amount']['value']} {unit['amount']['currency_code']}"
         what = unit.get("description") or "your purchase"
         form = (
-            f"<p>Pay <strong>{_esc(amount)}</strong> to Alo Doktor for {_esc(what)}.</p>"
+            ("<p>Your payment method was declined: choose another way to pay.</p>" if again else "")
+            + f"<p>Pay <strong>{_esc(amount)}</strong> to Alo Doktor for {_esc(what)}.</p>"
             f'<form method="post" action="/checkoutnow?token={_esc(order_id)}">'
             '<button name="action" value="approve">Approve</button> '
             '<button name="action" value="cancel">Cancel</button></form>'
@@ -577,6 +603,8 @@ def create_app(
                     "email_address": "buyer@alodoktor.test",
                     "payer_id": SIM_PAYER_ID,
                 }
+            elif action == "approve" and asks_buyer(order):
+                order.pop("_declined")  # another funding source chosen: captures may go on
             status = order["status"]
             back = order.get("_return_url" if action == "approve" else "_cancel_url")
         if back:

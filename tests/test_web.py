@@ -721,3 +721,300 @@ def test_sessions_revoked_in_another_tab_send_this_tab_to_sign_in(
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     expect(page.locator("#error")).to_have_text("Your session has ended. Please sign in again.")
     web.shot("session-ended")
+
+
+# -- one browser, several people; local days; payments that do not go straight through -------
+
+
+def _end_the_session_elsewhere(web: Web) -> None:
+    """The same browser's other tab signs out everywhere: this tab's session has ended, and it
+    learns so at its next call."""
+    second = web.open()
+    second.get_by_role("button", name="Sign out everywhere").click()
+    expect(second.get_by_role("heading", name="Sign in")).to_be_visible()
+    second.close()
+
+
+def _nothing_of_anyone_before(page: Page) -> None:
+    """A patient just signed in sees only their own (empty) page."""
+    expect(page.locator("#my-appointments")).to_have_text("No appointments yet.")
+    expect(page.locator("#appointment")).to_be_hidden()
+    expect(page.locator("#receipt")).to_be_hidden()
+    expect(page.get_by_role("button", name="Pay with PayPal")).to_be_hidden()
+    expect(page.get_by_role("button", name="Cancel appointment")).to_be_hidden()
+    expect(page.locator("#slots li")).to_have_count(0)
+
+
+def test_the_next_person_on_a_shared_browser_sees_nothing_of_the_last(
+    stack: Any, admin: Api, web: Web
+) -> None:
+    page = web.page
+    # A doctor's day, then Sign out: the next doctor on this browser sees none of it.
+    _, doctor, patient = _named_doctor_and_patient(stack, admin, "Dr Shared", "20.00")
+    patient_name = f"Siti {uuid.uuid4().hex[:6]}"
+    api = bearer(stack, patient)
+    api.request("PATCH", "/users/me", json={"displayName": patient_name}).raise_for_status()
+    start = slot_in(30)
+    booked = api.post("/appointments", json={"doctorUid": doctor.uid, "start": start})
+    assert booked.status_code == 201, booked.text
+    web.sign_in(doctor)
+    page.locator("#doctor").get_by_label("Day", exact=True).fill(start[:10])
+    page.get_by_role("button", name="Show the day").click()
+    expect(page.locator("#day-list")).to_contain_text(patient_name)
+    web.sign_out()
+    expect(page.locator("#day-list li")).to_have_count(0)
+    web.sign_in(approved_doctor(stack, admin)[0])
+    expect(page.locator("#day-list li")).to_have_count(0)
+    expect(page.locator("#doctor")).not_to_contain_text(patient_name)
+    web.sign_out()
+
+    # A patient's session ends (another tab) while their appointment is on the page: the 401
+    # takes it away, and the next patient signing in sees none of it.
+    first = create_user(stack, Role.PATIENT)
+    web.sign_in(first)
+    _book_on_the_page(web, doctor, 2, "09:00")
+    expect(page.get_by_role("button", name="Pay with PayPal")).to_be_visible()
+    _end_the_session_elsewhere(web)
+    page.get_by_role("button", name="Search doctors").click()  # 401
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.locator("#error")).to_have_text("Your session has ended. Please sign in again.")
+    expect(page.locator("#email")).to_be_focused()
+    web.shot("session-ended-nothing-left")
+    web.sign_in(create_user(stack, Role.PATIENT))
+    _nothing_of_anyone_before(page)
+
+    # Sign out after the session ended elsewhere: signed out all the same, nothing left.
+    _book_on_the_page(web, doctor, 2, "09:30")
+    _end_the_session_elsewhere(web)
+    page.get_by_role("button", name="Sign out", exact=True).click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.locator("#status")).to_have_text("Signed out.")
+    expect(page.locator("#error")).to_have_text("")
+    web.sign_in(create_user(stack, Role.PATIENT))
+    _nothing_of_anyone_before(page)
+    web.sign_out()
+
+
+def test_cancelling_an_unpaid_appointment_shows_no_other_appointments_receipt(
+    stack: Any, admin: Api, sim: Sim, web: Web
+) -> None:
+    _, doctor, patient = _named_doctor_and_patient(stack, admin, "Dr Receipt", "25.00")
+    api = bearer(stack, patient)
+    unpaid = api.post("/appointments", json={"doctorUid": doctor.uid, "start": slot_in(50)})
+    assert unpaid.status_code == 201, unpaid.text
+    paid = api.post("/appointments", json={"doctorUid": doctor.uid, "start": slot_in(75)})
+    assert paid.status_code == 201, paid.text
+    made = api.post("/paypal-create", json={"appointmentId": paid.json()["id"]})
+    sim.approve({"links": [{"rel": "approve", "href": made.json()["approveLink"]}]})
+    assert api.post("/paypal-capture", json={"orderId": made.json()["id"]}).status_code == 200
+
+    web.sign_in(patient)
+    page = web.page
+    mine = page.locator("#my-appointments")
+    expect(mine.locator("li")).to_have_count(2)
+    mine.locator("li").nth(0).get_by_role("button", name=re.compile("^Show ")).click()
+    expect(page.locator("#receipt-details")).to_contain_text("captured")
+    expect(page.locator("#receipt-details")).to_contain_text(made.json()["id"])
+
+    mine.locator("li").nth(1).get_by_role("button", name=re.compile("^Cancel ")).click()
+    expect(page.locator("#status")).to_contain_text("Appointment cancelled")
+    expect(page.locator("#appointment-details")).to_contain_text("cancelled")
+    expect(page.locator("#receipt")).to_be_hidden()  # the unpaid one has none
+    web.shot("cancelled-unpaid-no-receipt")
+    web.sign_out()
+
+
+@pytest.mark.parametrize(
+    ("zone", "at"),
+    [("Asia/Jakarta", "02:00"), ("America/Los_Angeles", "22:00")],
+)
+def test_days_and_times_are_the_users_local_ones(
+    stack: Any, admin: Api, browser: Browser, zone: str, at: str
+) -> None:
+    """A day picked on the page is the person's local day (its free times from 00:00 to 23:30
+    local, the doctor's day the same), shown in local time, and today is their today: at
+    02:00 in Jakarta, or 22:00 in Los Angeles, the UTC date is another one."""
+    from zoneinfo import ZoneInfo
+
+    local = ZoneInfo(zone)
+    _, doctor, patient = _named_doctor_and_patient(stack, admin, "Dr Local", "20.00")
+    context = browser.new_context(timezone_id=zone, viewport={"width": 960, "height": 720})
+    try:
+        web = Web(context, stack.hosting_url, f"local-{zone.rsplit('/', 1)[1].lower()}")
+        page = web.page
+        today = datetime.now(local).date()
+        day = today + timedelta(days=3)
+        web.sign_in(patient)
+        view = page.locator("#patient")
+        expect(view.get_by_label("Day", exact=True)).to_have_value(today.isoformat())
+        view.get_by_label("Doctor").select_option(doctor.uid)
+        view.get_by_label("Day", exact=True).fill(day.isoformat())
+        page.get_by_role("button", name="Show free times").click()
+        slots = page.locator("#slots li")
+        expect(slots.first).to_have_text("Book 00:00")
+        expect(slots.last).to_have_text("Book 23:30")
+        web.shot("local-free-times")
+        page.get_by_role("button", name=f"Book {at}").click()
+        details = page.locator("#appointment-details")
+        expect(details).to_contain_text("pending payment")
+        expect(details).to_contain_text(f"{day.day} {day:%b %Y}, {at}")
+        hour, minute = map(int, at.split(":"))
+        expected = datetime(day.year, day.month, day.day, hour, minute, tzinfo=local)
+        mine = bearer(stack, patient).get("/appointments").json()["items"]
+        assert [datetime.fromisoformat(a["start"]) for a in mine] == [expected], mine
+        web.sign_out()
+
+        web.sign_in(doctor)
+        view = page.locator("#doctor")
+        expect(view.get_by_label("Day", exact=True)).to_have_value(today.isoformat())
+        view.get_by_label("Day", exact=True).fill(day.isoformat())
+        page.get_by_role("button", name="Show the day").click()
+        expect(page.locator("#day-list")).to_contain_text(f"{at}: pending payment")
+        expect(page.locator("#status")).to_have_text(f"Appointments on {day.isoformat()}: 1.")
+        web.shot("local-day")
+        web.sign_out()
+        assert web.unexpected_errors == []
+    finally:
+        context.close()
+
+
+def test_a_doctors_day_shows_every_appointment_and_people_without_names_humanely(
+    stack: Any, admin: Api, web: Web
+) -> None:
+    doctor, _ = approved_doctor(stack, admin)
+    patient = create_user(stack, Role.PATIENT)  # no name given
+    api = bearer(stack, patient)
+    day = (datetime.now(UTC) + timedelta(days=4)).date().isoformat()
+    starts = [f"{day}T{h:02d}:{m:02d}:00Z" for h in range(12) for m in (0, 30)][:23]
+    for start in starts:  # more than one page of the list (20)
+        booked = api.post("/appointments", json={"doctorUid": doctor.uid, "start": start})
+        assert booked.status_code == 201, booked.text
+    web.sign_in(doctor)
+    page = web.page
+    page.locator("#doctor").get_by_label("Day", exact=True).fill(day)
+    page.get_by_role("button", name="Show the day").click()
+    listed = page.locator("#day-list li")
+    expect(listed).to_have_count(len(starts))
+    expect(page.locator("#status")).to_have_text(f"Appointments on {day}: {len(starts)}.")
+    expect(listed.first).to_have_text("00:00: pending payment (patient without a name)")
+    expect(listed.last).to_contain_text("11:00: pending payment")
+    expect(page.locator("#day-list")).not_to_contain_text(patient.uid)
+    web.shot("full-day")
+    web.sign_out()
+
+
+def _pay_and_approve(web: Web, amount: str) -> None:
+    page = web.page
+    page.get_by_role("button", name="Pay with PayPal").click()
+    expect(page.locator("body")).to_contain_text(f"Pay {amount} to Alo Doktor")
+    page.get_by_role("button", name="Approve").click()
+
+
+def test_a_capture_paypal_fails_is_kept_tried_again_and_survives_a_reload(
+    stack: Any, admin: Api, sim: Sim, web: Web
+) -> None:
+    _, doctor, patient = _named_doctor_and_patient(stack, admin, "Dr Retry", "30.00")
+    web.sign_in(patient)
+    page = web.page
+    _book_on_the_page(web, doctor, 2, "13:00")
+    sim.fault(mock="INTERNAL_SERVER_ERROR", pathContains="/capture", count=1000)
+    _pay_and_approve(web, "30.00 USD")
+    error = page.locator("#error")
+    expect(error).to_contain_text("PayPal is not answering right now")
+    expect(error).not_to_contain_text("paypal_unavailable")
+    expect(page).to_have_url(re.compile(r"/\?paypal=return&order="))  # kept to capture
+    web.shot("capture-failed")
+    page.reload()  # tries the capture again
+    expect(page.locator("body[data-ready=true]")).to_have_count(1)
+    expect(error).to_contain_text("PayPal is not answering right now")
+    sim.control("DELETE", "/faults")  # PayPal is back
+    again = page.get_by_role("button", name="Try the payment again")
+    expect(again).to_be_visible()  # once the Retry-After has passed
+    again.click()
+    expect(page.locator("#status")).to_have_text("Payment received: your appointment is confirmed.")
+    expect(page.locator("#receipt-details")).to_contain_text("captured")
+    expect(again).to_be_hidden()
+    expect(page).to_have_url(web.base + "/")
+    web.shot("captured-on-retry")
+    web.sign_out()
+
+
+def test_pay_on_an_order_approved_before_captures_it_instead_of_sending_to_paypal(
+    stack: Any, admin: Api, sim: Sim, web: Web
+) -> None:
+    name, doctor, patient = _named_doctor_and_patient(stack, admin, "Dr Approved", "35.00")
+    web.sign_in(patient)
+    page = web.page
+    _book_on_the_page(web, doctor, 2, "14:00")
+    sim.fault(mock="INTERNAL_SERVER_ERROR", pathContains="/capture", count=1000)
+    _pay_and_approve(web, "35.00 USD")
+    expect(page.locator("#error")).to_contain_text("PayPal is not answering right now")
+    sim.control("DELETE", "/faults")
+    page.goto(web.base + "/")  # the buyer leaves, and comes back later
+    expect(page.locator("body[data-ready=true]")).to_have_count(1)
+    page.get_by_role("button", name=re.compile(rf"^Pay for .* with {re.escape(name)}$")).click()
+    expect(page.locator("#status")).to_have_text("Payment received: your appointment is confirmed.")
+    expect(page).to_have_url(web.base + "/")  # never sent to PayPal's window again
+    expect(page.locator("#receipt-details")).to_contain_text("35.00 USD")
+    web.sign_out()
+
+
+def test_a_declined_payment_method_sends_the_buyer_back_to_paypal_to_choose_another(
+    stack: Any, admin: Api, sim: Sim, web: Web
+) -> None:
+    _, doctor, patient = _named_doctor_and_patient(stack, admin, "Dr Declined", "40.00")
+    web.sign_in(patient)
+    page = web.page
+    details = _book_on_the_page(web, doctor, 2, "15:00")
+    sim.fault(mock="INSTRUMENT_DECLINED", pathContains="/capture")
+    _pay_and_approve(web, "40.00 USD")
+    expect(page.locator("#error")).to_have_text(
+        "Your payment method was declined; choose another in PayPal."
+    )
+    expect(details).to_contain_text("pending payment")
+    web.shot("declined")
+    other = page.get_by_role("button", name="Choose another way to pay in PayPal")
+    expect(other).to_be_focused()
+    other.click()
+    # PayPal's window asks again (the order is approved, its funding source declined).
+    expect(page.locator("body")).to_contain_text("Pay 40.00 USD to Alo Doktor")
+    page.get_by_role("button", name="Approve").click()
+    expect(page.locator("#status")).to_have_text("Payment received: your appointment is confirmed.")
+    expect(details).to_contain_text("confirmed")
+    web.sign_out()
+
+
+def test_a_capture_paypal_holds_shows_payment_pending_and_no_second_payment(
+    stack: Any, admin: Api, sim: Sim, web: Web
+) -> None:
+    name, doctor, patient = _named_doctor_and_patient(stack, admin, "Dr Pending", "45.00")
+    web.sign_in(patient)
+    page = web.page
+    details = _book_on_the_page(web, doctor, 2, "16:00")
+    sim.control("POST", "/captures/pending", json={"count": 1})  # an eCheck
+    _pay_and_approve(web, "45.00 USD")
+    expect(page.locator("#status")).to_contain_text("Payment pending")
+    expect(details).to_contain_text("payment pending")
+    expect(page.locator("#receipt-details")).to_contain_text("payment pending")
+    expect(page.locator("#receipt-details")).not_to_contain_text("capture_pending")
+    expect(page.get_by_role("button", name="Pay with PayPal")).to_be_hidden()
+    mine = page.locator("#my-appointments li").first
+    expect(mine).to_contain_text(f"with {name}: payment pending")
+    expect(mine.get_by_role("button", name=re.compile("^Pay for "))).to_have_count(0)
+    web.sign_out()
+
+
+def test_a_wrong_password_is_said_plainly(stack: Any, web: Web) -> None:
+    patient = create_user(stack, Role.PATIENT)
+    page = web.page
+    form = page.locator("#sign-in")
+    form.get_by_label("E-mail").fill(patient.email)
+    form.get_by_label("Password").fill("not-the-password")
+    page.get_by_role("button", name="Sign in").click()
+    error = page.locator("#error")
+    expect(error).to_have_text("Wrong e-mail or password. Check them and try again.")
+    expect(error).not_to_contain_text("Firebase")
+    web.shot("wrong-password")
+    web.sign_in(patient)  # the right one works
+    expect(error).to_have_text("")
+    web.sign_out()

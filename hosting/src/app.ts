@@ -6,8 +6,15 @@
  * the SDK keeps nothing (in-memory persistence, signed out at once). After a reload the session
  * is found again with GET /api/session, which also gives back the CSRF token. Any 401 (the
  * session ended in another tab, was revoked or timed out) brings the sign-in form back.
+ *
+ * Whatever one person saw goes when their session does: signing out (whatever the API
+ * answers), any 401, and every sign-in first clear every per-user view and state
+ * (`forgetUser`), and an answer that arrives for a session that has ended is dropped.
+ *
+ * Days are the user's local days: a day picked on the page is sent as the UTC instants of its
+ * local start and end, and times are shown in local time.
  */
-import { initializeApp } from "firebase/app";
+import { FirebaseError, initializeApp } from "firebase/app";
 import {
   connectAuthEmulator,
   getAuth,
@@ -75,7 +82,25 @@ const when = (iso: string): string =>
   new Date(iso).toLocaleString("en-GB", { dateStyle: "medium", timeStyle: "short" });
 const time = (iso: string): string =>
   new Date(iso).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit" });
-const today = (): string => new Date().toISOString().slice(0, 10);
+const pad = (n: number): string => String(n).padStart(2, "0");
+/** The user's local day (YYYY-MM-DD) of an instant: today by default. */
+const localDay = (at: Date = new Date()): string =>
+  `${at.getFullYear()}-${pad(at.getMonth() + 1)}-${pad(at.getDate())}`;
+const today = (): string => localDay();
+
+/** The UTC instants at which the user's local day `day` (YYYY-MM-DD) starts and ends: what
+ * the API is asked for (a local day may last 23 or 25 hours). */
+function localDayBounds(day: string): { from: string; to: string } {
+  const [y, m, d] = day.split("-").map(Number) as [number, number, number];
+  return {
+    from: new Date(y, m - 1, d).toISOString(),
+    to: new Date(y, m - 1, d + 1).toISOString(),
+  };
+}
+
+/** Statuses as people read them ("payment pending", not "capture_pending"). */
+const STATUS_WORDS: Record<string, string> = { capture_pending: "payment pending" };
+const statusWords = (status: string): string => STATUS_WORDS[status] ?? status.replaceAll("_", " ");
 
 function say(message: string): void {
   $("status").textContent = message;
@@ -86,8 +111,62 @@ function fail(message: string): void {
   $("error").textContent = message;
 }
 
-// Any 401 (the session ended in another tab, was revoked, or timed out): back to sign-in.
-const api = createBackend({ onUnauthenticated: () => show("sign-in") });
+/** A failure worded for the person using the page (shown as it is). */
+class Plain extends Error {}
+
+/** An answer that came for a session that has ended since it was asked: dropped. */
+class Stale extends Error {}
+
+/** Bumped whenever one person's session ends: answers asked for before are Stale. */
+let epoch = 0;
+
+/** Who is signed in on this page (null: no one). */
+let current: Session | null = null;
+
+// Any 401 (the session ended in another tab, was revoked, or timed out): everything of the
+// person goes, and the sign-in form comes back.
+const api = createBackend({
+  onUnauthenticated: () => {
+    if (current !== null) sessionEnded();
+  },
+});
+
+type Result<T> = { data?: T; error?: unknown; response: Response };
+
+/** `api.call` and the answer's status; Stale when the session ended while it was asked. */
+async function answered<T>(pending: Promise<Result<T>>): Promise<{ data: T; status: number }> {
+  const at = epoch;
+  const result = await pending;
+  if (at !== epoch) throw new Stale("the session ended");
+  const data = await api.call(Promise.resolve(result));
+  return { data, status: result.response.status };
+}
+
+async function call<T>(pending: Promise<Result<T>>): Promise<T> {
+  return (await answered(pending)).data;
+}
+
+/** A request that got no answer at all (fetch's "Failed to fetch": offline, the server down). */
+const unreachable = (error: unknown): boolean =>
+  error instanceof TypeError && /fetch|network|load failed/i.test(error.message);
+
+/** What went wrong, in words a person can act on. */
+function explain(error: unknown): string {
+  if (error instanceof Plain) return error.message;
+  if (error instanceof ApiError) {
+    const invalid = error.problem.errors ?? [];
+    if (error.code === "validation_failed" && invalid.length > 0) {
+      const fields = invalid.map((e) => {
+        const name = (e.field ?? "").split(".").filter((part) => !/^\d+$/.test(part)).pop();
+        return `${name || "the form"}${e.message ? ` (${e.message})` : ""}`;
+      });
+      return `Please check ${fields.join("; ")}.`;
+    }
+    return `${error.message} (${error.code})`;
+  }
+  if (unreachable(error)) return "The server could not be reached. Check your connection and try again.";
+  return error instanceof Error ? error.message : String(error);
+}
 
 /** Runs an action, showing a failure the way a user can read it. The controls that started it
  * are disabled until it ends: a double-click, or Enter pressed twice, sends one request. */
@@ -97,12 +176,15 @@ async function run(action: () => Promise<void>, controls: HTMLButtonElement[] = 
   try {
     await action();
   } catch (error) {
+    if (error instanceof Stale) return; // for someone who is not here any more
     if (error instanceof ApiError && error.status === 401) {
-      show("sign-in");
-      fail("Your session has ended. Please sign in again.");
+      // onUnauthenticated has let go of whoever was signed in, and said so; a 401 to a
+      // sign-in attempt says why it failed.
+      if (current !== null) sessionEnded();
+      else if (!$("error").textContent) fail(explain(error));
       return;
     }
-    fail(error instanceof ApiError ? `${error.message} (${error.code})` : String(error));
+    fail(explain(error));
   } finally {
     for (const c of controls) c.disabled = false;
   }
@@ -131,18 +213,48 @@ async function firebaseAuth() {
   return auth;
 }
 
+/** Firebase Auth's refusals, as people read them (its own words name its error codes). */
+const WRONG_CREDENTIALS = "Wrong e-mail or password. Check them and try again.";
+const AUTH_ERRORS: Record<string, string> = {
+  "auth/wrong-password": WRONG_CREDENTIALS,
+  "auth/user-not-found": WRONG_CREDENTIALS,
+  "auth/invalid-credential": WRONG_CREDENTIALS,
+  "auth/invalid-login-credentials": WRONG_CREDENTIALS,
+  "auth/invalid-email": "That e-mail address does not look right. Check it and try again.",
+  "auth/missing-password": "Enter your password.",
+  "auth/user-disabled": "This account has been disabled. Contact support.",
+  "auth/too-many-requests":
+    "Too many attempts to sign in. Wait a few minutes, or reset your password, and try again.",
+  "auth/network-request-failed":
+    "The sign-in service could not be reached. Check your connection and try again.",
+};
+
+function authFailure(error: unknown): unknown {
+  if (!(error instanceof FirebaseError)) return error;
+  return new Plain(AUTH_ERRORS[error.code] ?? "Signing in did not work. Please try again.");
+}
+
 async function signIn(email: string, password: string): Promise<void> {
   const auth = await firebaseAuth();
-  const credential = await signInWithEmailAndPassword(auth, email, password);
-  const session = await api.signIn(await credential.user.getIdToken());
+  let idToken: string;
+  try {
+    const credential = await signInWithEmailAndPassword(auth, email, password);
+    idToken = await credential.user.getIdToken();
+  } catch (error) {
+    throw authFailure(error);
+  }
+  const session = await api.signIn(idToken);
   await firebaseSignOut(auth); // the session cookie is the credential from here on
   ($("password") as HTMLInputElement).value = "";
   await enter(session);
 }
 
 async function enter(session: Session): Promise<void> {
+  forgetUser(); // nothing of whoever used this page before
+  current = session;
   show(session.role as View, session);
   say(`Signed in as ${session.email ?? session.uid}.`);
+  document.getElementById(`${session.role}-title`)?.focus(); // where the person's view begins
   const loaders: Partial<Record<View, () => Promise<void>>> = {
     patient: loadPatientView,
     pharmacy: loadPrescriptions,
@@ -200,7 +312,7 @@ async function loadDoctors(next = false): Promise<void> {
     doctorsCursor = null;
   }
   const query = { ...doctorQuery, ...(next && doctorsCursor ? { cursor: doctorsCursor } : {}) };
-  const page = await api.call(api.client.GET("/users/directory/doctors", { params: { query } }));
+  const page = await call(api.client.GET("/users/directory/doctors", { params: { query } }));
   const options = page.items.map((d) => {
     const name = d.displayName ?? "Unnamed doctor";
     doctorNames.set(d.uid, name);
@@ -224,7 +336,7 @@ async function learnDoctorNames(uids: string[]): Promise<void> {
   let cursor: string | null = null;
   for (let pages = 0; pages < 5 && uids.some((u) => !doctorNames.has(u)); pages++) {
     const query: DoctorQuery = { limit: 100, ...(cursor ? { cursor } : {}) };
-    const page: Schemas["Users_Directory"] = await api.call(
+    const page: Schemas["Users_Directory"] = await call(
       api.client.GET("/users/directory/doctors", { params: { query } }),
     );
     for (const d of page.items) doctorNames.set(d.uid, d.displayName ?? "Unnamed doctor");
@@ -236,9 +348,8 @@ async function learnDoctorNames(uids: string[]): Promise<void> {
 async function showSlots(): Promise<void> {
   const doctorUid = $<HTMLSelectElement>("pick-doctor").value;
   const day = $<HTMLInputElement>("day").value;
-  const from = `${day}T00:00:00Z`;
-  const to = new Date(Date.parse(from) + 86_400_000).toISOString();
-  const found = await api.call(
+  const { from, to } = localDayBounds(day);
+  const found = await call(
     api.client.GET("/appointments/doctors/{uid}/slots", {
       params: { path: { uid: doctorUid }, query: { from, to } },
     }),
@@ -250,7 +361,7 @@ async function showSlots(): Promise<void> {
 }
 
 async function book(doctorUid: string, start: string): Promise<void> {
-  appointment = await api.call(api.client.POST("/appointments", { body: { doctorUid, start } }));
+  appointment = await call(api.client.POST("/appointments", { body: { doctorUid, start } }));
   order = null;
   $("slots").replaceChildren();
   $("receipt").hidden = true;
@@ -265,6 +376,17 @@ const APPOINTMENTS_PER_PAGE = 10;
 let appointmentsCursor: string | null = null;
 const PAYABLE: Appointment["status"][] = ["pending_payment"];
 const CANCELLABLE: Appointment["status"][] = ["pending_payment", "confirmed"];
+/** Appointments whose payment PayPal still holds (an eCheck): neither Pay nor Cancel. */
+const paymentPending = new Set<string>();
+
+/** The patient's orders PayPal has not settled yet, by what they pay for. */
+async function learnPendingPayments(): Promise<void> {
+  const page = await call(
+    api.client.GET("/payments/orders", { params: { query: { status: "capture_pending", limit: 100 } } }),
+  );
+  paymentPending.clear();
+  for (const o of page.items) paymentPending.add(o.subjectId);
+}
 
 /** The patient's appointments, latest first: each with what can be done with it now. */
 async function loadMyAppointments(next = false): Promise<void> {
@@ -272,16 +394,20 @@ async function loadMyAppointments(next = false): Promise<void> {
     limit: APPOINTMENTS_PER_PAGE,
     ...(next && appointmentsCursor ? { cursor: appointmentsCursor } : {}),
   };
-  const page = await api.call(api.client.GET("/appointments", { params: { query } }));
-  await learnDoctorNames([...new Set(page.items.map((a) => a.doctorUid))]);
+  const page = await call(api.client.GET("/appointments", { params: { query } }));
+  await Promise.all([
+    learnDoctorNames([...new Set(page.items.map((a) => a.doctorUid))]),
+    next ? Promise.resolve() : learnPendingPayments(),
+  ]);
   const items = page.items.map((a) => {
     const what = `${when(a.start)} with ${doctorName(a.doctorUid)}`;
-    const item = el("li", `${what}: ${a.status.replace("_", " ")} `);
+    const pending = a.status === "pending_payment" && paymentPending.has(a.id);
+    const item = el("li", `${what}: ${pending ? "payment pending" : statusWords(a.status)} `);
     item.append(button("Show", () => showAppointment(a), { "aria-label": `Show ${what}` }));
-    if (PAYABLE.includes(a.status)) {
+    if (PAYABLE.includes(a.status) && !pending) {
       item.append(button("Pay", () => pay(a), { "aria-label": `Pay for ${what}` }));
     }
-    if (CANCELLABLE.includes(a.status)) {
+    if (CANCELLABLE.includes(a.status) && !pending) {
       item.append(
         button("Cancel", () => cancelAppointment(a), { "aria-label": `Cancel ${what}` }),
       );
@@ -304,27 +430,61 @@ async function showAppointment(a: Appointment): Promise<void> {
   $("appointment").scrollIntoView({ block: "nearest" });
 }
 
+/** The order shown, if it pays for the appointment shown (a receipt never belongs to another). */
+function orderOf(a: Appointment | null): Order | null {
+  return a !== null && order !== null && order.kind === "appointment" && order.subjectId === a.id
+    ? order
+    : null;
+}
+
 function renderAppointment(): void {
   if (appointment === null) return;
+  const pending =
+    appointment.status === "pending_payment" &&
+    (orderOf(appointment)?.status === "capture_pending" || paymentPending.has(appointment.id));
   $("appointment").hidden = false;
   details($("appointment-details"), [
     ["When", when(appointment.start)],
     ["Doctor", doctorName(appointment.doctorUid)],
-    ["Status", appointment.status.replace("_", " ")],
+    ["Status", pending ? "payment pending" : statusWords(appointment.status)],
     ["Price", money(appointment.price)],
   ]);
-  $("pay").hidden = appointment.status !== "pending_payment";
-  $("cancel-appointment").hidden = !["pending_payment", "confirmed"].includes(appointment.status);
+  $("pay").hidden = appointment.status !== "pending_payment" || pending;
+  $("cancel-appointment").hidden = !CANCELLABLE.includes(appointment.status) || pending;
 }
 
-/** To PayPal, as its checkout does: the buyer approves (or cancels) there and PayPal sends
- * them back to this page (`/?paypal=return|cancel&order=<id>`), which captures the order. */
+// -- patient: paying with PayPal -------------------------------------------------------------
+
+const DECLINED = "Your payment method was declined; choose another in PayPal.";
+
+/** To PayPal's window, as its checkout does: the buyer approves (or cancels) there and PayPal
+ * sends them back to this page (`/?paypal=return|cancel&order=<id>`), which captures. */
+function toPayPal(link: string | null | undefined): void {
+  if (!link) throw new Plain("PayPal gave no page to approve the payment on. Please try again later.");
+  say("Taking you to PayPal…");
+  window.location.assign(link);
+}
+
+/** Pay for an appointment: a new order goes to PayPal for approval; an order made before may
+ * have been approved already (the buyer came back and the capture failed), so it is captured
+ * rather than sent to PayPal again (which would show the buyer nothing to do). */
 async function pay(a: Appointment | null = appointment): Promise<void> {
   if (a === null) return;
-  const made = await api.call(api.client.POST("/paypal-create", { body: { appointmentId: a.id } }));
-  if (!made.approveLink) throw new Error("PayPal gave no page to approve the payment on.");
-  say("Taking you to PayPal…");
-  window.location.assign(made.approveLink);
+  const made = await answered(
+    api.client.POST("/paypal-create", { body: { appointmentId: a.id } }),
+  );
+  if (made.data.status === "capture_pending") {
+    order = made.data;
+    appointment = a;
+    await refreshAppointment();
+    say("Payment pending: PayPal is still clearing your payment; we will confirm the appointment when it does.");
+    return;
+  }
+  if (made.status === 201) {
+    toPayPal(made.data.approveLink);
+    return;
+  }
+  await capture(made.data.id, made.data.approveLink);
 }
 
 interface PayPalBack {
@@ -335,64 +495,160 @@ interface PayPalBack {
 /** Set when PayPal sent the buyer back here; handled once the patient is signed in. */
 let paypalBack: PayPalBack | null = null;
 
+/** What PayPal's return address says. The address stays until the capture has succeeded or
+ * definitively failed: a reload (after a failure that may pass) tries again. */
 function fromPayPal(): PayPalBack | null {
   const q = new URLSearchParams(window.location.search);
   const kind = q.get("paypal");
   const orderId = q.get("order");
   if ((kind !== "return" && kind !== "cancel") || !orderId) return null;
-  // Once read, the address is the start page again: a reload does not come back here.
-  window.history.replaceState(null, "", "/");
   return { approved: kind === "return", orderId };
+}
+
+/** The start page's address again: what PayPal's return address asked for is done. */
+function leavePayPalAddress(): void {
+  if (window.location.search) window.history.replaceState(null, "", "/");
 }
 
 /** Back from PayPal: capture what the buyer approved and show the receipt, or say that
  * nothing was charged when they cancelled. */
 async function backFromPayPal(back: PayPalBack): Promise<void> {
-  const params = { path: { order_id: back.orderId } };
-  order = back.approved
-    ? await api.call(api.client.POST("/paypal-capture", { body: { orderId: back.orderId } }))
-    : await api.call(api.client.GET("/payments/orders/{order_id}", { params }));
-  if (order.kind === "appointment") {
-    appointment = await api.call(
-      api.client.GET("/appointments/{id}", { params: { path: { id: order.subjectId } } }),
+  if (back.approved) {
+    await capture(back.orderId);
+    return;
+  }
+  leavePayPalAddress();
+  await showOrder(
+    await call(api.client.GET("/payments/orders/{order_id}", { params: { path: { order_id: back.orderId } } })),
+  );
+  say("Payment cancelled in PayPal: nothing was charged.");
+  await loadMyAppointments();
+}
+
+/** The order, with what it pays for. */
+async function showOrder(o: Order): Promise<void> {
+  order = o;
+  if (o.kind === "appointment") {
+    appointment = await call(
+      api.client.GET("/appointments/{id}", { params: { path: { id: o.subjectId } } }),
     );
     await learnDoctorNames([appointment.doctorUid]);
-  }
-  if (back.approved) {
-    await refreshAppointment();
-    if (appointment === null) renderReceipt(order);
-    say(
-      order.status === "captured"
-        ? `Payment received: your ${order.kind} is confirmed.`
-        : `Payment ${order.status.replace("_", " ")}: we will confirm it when PayPal does.`,
-    );
-  } else {
     renderAppointment();
-    say("Payment cancelled in PayPal: nothing was charged.");
+  } else {
+    appointment = null;
+    $("appointment").hidden = true;
   }
+  if (o.status === "created") $("receipt").hidden = true;
+  else renderReceipt(o);
+}
+
+let retryTimer: number | undefined;
+/** The order whose capture "Try the payment again" retries, and where "Choose another way
+ * to pay" sends the buyer. */
+let retryOrder: string | null = null;
+let otherFundingLink: string | null = null;
+
+function clearPaymentTrouble(): void {
+  window.clearTimeout(retryTimer);
+  retryOrder = null;
+  otherFundingLink = null;
+  $("retry-capture").hidden = true;
+  $("other-funding").hidden = true;
+}
+
+/** PayPal (or the way to it) failed for now: nothing is lost; the button comes back once the
+ * server's Retry-After has passed. */
+function offerRetry(orderId: string, retryAfter: number | null): void {
+  const wait = Math.max(1, Math.min(retryAfter ?? 5, 300));
+  retryOrder = orderId;
+  say("");
+  fail(
+    `PayPal is not answering right now, so your payment is not finished yet (nothing more is needed in PayPal). You can try again in ${count(wait, "second")}.`,
+  );
+  window.clearTimeout(retryTimer);
+  retryTimer = window.setTimeout(() => {
+    if (retryOrder !== orderId) return;
+    $("retry-capture").hidden = false;
+    $("retry-capture").focus();
+  }, wait * 1000);
+}
+
+const TRANSIENT = new Set([502, 503, 504]);
+
+/** Capture an approved order and show what became of it. A failure that may pass keeps the
+ * order to capture (and the return address) and offers to try again; a declined payment
+ * method sends the buyer back to PayPal to choose another; an order not yet approved goes to
+ * PayPal for approval. */
+async function capture(orderId: string, approveLink?: string | null): Promise<void> {
+  clearPaymentTrouble();
+  let captured: Order;
+  try {
+    captured = await call(api.client.POST("/paypal-capture", { body: { orderId } }));
+  } catch (error) {
+    if (error instanceof Stale || (error instanceof ApiError && error.status === 401)) throw error;
+    if (unreachable(error) || (error instanceof ApiError && TRANSIENT.has(error.status))) {
+      offerRetry(orderId, error instanceof ApiError ? error.retryAfter : null);
+      return;
+    }
+    if (!(error instanceof ApiError)) throw error;
+    leavePayPalAddress(); // settled, one way or the other: a reload does not capture again
+    const link = (error.problem as { approveLink?: string | null }).approveLink ?? approveLink;
+    if (error.code === "order_not_approved") {
+      toPayPal(link);
+      return;
+    }
+    try {
+      // What the order pays for, as it stands now (the refusal's words say what happened).
+      await showOrder(
+        await call(api.client.GET("/payments/orders/{order_id}", { params: { path: { order_id: orderId } } })),
+      );
+    } catch (shown) {
+      if (shown instanceof Stale || (shown instanceof ApiError && shown.status === 401)) throw shown;
+    }
+    if (error.code === "instrument_declined" && link) {
+      otherFundingLink = link;
+      say("");
+      fail(DECLINED);
+      $("other-funding").hidden = false;
+      $("other-funding").focus();
+      return;
+    }
+    throw error;
+  }
+  leavePayPalAddress();
+  await showOrder(captured);
+  say(
+    captured.status === "captured"
+      ? `Payment received: your ${captured.kind} is confirmed.`
+      : captured.status === "capture_pending"
+        ? `Payment pending: PayPal is still clearing your payment; we will confirm your ${captured.kind} when it does.`
+        : `Payment ${statusWords(captured.status)}.`,
+  );
   await loadMyAppointments();
 }
 
 async function refreshAppointment(): Promise<void> {
   if (appointment === null) return;
-  appointment = await api.call(
+  appointment = await call(
     api.client.GET("/appointments/{id}", { params: { path: { id: appointment.id } } }),
   );
+  const orderId = appointment.payment?.orderId ?? orderOf(appointment)?.id;
+  if (!orderId) order = null;
   renderAppointment();
-  const orderId = appointment.payment?.orderId ?? order?.id;
   if (orderId) {
-    order = await api.call(
+    order = await call(
       api.client.GET("/payments/orders/{order_id}", { params: { path: { order_id: orderId } } }),
     );
+    renderAppointment();
     renderReceipt(order);
-  }
+  } else $("receipt").hidden = true;
 }
 
 function renderReceipt(o: Order): void {
   $("receipt").hidden = false;
   const rows: [string, string][] = [
     ["Order", o.id],
-    ["Status", o.status],
+    ["Status", statusWords(o.status)],
     ["Amount", money(o.amount)],
     ["Paid", o.capturedAt ? when(o.capturedAt) : "-"],
     ["PayPal capture", o.captureId ?? "-"],
@@ -404,7 +660,8 @@ function renderReceipt(o: Order): void {
 
 async function cancelAppointment(a: Appointment | null = appointment): Promise<void> {
   if (a === null) return;
-  appointment = await api.call(
+  if (appointment?.id !== a.id) order = null; // another appointment's receipt is not this one's
+  appointment = await call(
     api.client.POST("/appointments/{id}/cancel", {
       params: { path: { id: a.id } },
       body: { reason: "Cancelled by the patient" },
@@ -420,14 +677,30 @@ async function cancelAppointment(a: Appointment | null = appointment): Promise<v
 
 let prescribingFor: Appointment | null = null;
 
+/** "Ayşe Yılmaz", or a plain word for a patient who gave no name (never their uid). */
+const patientLabel = (a: Appointment): string => a.patientName?.trim() || "patient without a name";
+
+/** The chosen local day's appointments, every page of them, in the order of the day. */
 async function showDay(): Promise<void> {
-  const day = $<HTMLInputElement>("doctor-day").value || today();
-  const from = `${day}T00:00:00Z`;
-  const to = new Date(Date.parse(from) + 86_400_000).toISOString();
-  const page = await api.call(api.client.GET("/appointments", { params: { query: { from, to } } }));
+  const input = $<HTMLInputElement>("doctor-day");
+  if (!input.value) input.value = today();
+  const day = input.value;
+  const { from, to } = localDayBounds(day);
+  const all: Appointment[] = [];
+  let cursor: string | null = null;
+  do {
+    const query: { from: string; to: string; cursor?: string } = { from, to };
+    if (cursor) query.cursor = cursor;
+    const page: Schemas["Appointments_AppointmentList"] = await call(
+      api.client.GET("/appointments", { params: { query } }),
+    );
+    all.push(...page.items);
+    cursor = page.nextCursor ?? null;
+  } while (cursor !== null);
+  all.sort((a, b) => Date.parse(a.start) - Date.parse(b.start));
   $("day-list").replaceChildren(
-    ...page.items.map((a) => {
-      const item = el("li", `${time(a.start)}: ${a.status.replace("_", " ")} (${a.patientName ?? `patient ${a.patientUid}`}) `);
+    ...all.map((a) => {
+      const item = el("li", `${time(a.start)}: ${statusWords(a.status)} (${patientLabel(a)}) `);
       if (a.status === "confirmed" || a.status === "completed") {
         item.appendChild(
           button("Write prescription", async () => startPrescription(a), {
@@ -438,7 +711,7 @@ async function showDay(): Promise<void> {
       return item;
     }),
   );
-  say(`Appointments on ${day}: ${page.items.length}.`);
+  say(`Appointments on ${day}: ${all.length}.`);
 }
 
 /** One key per prescription being written: sending the form again (a double-click, a retry
@@ -466,7 +739,7 @@ function endPrescription(): void {
 async function writePrescription(): Promise<void> {
   if (prescribingFor === null || prescriptionKey === null) return;
   const value = (id: string) => $<HTMLInputElement>(id).value;
-  const written = await api.call(
+  const written = await call(
     api.client.POST("/prescriptions", {
       headers: { [IDEMPOTENCY_HEADER]: prescriptionKey },
       body: {
@@ -499,8 +772,8 @@ const placeName = (p: Listing): string => {
 async function loadPatientView(): Promise<void> {
   await loadDoctors();
   const [pharmacies, clinics] = await Promise.all([
-    api.call(api.client.GET("/users/directory/pharmacies", {})),
-    api.call(api.client.GET("/users/directory/clinics", {})),
+    call(api.client.GET("/users/directory/pharmacies", {})),
+    call(api.client.GET("/users/directory/clinics", {})),
   ]);
   $("pick-pharmacy").replaceChildren(
     ...pharmacies.items.map((p) => el("option", placeName(p), { value: p.uid })),
@@ -522,7 +795,7 @@ async function listPrescriptions(
   listId: string,
   action: (p: Prescription, what: string) => HTMLElement | null,
 ): Promise<void> {
-  const page = await api.call(api.client.GET("/prescriptions", {}));
+  const page = await call(api.client.GET("/prescriptions", {}));
   $(listId).replaceChildren(
     ...page.items.map((p) => {
       const what = p.items.map((i) => `${i.medication} ${i.strength}`).join(", ");
@@ -546,7 +819,7 @@ async function loadMyPrescriptions(): Promise<void> {
 
 async function sendPrescription(id: string): Promise<void> {
   const select = $<HTMLSelectElement>("pick-pharmacy");
-  const sent = await api.call(
+  const sent = await call(
     api.client.POST("/prescriptions/{id}/send", {
       params: { path: { id } },
       body: { pharmacyUid: select.value },
@@ -565,7 +838,7 @@ async function loadServices(): Promise<void> {
   }
   let clinic: Schemas["Bookings_ClinicView"];
   try {
-    clinic = await api.call(
+    clinic = await call(
       api.client.GET("/bookings/clinics/{clinic_uid}", { params: { path: { clinic_uid: uid } } }),
     );
   } catch (e) {
@@ -584,7 +857,7 @@ async function loadServices(): Promise<void> {
 async function showClinicWindows(): Promise<void> {
   const uid = $<HTMLSelectElement>("pick-clinic").value;
   const day = $<HTMLInputElement>("clinic-day").value;
-  const open = await api.call(
+  const open = await call(
     api.client.GET("/bookings/clinics/{clinic_uid}/windows", {
       params: { path: { clinic_uid: uid }, query: { day } },
     }),
@@ -605,7 +878,7 @@ async function showClinicWindows(): Promise<void> {
 
 async function askClinic(uid: string, windowStart: string): Promise<void> {
   const serviceId = $<HTMLSelectElement>("pick-service").value;
-  const asked = await api.call(
+  const asked = await call(
     api.client.POST("/bookings", { body: { clinicUid: uid, serviceId, windowStart } }),
   );
   $("clinic-windows").replaceChildren();
@@ -632,7 +905,7 @@ async function loadPrescriptions(): Promise<void> {
 
 async function step(id: string, move: "receive" | "ready" | "dispense"): Promise<void> {
   const path = `/prescriptions/{id}/${move}` as const;
-  const moved = await api.call(api.client.POST(path, { params: { path: { id } } }));
+  const moved = await call(api.client.POST(path, { params: { path: { id } } }));
   say(`Prescription ${moved.status}.`);
   await loadPrescriptions();
 }
@@ -642,7 +915,7 @@ async function step(id: string, move: "receive" | "ready" | "dispense"): Promise
 let clinicUid = "";
 
 async function loadRequests(uid: string): Promise<void> {
-  const page = await api.call(
+  const page = await call(
     api.client.GET("/bookings/clinics/{clinic_uid}/requests", {
       params: { path: { clinic_uid: uid } },
     }),
@@ -666,8 +939,8 @@ async function loadRequests(uid: string): Promise<void> {
 async function answer(id: string, accept: boolean): Promise<void> {
   const params = { path: { booking_id: id } };
   const answered = accept
-    ? await api.call(api.client.POST("/bookings/{booking_id}/accept", { params }))
-    : await api.call(
+    ? await call(api.client.POST("/bookings/{booking_id}/accept", { params }))
+    : await call(
         api.client.POST("/bookings/{booking_id}/decline", {
           params,
           body: { reason: "No capacity that day" },
@@ -682,7 +955,7 @@ async function answer(id: string, accept: boolean): Promise<void> {
 async function loadPendingDoctors(): Promise<void> {
   const emailPrefix = $<HTMLInputElement>("pending-email").value.trim();
   const query = { role: "doctor" as const, approved: false, ...(emailPrefix ? { emailPrefix } : {}) };
-  const page = await api.call(api.client.GET("/admin-users", { params: { query } }));
+  const page = await call(api.client.GET("/admin-users", { params: { query } }));
   $("pending-doctors").replaceChildren(
     ...page.items.map((d: Account) => {
       const who = d.email ?? d.uid;
@@ -694,7 +967,7 @@ async function loadPendingDoctors(): Promise<void> {
 }
 
 async function approve(d: Account): Promise<void> {
-  await api.call(
+  await call(
     api.client.POST("/admin-users/{uid}/approval", {
       params: { path: { uid: d.uid } },
       body: { decision: "approve" },
@@ -731,7 +1004,7 @@ async function resourceLabel(resource: string): Promise<string> {
 
 async function showAudit(): Promise<void> {
   const resource = $<HTMLInputElement>("audit-resource").value.trim();
-  const page = await api.call(
+  const page = await call(
     api.client.GET("/audit", { params: { query: resource ? { resource } : {} } }),
   );
   const lines = await Promise.all(
@@ -747,12 +1020,12 @@ async function showAudit(): Promise<void> {
 /** Seal what was written since the last checkpoint (admins may, besides the scheduler), then
  * verify the whole chain of checkpoints, batch by batch. */
 async function verifyAudit(): Promise<void> {
-  const sealed = await api.call(api.client.POST("/audit/seal", {}));
+  const sealed = await call(api.client.POST("/audit/seal", {}));
   let from = 1;
   let checkpoints = 0;
   let entries = 0;
   for (;;) {
-    const v = await api.call(api.client.GET("/audit/verify", { params: { query: { from } } }));
+    const v = await call(api.client.GET("/audit/verify", { params: { query: { from } } }));
     if (!v.ok) {
       $("audit-verdict").textContent = `Audit log broken at checkpoint ${v.brokenAt ?? "?"}: ${v.reason ?? ""}`;
       return;
@@ -781,27 +1054,109 @@ function onClick(id: string, action: () => Promise<void>): void {
   control.addEventListener("click", () => void run(action, [control]));
 }
 
-async function signOut(here = true): Promise<void> {
-  if (here) await api.signOut();
+/** Lists and panels that show one person's data, emptied when they go. */
+const PER_USER_LISTS = [
+  "my-appointments",
+  "pick-doctor",
+  "slots",
+  "appointment-details",
+  "receipt-details",
+  "my-prescriptions",
+  "pick-pharmacy",
+  "pick-clinic",
+  "pick-service",
+  "clinic-windows",
+  "day-list",
+  "prescriptions",
+  "requests",
+  "pending-doctors",
+  "audit-entries",
+];
+const PER_USER_FORMS = [
+  "find-doctors-form",
+  "slots-form",
+  "my-prescriptions-form",
+  "clinic-form",
+  "day-form",
+  "prescription-form",
+  "pending-form",
+  "audit-form",
+];
+const PER_USER_HIDDEN = ["appointment", "receipt", "more-appointments", "more-doctors"];
+
+/** Everything one person saw or chose on this page goes: every per-user view and state.
+ * Called on sign-out (whatever the API answered), on any 401, and before a sign-in shows the
+ * next person's data; answers still on their way for the one who left are dropped (Stale). */
+function forgetUser(): void {
+  epoch++;
+  current = null;
   appointment = null;
   order = null;
+  appointmentsCursor = null;
+  doctorsCursor = null;
+  doctorQuery = {};
+  doctorNames.clear();
+  paymentPending.clear();
+  accountNames.clear();
+  clinicUid = "";
   endPrescription();
-  for (const id of ["appointment", "receipt"]) $(id).hidden = true;
+  clearPaymentTrouble();
+  for (const id of PER_USER_LISTS) $(id).replaceChildren();
+  for (const id of PER_USER_FORMS) $<HTMLFormElement>(id).reset();
+  for (const id of PER_USER_HIDDEN) $(id).hidden = true;
+  for (const id of ["doctors-found", "audit-verdict", "status", "error"]) $(id).textContent = "";
+  $<HTMLInputElement>("doctor-day").value = today();
+}
+
+/** Back to the sign-in form, with nothing of the last person left; focus on the e-mail. */
+function toSignIn(): void {
+  forgetUser();
   show("sign-in");
+  $("email").focus();
+}
+
+/** The session ended elsewhere (a 401): the page lets go of the person too. */
+function sessionEnded(): void {
+  toSignIn();
+  fail("Your session has ended. Please sign in again.");
+}
+
+/** Sign out: the page forgets the person whatever the API answers (a session that had ended
+ * already answers 401; that is signed out too). */
+async function signOut(): Promise<void> {
+  let trouble: unknown = null;
+  try {
+    await api.signOut();
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 401)) trouble = error;
+  }
+  paypalBack = null;
+  leavePayPalAddress();
+  toSignIn();
   say("Signed out.");
+  if (trouble !== null) {
+    fail("The server could not be reached to end your session: close the browser to be sure it ends.");
+  }
 }
 
 async function signOutEverywhere(): Promise<void> {
-  const ended = await api.signOutEverywhere();
-  await signOut(false);
-  say(`Signed out of ${ended} sessions, on every device.`);
+  let ended: number | null = null;
+  try {
+    ended = await api.signOutEverywhere();
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 401)) throw error; // still signed in
+  }
+  paypalBack = null;
+  leavePayPalAddress();
+  toSignIn();
+  say(ended === null ? "Signed out." : `Signed out of ${ended} sessions, on every device.`);
 }
 
 async function start(): Promise<void> {
   onSubmit("sign-in-form", () =>
     signIn($<HTMLInputElement>("email").value, $<HTMLInputElement>("password").value),
   );
-  onClick("sign-out", () => signOut());
+  onClick("sign-out", signOut);
   onClick("sign-out-all", signOutEverywhere);
   onSubmit("find-doctors-form", () => loadDoctors());
   onClick("more-doctors", () => loadDoctors(true));
@@ -811,6 +1166,10 @@ async function start(): Promise<void> {
   onSubmit("clinic-form", showClinicWindows);
   $("pick-clinic").addEventListener("change", () => void run(loadServices));
   onClick("pay", () => pay());
+  onClick("retry-capture", async () => {
+    if (retryOrder !== null) await capture(retryOrder);
+  });
+  onClick("other-funding", async () => toPayPal(otherFundingLink));
   onClick("cancel-appointment", () => cancelAppointment());
   onSubmit("day-form", showDay);
   onSubmit("prescription-form", writePrescription);
@@ -821,12 +1180,16 @@ async function start(): Promise<void> {
   onClick("audit-verify", verifyAudit);
   $<HTMLInputElement>("doctor-day").value = today();
   paypalBack = fromPayPal();
-  const session = await api.resume();
-  if (session === null) {
-    show("sign-in");
-    if (paypalBack) say("Sign in to finish your payment.");
-  } else await enter(session);
-  document.body.dataset.ready = "true";
+  try {
+    const session = await api.resume();
+    if (session === null) {
+      show("sign-in");
+      if (paypalBack) say("Sign in to finish your payment.");
+    } else await enter(session);
+  } finally {
+    // Ready (for a person, and for the tests) whatever became of loading: a failure is shown.
+    document.body.dataset.ready = "true";
+  }
 }
 
 void run(start);

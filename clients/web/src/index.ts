@@ -7,7 +7,9 @@
  * an `Idempotency-Key` on every change (a fresh UUID per call, the same one on each of its
  * retries, so a retried create makes nothing twice; routes that take no key ignore it), a
  * bounded retry of answers that never arrived or said "try again" (network failure, 502, 503,
- * 504), and problem+json answers turned into `ApiError`s carrying the typed problem.
+ * 504; never sooner than a `Retry-After` asks, and not at all when it asks for longer than
+ * `maxRetryWaitMs`), and problem+json answers turned into `ApiError`s carrying the typed
+ * problem and the answer's `Retry-After` (`retryAfter`, in seconds).
  *
  *   const api = createBackend({ onUnauthenticated: () => showSignIn() });
  *   await api.signIn(await user.getIdToken());
@@ -41,19 +43,32 @@ export function newIdempotencyKey(): string {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
-/** An answer that was not a success: its status, `code` and the whole problem. */
+/** An answer that was not a success: its status, `code`, the whole problem and, when the
+ * answer said when to try again (`Retry-After`: a 503, a 429), how many seconds to wait. */
 export class ApiError extends Error {
   readonly status: number;
   readonly code: string;
   readonly problem: Problem;
+  readonly retryAfter: number | null;
 
-  constructor(problem: Problem) {
+  constructor(problem: Problem, retryAfter: number | null = null) {
     super(problem.detail ?? problem.title);
     this.name = "ApiError";
     this.status = problem.status;
     this.code = problem.code;
     this.problem = problem;
+    this.retryAfter = retryAfter;
   }
+}
+
+/** What an answer's `Retry-After` asks for, in seconds (delay-seconds or an HTTP date); null
+ * without one. */
+export function retryAfterSeconds(response: Response, now: number = Date.now()): number | null {
+  const raw = response.headers.get("Retry-After")?.trim();
+  if (!raw) return null;
+  if (/^\d+$/.test(raw)) return Number(raw);
+  const at = Date.parse(raw);
+  return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - now) / 1000));
 }
 
 function isProblem(value: unknown): value is Problem {
@@ -84,6 +99,9 @@ export interface BackendOptions {
   retries?: number;
   /** The pause before the first retry, doubled for each next one, in ms (300). */
   retryDelayMs?: number;
+  /** The longest `Retry-After` waited out before a retry, in ms (2000): an answer asking for
+   * longer is not retried but returned (its ApiError's `retryAfter` says when to try again). */
+  maxRetryWaitMs?: number;
 }
 
 type Result<T> = { data?: T; error?: unknown; response: Response };
@@ -91,24 +109,33 @@ type Result<T> = { data?: T; error?: unknown; response: Response };
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** `fetch` that tries a request again, unchanged (its headers, so its Idempotency-Key, too),
- * while the answer is lost (a network failure) or says "try again" (502, 503, 504). */
+ * while the answer is lost (a network failure) or says "try again" (502, 503, 504): after
+ * `delayMs`, doubled each time, or the answer's `Retry-After` when that is longer; an answer
+ * whose `Retry-After` is longer than `maxWaitMs` is returned at once (the caller decides). */
 export function retrying(
   base: (input: Request) => Promise<Response>,
   retries: number,
   delayMs: number,
+  maxWaitMs = 2000,
 ): (input: Request) => Promise<Response> {
   return async (request: Request) => {
     for (let attempt = 0; ; attempt++) {
       const last = attempt >= retries;
       const sent = last ? request : request.clone(); // a body can be sent once: send a copy
+      let wait = delayMs * 2 ** attempt;
       try {
         const response = await base(sent);
         if (last || !RETRY_STATUSES.has(response.status)) return response;
+        const asked = retryAfterSeconds(response);
+        if (asked !== null) {
+          if (asked * 1000 > maxWaitMs) return response;
+          wait = Math.max(wait, asked * 1000);
+        }
       } catch (error) {
         const aborted = error instanceof DOMException && error.name === "AbortError";
         if (last || aborted) throw error;
       }
-      await sleep(delayMs * 2 ** attempt);
+      await sleep(wait);
     }
   };
 }
@@ -119,7 +146,12 @@ export function createBackend(options: BackendOptions = {}) {
   const client: Client<paths> = createClient<paths>({
     baseUrl: options.baseUrl ?? "/api",
     credentials: "include",
-    fetch: retrying(base, options.retries ?? 2, options.retryDelayMs ?? 300),
+    fetch: retrying(
+      base,
+      options.retries ?? 2,
+      options.retryDelayMs ?? 300,
+      options.maxRetryWaitMs ?? 2000,
+    ),
   });
   const changes: Middleware = {
     onRequest({ request }) {
@@ -139,7 +171,7 @@ export function createBackend(options: BackendOptions = {}) {
   async function call<T>(pending: Promise<Result<T>>): Promise<T> {
     const { data, error, response } = await pending;
     if (response.ok) return data as T;
-    const failure = new ApiError(problemOf(response, error));
+    const failure = new ApiError(problemOf(response, error), retryAfterSeconds(response));
     if (failure.status === 401) options.onUnauthenticated?.(failure);
     throw failure;
   }
@@ -163,7 +195,9 @@ export function createBackend(options: BackendOptions = {}) {
         csrfToken = null;
         return null;
       }
-      if (!response.ok || data === undefined) throw new ApiError(problemOf(response, error));
+      if (!response.ok || data === undefined) {
+        throw new ApiError(problemOf(response, error), retryAfterSeconds(response));
+      }
       return remember(data);
     },
     /** Rotate the session for a fresh ID token of the same account (hourly, with the SDK's). */
