@@ -1017,4 +1017,43 @@ def test_a_wrong_password_is_said_plainly(stack: Any, web: Web) -> None:
     web.shot("wrong-password")
     web.sign_in(patient)  # the right one works
     expect(error).to_have_text("")
+    expect(page.get_by_role("heading", name="Book a doctor")).to_be_focused()
+    web.sign_out()
+
+
+def test_a_return_address_that_fails_still_leaves_a_ready_page(stack: Any, web: Web) -> None:
+    """Back from PayPal with an order that cannot be shown (not this patient's, or gone): the
+    failure is said and the page is ready all the same."""
+    web.sign_in(create_user(stack, Role.PATIENT))
+    page = web.page
+    page.goto(web.base + "/?paypal=cancel&order=appointment_nosuchthing")
+    expect(page.locator("body[data-ready=true]")).to_have_count(1)
+    expect(page.locator("#error")).not_to_have_text("")
+    expect(page.get_by_role("heading", name="Book a doctor")).to_be_visible()
+    web.sign_out()
+
+
+def test_an_invalid_field_is_named_by_its_label(stack: Any, admin: Api, sim: Sim, web: Web) -> None:
+    doctor, _patient, start = _paid_visit(stack, admin, sim)
+    at = start[11:16]
+    web.sign_in(doctor)
+    page = web.page
+    view = page.locator("#doctor")
+    view.get_by_label("Day", exact=True).fill(start[:10])
+    page.get_by_role("button", name="Show the day").click()
+    page.get_by_role("button", name=f"Write prescription for {at}").click()
+    for label, key in (
+        ("Medication", "medication"),
+        ("Strength", "strength"),
+        ("Dose", "dose"),
+        ("How often", "frequency"),
+        ("Quantity", "quantity"),
+    ):
+        view.get_by_label(label, exact=True).fill(str(PRESCRIPTION_ITEM[key]))
+    view.get_by_label("For how many days", exact=True).fill("400")  # more than a year
+    page.get_by_role("button", name="Write prescription", exact=True).click()
+    error = page.locator("#error")
+    expect(error).to_contain_text("Please check For how many days")
+    expect(error).not_to_contain_text("validation_failed")
+    web.shot("invalid-field")
     web.sign_out()

@@ -150,18 +150,42 @@ async function call<T>(pending: Promise<Result<T>>): Promise<T> {
 const unreachable = (error: unknown): boolean =>
   error instanceof TypeError && /fetch|network|load failed/i.test(error.message);
 
+/** The page's names of the API's fields, for a refusal that names them. */
+const FIELD_LABELS: Record<string, string> = {
+  medication: "Medication",
+  strength: "Strength",
+  form: "Form",
+  dose: "Dose",
+  frequency: "How often",
+  durationDays: "For how many days",
+  duration_days: "For how many days",
+  quantity: "Quantity",
+  start: "Time",
+  day: "Day",
+  maxPrice: "Highest price",
+  specialty: "Specialty",
+  language: "Language",
+};
+
+/** "For how many days: Input should be less than or equal to 365": what a 400/422
+ * `validation_failed` found wrong, field by field, by the names the page gives them. */
+function invalidFields(problem: ApiError["problem"]): string | null {
+  const invalid = problem.errors ?? [];
+  if (invalid.length === 0) return null;
+  const said = invalid.map((e) => {
+    const name = (e.field ?? "").split(".").filter((part) => !/^\d+$/.test(part)).pop() ?? "";
+    const label = FIELD_LABELS[name] ?? (name && name !== "(body)" ? name : "the form");
+    return `${label}${e.message ? `: ${e.message}` : ""}`;
+  });
+  return `Please check ${[...new Set(said)].join("; ")}.`;
+}
+
 /** What went wrong, in words a person can act on. */
 function explain(error: unknown): string {
   if (error instanceof Plain) return error.message;
   if (error instanceof ApiError) {
-    const invalid = error.problem.errors ?? [];
-    if (error.code === "validation_failed" && invalid.length > 0) {
-      const fields = invalid.map((e) => {
-        const name = (e.field ?? "").split(".").filter((part) => !/^\d+$/.test(part)).pop();
-        return `${name || "the form"}${e.message ? ` (${e.message})` : ""}`;
-      });
-      return `Please check ${fields.join("; ")}.`;
-    }
+    const fields = error.code === "validation_failed" ? invalidFields(error.problem) : null;
+    if (fields) return fields;
     return `${error.message} (${error.code})`;
   }
   if (unreachable(error)) return "The server could not be reached. Check your connection and try again.";
