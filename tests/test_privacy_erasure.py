@@ -159,6 +159,48 @@ def test_a_patient_who_became_a_doctor_with_visits_to_come_is_not_erased(stack, 
     assert done["blockedBy"] is None
 
 
+def test_a_patient_with_visits_to_come_cancels_them_before_the_account_is_closed(stack):
+    """A booked visit holds a provider's time (and, paid, the patient's money): the patient
+    cancels it, refunded as the policy says, rather than leave it booked for an account that
+    is gone. A visit already begun, or ended, holds nothing up."""
+    user = create_user(stack, Role.PATIENT)
+    api = bearer(stack, user)
+    now = datetime.now(UTC)
+    visits = clients.db().collection("appointments")
+    begun, to_come = visits.document(), visits.document()
+    for ref, start in ((begun, now - timedelta(minutes=5)), (to_come, now + timedelta(days=2))):
+        store.create(
+            ref,
+            {
+                "patientUid": user.uid,
+                "doctorUid": create_user(stack, Role.DOCTOR).uid,
+                "status": "confirmed",
+                "start": start,
+                "end": start + timedelta(minutes=20),
+            },
+            by="test",
+        )
+    refused = problem(api.post("/privacy/erasure"), 409, "erasure_blocked")
+    assert refused["reasons"] == ["visits_to_come"]
+    booking = clients.db().collection("bookings").document()
+    store.create(
+        booking,
+        {
+            "patientUid": user.uid,
+            "clinicUid": create_user(stack, Role.CLINIC).uid,
+            "status": "requested",
+            "windowStart": now + timedelta(days=3),
+        },
+        by="test",
+    )
+    store.update(to_come, {"status": "cancelled"}, by="test")
+    refused = problem(api.post("/privacy/erasure"), 409, "erasure_blocked")  # the clinic's
+    assert refused["reasons"] == ["visits_to_come"]
+    store.update(booking, {"status": "cancelled"}, by="test")
+    asked = api.post("/privacy/erasure")
+    assert asked.status_code == 201, asked.text
+
+
 def test_a_blocked_erasure_can_be_cancelled(stack):
     user = create_user(stack, Role.PATIENT)
     api = bearer(stack, user)

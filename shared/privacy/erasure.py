@@ -67,8 +67,35 @@ def _any(collection: str, field: str, value: str, statuses: frozenset[str]) -> b
     return any(True for _ in query.stream())
 
 
+def _to_come(collection: str, uid: str, statuses: frozenset[str], starts: str) -> bool:
+    """Whether the patient `uid` has a visit in `collection` still open and not yet begun."""
+    from google.cloud.firestore import FieldFilter
+
+    query = (
+        _db()
+        .collection(collection)
+        .where(filter=FieldFilter("patientUid", "==", uid))
+        .where(filter=FieldFilter("status", "in", sorted(statuses)))
+        .limit(100)
+    )
+    now = clock.now()
+    return any(
+        isinstance(when := (s.to_dict() or {}).get(starts), datetime) and when > now
+        for s in query.stream()
+    )
+
+
 def blockers(uid: str, role: str) -> list[str]:
     """Why this account cannot be erased yet (empty: it can)."""
+    if role == Role.PATIENT.value:
+        # A visit to come holds a provider's time and, paid, the patient's money: cancelled
+        # first (refunded as the policy says), never left booked for an account that is gone.
+        # One that has begun is the provider's to record; it does not hold up the erasure.
+        if _to_come("appointments", uid, rules.OPEN_APPOINTMENTS, "start") or _to_come(
+            "bookings", uid, rules.OPEN_BOOKINGS, "windowStart"
+        ):
+            return ["visits_to_come"]
+        return []
     if role not in (Role.DOCTOR.value, Role.CLINIC.value, Role.PHARMACY.value):
         return []
     from shared.payments import ledger_store
