@@ -91,18 +91,9 @@ def availability(doctor_uid: str) -> dict[str, Any] | None:
     return data
 
 
-# Set on an account's access record by its erasure (shared/privacy/erasure.py `CLOSING`) in the
-# commit that begins it, before the erasure judges what blocks it.
-CLOSING = "closing"
-
-
 def refuse_closing(tx: Any, doctor_uid: str) -> None:
-    """404 for a doctor whose erasure has begun or is done, read inside the booking's
-    transaction: the booking commits before the erasure's fence (which then finds it and
-    waits) or sees the fence, so none lands with a doctor being erased."""
-    snap = access.ref(doctor_uid).get(transaction=tx)
-    found = snap.to_dict() if snap.exists else None
-    if found and (found.get(CLOSING) or found.get("deleted")):
+    """404 for a doctor whose erasure has begun or is done (access.closing, in `tx`)."""
+    if access.closing(doctor_uid, tx=tx):
         raise NotFound("No bookable doctor with this id.", code="doctor_not_found")
 
 

@@ -123,18 +123,9 @@ def save_clinic(uid: str, setup: dict[str, Any], *, actor: str) -> dict[str, Any
     return doc
 
 
-# Set on an account's access record by its erasure (shared/privacy/erasure.py `CLOSING`) in the
-# commit that begins it, before the erasure judges what blocks it.
-CLOSING = "closing"
-
-
 def refuse_closing(tx: Any, clinic_uid: str) -> None:
-    """404 for a clinic whose erasure has begun or is done, read inside the request's
-    transaction: the booking commits before the erasure's fence (which then finds it and
-    waits) or sees the fence, so none lands with a clinic being erased."""
-    snap = access.ref(clinic_uid).get(transaction=tx)
-    found = snap.to_dict() if snap.exists else None
-    if found and (found.get(CLOSING) or found.get("deleted")):
+    """404 for a clinic whose erasure has begun or is done (access.closing, in `tx`)."""
+    if access.closing(clinic_uid, tx=tx):
         raise NotFound("No such clinic takes bookings.", code="clinic_not_found")
 
 

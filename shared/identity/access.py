@@ -116,6 +116,20 @@ def ref(uid: str) -> Any:
     return clients.db().collection(COLLECTION).document(uid)
 
 
+# Set by an erasure (shared/privacy/erasure.py) in the commit that begins it, before it judges
+# what blocks it; booking paths read it in their transactions (`closing`).
+CLOSING = "closing"
+
+
+def closing(uid: str, *, tx: Any) -> bool:
+    """Whether the account's erasure has begun or is done, read inside `tx`: a booking of it
+    commits before the erasure's fence (which then finds the booking and waits) or sees the
+    fence, so none lands with an account being erased."""
+    snap = ref(uid).get(transaction=tx)
+    found = snap.to_dict() if snap.exists else None
+    return bool(found and (found.get(CLOSING) or found.get("deleted")))
+
+
 def get(uid: str, *, tx: Any = None) -> AccessState | None:
     snap = ref(uid).get(transaction=tx)
     data = snap.to_dict() if snap.exists else None

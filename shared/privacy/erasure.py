@@ -131,10 +131,10 @@ _OPEN = frozenset(
 _NOT_STARTED = frozenset({rules.RequestState.WAITING, rules.RequestState.BLOCKED})
 
 
-# On the account's access record (see the module's docstring); booking paths read `closing`
-# by this name (shared.appointments.service, shared.bookings.service cannot import this room).
+# On the account's access record (see the module's docstring); booking paths read the fence
+# with access.closing.
 OPEN_REQUEST = "erasureRequest"
-CLOSING = "closing"
+CLOSING = access.CLOSING
 
 
 def _open_request(uid: str) -> dict[str, Any] | None:
