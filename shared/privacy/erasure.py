@@ -54,7 +54,16 @@ def _db() -> Any:
     return clients.db()
 
 
-def _any(collection: str, field: str, value: str, statuses: frozenset[str]) -> bool:
+def _any(
+    collection: str,
+    field: str,
+    value: str,
+    statuses: frozenset[str],
+    *,
+    not_begun: str | None = None,
+) -> bool:
+    """Whether `collection` has a document with `field` = `value` in one of `statuses`; with
+    `not_begun` (the field of its start), only one that has not begun yet."""
     from google.cloud.firestore import FieldFilter
 
     query = (
@@ -62,25 +71,13 @@ def _any(collection: str, field: str, value: str, statuses: frozenset[str]) -> b
         .collection(collection)
         .where(filter=FieldFilter(field, "==", value))
         .where(filter=FieldFilter("status", "in", sorted(statuses)))
-        .limit(1)
+        .limit(1 if not_begun is None else 100)
     )
-    return any(True for _ in query.stream())
-
-
-def _to_come(collection: str, uid: str, statuses: frozenset[str], starts: str) -> bool:
-    """Whether the patient `uid` has a visit in `collection` still open and not yet begun."""
-    from google.cloud.firestore import FieldFilter
-
-    query = (
-        _db()
-        .collection(collection)
-        .where(filter=FieldFilter("patientUid", "==", uid))
-        .where(filter=FieldFilter("status", "in", sorted(statuses)))
-        .limit(100)
-    )
+    if not_begun is None:
+        return any(True for _ in query.stream())
     now = clock.now()
     return any(
-        isinstance(when := (s.to_dict() or {}).get(starts), datetime) and when > now
+        isinstance(when := (s.to_dict() or {}).get(not_begun), datetime) and when > now
         for s in query.stream()
     )
 
@@ -91,9 +88,9 @@ def blockers(uid: str, role: str) -> list[str]:
         # A visit to come holds a provider's time and, paid, the patient's money: cancelled
         # first (refunded as the policy says), never left booked for an account that is gone.
         # One that has begun is the provider's to record; it does not hold up the erasure.
-        if _to_come("appointments", uid, rules.OPEN_APPOINTMENTS, "start") or _to_come(
-            "bookings", uid, rules.OPEN_BOOKINGS, "windowStart"
-        ):
+        if _any(
+            "appointments", "patientUid", uid, rules.OPEN_APPOINTMENTS, not_begun="start"
+        ) or _any("bookings", "patientUid", uid, rules.OPEN_BOOKINGS, not_begun="windowStart"):
             return ["visits_to_come"]
         return []
     if role not in (Role.DOCTOR.value, Role.CLINIC.value, Role.PHARMACY.value):
