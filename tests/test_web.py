@@ -846,6 +846,9 @@ def test_days_and_times_are_the_users_local_ones(
         day = today + timedelta(days=3)
         web.sign_in(patient)
         view = page.locator("#patient")
+        # The view has loaded (its last list answered), as a person sees before choosing: a
+        # choice made while it still loads can be redrawn under them (one CI run of three).
+        expect(page.locator("#my-appointments li").first).to_be_visible()
         expect(view.get_by_label("Day", exact=True)).to_have_value(today.isoformat())
         view.get_by_label("Doctor").select_option(doctor.uid)
         view.get_by_label("Day", exact=True).fill(day.isoformat())
