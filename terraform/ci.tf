@@ -32,8 +32,10 @@ locals {
 # Secret Manager, Firestore and Logging: no predefined role manages them without their data
 # (secretmanager.admin reads every secret's value, datastore.owner every document, so every
 # patient's records). These roles hold what applying secrets.tf and firestore.tf takes: the
-# secrets, their metadata and who may read them, never a value (no
-# secretmanager.versions.access; values are added by hand); the database's settings, indexes
+# secrets and their metadata, never a value (no secretmanager.versions.access; values are
+# added by hand) and never who may read one (no secretmanager.secrets.setIamPolicy: whoever may
+# set a secret's policy may make itself its accessor; a person grants the functions theirs,
+# secrets.tf); the database's settings, indexes
 # and field overrides (TTL policies) and the operations that build them, never a document (no
 # datastore.entities.*, no export or import). Custom roles: a person applies them.
 locals {
@@ -46,7 +48,6 @@ locals {
         "secretmanager.secrets.get",
         "secretmanager.secrets.getIamPolicy",
         "secretmanager.secrets.list",
-        "secretmanager.secrets.setIamPolicy",
         "secretmanager.secrets.update",
         "secretmanager.versions.get", # a version's metadata (state, time), not its value
         "secretmanager.versions.list",

@@ -33,6 +33,9 @@ resource "google_secret_manager_secret" "secret" {
   depends_on = [google_project_service.api]
 }
 
+# Who may read a secret's value is granted by a person, never CI (tools/plan_guard.py; the
+# deployer cannot set a secret's policy, or it could make itself an accessor): a function that
+# needs a new secret is deployed after a person applies its grant.
 resource "google_secret_manager_secret_iam_member" "fn" {
   for_each  = local.secret_access
   secret_id = google_secret_manager_secret.secret[each.value.secret].secret_id

@@ -6,10 +6,10 @@
 The `deployer` account (terraform/ci.tf) may grant only the project roles the configuration
 gives other accounts, and may read the custom roles but not write them, so that a build
 cannot give itself more; it neither creates service accounts nor grants actAs on them, nor
-changes the trigger that runs it. A plan that changes its own grants, a custom role, a service
-account or who may act as one, or the trigger would fail half way through the apply on a
-permission error; this says so before anything is applied, and
-what to do (docs/guides/deploy.md, "What only a person applies").
+changes the trigger that runs it, nor who may read a secret. A plan that changes its own
+grants, a custom role, a service account or who may act as one, the trigger, or a secret's
+readers would fail half way through the apply on a permission error; this says so before
+anything is applied, and what to do (docs/guides/deploy.md, "What only a person applies").
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from typing import Any
 # policy may mint its tokens), the default accounts' privileges, the Data Access audit logs
 # (terraform/audit_logs.tf: CI may turn no logging off), and the Cloud Build trigger
 # (it runs builds as the deployer: the deployer holds no Cloud Build role, and may not act as
-# itself).
+# itself), and who may read a secret's value (terraform/secrets.tf: whoever may set a
+# secret's policy may make itself its accessor).
 PERSON_ONLY_TYPES = {
     "google_project_iam_custom_role",
     "google_service_account",
@@ -33,6 +34,7 @@ PERSON_ONLY_TYPES = {
     "google_project_default_service_accounts",
     "google_project_iam_audit_config",
     "google_cloudbuild_trigger",
+    "google_secret_manager_secret_iam_member",
 }
 PERSON_ONLY_ADDRESSES = {
     "google_project_iam_member.build",
