@@ -817,7 +817,8 @@ def create_app(
             "id": "WH-" + paypal_id(17) + "-" + paypal_id(17),
             "event_version": "1.0",
             "create_time": clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "resource_type": "refund" if event_type.endswith("REFUNDED") else "capture",
+            # A refund's event, or a reversal PayPal describes as a refund (it names its amount).
+            "resource_type": "refund" if "/refunds/" in _self_href(resource) else "capture",
             "resource_version": "2.0",
             "event_type": event_type,
             "summary": summaries.get(event_type, event_type),
@@ -971,11 +972,23 @@ def create_app(
 
     @app.post("/_sim/webhooks")
     def trigger_webhook() -> flask.Response:
-        """Send one event now: {eventType, captureId, url?}. DENIED and REVERSED change the
-        capture as PayPal would (declined; refunded after a chargeback)."""
+        """Send one event now: {eventType, captureId, url?, amount?}. DENIED and REVERSED change
+        the capture as PayPal would (declined; refunded after a chargeback). A REVERSED with an
+        `amount` ({currency_code, value}) is a chargeback of that much alone: PayPal then sends
+        a refund-shaped resource naming it, and the capture keeps the rest (refundable)."""
         body = flask.request.get_json(force=True)
         event_type = body["eventType"]
         capture_id = body["captureId"]
+        if event_type == "PAYMENT.CAPTURE.REVERSED" and body.get("amount"):
+            with state.lock:
+                if capture_id not in state.captures:
+                    return _json(404, {"error": f"no capture {capture_id}"})
+                refund_id = charge_back(state.captures[capture_id], capture_id, body["amount"])
+            resource = refund_view(refund_id)
+            sent = send(
+                build_event(event_type, resource), body.get("url", state.webhook_url), base()
+            )
+            return _json(200, sent)
         with state.lock:
             cap = state.captures.get(capture_id)
             if cap is None:
@@ -996,6 +1009,25 @@ def create_app(
         )
         return _json(200, delivery)
 
+    def charge_back(cap: dict[str, Any], capture_id: str, amount: dict[str, str]) -> str:
+        """Part of a capture taken back by a chargeback (under state.lock): kept as one of
+        its refunds, as PayPal counts it, so what is left to refund shrinks by it."""
+        refund_id = paypal_id()
+        state.refunds[refund_id] = {
+            "id": refund_id,
+            "status": "COMPLETED",  # (a refund's status_details names ECHECK alone)
+            "amount": {"currency_code": amount["currency_code"], "value": amount["value"]},
+            "create_time": now_iso(),
+            "update_time": now_iso(),
+            "_capture": capture_id,
+        }
+        cap.setdefault("_refunds", []).append(refund_id)
+        taken = sum(Decimal(state.refunds[r]["amount"]["value"]) for r in cap["_refunds"])
+        whole = taken >= Decimal(cap["amount"]["value"])
+        cap["status"] = "REFUNDED" if whole else "PARTIALLY_REFUNDED"
+        cap["update_time"] = now_iso()
+        return refund_id
+
     @app.errorhandler(Answer)
     def answer(exc: Answer) -> flask.Response:
         return _json(exc.status, exc.body)
@@ -1014,6 +1046,13 @@ def create_app(
 
 def _json(status: int, body: Any) -> flask.Response:
     return flask.Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def _self_href(resource: dict[str, Any]) -> str:
+    for item in resource.get("links") or []:
+        if item.get("rel") == "self":
+            return str(item.get("href", ""))
+    return ""
 
 
 def _esc(text: str) -> str:

@@ -173,7 +173,11 @@ def _check_provider_can_give_back(order: dict[str, Any], amount_minor: int) -> N
     """An admin's refund may not take back earnings the provider was already paid out: that
     would be the platform's loss, which only a chargeback may impose."""
     capture = capture_of(order)
-    returned = int(order.get("refundedMinor", 0)) + int(order.get("refundingMinor", 0))
+    returned = (
+        int(order.get("refundedMinor", 0))
+        + int(order.get("refundingMinor", 0))
+        + int(order.get("reversedMinor", 0))  # a chargeback of part of it took that already
+    )
     try:
         ledger.give_back(
             capture,
@@ -263,7 +267,9 @@ def book(refund_id: str, paypal_refund: dict[str, Any]) -> dict[str, Any]:
         ledger_store.record(
             tx, f"refund-{refund_id}", transaction, order_id=order["id"], parties=parties(order)
         )
-        status = rules.status_after_refund(int(order["amountMinor"]), refunded + amount)
+        status = rules.status_after_refund(
+            int(order["amountMinor"]), refunded + amount, int(order.get("reversedMinor", 0))
+        )
         if OrderStatus(order["status"]) not in rules.HOLDS_MONEY:
             status = OrderStatus(order["status"])  # reversed or denied stays so
         store.update(

@@ -28,11 +28,13 @@ class OrderStatus(StrEnum):
     PARTIALLY_REFUNDED = "partially_refunded"
     REFUNDED = "refunded"
     DENIED = "denied"  # a pending capture PayPal then denied: nothing was paid
-    REVERSED = "reversed"  # a chargeback took the money back
+    REVERSED = "reversed"  # a chargeback took back all the order still held
     ABANDONED = "abandoned"  # PayPal let the order lapse unpaid: the next one may be made
 
 
-# Statuses in which money was taken and (some of it) is still with the platform.
+# Statuses in which money was taken and (some of it) is still with the platform. A chargeback
+# of part of it (`reversedMinor`) leaves the order in its status: it still holds the rest,
+# which may be refunded and is paid out to the provider (shared/payments/webhooks.take_back).
 HOLDS_MONEY = frozenset(
     {OrderStatus.CAPTURED, OrderStatus.PARTIALLY_REFUNDED, OrderStatus.REFUNDED}
 )
@@ -92,18 +94,23 @@ def on_cancellation(
 
 
 def refundable(order: dict[str, Any]) -> int:
-    """Minor units of an order that may still be refunded (captured, less refunded and less
-    refunds under way)."""
+    """Minor units of an order that may still be refunded (captured, less refunded, less
+    refunds under way and less what chargebacks of part of it took back)."""
     if OrderStatus(order["status"]) not in HOLDS_MONEY:
         return 0
     return (
         int(order["amountMinor"])
         - int(order.get("refundedMinor", 0))
         - int(order.get("refundingMinor", 0))
+        - int(order.get("reversedMinor", 0))
     )
 
 
-def status_after_refund(amount_minor: int, refunded_minor: int) -> OrderStatus:
-    if refunded_minor >= amount_minor:
+def status_after_refund(
+    amount_minor: int, refunded_minor: int, reversed_minor: int = 0
+) -> OrderStatus:
+    """An order's status once `refunded_minor` is refunded: `refunded` when refunds and partial
+    chargebacks (`reversed_minor`) together left it nothing."""
+    if refunded_minor + reversed_minor >= amount_minor:
         return OrderStatus.REFUNDED
     return OrderStatus.PARTIALLY_REFUNDED if refunded_minor else OrderStatus.CAPTURED

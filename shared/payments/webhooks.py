@@ -9,7 +9,9 @@ refunds only forward), so two deliveries of one event racing each other do no ha
   PAYMENT.CAPTURE.PENDING    the order waits for PayPal (an eCheck): capture_pending
   PAYMENT.CAPTURE.DENIED     a pending capture failed: the order is denied; money we had
                              counted is taken back as for a reversal
-  PAYMENT.CAPTURE.REVERSED   a chargeback: the ledger is reversed and the subject un-confirmed
+  PAYMENT.CAPTURE.REVERSED   a chargeback: the ledger is reversed and the subject un-confirmed;
+                             one naming less than the order still holds reverses that part
+                             alone (see take_back)
   PAYMENT.CAPTURE.REFUNDED   ours: finish booking it; made in PayPal's dashboard: record it
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from datetime import datetime
 from typing import Any
 
 from shared.integrations import paypal
@@ -33,6 +36,9 @@ log = logs.get("alodoktor.paypal_events")
 
 EVENTS = "paypalEvents"
 EVENT_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+# What applying a chargeback of part of an order answers: an outcome, never an order status
+# (the order keeps its own, for it still holds the rest).
+REVERSED_IN_PART = "reversed_in_part"
 
 
 def _db() -> Any:
@@ -129,8 +135,14 @@ def apply(event: dict[str, Any], *, subjects: Subjects) -> str:
         return "refunded_unpayable" if settled.refusal else settled.order["status"]
     if kind in ("PAYMENT.CAPTURE.DENIED", "PAYMENT.CAPTURE.REVERSED"):
         why = kind.rsplit(".", 1)[1].lower()
+        amount_minor = _reversed_minor(resource)
         return take_back(
-            order["id"], _capture_id_of(resource), why, _reversed_minor(resource), subjects=subjects
+            order["id"],
+            _capture_id_of(resource),
+            why,
+            amount_minor,
+            reversal_id=None if amount_minor is None else str(resource["id"]),
+            subjects=subjects,
         )
     return "ignored"
 
@@ -174,12 +186,27 @@ def take_back(
     why: str,
     amount_minor: int | None = None,
     *,
+    reversal_id: str | None = None,
     subjects: Subjects,
 ) -> str:
-    """PayPal took the money back (a denied pending capture, or a chargeback): reverse what
-    the ledger still counts (or `amount_minor`, when PayPal says how much), un-confirm the
-    subject, in one commit. Lock-free (store.run_optimistic), as it races refunds being
-    booked for the same order."""
+    """PayPal took the money back (a denied pending capture, or a chargeback). Lock-free
+    (store.run_optimistic), as it races refunds being booked for the same order. Returns the
+    order's status, or `reversed_in_part`.
+
+    The rule:
+    - Whole: a capture-shaped event (`amount_minor` None), or one naming at least what the
+      order still holds (captured, less refunded, refunds under way and earlier reversals).
+      The ledger reverses all that is left, the order becomes `reversed` (or `denied`) and
+      the subject it paid for is un-confirmed.
+    - In part: a refund-shaped reversal naming less than that. The ledger reverses that much
+      alone; the order keeps its status (it still holds the rest: refundable, and payable to
+      the provider, whose payout subtracts `reversedMinor`) and the subject stays confirmed,
+      for the patient paid for it and has not taken all of it back.
+    Each reversal is its own ledger transaction: `reversal-{order}` for a whole one without
+    PayPal's id of it, else `reversal-{order}-chargeback-{reversal_id}`. `reversedMinor` adds
+    up, and the ids applied are kept in `reversalIds`, so the same reversal delivered again (a
+    new delivery of an event, or two racing) changes nothing.
+    """
 
     def body(tx: Any) -> str:  # a write batch: every write below has a precondition
         snap = order_records.order_ref(order_id).get()
@@ -200,51 +227,76 @@ def take_back(
                 unchanged_since=snap.update_time,
             )
             return OrderStatus.DENIED.value
-        kind = Kind(order["kind"])
-        subject_snap = subject_store.ref(kind, order["subjectId"]).get()
-        subject = subjects.shown(kind, subject_snap)
+        applied: list[str] = list(order.get("reversalIds") or [])
+        if reversal_id is not None and reversal_id in applied:
+            return REVERSED_IN_PART  # booked already; a whole one would have ended above
         capture = refunds.capture_of(order)
-        refunded = int(order.get("refundedMinor", 0))
+        booked = int(order.get("refundedMinor", 0)) + int(order.get("reversedMinor", 0))
         # Refunds under way are PayPal's too: a chargeback only takes what they leave.
-        left = capture.amount_minor - refunded - int(order.get("refundingMinor", 0))
-        if amount_minor is not None:  # what PayPal says it took, of what refunds leave it
-            left = min(amount_minor, left)
-        if left > 0:
-            owed = ledger_store.owed_guarded(tx, capture.provider, capture.currency)
-            transaction = ledger.give_back(
-                capture, left, refunded, provider_owed_minor=owed, kind="reversal"
-            )
-            ledger_store.record(
-                tx,
-                f"reversal-{order_id}",
-                transaction,
-                order_id=order_id,
-                parties=refunds.parties(order),
-                at=now,
-            )
+        left = capture.amount_minor - booked - int(order.get("refundingMinor", 0))
+        take = left if amount_minor is None else min(amount_minor, left)
+        if take > 0:
+            # `-chargeback-` keeps it apart from a failed refund's `reversal-{refund id}`.
+            tail = f"-chargeback-{reversal_id}" if reversal_id else ""
+            tx_id = f"reversal-{order_id}{tail}"
+            _book_reversal(tx, order, capture, take, booked, tx_id, now)
+        written: dict[str, Any] = {
+            "reversedMinor": int(order.get("reversedMinor", 0)) + max(take, 0),
+            "updatedAt": now,
+        }
+        if reversal_id is not None:
+            written["reversalIds"] = [*applied, reversal_id]
+        whole = take >= left  # else in part: the order still holds the rest, in its status
         target = OrderStatus.DENIED if why == "denied" else OrderStatus.REVERSED
-        store.update(
-            snap.reference,
-            {"status": target.value, "reversedMinor": left, "updatedAt": now},
-            tx=tx,
-            by="paypal",
-            unchanged_since=snap.update_time,
-        )
-        # Only a subject this order paid for is un-confirmed: one that could no longer be paid
-        # (and was refunded instead) never carried this payment.
-        if subject is not None and (subject.get("payment") or {}).get("orderId") == order_id:
-            subjects.revoke_in(
-                tx,
-                kind,
-                subject,
-                f"PayPal {why} the payment.",
-                now,
-                unchanged_since=subject_snap.update_time,
-            )
+        if whole:
+            written["status"] = target.value
+        store.update(snap.reference, written, tx=tx, by="paypal", unchanged_since=snap.update_time)
+        if not whole:
+            return REVERSED_IN_PART
+        _revoke_subject(tx, order, why, now, subjects=subjects)
         return target.value
 
     result: str = store.run_optimistic(body, attempts=10)
     return result
+
+
+def _book_reversal(
+    tx: Any,
+    order: dict[str, Any],
+    capture: ledger.Capture,
+    amount_minor: int,
+    returned_minor: int,
+    tx_id: str,
+    now: datetime,
+) -> None:
+    """Reverse `amount_minor` of the capture in the ledger, after `returned_minor` booked
+    before it (refunds and earlier reversals), so the fee's share rounds cumulatively."""
+    owed = ledger_store.owed_guarded(tx, capture.provider, capture.currency)
+    transaction = ledger.give_back(
+        capture, amount_minor, returned_minor, provider_owed_minor=owed, kind="reversal"
+    )
+    ledger_store.record(
+        tx, tx_id, transaction, order_id=order["id"], parties=refunds.parties(order), at=now
+    )
+
+
+def _revoke_subject(
+    tx: Any, order: dict[str, Any], why: str, now: datetime, *, subjects: Subjects
+) -> None:
+    """Un-confirm the subject, if this order paid for it: one that could no longer be paid
+    (and was refunded instead) never carried this payment."""
+    kind = Kind(order["kind"])
+    subject_snap = subject_store.ref(kind, order["subjectId"]).get()
+    subject = subjects.shown(kind, subject_snap)
+    if subject is not None and (subject.get("payment") or {}).get("orderId") == order["id"]:
+        subjects.revoke_in(
+            tx,
+            kind,
+            subject,
+            f"PayPal {why} the payment.",
+            now,
+            unchanged_since=subject_snap.update_time,
+        )
 
 
 def _refunded(refund: dict[str, Any]) -> str:
