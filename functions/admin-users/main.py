@@ -33,7 +33,15 @@ from shared.web.http import Call, Function
 api = Function(
     "admin-users",
     title="Alo Doktor account administration",
-    description="Admins create, list, change, approve and delete accounts of every role.",
+    description=(
+        "Admins create, list, change, approve and delete accounts of every role. A change of"
+        " role or approval is made in Firestore first and Firebase Auth's claims follow it:"
+        " with Auth unreachable the answer is still the change, which is in force (the Auth"
+        " reconciliation sets the claims). Two 503s say a change was made, unlike every other:"
+        " `decision_unfinished` (the change is made and in force, what follows it is not all"
+        " done: send the same change again to finish it) and `deletion_unfinished` (the account"
+        " is closed and refuses sign-ins; send the deletion again to finish it)."
+    ),
 )
 
 
@@ -202,9 +210,17 @@ def _ms(value: int | None) -> datetime | None:
     return datetime.fromtimestamp(value / 1000, UTC) if value else None
 
 
-@api.route("PATCH", "/<uid>", body=ChangeAccount, response=ProfileView, problems=(409,))
+@api.route(
+    "PATCH",
+    "/<uid>",
+    body=ChangeAccount,
+    response=ProfileView,
+    problems=(409,),
+    summary="Change an account; a new role or disabling ends the user's sessions at once"
+    " (503 decision_unfinished: the change is made; send it again to finish what follows it)",
+)
 def change_account(call: Call) -> ProfileView:
-    """Change an account; a new role or disabling ends the user's sessions at once."""
+    """Change an account (the summary says what a 503 after the change means)."""
     b: ChangeAccount = call.body
     field_names = b.model_fields_set - {"role", "disabled"}
     fields = ProfileFields.model_validate(
@@ -222,15 +238,32 @@ def change_account(call: Call) -> ProfileView:
     return ProfileView.of(updated)
 
 
-@api.route("DELETE", "/<uid>", query=DeleteQuery, status=204, problems=(409,))
+@api.route(
+    "DELETE",
+    "/<uid>",
+    query=DeleteQuery,
+    status=204,
+    problems=(409,),
+    summary="Delete the account; prescriptions, ledger entries and the like are kept (503"
+    " deletion_unfinished: the account is closed already; send the deletion again to finish)",
+)
 def delete_account(call: Call) -> None:
-    """Delete the account; prescriptions, ledger entries and the like are kept."""
+    """Delete the account (the summary says what a 503 after the tombstone means)."""
     accounts.delete(_uid(call), force=call.query.force, actor=call.principal.uid)
 
 
-@api.route("POST", "/<uid>/approval", body=ApprovalDecision, response=ProfileView, problems=(409,))
+@api.route(
+    "POST",
+    "/<uid>/approval",
+    body=ApprovalDecision,
+    response=ProfileView,
+    problems=(409,),
+    summary="Approve or reject a doctor, clinic or pharmacy (a rejection needs a reason); Auth"
+    " unreachable still answers the decision, in force; 503 decision_unfinished: the decision"
+    " is made, send it again to finish it",
+)
 def decide_approval(call: Call) -> ProfileView:
-    """Approve or reject a doctor, clinic or pharmacy (a rejection needs a reason)."""
+    """Approve or reject (the summary says what Auth or Firestore failing after it means)."""
     b: ApprovalDecision = call.body
     updated = accounts.decide_approval(
         _uid(call), b.decision == "approve", b.reason, actor=call.principal.uid

@@ -1,13 +1,22 @@
 """Access records (`access/{uid}`): what authentication needs to know of an account, in one
 small document, so that no request has to ask the Firebase Auth API.
 
-Firebase Auth stays the source of the account itself; this record mirrors what decides
-access: the role and approval (also set as custom claims), whether the account is disabled or
-deleted, and the instant before which its sign-ins were revoked. Every path that changes one of
-these in Auth writes the record too (shared.identity.accounts, the session function), before it
-ends the account's sessions, so the change bites on the very next request at every instance. A
-change made outside the backend (an account disabled in the Firebase console) is drift, which
-`reconcile` finds and repairs on Cloud Scheduler's schedule.
+The record holds what decides access: the role and approval, whether the account is disabled
+or deleted, and the instant before which its sign-ins were revoked. Each has one source of
+truth, by who may change it:
+
+- role and approval are the backend's decisions: written here in the commit that decides them,
+  beside the profile (`mirror`), and copied to Auth's custom claims after it. Claims that
+  differ are a copy that failed (or was changed in the console) and are set back.
+- disabled, the revocation instant and the e-mail can change in Firebase Auth alone (the
+  console, another Admin SDK); the backend changes them in Auth first and writes them here
+  after (`record_revocation`, `refresh`), and this record follows Auth.
+- a tombstone (`deleted`) follows Auth when the account is gone from it; one the backend wrote
+  before asking Auth to delete the account stays until that deletion is finished.
+
+Every path that changes one of these writes the record before it ends the account's sessions,
+so the change bites on the very next request at every instance. What differs from Auth is
+found and repaired on Cloud Scheduler's schedule by shared.identity.reconciliation.
 """
 
 from __future__ import annotations
@@ -201,7 +210,9 @@ def mirror(
 ) -> None:
     """Write the role and approval (and disabled) a change decided into the record, in `tx`
     beside the profile it decided them in: merged, so the revocation instant and consents
-    stay what they are. A record not made yet is made whole from Auth."""
+    stay what they are. A record not made yet is made whole from Auth. From this commit on the
+    record is the truth for role and approval; Auth's claims follow, and the reconciliation
+    sets them from the decision if the request fails before they do."""
     if get(uid) is None:
         state = with_claims(from_auth(uid), role, approved)
         write(state if disabled is None else replace(state, disabled=disabled), tx=tx, by=by)

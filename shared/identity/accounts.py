@@ -6,6 +6,19 @@ leaves nothing half-made: the Auth user is created first and deleted again if an
 fails; Firestore documents that must agree are written in one batch. A change of role or
 approval is the other way round: decided and committed in Firestore first, guarded by the
 profile's version, and Auth's claims then follow from the committed profile (`_settle`).
+
+The rule for what is true once a decision committed and Auth then failed: role and approval
+are the backend's decisions, so the profile (and the access record, written in the same
+commit) is their truth and Auth's claims are a copy of it. A request whose Auth call fails
+after the commit still does what Firestore alone can (the sessions learn or lose the access)
+and answers with the decision, which is in force: every request is authenticated from the
+access record and the session records, never from the claims. The claims left behind are
+set by the reconciliation's next run (shared.identity.reconciliation, through
+`settle_claims`), or at once by repeating the decision. Disabled, deleted and revoked stay
+Auth's (the backend asks Auth for those first); a deletion is the exception, the tombstone
+coming first so that the account's tokens are refused before it is gone from Auth: a failure
+after it answers 503 `deletion_unfinished` and the tombstone stays until a repeat finishes
+the deletion.
 """
 
 from __future__ import annotations
@@ -18,7 +31,12 @@ from shared.identity import access, profiles, sessions
 from shared.identity.profile_fields import ProfileFields, check_editable, to_document
 from shared.platform import clients, clock, logs, outbox, settings, store
 from shared.platform.context import ROLES_NEEDING_APPROVAL, Role
-from shared.platform.errors import Conflict, NotFound
+from shared.platform.errors import (
+    Conflict,
+    DependencyUnavailable,
+    NotFound,
+    is_dependency_failure,
+)
 
 log = logs.get("alodoktor.accounts")
 
@@ -161,6 +179,30 @@ def revoke_access(uid: str, *, by: str | None = None) -> int:
     return sessions.revoke_all(uid)
 
 
+def _end_sessions(uid: str, *, by: str) -> None:
+    """`revoke_access` after a committed change that narrowed access; with Auth unreachable,
+    the account's sessions still end (Firestore alone): they hold the role and approval the
+    change took away, where a bearer token is judged by the access record, already right."""
+    try:
+        revoke_access(uid, by=by)
+    except Exception as exc:
+        if not is_dependency_failure(exc):
+            raise
+        log.warning("Auth unreachable ending the sessions of %s (%r): sessions only", uid, exc)
+        sessions.revoke_all(uid)
+
+
+def _unfinished(exc: BaseException) -> DependencyUnavailable:
+    """The answer when Firestore fails after a decision committed: not "nothing was changed"."""
+    log.warning("a committed account decision could not be followed through: %r", exc)
+    return DependencyUnavailable(
+        "The change is made and in force; what follows it (Firebase Auth's claims, the"
+        " account's sessions) could not all be done. Asking again with the same change"
+        " finishes it (it is not made twice); the hourly Auth reconciliation sets the claims.",
+        code="decision_unfinished",
+    )
+
+
 @dataclass(frozen=True)
 class AccountChanges:
     role: Role | None = None
@@ -179,6 +221,9 @@ def update(
     read_at: Any = None,
 ) -> dict[str, Any]:
     """Apply changes to the Auth user and the profile; revoke sessions when access changes.
+
+    Auth unreachable after the commit leaves the claims to the reconciliation (the module's
+    rule) and still ends the sessions a change of role, disabling or withdrawal narrowed.
 
     Only the fields that change are written, and only if the profile is still the version read
     (else it is read again and the change decided afresh), so two edits of different fields
@@ -249,12 +294,18 @@ def update(
         before["role"],
         bool(before.get("approved")),
     )
-    if claims_changed:
-        _settle(uid, actor=actor)
     role_changed = updated["role"] != before["role"]
     withdrawn = before.get("approved") and not updated["approved"]
-    if role_changed or changes.disabled is True or withdrawn:
-        revoke_access(uid, by=actor)
+    try:
+        # A repeat of a role or approval change settles what a failure left behind.
+        if claims_changed or changes.role is not None or changes.approved is not None:
+            _settle(uid, actor=actor)
+        if role_changed or changes.disabled is True or withdrawn:
+            _end_sessions(uid, by=actor)
+    except Exception as exc:
+        if not is_dependency_failure(exc):
+            raise
+        raise _unfinished(exc) from exc
     return updated
 
 
@@ -290,7 +341,12 @@ SETTLE_ROUNDS = 8
 
 
 def _settle(
-    uid: str, *, actor: str, granting: bool = False, ending: bool = False
+    uid: str,
+    *,
+    actor: str,
+    granting: bool = False,
+    ending: bool = False,
+    auth_may_fail: bool = True,
 ) -> dict[str, Any]:
     """Make Auth's role claims, the access record and the sessions say what the committed
     profile says, after a change of role or approval committed (or was found in force).
@@ -302,22 +358,29 @@ def _settle(
     and a decision committed after that read is settled by its own request. `granting`: this
     request approved the account (its live sessions learn it); `ending`: it rejected or
     withdrew the approval (they end). Returns the profile last read.
+
+    `auth_may_fail`: Auth unreachable leaves the claims as they are (logged) and the rest is
+    still done: the decision is in force without them, and the reconciliation sets them.
     """
     auth = _auth()
-    app = clients.firebase_app()
     granted = ended = False
     profile: dict[str, Any] | None = None
     for _ in range(SETTLE_ROUNDS):
         profile = load(uid)
         role, approved = Role(profile["role"]), bool(profile.get("approved"))
         try:
-            claims = auth.get_user(uid, app=app).custom_claims or {}
-            if claims.get("role") != role.value or claims.get("approved") is not approved:
-                auth.set_custom_user_claims(
-                    uid, {**claims, "role": role.value, "approved": approved}, app=app
-                )
+            _set_claims(uid, role, approved)
         except auth.UserNotFoundError:
             raise NotFound() from None
+        except Exception as exc:
+            if not (auth_may_fail and is_dependency_failure(exc)):
+                raise
+            log.warning(
+                "claims of %s not set after a committed decision (%r): the Auth reconciliation"
+                " sets them",
+                uid,
+                exc,
+            )
         held = access.get(uid)
         if held is None or (held.role, held.approved) != (role, approved):
             batch = clients.db().batch()
@@ -328,7 +391,7 @@ def _settle(
             sessions.grant_approval(uid)
             granted = True
         elif not approved and (granted or (ending and not ended)):
-            revoke_access(uid, by=actor)
+            _end_sessions(uid, by=actor)
             granted, ended = False, True
         again = load(uid)
         if (again["role"], bool(again.get("approved"))) == (role.value, approved):
@@ -338,14 +401,35 @@ def _settle(
     return profile
 
 
+def _set_claims(uid: str, role: Role, approved: bool) -> None:
+    """Auth's claims to say `role` and `approved`, other claims kept; no write when they do."""
+    auth = _auth()
+    app = clients.firebase_app()
+    claims = auth.get_user(uid, app=app).custom_claims or {}
+    if claims.get("role") != role.value or claims.get("approved") is not approved:
+        auth.set_custom_user_claims(
+            uid, {**claims, "role": role.value, "approved": approved}, app=app
+        )
+
+
+def settle_claims(uid: str, *, actor: str) -> dict[str, Any]:
+    """Set Auth's claims from the committed decision (the profile), for the reconciliation
+    that found them differing from the access record: a request that failed to after its
+    commit, or claims changed in the console. Raises what Auth raises; NotFound when the
+    profile or the Auth user is gone. Returns the profile the claims now say."""
+    return _settle(uid, actor=actor, auth_may_fail=False)
+
+
 def decide_approval(uid: str, approve: bool, reason: str | None, *, actor: str) -> dict[str, Any]:
     """Approve or reject an account, once: the decision is written only if the profile is
     still the version read (else read again and decided afresh), so of decisions racing each
     commits in turn, a repeat of the decision in force changes nothing and queues no second
     notice, and a different one is a change with its own notice. An admin may reverse a
     decision (an approval withdrawn ends the account's sessions). Auth's claims follow the
-    commit (`_settle`); a failure there answers 503 with the decision made, and asking again
-    (a repeat) settles them."""
+    commit (`_settle`); Auth unreachable there still answers the decision, which is in force
+    (the sessions learn or lose it from Firestore alone), and leaves the claims to the
+    reconciliation or to a repeat of the decision. Firestore failing after the commit answers
+    503 `decision_unfinished`, which says the decision is made."""
     status = "approved" if approve else "rejected"
 
     def body(batch: Any) -> tuple[dict[str, Any], bool]:
@@ -387,7 +471,14 @@ def decide_approval(uid: str, approve: bool, reason: str | None, *, actor: str) 
         return updated, True
 
     _, changed = store.run_optimistic(body)
-    return _settle(uid, actor=actor, granting=changed and approve, ending=changed and not approve)
+    try:
+        return _settle(
+            uid, actor=actor, granting=changed and approve, ending=changed and not approve
+        )
+    except Exception as exc:
+        if not is_dependency_failure(exc):
+            raise
+        raise _unfinished(exc) from exc
 
 
 def has_upcoming_confirmed_appointments(doctor_uid: str) -> bool:
@@ -405,7 +496,11 @@ def has_upcoming_confirmed_appointments(doctor_uid: str) -> bool:
 
 
 def delete(uid: str, *, force: bool, actor: str) -> None:
-    """Remove the Auth account, profile and listing; records that must be kept stay."""
+    """Remove the Auth account, profile and listing; records that must be kept stay.
+
+    The tombstone is written before Auth is asked, so the account's tokens are refused from
+    then on; a failure after it answers 503 `deletion_unfinished` (the account is closed, and
+    a repeat finishes the deletion), and the reconciliation never lifts that tombstone."""
     profile = load(uid)
     doctor = profile.get("role") == Role.DOCTOR.value
     if doctor and not force and has_upcoming_confirmed_appointments(uid):
@@ -416,10 +511,20 @@ def delete(uid: str, *, force: bool, actor: str) -> None:
     revoke_access(uid, by=actor)
     # The tombstone first: from here on the account's unexpired tokens are refused.
     access.write(access.deleted(uid), by=actor)
-    with contextlib.suppress(_auth().UserNotFoundError):
-        _auth().delete_user(uid, app=clients.firebase_app())
-    store.delete(profiles.directory_ref(uid), by=actor)
-    store.delete(profiles.ref(uid), by=actor)
+    try:
+        with contextlib.suppress(_auth().UserNotFoundError):
+            _auth().delete_user(uid, app=clients.firebase_app())
+        store.delete(profiles.directory_ref(uid), by=actor)
+        store.delete(profiles.ref(uid), by=actor)
+    except Exception as exc:
+        if not is_dependency_failure(exc):
+            raise
+        log.warning("deletion of %s left unfinished after its tombstone: %r", uid, exc)
+        raise DependencyUnavailable(
+            "The account is closed: its sign-ins are refused from now on. Removing it from"
+            " Firebase Auth and its profile could not be finished; ask again to finish it.",
+            code="deletion_unfinished",
+        ) from exc
 
 
 def password_reset_link(uid: str, *, actor: str) -> str:

@@ -50,11 +50,11 @@ export interface paths {
         get: operations["admin-users.get_account"];
         put?: never;
         post?: never;
-        /** Delete the account; prescriptions, ledger entries and the like are kept. */
+        /** Delete the account; prescriptions, ledger entries and the like are kept (503 deletion_unfinished: the account is closed already; send the deletion again to finish) */
         delete: operations["admin-users.delete_account"];
         options?: never;
         head?: never;
-        /** Change an account; a new role or disabling ends the user's sessions at once. */
+        /** Change an account; a new role or disabling ends the user's sessions at once (503 decision_unfinished: the change is made; send it again to finish what follows it) */
         patch: operations["admin-users.change_account"];
         trace?: never;
     };
@@ -67,7 +67,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Approve or reject a doctor, clinic or pharmacy (a rejection needs a reason). */
+        /** Approve or reject a doctor, clinic or pharmacy (a rejection needs a reason); Auth unreachable still answers the decision, in force; 503 decision_unfinished: the decision is made, send it again to finish it */
         post: operations["admin-users.decide_approval"];
         delete?: never;
         options?: never;
