@@ -17,7 +17,6 @@ locals {
     # default compute one) beyond the deployed accounts' actAs granted there.
     "roles/iam.serviceAccountViewer",
     "roles/iam.roleViewer",   # reads the custom roles (it cannot change them)
-    "roles/storage.admin",    # the source bucket, the state bucket and the environment's settings
     "roles/cloudtasks.admin", # queues and their enqueuers
     "roles/cloudscheduler.admin",
     "roles/eventarc.admin",
@@ -79,6 +78,21 @@ locals {
     # The log-based metrics of monitoring.tf, and nothing else of Logging's configuration:
     # roles/logging.configWriter would also let it add exclusions and sinks, and so drop or
     # divert the Data Access audit logs (audit_logs.tf).
+    # The buckets (storage.tf), not their objects nor who may read them: roles/storage.admin
+    # would read every audit export (storage.objects.get) and could grant itself that
+    # (storage.buckets.setIamPolicy). Its objects are the state's and the functions' source,
+    # granted on those two buckets alone (build_objects below).
+    storage = {
+      title = "Alo Doktor deployer: buckets without their objects"
+      permissions = [
+        "storage.buckets.create",
+        "storage.buckets.delete",
+        "storage.buckets.get",
+        "storage.buckets.getIamPolicy",
+        "storage.buckets.list",
+        "storage.buckets.update",
+      ]
+    }
     logs = {
       title = "Alo Doktor deployer: log-based metrics"
       permissions = [
@@ -139,6 +153,23 @@ resource "google_project_iam_member" "build_iam_admin" {
   }
 }
 
+# The objects the deployer reads and writes, bucket by bucket: the Terraform state and the
+# environment's settings (the state bucket, made by a person: docs/guides/deploy.md, "From
+# zero") and the functions' bundles. Never the audit exports'.
+locals {
+  state_bucket = "${var.project_id}-tfstate"
+}
+
+resource "google_storage_bucket_iam_member" "build_objects" {
+  for_each = {
+    state  = local.state_bucket
+    source = google_storage_bucket.source.name
+  }
+  bucket = each.value
+  role   = "roles/storage.objectAdmin"
+  member = "serviceAccount:${google_service_account.build.email}"
+}
+
 # Builds of the main branch only; the repository is connected to Cloud Build once by hand.
 resource "google_cloudbuild_trigger" "main" {
   count           = var.github_owner == "" ? 0 : 1
@@ -157,12 +188,13 @@ resource "google_cloudbuild_trigger" "main" {
 
   # Every other setting comes from the environment's file in that bucket (cloudbuild.yaml).
   substitutions = {
-    _TF_STATE_BUCKET = "${var.project_id}-tfstate"
+    _TF_STATE_BUCKET = local.state_bucket
   }
 
   depends_on = [
     google_project_iam_member.build,
     google_project_iam_member.build_custom,
     google_project_iam_member.build_iam_admin,
+    google_storage_bucket_iam_member.build_objects,
   ]
 }

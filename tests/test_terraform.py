@@ -449,6 +449,12 @@ DEPLOYER_NEEDS = {
         "datastore.backupSchedules.update",
         "datastore.backupSchedules.delete",
     },
+    "google_storage_bucket": {
+        "storage.buckets.create",
+        "storage.buckets.get",
+        "storage.buckets.update",
+        "storage.buckets.delete",
+    },
     "google_logging_metric": {
         "logging.logMetrics.create",
         "logging.logMetrics.get",
@@ -458,7 +464,8 @@ DEPLOYER_NEEDS = {
 }
 DATA_READING = re.compile(
     r"secretmanager\.versions\.access|datastore\.entities\.|"
-    r"datastore\.databases\.(?:export|import|get$|clone)|datastore\.backups\."
+    r"datastore\.databases\.(?:export|import|get$|clone)|datastore\.backups\.|"
+    r"storage\.objects\."
 )
 DATA_READING_ROLES = {
     # Logging's configuration: exclusions and sinks that would drop or divert audit logs.
@@ -470,6 +477,10 @@ DATA_READING_ROLES = {
     "roles/datastore.user",
     "roles/datastore.viewer",
     "roles/datastore.importExportAdmin",
+    # Every bucket's objects, the audit exports among them.
+    "roles/storage.admin",
+    "roles/storage.objectAdmin",
+    "roles/storage.objectViewer",
 }
 
 
@@ -482,8 +493,20 @@ def test_the_deployer_administers_secrets_and_firestore_without_reading_them(tf:
     build_roles = set(re.findall(r"roles/[\w.]+", _x(tf.locals["build_roles"])))
     assert not build_roles & DATA_READING_ROLES, build_roles & DATA_READING_ROLES
     assert not [
-        r for r in build_roles if r.startswith(("roles/secretmanager.", "roles/datastore."))
+        r
+        for r in build_roles
+        if r.startswith(("roles/secretmanager.", "roles/datastore.", "roles/storage."))
     ]
+    # Objects only of the state's bucket and the bundles', granted there: never the audit
+    # exports' (personal data of everyone the log names).
+    objects = tf.resource("google_storage_bucket_iam_member", "build_objects")
+    assert objects["member"] == "serviceAccount:${google_service_account.build.email}"
+    assert objects["bucket"] == "${each.value}"
+    assert objects["for_each"] == {
+        "state": "${local.state_bucket}",
+        "source": "${google_storage_bucket.source.name}",
+    }
+    assert "google_storage_bucket_iam_member" in plan_guard.PERSON_ONLY_TYPES
 
     roles = tf.locals["deployer_roles"]
     held = {p for role in roles.values() for p in role["permissions"]}
@@ -1438,7 +1461,8 @@ def test_every_variable_reaches_a_ci_deploy(tf: Config) -> None:
     )
     assert "set -euo pipefail" in script
     trigger = tf.resource("google_cloudbuild_trigger", "main")
-    assert trigger["substitutions"] == {"_TF_STATE_BUCKET": "${var.project_id}-tfstate"}
+    assert trigger["substitutions"] == {"_TF_STATE_BUCKET": "${local.state_bucket}"}
+    assert tf.locals["state_bucket"] == "${var.project_id}-tfstate"
     build = yaml.safe_load((ROOT / "cloudbuild.yaml").read_text())
     assert build["substitutions"] == {"_TF_STATE_BUCKET": "${PROJECT_ID}-tfstate"}
 

@@ -6,10 +6,11 @@
 The `deployer` account (terraform/ci.tf) may grant only the project roles the configuration
 gives other accounts, and may read the custom roles but not write them, so that a build
 cannot give itself more; it neither creates service accounts nor grants actAs on them, nor
-changes the trigger that runs it, nor who may read a secret. A plan that changes its own
-grants, a custom role, a service account or who may act as one, the trigger, or a secret's
-readers would fail half way through the apply on a permission error; this says so before
-anything is applied, and what to do (docs/guides/deploy.md, "What only a person applies").
+changes the trigger that runs it, nor who may read a secret or a bucket. A plan that changes
+its own grants, a custom role, a service account or who may act as one, the trigger, or a
+secret's or bucket's readers would fail half way through the apply on a permission error;
+this says so before anything is applied, and what to do (docs/guides/deploy.md, "What only a
+person applies").
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from typing import Any
 # policy may mint its tokens), the default accounts' privileges, the Data Access audit logs
 # (terraform/audit_logs.tf: CI may turn no logging off), and the Cloud Build trigger
 # (it runs builds as the deployer: the deployer holds no Cloud Build role, and may not act as
-# itself), and who may read a secret's value (terraform/secrets.tf: whoever may set a
-# secret's policy may make itself its accessor).
+# itself), and who may read a secret's value or a bucket's objects (terraform/secrets.tf,
+# storage.tf, ci.tf: whoever may set a secret's or a bucket's policy may make itself its
+# reader).
 PERSON_ONLY_TYPES = {
     "google_project_iam_custom_role",
     "google_service_account",
@@ -35,6 +37,7 @@ PERSON_ONLY_TYPES = {
     "google_project_iam_audit_config",
     "google_cloudbuild_trigger",
     "google_secret_manager_secret_iam_member",
+    "google_storage_bucket_iam_member",
 }
 PERSON_ONLY_ADDRESSES = {
     "google_project_iam_member.build",
