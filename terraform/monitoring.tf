@@ -46,7 +46,11 @@ locals {
     }
     auth_drift = {
       logger = "alodoktor.reconciliation", severity = "WARNING", message = "auth drift repaired for "
-      doc    = "The reconciliation found an account changed outside the backend (e.g. disabled in the Firebase console) and repaired its access record. Now and then is expected; a stream of them means something writes Auth behind the backend's back."
+      doc    = "The reconciliation repaired a difference between Firebase Auth and the backend: an account changed outside it (disabled or deleted in the Firebase console) brought into its access record, or Auth's role and approval claims set back to the decision the backend holds (an Auth call that failed after the decision was made, or claims edited in the console). Now and then is expected; a stream of them means Auth is failing the backend's calls, or something writes Auth behind the backend's back."
+    }
+    deletion_unfinished = {
+      logger = "alodoktor.reconciliation", severity = "WARNING", message = "deletion of %s unfinished"
+      doc    = "An account an admin deleted is closed (its access record a tombstone, no request or sign-in gets in) but its Firebase Auth user is still there: the deletion failed part way and was not asked again. Send the same DELETE /admin-users/<uid> again to finish it."
     }
     refund_refused = {
       logger = "alodoktor.refunds", severity = "ERROR", message = "PayPal refused refund "

@@ -88,7 +88,12 @@ _STATUS_TEXT = {
     409: "Conflicts with the current state",
     413: "Body too large",
     415: "Body is not JSON",
-    503: "A dependency is unavailable; nothing was changed",
+    # Nothing changed is the rule; the few routes whose change stands before a later step
+    # fails (admin-users' decision_unfinished, deletion_unfinished) say so in their summary.
+    503: (
+        "A dependency is unavailable: send the same request again after Retry-After. Nothing"
+        " was changed, unless the route's description names a 503 code whose change stands"
+    ),
 }
 
 

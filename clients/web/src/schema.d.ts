@@ -6053,7 +6053,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["AdminUsers_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6143,7 +6143,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["AdminUsers_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6239,7 +6239,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["AdminUsers_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6324,7 +6324,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["AdminUsers_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6409,7 +6409,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["AdminUsers_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6507,7 +6507,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["AdminUsers_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6605,7 +6605,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["AdminUsers_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6690,7 +6690,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["AdminUsers_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6775,7 +6775,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["AdminUsers_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6831,7 +6831,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Appointments_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -6927,7 +6927,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Appointments_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7012,7 +7012,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Appointments_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7100,7 +7100,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Appointments_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7191,7 +7191,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Appointments_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7289,7 +7289,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Appointments_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7374,7 +7374,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Appointments_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7472,7 +7472,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Appointments_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7557,7 +7557,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Appointments_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7642,7 +7642,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Appointments_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7740,7 +7740,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Appointments_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7823,7 +7823,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Appointments_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7879,7 +7879,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Audit_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7970,7 +7970,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Audit_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8055,7 +8055,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Audit_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8140,7 +8140,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Audit_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8225,7 +8225,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Audit_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8311,7 +8311,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Audit_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8396,7 +8396,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Audit_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8484,7 +8484,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Audit_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8570,7 +8570,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Audit_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8669,7 +8669,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Audit_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8752,7 +8752,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Audit_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8837,7 +8837,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Audit_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8922,7 +8922,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Audit_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9007,7 +9007,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Audit_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9063,7 +9063,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9148,7 +9148,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9246,7 +9246,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9333,7 +9333,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9419,7 +9419,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9517,7 +9517,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9602,7 +9602,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9687,7 +9687,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9785,7 +9785,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9870,7 +9870,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9955,7 +9955,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -10040,7 +10040,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -10125,7 +10125,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -10210,7 +10210,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -10297,7 +10297,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -10385,7 +10385,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -10472,7 +10472,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -10562,7 +10562,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -10650,7 +10650,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -10738,7 +10738,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Bookings_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -10794,7 +10794,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Notifications_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -10877,7 +10877,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Notifications_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -10973,7 +10973,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Notifications_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -11056,7 +11056,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Notifications_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -11139,7 +11139,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Notifications_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -11235,7 +11235,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Notifications_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -11304,7 +11304,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Notifications_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -11397,7 +11397,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Notifications_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -11486,7 +11486,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Notifications_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -11574,7 +11574,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Notifications_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -11659,7 +11659,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Notifications_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -11744,7 +11744,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Notifications_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -11832,7 +11832,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Notifications_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -11918,7 +11918,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Notifications_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -12003,7 +12003,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Notifications_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -12059,7 +12059,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payments_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -12148,7 +12148,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payments_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -12233,7 +12233,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payments_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -12321,7 +12321,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payments_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -12407,7 +12407,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payments_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -12514,7 +12514,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payments_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -12599,7 +12599,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payments_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -12655,7 +12655,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payouts_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -12743,7 +12743,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payouts_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -12828,7 +12828,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payouts_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -12911,7 +12911,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payouts_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -13007,7 +13007,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payouts_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -13103,7 +13103,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payouts_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -13188,7 +13188,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payouts_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -13286,7 +13286,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payouts_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -13371,7 +13371,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payouts_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -13469,7 +13469,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payouts_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -13554,7 +13554,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payouts_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -13639,7 +13639,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payouts_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -13737,7 +13737,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payouts_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -13820,7 +13820,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payouts_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -13905,7 +13905,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payouts_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -13988,7 +13988,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payouts_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -14084,7 +14084,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payouts_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -14171,7 +14171,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Payouts_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -14227,7 +14227,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["PaypalCapture_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -14350,7 +14350,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["PaypalCapture_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -14406,7 +14406,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["PaypalCreate_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -14529,7 +14529,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["PaypalCreate_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -14585,7 +14585,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["PaypalWebhook_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -14672,7 +14672,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["PaypalWebhook_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -14728,7 +14728,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Prescriptions_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -14815,7 +14815,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Prescriptions_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -14913,7 +14913,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Prescriptions_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -14998,7 +14998,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Prescriptions_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -15096,7 +15096,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Prescriptions_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -15181,7 +15181,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Prescriptions_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -15266,7 +15266,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Prescriptions_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -15351,7 +15351,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Prescriptions_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -15449,7 +15449,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Prescriptions_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -15547,7 +15547,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Prescriptions_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -15603,7 +15603,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Privacy_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -15688,7 +15688,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Privacy_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -15771,7 +15771,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Privacy_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -15867,7 +15867,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Privacy_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -15963,7 +15963,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Privacy_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -16046,7 +16046,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Privacy_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -16131,7 +16131,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Privacy_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -16218,7 +16218,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Privacy_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -16304,7 +16304,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Privacy_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -16400,7 +16400,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Privacy_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -16487,7 +16487,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Privacy_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -16579,7 +16579,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Privacy_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -16664,7 +16664,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Privacy_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -16749,7 +16749,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Privacy_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -16834,7 +16834,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Privacy_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -16919,7 +16919,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Privacy_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -17006,7 +17006,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Privacy_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -17062,7 +17062,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Session_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -17145,7 +17145,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Session_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -17241,7 +17241,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Session_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -17322,7 +17322,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Session_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -17418,7 +17418,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Session_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -17504,7 +17504,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Session_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -17587,7 +17587,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Session_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -17670,7 +17670,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Session_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -17726,7 +17726,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Users_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -17811,7 +17811,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Users_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -17909,7 +17909,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Users_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -18000,7 +18000,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Users_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -18087,7 +18087,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Users_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -18175,7 +18175,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Users_Problem"];
                 };
             };
-            /** @description A dependency is unavailable; nothing was changed */
+            /** @description A dependency is unavailable: send the same request again after Retry-After. Nothing was changed, unless the route's description names a 503 code whose change stands */
             503: {
                 headers: {
                     [name: string]: unknown;
