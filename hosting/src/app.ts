@@ -11,6 +11,11 @@
  * answers), any 401, and every sign-in first clear every per-user view and state
  * (`forgetUser`), and an answer that arrives for a session that has ended is dropped.
  *
+ * A choice made while the page loads is kept: each part of the page that a request fills (the
+ * doctors, the free times, the appointments, ...) shows the answer to its latest request only
+ * (`ask`), so an answer that comes late, or for a doctor, day or clinic no longer chosen, is
+ * dropped instead of redrawing the part under the person; a new list keeps the doctor chosen.
+ *
  * Days are the user's local days: a day picked on the page is sent as the UTC instants of its
  * local start and end, and times are shown in local time.
  */
@@ -144,6 +149,35 @@ async function answered<T>(pending: Promise<Result<T>>): Promise<{ data: T; stat
 
 async function call<T>(pending: Promise<Result<T>>): Promise<T> {
   return (await answered(pending)).data;
+}
+
+/** The number of the latest request of each part of the page ("doctors", "slots", ...). */
+const latest = new Map<string, number>();
+
+/** A new request for `part` of the page, superseding any earlier one still on its way: the
+ * check it returns is true while this is the latest (and the same person is signed in), so an
+ * answer that comes after a later request, or after the choice it was for changed, is not
+ * shown. Each part is drawn only by the answer to its latest request, whatever the order in
+ * which answers arrive. */
+function ask(part: string): () => boolean {
+  const n = (latest.get(part) ?? 0) + 1;
+  latest.set(part, n);
+  return still(part);
+}
+
+/** A request that carries on the latest one of `part` (its next page): superseded, as that
+ * one is, by any later request. */
+function still(part: string): () => boolean {
+  const n = latest.get(part) ?? 0;
+  const at = epoch;
+  return () => latest.get(part) === n && epoch === at;
+}
+
+/** The choice `part` was asked for has changed: an answer still on its way is not shown, and
+ * what `shown` holds (for the choice before) goes. */
+function changed(part: string, shown?: string): void {
+  ask(part);
+  if (shown !== undefined) $(shown).replaceChildren();
 }
 
 /** A request that got no answer at all (fetch's "Failed to fetch": offline, the server down). */
@@ -329,14 +363,20 @@ function doctorFilters(): DoctorQuery {
   return query;
 }
 
-/** One page of the directory: the first (replacing the list) or the next (appended). */
+/** One page of the directory: the first (replacing the list) or the next (appended). A new
+ * search supersedes the one before (its late answer is dropped, and so is a next page of the
+ * list before); the doctor chosen stays chosen while the new list has them. */
 async function loadDoctors(next = false): Promise<void> {
+  if (next && doctorsCursor === null) return;
+  const current = next ? still("doctors") : ask("doctors");
   if (!next) {
     doctorQuery = doctorFilters();
-    doctorsCursor = null;
+    doctorsCursor = null; // no next page of the list before while this one is asked for
+    $("more-doctors").hidden = true;
   }
   const query = { ...doctorQuery, ...(next && doctorsCursor ? { cursor: doctorsCursor } : {}) };
   const page = await call(api.client.GET("/users/directory/doctors", { params: { query } }));
+  if (!current()) return;
   const options = page.items.map((d) => {
     const name = d.displayName ?? "Unnamed doctor";
     doctorNames.set(d.uid, name);
@@ -344,15 +384,16 @@ async function loadDoctors(next = false): Promise<void> {
     return el("option", label, { value: d.uid });
   });
   const select = $<HTMLSelectElement>("pick-doctor");
+  const chosen = select.value;
   if (next) select.append(...options);
   else select.replaceChildren(...options);
+  if ([...select.options].some((o) => o.value === chosen)) select.value = chosen;
+  else if (chosen) changed("slots", "slots"); // the free times shown were another doctor's
   doctorsCursor = page.nextCursor ?? null;
   $("more-doctors").hidden = doctorsCursor === null;
   $("doctors-found").textContent = select.options.length
     ? `${count(select.options.length, "doctor")} shown${doctorsCursor ? "; more to see" : ""}.`
     : "No doctor matches.";
-  const day = $<HTMLInputElement>("day");
-  if (!day.value) day.value = today();
 }
 
 /** Names of doctors not seen yet: the directory, page by page (a few pages at most). */
@@ -369,7 +410,10 @@ async function learnDoctorNames(uids: string[]): Promise<void> {
   }
 }
 
+/** The chosen doctor's free times on the chosen day; dropped if the doctor or the day is
+ * changed before they come (the free times shown are always those of the choice made). */
 async function showSlots(): Promise<void> {
+  const current = ask("slots");
   const doctorUid = $<HTMLSelectElement>("pick-doctor").value;
   const day = $<HTMLInputElement>("day").value;
   const { from, to } = localDayBounds(day);
@@ -378,6 +422,7 @@ async function showSlots(): Promise<void> {
       params: { path: { uid: doctorUid }, query: { from, to } },
     }),
   );
+  if (!current()) return;
   $("slots").replaceChildren(
     ...found.slots.map((slot) => li("", button(`Book ${time(slot)}`, () => book(doctorUid, slot)))),
   );
@@ -385,11 +430,16 @@ async function showSlots(): Promise<void> {
 }
 
 async function book(doctorUid: string, start: string): Promise<void> {
-  appointment = await call(api.client.POST("/appointments", { body: { doctorUid, start } }));
-  order = null;
-  $("slots").replaceChildren();
-  $("receipt").hidden = true;
-  renderAppointment();
+  const current = ask("appointment");
+  const booked = await call(api.client.POST("/appointments", { body: { doctorUid, start } }));
+  changed("slots", "slots");
+  if (current()) {
+    // Unless another appointment has been chosen to show since.
+    appointment = booked;
+    order = null;
+    $("receipt").hidden = true;
+    renderAppointment();
+  }
   say("Booked. Pay to confirm the appointment.");
   await loadMyAppointments();
 }
@@ -403,26 +453,38 @@ const CANCELLABLE: Appointment["status"][] = ["pending_payment", "confirmed"];
 /** Appointments whose payment PayPal still holds (an eCheck): neither Pay nor Cancel. */
 const paymentPending = new Set<string>();
 
-/** The patient's orders PayPal has not settled yet, by what they pay for. */
-async function learnPendingPayments(): Promise<void> {
+/** The patient's orders PayPal has not settled yet: what they pay for. */
+async function pendingPayments(): Promise<Set<string>> {
   const page = await call(
     api.client.GET("/payments/orders", { params: { query: { status: "capture_pending", limit: 100 } } }),
   );
-  paymentPending.clear();
-  for (const o of page.items) paymentPending.add(o.subjectId);
+  return new Set(page.items.map((o) => o.subjectId));
 }
 
-/** The patient's appointments, latest first: each with what can be done with it now. */
+/** The patient's appointments, latest first: each with what can be done with it now. The
+ * list is drawn by its latest load only (one asked before a booking or a cancellation may
+ * answer after the one asked after it), and a next page only onto the list it follows. */
 async function loadMyAppointments(next = false): Promise<void> {
+  if (next && appointmentsCursor === null) return;
+  const current = next ? still("appointments") : ask("appointments");
+  if (!next) {
+    appointmentsCursor = null; // no next page of the list before while this one is asked for
+    $("more-appointments").hidden = true;
+  }
   const query = {
     limit: APPOINTMENTS_PER_PAGE,
     ...(next && appointmentsCursor ? { cursor: appointmentsCursor } : {}),
   };
   const page = await call(api.client.GET("/appointments", { params: { query } }));
-  await Promise.all([
+  const [, pending] = await Promise.all([
     learnDoctorNames([...new Set(page.items.map((a) => a.doctorUid))]),
-    next ? Promise.resolve() : learnPendingPayments(),
+    next ? Promise.resolve(null) : pendingPayments(),
   ]);
+  if (!current()) return;
+  if (pending !== null) {
+    paymentPending.clear();
+    for (const id of pending) paymentPending.add(id);
+  }
   const items = page.items.map((a) => {
     const what = `${when(a.start)} with ${doctorName(a.doctorUid)}`;
     const pending = a.status === "pending_payment" && paymentPending.has(a.id);
@@ -494,13 +556,16 @@ function toPayPal(link: string | null | undefined): void {
  * rather than sent to PayPal again (which would show the buyer nothing to do). */
 async function pay(a: Appointment | null = appointment): Promise<void> {
   if (a === null) return;
+  const current = ask("appointment");
   const made = await answered(
     api.client.POST("/paypal-create", { body: { appointmentId: a.id } }),
   );
   if (made.data.status === "capture_pending") {
-    order = made.data;
-    appointment = a;
-    await refreshAppointment();
+    if (current()) {
+      order = made.data;
+      appointment = a;
+      await refreshAppointment();
+    }
     say("Payment pending: PayPal is still clearing your payment; we will confirm the appointment when it does.");
     return;
   }
@@ -551,14 +616,18 @@ async function backFromPayPal(back: PayPalBack): Promise<void> {
 
 /** The order, with what it pays for. */
 async function showOrder(o: Order): Promise<void> {
-  order = o;
+  const current = ask("appointment");
   if (o.kind === "appointment") {
-    appointment = await call(
+    const paidFor = await call(
       api.client.GET("/appointments/{id}", { params: { path: { id: o.subjectId } } }),
     );
-    await learnDoctorNames([appointment.doctorUid]);
+    await learnDoctorNames([paidFor.doctorUid]);
+    if (!current()) return; // another appointment was chosen to show meanwhile
+    order = o;
+    appointment = paidFor;
     renderAppointment();
   } else {
+    order = o;
     appointment = null;
     $("appointment").hidden = true;
   }
@@ -651,18 +720,25 @@ async function capture(orderId: string, approveLink?: string | null): Promise<vo
   await loadMyAppointments();
 }
 
+/** The appointment shown, as it stands now, with its receipt; dropped if another appointment
+ * is chosen to show before it comes. */
 async function refreshAppointment(): Promise<void> {
   if (appointment === null) return;
-  appointment = await call(
+  const current = ask("appointment");
+  const fresh = await call(
     api.client.GET("/appointments/{id}", { params: { path: { id: appointment.id } } }),
   );
+  if (!current()) return;
+  appointment = fresh;
   const orderId = appointment.payment?.orderId ?? orderOf(appointment)?.id;
   if (!orderId) order = null;
   renderAppointment();
   if (orderId) {
-    order = await call(
+    const paid = await call(
       api.client.GET("/payments/orders/{order_id}", { params: { path: { order_id: orderId } } }),
     );
+    if (!current()) return;
+    order = paid;
     renderAppointment();
     renderReceipt(order);
   } else $("receipt").hidden = true;
@@ -684,15 +760,20 @@ function renderReceipt(o: Order): void {
 
 async function cancelAppointment(a: Appointment | null = appointment): Promise<void> {
   if (a === null) return;
-  if (appointment?.id !== a.id) order = null; // another appointment's receipt is not this one's
-  appointment = await call(
+  const current = ask("appointment");
+  const cancelled = await call(
     api.client.POST("/appointments/{id}/cancel", {
       params: { path: { id: a.id } },
       body: { reason: "Cancelled by the patient" },
     }),
   );
-  await refreshAppointment();
-  const refund = appointment.cancellation?.refund;
+  if (current()) {
+    // Shown, unless another appointment has been chosen to show since.
+    if (appointment?.id !== a.id) order = null; // another appointment's receipt is not this one's
+    appointment = cancelled;
+    await refreshAppointment();
+  }
+  const refund = cancelled.cancellation?.refund;
   say(`Appointment cancelled${refund ? `; refund: ${refund}` : ""}.`);
   await loadMyAppointments();
 }
@@ -706,6 +787,7 @@ const patientLabel = (a: Appointment): string => a.patientName?.trim() || "patie
 
 /** The chosen local day's appointments, every page of them, in the order of the day. */
 async function showDay(): Promise<void> {
+  const current = ask("day-list");
   const input = $<HTMLInputElement>("doctor-day");
   if (!input.value) input.value = today();
   const day = input.value;
@@ -720,6 +802,7 @@ async function showDay(): Promise<void> {
     );
     all.push(...page.items);
     cursor = page.nextCursor ?? null;
+    if (!current()) return; // another day was chosen meanwhile
   } while (cursor !== null);
   all.sort((a, b) => Date.parse(a.start) - Date.parse(b.start));
   $("day-list").replaceChildren(
@@ -794,6 +877,11 @@ const placeName = (p: Listing): string => {
 };
 
 async function loadPatientView(): Promise<void> {
+  // The days are today from the start: never set later, over a day chosen while loading.
+  for (const id of ["day", "clinic-day"]) {
+    const day = $<HTMLInputElement>(id);
+    if (!day.value) day.value = today();
+  }
   await loadDoctors();
   const [pharmacies, clinics] = await Promise.all([
     call(api.client.GET("/users/directory/pharmacies", {})),
@@ -807,8 +895,6 @@ async function loadPatientView(): Promise<void> {
     el("option", "Choose a clinic", { value: "" }),
     ...clinics.items.map((c) => el("option", placeName(c), { value: c.uid })),
   );
-  const day = $<HTMLInputElement>("clinic-day");
-  if (!day.value) day.value = today();
   await Promise.all([loadMyAppointments(), loadMyPrescriptions(), loadServices()]);
 }
 
@@ -819,7 +905,9 @@ async function listPrescriptions(
   listId: string,
   action: (p: Prescription, what: string) => HTMLElement | null,
 ): Promise<void> {
+  const current = ask(listId);
   const page = await call(api.client.GET("/prescriptions", {}));
+  if (!current()) return;
   $(listId).replaceChildren(
     ...page.items.map((p) => {
       const what = p.items.map((i) => `${i.medication} ${i.strength}`).join(", ");
@@ -853,13 +941,13 @@ async function sendPrescription(id: string): Promise<void> {
   await loadMyPrescriptions();
 }
 
+/** The chosen clinic's services; dropped if another clinic is chosen before they come. */
 async function loadServices(): Promise<void> {
+  const current = ask("services");
   const uid = $<HTMLSelectElement>("pick-clinic").value;
-  $("clinic-windows").replaceChildren();
-  if (!uid) {
-    $("pick-service").replaceChildren();
-    return;
-  }
+  changed("clinic-windows", "clinic-windows");
+  $("pick-service").replaceChildren(); // the clinic before's services are not this one's
+  if (!uid) return;
   let clinic: Schemas["Bookings_ClinicView"];
   try {
     clinic = await call(
@@ -867,10 +955,10 @@ async function loadServices(): Promise<void> {
     );
   } catch (e) {
     if (!(e instanceof ApiError) || e.status !== 404) throw e;
-    $("pick-service").replaceChildren();
-    say("This clinic does not take bookings yet.");
+    if (current()) say("This clinic does not take bookings yet.");
     return;
   }
+  if (!current()) return;
   $("pick-service").replaceChildren(
     ...clinic.services
       .filter((s) => s.active !== false)
@@ -879,6 +967,7 @@ async function loadServices(): Promise<void> {
 }
 
 async function showClinicWindows(): Promise<void> {
+  const current = ask("clinic-windows");
   const uid = $<HTMLSelectElement>("pick-clinic").value;
   const day = $<HTMLInputElement>("clinic-day").value;
   const open = await call(
@@ -886,6 +975,7 @@ async function showClinicWindows(): Promise<void> {
       params: { path: { clinic_uid: uid }, query: { day } },
     }),
   );
+  if (!current()) return; // another clinic or day was chosen meanwhile
   $("clinic-windows").replaceChildren(
     ...open.windows.map((w) => {
       const places = w.free > 0 ? `${w.free} places left` : "full: you would wait for a place";
@@ -939,11 +1029,13 @@ async function step(id: string, move: "receive" | "ready" | "dispense"): Promise
 let clinicUid = "";
 
 async function loadRequests(uid: string): Promise<void> {
+  const current = ask("requests");
   const page = await call(
     api.client.GET("/bookings/clinics/{clinic_uid}/requests", {
       params: { path: { clinic_uid: uid } },
     }),
   );
+  if (!current()) return;
   $("requests").replaceChildren(
     ...page.items.map((b: Booking) => {
       const what = `${b.serviceName} on ${when(b.windowStart)}`;
@@ -979,7 +1071,9 @@ async function answer(id: string, accept: boolean): Promise<void> {
 async function loadPendingDoctors(): Promise<void> {
   const emailPrefix = $<HTMLInputElement>("pending-email").value.trim();
   const query = { role: "doctor" as const, approved: false, ...(emailPrefix ? { emailPrefix } : {}) };
+  const current = ask("pending-doctors");
   const page = await call(api.client.GET("/admin-users", { params: { query } }));
+  if (!current()) return;
   $("pending-doctors").replaceChildren(
     ...page.items.map((d: Account) => {
       const who = d.email ?? d.uid;
@@ -1027,6 +1121,7 @@ async function resourceLabel(resource: string): Promise<string> {
 }
 
 async function showAudit(): Promise<void> {
+  const current = ask("audit-entries");
   const resource = $<HTMLInputElement>("audit-resource").value.trim();
   const page = await call(
     api.client.GET("/audit", { params: { query: resource ? { resource } : {} } }),
@@ -1037,6 +1132,7 @@ async function showAudit(): Promise<void> {
       return el("li", `${when(e.at)}: ${e.action} ${what} by ${who ?? e.actor}`);
     }),
   );
+  if (!current()) return;
   $("audit-entries").replaceChildren(...lines);
   say(`Audit entries: ${page.items.length}.`);
 }
@@ -1065,12 +1161,22 @@ async function verifyAudit(): Promise<void> {
 
 // -- wiring -------------------------------------------------------------------------------
 
+/** A form's action, its submit buttons disabled while it runs (the form's other buttons have
+ * actions of their own: "More doctors" loading does not silently refuse "Show free times"). */
 function onSubmit(id: string, action: () => Promise<void>): void {
   const form = $<HTMLFormElement>(id);
+  const submits = [...form.querySelectorAll<HTMLButtonElement>('button:not([type]), button[type="submit"]')];
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    void run(action, [...form.querySelectorAll("button")]);
+    void run(action, submits);
   });
+}
+
+/** When the person changes one of `controls`, what was asked for the choice before is dropped. */
+function onChoice(controls: string[], part: string, shown: string): void {
+  for (const id of controls) {
+    for (const kind of ["input", "change"]) $(id).addEventListener(kind, () => changed(part, shown));
+  }
 }
 
 function onClick(id: string, action: () => Promise<void>): void {
@@ -1186,8 +1292,10 @@ async function start(): Promise<void> {
   onClick("more-doctors", () => loadDoctors(true));
   onClick("more-appointments", () => loadMyAppointments(true));
   onSubmit("slots-form", showSlots);
+  onChoice(["pick-doctor", "day"], "slots", "slots");
   onSubmit("my-prescriptions-form", loadMyPrescriptions);
   onSubmit("clinic-form", showClinicWindows);
+  onChoice(["pick-service", "clinic-day"], "clinic-windows", "clinic-windows");
   $("pick-clinic").addEventListener("change", () => void run(loadServices));
   onClick("pay", () => pay());
   onClick("retry-capture", async () => {
@@ -1196,6 +1304,7 @@ async function start(): Promise<void> {
   onClick("other-funding", async () => toPayPal(otherFundingLink));
   onClick("cancel-appointment", () => cancelAppointment());
   onSubmit("day-form", showDay);
+  onChoice(["doctor-day"], "day-list", "day-list");
   onSubmit("prescription-form", writePrescription);
   onClick("pharmacy-refresh", loadPrescriptions);
   onClick("clinic-refresh", () => loadRequests(clinicUid));
