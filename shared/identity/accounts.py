@@ -294,13 +294,12 @@ def update(
         before["role"],
         bool(before.get("approved")),
     )
-    role_changed = updated["role"] != before["role"]
-    withdrawn = before.get("approved") and not updated["approved"]
     try:
-        # A repeat of a role or approval change settles what a failure left behind.
+        # A repeat of a role or approval change settles what a failure left behind: the
+        # claims, and the sessions that still hold more than the decision (_settle).
         if claims_changed or changes.role is not None or changes.approved is not None:
             _settle(uid, actor=actor)
-        if role_changed or changes.disabled is True or withdrawn:
+        if changes.disabled is True:
             _end_sessions(uid, by=actor)
     except Exception as exc:
         if not is_dependency_failure(exc):
@@ -340,14 +339,7 @@ def _update_user(uid: str, app: Any, fields: dict[str, Any]) -> None:
 SETTLE_ROUNDS = 8
 
 
-def _settle(
-    uid: str,
-    *,
-    actor: str,
-    granting: bool = False,
-    ending: bool = False,
-    auth_may_fail: bool = True,
-) -> dict[str, Any]:
+def _settle(uid: str, *, actor: str, auth_may_fail: bool = True) -> dict[str, Any]:
     """Make Auth's role claims, the access record and the sessions say what the committed
     profile says, after a change of role or approval committed (or was found in force).
 
@@ -355,15 +347,15 @@ def _settle(
     set them (and the record) from it, read the profile again, and go round while its role or
     approval changed meanwhile. Whatever the interleaving, the last claims written are of the
     last decision committed: a request whose write was overtaken sees so on its second read,
-    and a decision committed after that read is settled by its own request. `granting`: this
-    request approved the account (its live sessions learn it); `ending`: it rejected or
-    withdrew the approval (they end). Returns the profile last read.
+    and a decision committed after that read is settled by its own request. The account's live
+    sessions follow the decision from what they hold (`_sessions_follow`), not from what this
+    request changed: so a repeat of a decision (after a 503 decision_unfinished) or the
+    reconciliation ends the sessions a failure left holding more. Returns the profile last read.
 
     `auth_may_fail`: Auth unreachable leaves the claims as they are (logged) and the rest is
     still done: the decision is in force without them, and the reconciliation sets them.
     """
     auth = _auth()
-    granted = ended = False
     profile: dict[str, Any] | None = None
     for _ in range(SETTLE_ROUNDS):
         profile = load(uid)
@@ -386,19 +378,35 @@ def _settle(
             batch = clients.db().batch()
             access.mirror(uid, role=role, approved=approved, tx=batch, by=actor)
             batch.commit()
-        if approved and granting:
-            # More access: the sessions the account has learn it in place, no sign-out needed.
-            sessions.grant_approval(uid)
-            granted = True
-        elif not approved and (granted or (ending and not ended)):
-            _end_sessions(uid, by=actor)
-            granted, ended = False, True
+        _sessions_follow(uid, role, approved, by=actor)
         again = load(uid)
         if (again["role"], bool(again.get("approved"))) == (role.value, approved):
             return again
     log.warning("account %s kept changing while its claims were settled", uid)
     assert profile is not None
     return profile
+
+
+def _sessions_follow(uid: str, role: Role, approved: bool, *, by: str) -> None:
+    """Make the account's live sessions hold the decision `role`, `approved`: a session that
+    holds more (another role, or an approval the decision withdrew) ends them all, as a change
+    that narrows access does; with none such, an approval is learnt in place by the sessions
+    not yet approved (no sign-out needed). Judged from the sessions themselves, so it is the
+    same whether this request made the decision or repeats it."""
+    from google.cloud.firestore import FieldFilter
+
+    live = [
+        sessions.SessionRecord.from_doc(snap.id, snap.to_dict() or {})
+        for snap in clients.db()
+        .collection(sessions.COLLECTION)
+        .where(filter=FieldFilter("uid", "==", uid))
+        .where(filter=FieldFilter("revoked", "==", False))
+        .stream()
+    ]
+    if any(s.role is not role or (s.approved and not approved) for s in live):
+        _end_sessions(uid, by=by)
+    elif approved and any(not s.approved for s in live):
+        sessions.grant_approval(uid)
 
 
 def _set_claims(uid: str, role: Role, approved: bool) -> None:
@@ -470,11 +478,9 @@ def decide_approval(uid: str, approve: bool, reason: str | None, *, actor: str) 
             )
         return updated, True
 
-    _, changed = store.run_optimistic(body)
+    store.run_optimistic(body)
     try:
-        return _settle(
-            uid, actor=actor, granting=changed and approve, ending=changed and not approve
-        )
+        return _settle(uid, actor=actor)
     except Exception as exc:
         if not is_dependency_failure(exc):
             raise

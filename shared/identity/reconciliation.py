@@ -18,7 +18,9 @@ What is true depends on who may change it:
   profile and goes round while it changes), never the record to the claims: that would undo
   the decision (an approved doctor locked out, a rejected one let back in). Claims narrower
   than Auth held end the account's sessions, as its own request would have. A record with no
-  role yet (made from Auth before the account's first sign-in) takes Auth's claims.
+  role yet (made from Auth before the account's first sign-in), or of an account with no
+  profile (no decision of the backend's: its role is the claims an admin set in the console),
+  takes Auth's claims.
 - Disabled, the revocation instant and the e-mail can change in Auth alone (the console,
   another Admin SDK), and the backend asks Auth for them first: the record is made to say
   what Auth says. An account gone from Auth gets a tombstone.
@@ -36,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.identity import access, accounts, sessions
+from shared.identity import access, accounts, profiles, sessions
 from shared.platform import clients, clock, logs, store
 from shared.platform.context import Role
 from shared.platform.errors import NotFound
@@ -153,6 +155,13 @@ def _created_after(user: Any, written: Any) -> bool:
     return written is not None and created_ms > written.timestamp() * 1000
 
 
+def _undecided(uid: str) -> bool:
+    """Whether the backend has made no decision of this account's role and approval: it has
+    no profile (or only what an erasure leaves), so the claims in Auth are the only one."""
+    profile = profiles.get(uid)
+    return profile is None or bool(profile.get("erased"))
+
+
 def _check(user: Any, held: access.AccessState, read_at: Any, report: Report) -> None:
     auth_says = access.from_user_record(user)
     if held.deleted:
@@ -167,6 +176,12 @@ def _check(user: Any, held: access.AccessState, read_at: Any, report: Report) ->
         return
     if held.role is None:
         # Nothing decided by the backend yet: Auth's claims are all there is.
+        _repair(held, auth_says, report, read_at=read_at)
+        return
+    if _claims_of(auth_says) != _claims_of(held) and _undecided(held.uid):
+        # No profile: the role came from claims an admin set in the console (the account
+        # adopted on its first bearer request), and a change there is theirs to make. Read only
+        # on drift, so the run costs no profile read per account.
         _repair(held, auth_says, report, read_at=read_at)
         return
     # Auth's own fields from Auth; the decided ones stay the record's.

@@ -10,9 +10,13 @@ Collections:
                                 movement of a party's money writes it, so its version is also
                                 the guard of that party's debits (see owed_guarded)
 
-Transaction ids derive from what caused them (`payment-{order}`, `refund-{refund}`,
-`reversal-{order}`), and they are *created*, never set: a second attempt to book the same
-movement fails its whole Firestore transaction instead of counting the money twice.
+Transaction ids derive from what caused them (`payment-{order}`, `refund-{refund}`; a
+reversal: `reversal-{order}` for a chargeback of all the order held that PayPal names no id of,
+`reversal-{order}-chargeback-{PayPal's id of it}` for one it names, `reversal-{refund}` for a
+refund PayPal refused after a chargeback), and they are *created*, never set: a second attempt
+to book the same movement fails its whole Firestore transaction instead of counting the money
+twice. A part taken from PayPal's input is made fit for a document id first
+(shared.payments.rules.id_part: no '/', bounded length).
 """
 
 from __future__ import annotations

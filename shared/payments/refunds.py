@@ -374,7 +374,8 @@ def record_external(order: dict[str, Any], paypal_refund: dict[str, Any]) -> dic
 def note_external(order: dict[str, Any], paypal_refund: dict[str, Any]) -> dict[str, Any]:
     """Record a refund PayPal made on its own, reserved against the order, to be booked (by
     the caller now, or by the sweep should this instance stop first: never sent again)."""
-    refund_id = f"{order['id']}-paypal-{paypal_refund.get('id')}"
+    # PayPal's id, fit for a document id (and the ledger's `refund-{refund id}`).
+    refund_id = f"{order['id']}-paypal-{rules.id_part(str(paypal_refund.get('id')))}"
     amount = paypal_refund.get("amount") or {}
     money = Money.parse(amount.get("currency_code", order["currency"]), amount.get("value", "0"))
 

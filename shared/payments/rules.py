@@ -6,12 +6,28 @@ they read; tests/test_payment_rules.py checks them without any I/O.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
 from shared.platform.context import Role
+
+# PayPal's ids (of a refund, a chargeback) as they are: letters, digits, '-' and '_', short.
+PAYPAL_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def id_part(paypal_id: str) -> str:
+    """PayPal's id of something, fit to be part of a Firestore document id (a ledger
+    transaction's, a refund's): as it is when it has the shape of PayPal's ids, else a digest
+    of it (`sha-` and 64 hex digits, longer than any id kept as it is, so the two never meet).
+    An id with '/' (a path), dots, '__' or of any length so names one document, the same one
+    at every delivery, and a redelivery finds it booked."""
+    if PAYPAL_ID.fullmatch(paypal_id):
+        return paypal_id
+    return "sha-" + hashlib.sha256(paypal_id.encode("utf-8")).hexdigest()
 
 
 class Kind(StrEnum):

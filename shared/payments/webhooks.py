@@ -28,7 +28,7 @@ from shared.payments import records as order_records
 from shared.payments import subjects as subject_store
 from shared.payments.rules import Kind, OrderStatus
 from shared.payments.subjects import Subjects
-from shared.platform import clients, clock, logs, store
+from shared.platform import clients, clock, ids, logs, store
 from shared.platform.errors import BadRequest
 from shared.platform.money import Money
 
@@ -141,7 +141,8 @@ def apply(event: dict[str, Any], *, subjects: Subjects) -> str:
             _capture_id_of(resource),
             why,
             amount_minor,
-            reversal_id=None if amount_minor is None else str(resource["id"]),
+            # PayPal's id, fit for the ledger's document id (shared.payments.rules.id_part).
+            reversal_id=None if amount_minor is None else rules.id_part(str(resource["id"])),
             subjects=subjects,
         )
     return "ignored"
@@ -164,19 +165,28 @@ def _reversed_minor(resource: dict[str, Any]) -> int | None:
     return Money.parse(str(amount.get("currency_code", "")), value).amount_minor
 
 
+def _searchable(value: object) -> str | None:
+    """PayPal's id `value` if it can be looked up: one no order can hold (a path, kilobytes
+    long: Firestore refuses to query a value over 1500 bytes, a 500 and a retry without end)
+    finds nothing, without asking."""
+    return value if isinstance(value, str) and ids.DOC_ID.fullmatch(value) else None
+
+
 def _order_of_capture(capture: dict[str, Any]) -> dict[str, Any] | None:
     custom = capture.get("custom_id")
     if isinstance(custom, str):
         found = order_records.get(custom)
         if found is not None:
             return found
-    if isinstance(capture.get("id"), str):
-        found = order_records.by_capture_id(capture["id"])
+    capture_id = _searchable(capture.get("id"))
+    if capture_id is not None:
+        found = order_records.by_capture_id(capture_id)
         if found is not None:
             return found
     related = (capture.get("supplementary_data") or {}).get("related_ids") or {}
-    if isinstance(related.get("order_id"), str):
-        return order_records.by_paypal_id(related["order_id"])
+    paypal_order_id = _searchable(related.get("order_id"))
+    if paypal_order_id is not None:
+        return order_records.by_paypal_id(paypal_order_id)
     return None
 
 
@@ -203,7 +213,8 @@ def take_back(
       the provider, whose payout subtracts `reversedMinor`) and the subject stays confirmed,
       for the patient paid for it and has not taken all of it back.
     Each reversal is its own ledger transaction: `reversal-{order}` for a whole one without
-    PayPal's id of it, else `reversal-{order}-chargeback-{reversal_id}`. `reversedMinor` adds
+    PayPal's id of it, else `reversal-{order}-chargeback-{reversal_id}` (`reversal_id` made
+    fit for a document id by the caller: rules.id_part). `reversedMinor` adds
     up, and the ids applied are kept in `reversalIds`, so the same reversal delivered again (a
     new delivery of an event, or two racing) changes nothing.
     """
@@ -311,7 +322,7 @@ def _refunded(refund: dict[str, Any]) -> str:
             refunds.book(ours["id"], refund)
             return "refund_booked"
         return f"refund_{ours['status']}"
-    capture_id = _capture_id_of_refund(refund)
+    capture_id = _searchable(_capture_id_of_refund(refund))
     order = order_records.by_capture_id(capture_id) if capture_id else None
     if order is None:
         log.warning("PayPal refund %s of a capture we do not know", refund.get("id"))
