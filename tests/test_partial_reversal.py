@@ -64,6 +64,10 @@ def test_a_partial_chargeback_leaves_the_order_paid_and_the_rest_paid_out(
     appointment = doctor.api.get(f"/appointments/{stored['subjectId']}").json()
     assert appointment["status"] != "cancelled"  # the visit took place, and stays paid for
     assert appointment["payment"]["status"] == "captured"
+    # The order, as an admin reads it, says what was charged back and still holds the rest.
+    shown = admin.get(f"/payments/orders/{order['id']}").json()
+    assert (shown["status"], shown["chargedBack"]["value"]) == ("captured", "5.00")
+    assert shown["refunded"]["value"] == "0.00"
     books = ledger_of(order["id"])
     assert_balanced(books)
     assert account_sum(books, "paypal_clearing") == 1500

@@ -55,6 +55,10 @@ class OrderView(View):
     status: OrderStatus
     amount: dict[str, str]
     refunded: dict[str, str]
+    charged_back: dict[str, str] = Field(
+        description="taken back by chargebacks (PayPal reversed the payment); after one of part"
+        " of it the order holds the rest"
+    )
     paypal_order_id: str
     approve_link: str | None = Field(description="where the buyer approves, in PayPal's window")
     capture_id: str | None = None
@@ -74,6 +78,7 @@ class OrderView(View):
             status=OrderStatus(doc["status"]),
             amount=money_view(currency, doc["amountMinor"]),
             refunded=money_view(currency, doc.get("refundedMinor", 0)),
+            charged_back=money_view(currency, doc.get("reversedMinor", 0)),
             paypal_order_id=doc["paypalOrderId"],
             approve_link=doc.get("approveLink"),
             capture_id=doc.get("captureId"),

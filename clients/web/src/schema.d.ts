@@ -4276,6 +4276,13 @@ export interface components {
             refunded: {
                 [key: string]: string;
             };
+            /**
+             * Chargedback
+             * @description taken back by chargebacks (PayPal reversed the payment); after one of part of it the order holds the rest
+             */
+            chargedBack: {
+                [key: string]: string;
+            };
             /** Paypalorderid */
             paypalOrderId: string;
             /**
@@ -4812,6 +4819,13 @@ export interface components {
             refunded: {
                 [key: string]: string;
             };
+            /**
+             * Chargedback
+             * @description taken back by chargebacks (PayPal reversed the payment); after one of part of it the order holds the rest
+             */
+            chargedBack: {
+                [key: string]: string;
+            };
             /** Paypalorderid */
             paypalOrderId: string;
             /**
@@ -4935,6 +4949,13 @@ export interface components {
             };
             /** Refunded */
             refunded: {
+                [key: string]: string;
+            };
+            /**
+             * Chargedback
+             * @description taken back by chargebacks (PayPal reversed the payment); after one of part of it the order holds the rest
+             */
+            chargedBack: {
                 [key: string]: string;
             };
             /** Paypalorderid */
