@@ -188,7 +188,9 @@ def _end_sessions(uid: str, *, by: str) -> None:
     except Exception as exc:
         if not is_dependency_failure(exc):
             raise
-        log.warning("Auth unreachable ending the sessions of %s (%r): sessions only", uid, exc)
+        # revoke_access ends the sessions and Auth's tokens; which of the two failed, the
+        # sessions are ended again on their own (a failure here too answers 503).
+        log.warning("access of %s not revoked in full (%r): ending its sessions alone", uid, exc)
         sessions.revoke_all(uid)
 
 
@@ -198,7 +200,7 @@ def _unfinished(exc: BaseException) -> DependencyUnavailable:
     return DependencyUnavailable(
         "The change is made and in force; what follows it (Firebase Auth's claims, the"
         " account's sessions) could not all be done. Asking again with the same change"
-        " finishes it (it is not made twice); the hourly Auth reconciliation sets the claims.",
+        " finishes it (it is not made twice); the scheduled Auth reconciliation sets the claims.",
         code="decision_unfinished",
     )
 
